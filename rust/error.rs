@@ -1,0 +1,91 @@
+//! The crate's one error type. It becomes a Python exception only in [`crate::py`].
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything the format core can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file id string that does not follow `<vid>,<key hex><cookie hex8>[_delta]`.
+    #[error("malformed file id {fid:?}: {reason}")]
+    BadFid {
+        /// The text that was given.
+        fid: String,
+        /// What exactly is wrong with it.
+        reason: String,
+    },
+    /// Bytes that do not form a valid needle record.
+    #[error("corrupt needle: {0}")]
+    CorruptNeedle(String),
+    /// The stored CRC32-C does not match the data.
+    #[error("CRC mismatch for needle {key:#x}: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// Needle key.
+        key: u64,
+        /// CRC found in the needle's tail.
+        stored: u32,
+        /// CRC computed over the data.
+        computed: u32,
+    },
+    /// The needle is not in the volume's index, or its cookie differs (the two are
+    /// deliberately indistinguishable to a caller, as on the volume server).
+    #[error("needle {key:#x} not found in volume {volume}")]
+    NotFound {
+        /// Volume id.
+        volume: u32,
+        /// Needle key.
+        key: u64,
+    },
+    /// The needle was deleted (a tombstone in the index).
+    #[error("needle {key:#x} in volume {volume} is deleted")]
+    Deleted {
+        /// Volume id.
+        volume: u32,
+        /// Needle key.
+        key: u64,
+    },
+    /// A volume file this crate does not understand (and so must not guess at).
+    #[error("unsupported volume {path}: {reason}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// Why it is not supported.
+        reason: String,
+    },
+    /// A byte range outside what the needle holds.
+    #[error("range out of bounds: offset {offset} + size {size} exceeds {limit}")]
+    OutOfBounds {
+        /// Requested offset.
+        offset: u64,
+        /// Requested length.
+        size: u64,
+        /// What the object holds.
+        limit: u64,
+    },
+    /// A chunk list or read request that makes no sense.
+    #[error("invalid plan input: {0}")]
+    BadPlan(String),
+    /// A protobuf blob that does not decode.
+    #[error("bad chunk manifest: {0}")]
+    BadManifest(#[from] prost::DecodeError),
+    /// An I/O error, with the path it happened on.
+    #[error("{path}: {source}")]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

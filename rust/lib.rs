@@ -1,0 +1,22 @@
+//! seaweed-rdma's engine crate.
+//!
+//! Plain Rust modules hold the logic and are tested with `cargo test`:
+//! - [`fid`]: SeaweedFS file ids (`"3,01637037d6"`).
+//! - [`needle`]: the on-disk needle record (versions 2 and 3) and its CRC32-C.
+//! - [`volume`]: a read-only view of a volume's `.idx`/`.dat` pair.
+//! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
+//! - [`manifest`]: the `FileChunkManifest` protobuf that chunk-manifest needles hold.
+//!
+//! The PyO3 bindings live in [`py`] and only convert arguments and errors.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod fid;
+pub mod manifest;
+pub mod needle;
+pub mod plan;
+pub mod volume;
+
+mod py;
+
+pub use error::{Error, Result};

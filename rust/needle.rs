@@ -1,0 +1,1 @@
+//! The on-disk needle record. (Being written.)

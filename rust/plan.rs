@@ -1,0 +1,1 @@
+//! Chunk-to-needle planner. (Being written.)

@@ -1,0 +1,22 @@
+//! The PyO3 layer: argument conversion and error mapping only; logic lives in the
+//! plain modules. Each submodule has a `register` function that adds its items.
+
+mod errors;
+mod fid;
+mod manifest;
+mod plan;
+mod volume;
+
+use pyo3::prelude::*;
+
+pub(crate) use errors::to_py_err;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    fid::register(m)?;
+    manifest::register(m)?;
+    plan::register(m)?;
+    volume::register(m)?;
+    Ok(())
+}

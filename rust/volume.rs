@@ -1,0 +1,1 @@
+//! A read-only view of a volume's `.idx`/`.dat`. (Being written.)
