@@ -53,6 +53,13 @@ pub enum Error {
         /// Why it is not supported.
         reason: String,
     },
+    /// A [`crate::volume::Location`] from before the volume was re-opened (after a vacuum
+    /// its offsets point at other bytes), or from another volume: locate the needle again.
+    #[error("stale location for volume {volume}: the volume was re-opened since it was located")]
+    StaleLocation {
+        /// Volume id.
+        volume: u32,
+    },
     /// A byte range outside what the needle holds.
     #[error("range out of bounds: offset {offset} + size {size} exceeds {limit}")]
     OutOfBounds {
@@ -69,6 +76,33 @@ pub enum Error {
     /// A protobuf blob that does not decode.
     #[error("bad chunk manifest: {0}")]
     BadManifest(#[from] prost::DecodeError),
+    /// A peer that broke the wire protocol (bad magic, unknown kind, oversized frame...).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A setting that cannot work (a bad flag value, a missing directory, a transport
+    /// this build lacks).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A socket operation that failed (binding a listener, connecting to a peer).
+    #[error("{addr}: {source}")]
+    Network {
+        /// The address involved.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The engine's runtime threads could not be started.
+    #[error("cannot start the engine runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// A sidecar that could not be reached or did not answer.
+    #[error("sidecar {addr}: {reason}")]
+    Sidecar {
+        /// The sidecar's address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

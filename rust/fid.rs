@@ -29,7 +29,8 @@ impl FileId {
     /// short or too long, non-hex digits, or a bad delta.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |reason: &str| Error::BadFid { fid: text.to_owned(), reason: reason.to_owned() };
-        let (vid, rest) = text.split_once(',').ok_or_else(|| bad("expected '<volume>,<key><cookie>'"))?;
+        let (vid, rest) =
+            text.split_once(',').ok_or_else(|| bad("expected '<volume>,<key><cookie>'"))?;
         if vid.is_empty() || !vid.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad("volume id must be a decimal number"));
         }
@@ -48,8 +49,10 @@ impl FileId {
             return Err(bad("key and cookie must be hex digits"));
         }
         let split = hex.len() - 8;
-        let key = u64::from_str_radix(&hex[..split], 16).map_err(|_| bad("key is not valid hex"))?;
-        let cookie = u32::from_str_radix(&hex[split..], 16).map_err(|_| bad("cookie is not valid hex"))?;
+        let key =
+            u64::from_str_radix(&hex[..split], 16).map_err(|_| bad("key is not valid hex"))?;
+        let cookie =
+            u32::from_str_radix(&hex[split..], 16).map_err(|_| bad("cookie is not valid hex"))?;
         let key = match delta {
             None => key,
             Some(d) => {

@@ -5,18 +5,24 @@
 //! - [`needle`]: the on-disk needle record (versions 2 and 3) and its CRC32-C.
 //! - [`volume`]: a read-only view of a volume's `.idx`/`.dat` pair.
 //! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
+//! - [`proto`]: the sidecar wire protocol (`docs/protocol.md`).
 //! - [`manifest`]: the `FileChunkManifest` protobuf that chunk-manifest needles hold.
 //!
 //! The PyO3 bindings live in [`py`] and only convert arguments and errors.
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod error;
 pub mod fid;
 pub mod manifest;
 pub mod needle;
 pub mod plan;
+pub mod proto;
+pub mod sidecar;
 pub mod volume;
 
 mod py;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use error::{Error, Result};

@@ -70,6 +70,22 @@ impl ProtoChunk {
     }
 }
 
+/// `filer_pb.GetFilerConfigurationResponse`, of which a client needs the masters.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoFilerConfiguration {
+    /// Master addresses, as the filer was told them.
+    #[prost(string, repeated, tag = "1")]
+    pub masters: Vec<String>,
+}
+
+/// Decodes a `GetFilerConfigurationResponse`.
+///
+/// # Errors
+/// [`crate::Error::BadManifest`] when the bytes do not decode.
+pub fn decode_filer_configuration(blob: &[u8]) -> Result<ProtoFilerConfiguration> {
+    Ok(ProtoFilerConfiguration::decode(blob)?)
+}
+
 /// Decodes a manifest blob.
 ///
 /// # Errors

@@ -15,7 +15,11 @@ fn class_name(err: &Error) -> &'static str {
         Error::Unsupported { .. } => "UnsupportedVolume",
         Error::OutOfBounds { .. } | Error::BadPlan(_) => "InvalidRange",
         Error::BadManifest(_) => "CorruptManifestError",
-        Error::Io { .. } => "SeaweedRdmaError",
+        Error::Sidecar { .. } => "Unreachable",
+        Error::Runtime(_) => "SeaweedRdmaError",
+        Error::Io { .. } | Error::StaleLocation { .. } | Error::Protocol(_) => "SeaweedRdmaError",
+        Error::Config(_) => "SeaweedRdmaError",
+        Error::Network { .. } => "Unreachable",
     }
 }
 

@@ -27,7 +27,14 @@ fn decode_manifest<'py>(py: Python<'py>, blob: &[u8]) -> PyResult<Vec<Bound<'py,
         .collect()
 }
 
+/// Master addresses from a filer's `GetFilerConfigurationResponse`.
+#[pyfunction]
+fn decode_filer_masters(blob: &[u8]) -> PyResult<Vec<String>> {
+    Ok(crate::manifest::decode_filer_configuration(blob).map_err(to_py_err)?.masters)
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode_manifest, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_filer_masters, m)?)?;
     Ok(())
 }

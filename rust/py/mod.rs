@@ -1,10 +1,12 @@
 //! The PyO3 layer: argument conversion and error mapping only; logic lives in the
 //! plain modules. Each submodule has a `register` function that adds its items.
 
+mod engine;
 mod errors;
 mod fid;
 mod manifest;
 mod plan;
+mod sidecar;
 mod volume;
 
 use pyo3::prelude::*;
@@ -14,9 +16,11 @@ pub(crate) use errors::to_py_err;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    engine::register(m)?;
     fid::register(m)?;
     manifest::register(m)?;
     plan::register(m)?;
+    sidecar::register(m)?;
     volume::register(m)?;
     Ok(())
 }

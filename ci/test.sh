@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then Rust checks and tests, Python lint,
+# and pytest against real SeaweedFS clusters and FUSE mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/install.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "[test] cargo fmt / clippy"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+echo "[test] cargo test"
+cargo test --quiet 2>&1 | tail -n 40
+echo "[test] ruff"
+ruff check python tests benches
+echo "[test] pytest"
+python -m pytest -q -p no:cacheprovider "$@"

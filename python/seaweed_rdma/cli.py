@@ -1,0 +1,136 @@
+"""The ``seaweed-rdma`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import stat as stat_mod
+import sys
+from collections.abc import Sequence
+
+from .errors import SeaweedRdmaError
+
+log = logging.getLogger("seaweed_rdma")
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--filer", default="127.0.0.1:8888",
+                   help="filer address, host:port or host:port.grpcPort (default %(default)s)")
+    p.add_argument("--master", default=None,
+                   help="master address; found through the filer's gRPC port when omitted")
+    p.add_argument("--sidecar", default=None,
+                   help="fast path: ':PORT' (a sidecar on each volume server's host) or "
+                        "'HOST:PORT' (one sidecar for all); omitted: HTTP only")
+    p.add_argument("--transport", default="auto", choices=["auto", "tcp", "verbs", "http"],
+                   help="fast-path transport (default %(default)s)")
+    p.add_argument("--jwt-key", default=None, help="the cluster's read-JWT signing key")
+
+
+def _client(a: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .client import Client
+
+    return Client(a.filer, sidecar=a.sidecar, transport=a.transport, master=a.master,
+                  jwt_key=a.jwt_key)
+
+
+def cmd_cat(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        out = sys.stdout.buffer
+        offset = a.offset
+        remaining = a.size
+        with c.open(a.path) as f:
+            f.seek(offset)
+            while remaining is None or remaining > 0:
+                want = 1 << 20 if remaining is None else min(1 << 20, remaining)
+                block = f.read(want)
+                if not block:
+                    break
+                out.write(block)
+                if remaining is not None:
+                    remaining -= len(block)
+        out.flush()
+        if a.stats:
+            print(json.dumps(c.stats(), indent=2), file=sys.stderr)
+    return 0
+
+
+def cmd_stat(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        info = c.stat(a.path)
+        info["mode"] = stat_mod.filemode(info["mode"])
+        print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_ls(a: argparse.Namespace) -> int:
+    with _client(a) as c:
+        for e in sorted(c.scandir(a.path), key=lambda e: e.name):
+            if a.long:
+                print(f"{stat_mod.filemode(e.mode)} {e.size:>12} {e.name}")
+            else:
+                print(e.name + ("/" if e.is_dir else ""))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=a.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="seaweed-rdma",
+        description="Fast reads for SeaweedFS: a sidecar next to each volume server pushes "
+                    "needle bytes to readers (RDMA or TCP); anything the fast path cannot "
+                    "deliver comes over plain HTTP.",
+    )
+    p.add_argument("--log-level", default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("cat", help="write a file's bytes to stdout")
+    _client_args(s)
+    s.add_argument("path", help="file path on the filer")
+    s.add_argument("--offset", type=int, default=0, help="start at this byte")
+    s.add_argument("--size", type=int, default=None, help="read at most this many bytes")
+    s.add_argument("--stats", action="store_true", help="print read statistics to stderr")
+    s.set_defaults(func=cmd_cat)
+
+    s = sub.add_parser("stat", help="print a file's or directory's attributes as JSON")
+    _client_args(s)
+    s.add_argument("path")
+    s.set_defaults(func=cmd_stat)
+
+    s = sub.add_parser("ls", help="list a directory")
+    _client_args(s)
+    s.add_argument("path", nargs="?", default="/")
+    s.add_argument("-l", "--long", action="store_true", help="mode and size too")
+    s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
+                                    "back over each path and print a table")
+    s.add_argument("--keep", action="store_true",
+                   help="leave the cluster running until Enter is pressed")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seaweed-rdma``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        return 0
+    except (SeaweedRdmaError, OSError, ValueError) as e:
+        print(f"seaweed-rdma {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""``seaweed_rdma.Client``: the Python API over the fast path and HTTP."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+
+from .errors import IsADirectory, NotADirectory, SeaweedRdmaError
+from .filer import Entry, FilerClient, normalize_path
+from .fileobj import SeaweedRawFile
+from .master import MasterClient
+from .reader import FileView, ReadPath
+from .stats import Stats
+from .volume_http import VolumeHttpReader
+from .discovery import discover_master
+
+
+
+class Client:
+    """Reads files from a SeaweedFS filer.
+
+    ``filer`` is ``host:port`` (or ``host:port.grpcPort``). ``master`` is found through the
+    filer when not given. ``sidecar`` and ``transport`` choose the fast path (``None``: HTTP
+    only). ``jwt_key`` is the cluster's read-JWT signing key, if reads need a token.
+    ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
+    """
+
+    def __init__(
+        self,
+        filer: str,
+        sidecar: str | dict[str, str] | None = None,
+        transport: str = "auto",
+        *,
+        master: str | None = None,
+        jwt_key: str | None = None,
+        timeout: float = 30.0,
+        meta_ttl: float = 1.0,
+        max_workers: int = 16,
+    ) -> None:
+        if transport not in ("auto", "tcp", "verbs", "http"):
+            raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(max_connections=max(64, max_workers * 2),
+                                max_keepalive_connections=max(32, max_workers)),
+            follow_redirects=False,
+        )
+        self.filer = FilerClient(filer, self._http)
+        self.master = MasterClient(master or discover_master(filer, timeout), self._http)
+        self.transport = transport
+        self.sidecar = sidecar
+        self._stats = Stats()
+        self._executor = ThreadPoolExecutor(max_workers=max_workers,
+                                            thread_name_prefix="seaweed-rdma")
+        self._path = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
+                              self._stats, self._executor)
+        self._meta_ttl = meta_ttl
+        self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}
+        self._meta_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Releases connections and threads."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ----------------------------------------------------------------------
+
+    def entry(self, path: str) -> Entry:
+        """The filer entry at ``path`` (cached for ``meta_ttl`` seconds)."""
+        return self._cached(path)[0]
+
+    def _cached(self, path: str) -> tuple[Entry, FileView | None]:
+        path = normalize_path(path)
+        now = time.monotonic()
+        with self._meta_lock:
+            hit = self._meta.get(path)
+        if hit and hit[0] > now:
+            return hit[1], hit[2]
+        entry = self.filer.get_entry(path)
+        with self._meta_lock:
+            self._meta[path] = (now + self._meta_ttl, entry, None)
+        return entry, None
+
+    def _view(self, path: str) -> FileView:
+        entry, view = self._cached(path)
+        if view is None:
+            if entry.is_dir:
+                raise IsADirectory(f"{entry.path}: is a directory")
+            view = self._path.view(entry)
+            with self._meta_lock:
+                hit = self._meta.get(entry.path)
+                if hit and hit[1] is entry:
+                    self._meta[entry.path] = (hit[0], entry, view)
+        return view
+
+    def invalidate(self, path: str | None = None) -> None:
+        """Drops cached metadata for ``path`` (or everything)."""
+        with self._meta_lock:
+            if path is None:
+                self._meta.clear()
+            else:
+                self._meta.pop(normalize_path(path), None)
+
+    def stat(self, path: str) -> dict[str, Any]:
+        """Attributes of ``path``: type, size, mode (POSIX), times, owner, inode, chunks."""
+        entry, _ = self._cached(path)
+        size = self._view(path).size if not entry.is_dir else 0
+        kind = "directory" if entry.is_dir else "symlink" if entry.is_symlink else "file"
+        return {
+            "path": entry.path, "name": entry.name, "type": kind, "size": size,
+            "mode": entry.mode, "mtime_ns": entry.mtime_ns, "ctime_ns": entry.ctime_ns,
+            "crtime_ns": entry.crtime_ns, "uid": entry.uid, "gid": entry.gid,
+            "inode": entry.inode, "mime": entry.mime, "chunks": len(entry.chunks),
+            "symlink_target": entry.symlink_target, "inline": entry.content is not None,
+        }
+
+    def scandir(self, path: str) -> list[Entry]:
+        """Entries of directory ``path``."""
+        entry, _ = self._cached(path)
+        if not entry.is_dir:
+            raise NotADirectory(f"{entry.path}: not a directory")
+        return list(self.filer.iter_dir(path))
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in directory ``path``, as ``os.listdir`` gives them."""
+        return [e.name for e in self.scandir(path)]
+
+    # -- reads ---------------------------------------------------------------------
+
+    def readinto(self, path: str, buffer: Any, offset: int = 0) -> int:
+        """Reads into ``buffer`` (any writable contiguous buffer) from ``offset``; returns
+        the number of bytes read, short at end of file as POSIX ``pread`` is."""
+        view = self._view(path)
+        return self._read_view(view, memoryview(buffer).cast("B"), offset)
+
+    def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
+        """Reads ``size`` bytes (default: to the end) from ``offset``."""
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError("offset and size must be >= 0")
+        view = self._view(path)
+        if size is None:
+            size = max(0, view.size - offset)
+        buf = bytearray(min(size, max(0, view.size - offset)))
+        n = self._read_view(view, memoryview(buf), offset)
+        del buf[n:]
+        return bytes(buf)
+
+    def open(self, path: str, mode: str = "rb", buffering: int = 1 << 20) -> io.BufferedReader:
+        """A seekable binary file object; only ``"rb"`` is supported."""
+        if mode not in ("rb", "r"):
+            raise ValueError(f"mode {mode!r} not supported: seaweed_rdma reads only ('rb')")
+        raw = SeaweedRawFile(self, normalize_path(path), self._view(path))
+        return io.BufferedReader(raw, buffer_size=buffering)
+
+    def _read_view(self, view: FileView, buf: memoryview, offset: int) -> int:
+        self._stats.count("file_reads")
+        try:
+            return self._path.readinto(view, buf, offset)
+        except SeaweedRdmaError:
+            self._stats.count("errors")
+            raise
+
+    def read_fid(self, file_id: str, offset: int = 0, size: int | None = None) -> bytes:
+        """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer.
+
+        Raises ``InvalidFileId`` for a malformed id and ``NeedleNotFound`` when no replica
+        has it (a wrong cookie reads as not found, as on the volume server).
+        """
+        from ._core import parse_fid
+
+        parse_fid(file_id)
+        if offset < 0 or (size is not None and size < 0):
+            raise ValueError("offset and size must be >= 0")
+        stored, encoding = self._path.http.read_whole(file_id)
+        from .codec import decompress
+
+        data = decompress(stored, file_id) if encoding else stored
+        end = len(data) if size is None else offset + size
+        return data[offset:end]
+
+    def stats(self) -> dict[str, Any]:
+        """Bytes and reads per path (fast, http), fallbacks, errors, latency percentiles."""
+        snap = self._stats.snapshot()
+        snap["transport"] = "http" if self.sidecar is None else self.transport
+        return snap

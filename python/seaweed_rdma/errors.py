@@ -1,0 +1,97 @@
+"""The exception hierarchy. Every error this package raises is a ``SeaweedRdmaError``; the
+ones that have a POSIX meaning also derive from the matching ``OSError`` subclass and carry
+its errno, so ``except FileNotFoundError`` works and the mount can map them to errno."""
+
+from __future__ import annotations
+
+import errno
+
+
+class SeaweedRdmaError(Exception):
+    """Base class of every error raised by seaweed_rdma."""
+
+    errno: int | None = errno.EIO
+
+
+class InvalidFileId(SeaweedRdmaError, ValueError):
+    """A file id that does not follow ``<vid>,<key hex><cookie hex8>[_delta]``."""
+
+    errno = errno.EINVAL
+
+
+class InvalidRange(SeaweedRdmaError, ValueError):
+    """A read range or chunk list that makes no sense."""
+
+    errno = errno.EINVAL
+
+
+class NotFound(SeaweedRdmaError, FileNotFoundError):
+    """A path that does not exist on the filer."""
+
+    errno = errno.ENOENT
+
+
+class IsADirectory(SeaweedRdmaError, IsADirectoryError):
+    """A directory where a file was expected."""
+
+    errno = errno.EISDIR
+
+
+class NotADirectory(SeaweedRdmaError, NotADirectoryError):
+    """A file where a directory was expected."""
+
+    errno = errno.ENOTDIR
+
+
+class NeedleNotFound(SeaweedRdmaError):
+    """A needle missing from its volume, or present with another cookie."""
+
+    errno = errno.EIO
+
+
+class NeedleDeleted(SeaweedRdmaError):
+    """A needle that has been deleted."""
+
+    errno = errno.EIO
+
+
+class CorruptNeedleError(SeaweedRdmaError):
+    """Needle bytes that do not parse."""
+
+    errno = errno.EIO
+
+
+class ChecksumError(SeaweedRdmaError):
+    """Needle data whose CRC32-C does not match the stored one."""
+
+    errno = errno.EIO
+
+
+class CorruptManifestError(SeaweedRdmaError):
+    """A chunk manifest that does not decode."""
+
+    errno = errno.EIO
+
+
+class UnsupportedVolume(SeaweedRdmaError):
+    """Volume files in a form this package does not read locally."""
+
+    errno = errno.EIO
+
+
+class Unreachable(SeaweedRdmaError, ConnectionError):
+    """A filer, master or volume server that cannot be reached; the message names it."""
+
+    errno = errno.EHOSTUNREACH
+
+
+class NoLiveLocation(SeaweedRdmaError):
+    """A volume that no live volume server holds, or whose every replica failed."""
+
+    errno = errno.EIO
+
+
+class ServerError(SeaweedRdmaError):
+    """An unexpected HTTP answer from a SeaweedFS server."""
+
+    errno = errno.EIO

@@ -1,0 +1,57 @@
+"""A seekable, read-only binary file object over ``Client``."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .reader import FileView
+
+
+class SeaweedRawFile(io.RawIOBase):
+    """Raw reads go straight to the client's read path; wrap in ``io.BufferedReader``."""
+
+    def __init__(self, client: Client, path: str, view: FileView) -> None:
+        super().__init__()
+        self._client = client
+        self._view = view
+        self._pos = 0
+        self.name = path
+        self.mode = "rb"
+
+    @property
+    def size(self) -> int:
+        """The file's size when it was opened."""
+        return self._view.size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        n = self._client._read_view(self._view, memoryview(buffer).cast("B"), self._pos)
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise OSError(22, "negative seek position")
+        self._pos = pos
+        return pos
+
+    def tell(self) -> int:
+        return self._pos

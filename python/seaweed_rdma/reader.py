@@ -1,0 +1,193 @@
+"""The read loop: entry -> resolved chunks -> plan -> extents -> bytes in the caller's buffer.
+
+Holes are zero-filled, compressed/encrypted chunks are fetched whole, verified and decoded
+once (a small LRU keeps them for neighbouring reads), and plain extents are read in place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+from ._core import Plan, decode_manifest
+from .codec import decode_chunk
+from .errors import CorruptManifestError, IsADirectory
+from .filer import Chunk, Entry
+from .stats import Stats
+from .volume_http import VolumeHttpReader
+
+MAX_MANIFEST_DEPTH = 16
+
+
+class DecodedChunkCache:
+    """LRU of decoded whole chunks, bounded in bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._used = 0
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: str, data: bytes) -> None:
+        if len(data) > self._capacity:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._used -= len(old)
+            self._items[key] = data
+            self._used += len(data)
+            while self._used > self._capacity and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self._used -= len(dropped)
+
+
+class FileView:
+    """A file's chunks resolved and planned, ready for many reads."""
+
+    def __init__(self, entry: Entry, chunks: list[Chunk]) -> None:
+        self.entry = entry
+        self.chunks = chunks
+        self.plan = Plan([(c.offset, c.size, c.modified_ts_ns, c.whole) for c in chunks],
+                         entry.size)
+
+    @property
+    def size(self) -> int:
+        """File size: the larger of the entry's size and the end of its chunks."""
+        if self.entry.content is not None and not self.chunks:
+            return len(self.entry.content)
+        return int(self.plan.file_size)
+
+
+class ReadPath:
+    """Reads files over HTTP; the fast path plugs in through ``fast_reader``."""
+
+    def __init__(self, http_reader: VolumeHttpReader, stats: Stats, executor: Executor,
+                 chunk_cache_bytes: int = 64 << 20) -> None:
+        self.http = http_reader
+        self.stats = stats
+        self._executor = executor
+        self._decoded = DecodedChunkCache(chunk_cache_bytes)
+        self.whole_fetcher: Callable[[Chunk], bytes] | None = None
+
+    # -- chunks -------------------------------------------------------------------------
+
+    def fetch_whole(self, chunk: Chunk) -> bytes:
+        """A chunk's file bytes: fetched whole, verified, decrypted and decompressed."""
+        cached = self._decoded.get(chunk.file_id)
+        if cached is not None:
+            return cached
+        data: bytes | None = None
+        if self.whole_fetcher is not None:
+            data = self.whole_fetcher(chunk)
+        if data is None:
+            t0 = time.perf_counter()
+            stored, encoding = self.http.read_whole(chunk.file_id)
+            self.stats.record("http", len(stored), time.perf_counter() - t0)
+            data = decode_chunk(stored, chunk, encoding)
+        self._decoded.put(chunk.file_id, data)
+        return data
+
+    def resolve(self, chunks: list[Chunk], depth: int = 0) -> list[Chunk]:
+        """Expands chunk manifests (recursively) into the data chunks they stand for."""
+        if not any(c.is_chunk_manifest for c in chunks):
+            return chunks
+        if depth >= MAX_MANIFEST_DEPTH:
+            raise CorruptManifestError(f"chunk manifests nest deeper than {MAX_MANIFEST_DEPTH}")
+        out: list[Chunk] = []
+        for c in chunks:
+            if not c.is_chunk_manifest:
+                out.append(c)
+                continue
+            blob = self.fetch_whole(c)
+            inner = [Chunk.from_json(d) for d in decode_manifest(blob)]
+            out.extend(self.resolve(inner, depth + 1))
+        return out
+
+    def view(self, entry: Entry) -> FileView:
+        """Plans an entry for reading."""
+        if entry.is_dir:
+            raise IsADirectory(f"{entry.path}: is a directory")
+        return FileView(entry, self.resolve(entry.chunks))
+
+    # -- reads ------------------------------------------------------------------------
+
+    def readinto(self, view: FileView, buf: memoryview, offset: int) -> int:
+        """Fills ``buf`` from file offset ``offset``; returns the byte count (short at EOF)."""
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        entry = view.entry
+        if entry.content is not None and not view.chunks:
+            piece = entry.content[offset:offset + len(buf)]
+            buf[:len(piece)] = piece
+            return len(piece)
+        n = int(view.plan.read_len(offset, len(buf)))
+        if n == 0:
+            return 0
+        extents = view.plan.extents(offset, n)
+        self._zero_holes(buf, n, extents)
+        whole = [e for e in extents if e[4]]
+        ranged = [e for e in extents if not e[4]]
+        jobs: list[Callable[[], None]] = []
+        for chunk_index, in_chunk, length, buf_off, _ in whole:
+            chunk = view.chunks[chunk_index]
+            jobs.append(self._whole_job(chunk, in_chunk, length, buf[buf_off:buf_off + length]))
+        for chunk_index, in_chunk, length, buf_off, _ in ranged:
+            chunk = view.chunks[chunk_index]
+            jobs.append(self._range_job(chunk, in_chunk, buf[buf_off:buf_off + length]))
+        self._run(jobs)
+        return n
+
+    def http_range(self, chunk: Chunk, in_chunk: int, dest: memoryview) -> None:
+        """One plain extent over HTTP."""
+        t0 = time.perf_counter()
+        self.http.read_range_into(chunk.file_id, in_chunk, dest)
+        self.stats.record("http", len(dest), time.perf_counter() - t0)
+
+    def _whole_job(self, chunk: Chunk, in_chunk: int, length: int, dest: memoryview
+                   ) -> Callable[[], None]:
+        def job() -> None:
+            data = self.fetch_whole(chunk)
+            piece = data[in_chunk:in_chunk + length]
+            dest[:len(piece)] = piece
+            if len(piece) < length:  # chunk shorter than the filer claims: POSIX zeros
+                dest[len(piece):] = bytes(length - len(piece))
+        return job
+
+    def _range_job(self, chunk: Chunk, in_chunk: int, dest: memoryview) -> Callable[[], None]:
+        return lambda: self.http_range(chunk, in_chunk, dest)
+
+    def _run(self, jobs: list[Callable[[], None]]) -> None:
+        if len(jobs) == 1:
+            jobs[0]()
+            return
+        futures = [self._executor.submit(job) for job in jobs]
+        first_error: BaseException | None = None
+        for f in futures:
+            err = f.exception()
+            if err is not None and first_error is None:
+                first_error = err
+        if first_error is not None:
+            self.stats.count("errors")
+            raise first_error
+
+    @staticmethod
+    def _zero_holes(buf: memoryview, n: int, extents: list[tuple[int, int, int, int, bool]]
+                    ) -> None:
+        pos = 0
+        for _, _, length, buf_off, _ in sorted(extents, key=lambda e: e[3]):
+            if buf_off > pos:
+                buf[pos:buf_off] = bytes(buf_off - pos)
+            pos = max(pos, buf_off + length)
+        if pos < n:
+            buf[pos:n] = bytes(n - pos)

@@ -1,0 +1,320 @@
+//! One TCP connection to a sidecar: the handshake, the table of pending requests, and the
+//! operations batches perform on it (submit, cancel, kill). The two tasks that move bytes
+//! live in [`super::tasks`].
+//!
+//! A pending entry goes `Queued` (registered, waiting for the writer and a permit) ->
+//! `Sent` -> (`Writing`, ranged reads only, while the reader fills the destination) ->
+//! removed. Its in-flight permit is released only when it is removed, so a request the
+//! sidecar still owes an answer for keeps counting against the granted `max_inflight` even
+//! after its batch gave up on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+
+use super::dest::Dest;
+use super::tasks::{self, Outgoing};
+use super::types::{Failure, WholeNeedle};
+use crate::proto::{self, FrameHeader, Hello, HelloAck, Kind, ReadRequest};
+
+/// Reader-side buffer: large enough to batch small answers into one syscall, small enough
+/// that most of a big payload bypasses it and lands straight in the destination.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Where the answer to a pending request goes.
+#[derive(Debug)]
+pub(super) enum Sink {
+    /// Straight into the caller's buffer.
+    Range(Dest),
+    /// Into a fresh `Vec` (whole-needle reads).
+    Whole,
+    /// A PONG; no payload.
+    Pong,
+    /// Its batch gave up; read the payload into scratch space and drop it.
+    Discard,
+}
+
+/// Progress of a pending entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Registered, not yet written to the socket.
+    Queued,
+    /// Written; the answer is awaited.
+    Sent,
+    /// The reader task is filling the entry's [`Sink::Range`] destination right now.
+    Writing,
+}
+
+/// A delivered answer.
+#[derive(Debug)]
+pub(super) enum Delivered {
+    /// That many bytes were written to the destination.
+    Range(u32),
+    /// The needle's whole data.
+    Whole(WholeNeedle),
+    /// The sidecar answered a PING.
+    Pong,
+}
+
+/// What a batch receives for one of its requests.
+#[derive(Debug)]
+pub(super) struct Done {
+    /// The batch's own index for the request.
+    pub(super) tag: usize,
+    /// The outcome.
+    pub(super) result: Result<Delivered, Failure>,
+}
+
+/// Where to report a pending entry's outcome.
+#[derive(Debug)]
+pub(super) struct Reply {
+    pub(super) tag: usize,
+    pub(super) tx: UnboundedSender<Done>,
+}
+
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) stage: Stage,
+    pub(super) sink: Sink,
+    pub(super) reply: Option<Reply>,
+    /// Which batch registered it, so a cancel never hits a recycled request id.
+    owner: u64,
+    pub(super) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The pending requests of one connection and whether it is still usable.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    pub(super) map: HashMap<u32, Pending>,
+    next_id: u32,
+    /// Set once the connection is unusable; new requests fail with it.
+    pub(super) closed: Option<Failure>,
+}
+
+impl Table {
+    /// Removes an entry and reports `result` to its batch, if the batch still listens.
+    pub(super) fn finish(&mut self, id: u32, result: Result<Delivered, Failure>) {
+        if let Some(Pending { reply: Some(reply), .. }) = self.map.remove(&id) {
+            // The batch may have returned already; then nobody needs the answer.
+            let _ = reply.tx.send(Done { tag: reply.tag, result });
+        }
+    }
+}
+
+/// State the connection's tasks and its batches share.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    table: Mutex<Table>,
+    /// True once the reader task has ended (its future dropped): from then on nothing
+    /// writes into any destination this connection was given.
+    gone: Mutex<bool>,
+    gone_cv: Condvar,
+    /// The writer task, stopped with the reader so a dead connection's socket closes now
+    /// rather than when the pool next replaces it.
+    writer: OnceLock<AbortHandle>,
+}
+
+impl Shared {
+    /// The table, even if a panic poisoned the lock: every update to it is a single map
+    /// operation, so it is never left half-done.
+    pub(super) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called as the reader task's future is dropped: fails every pending entry, refuses
+    /// new ones, and wakes whoever waits in [`Conn::kill_and_wait`].
+    pub(super) fn reader_gone(&self) {
+        {
+            let mut table = self.table();
+            let why = table
+                .closed
+                .get_or_insert_with(|| Failure::Lost("connection closed".into()))
+                .clone();
+            for (_, entry) in table.map.drain() {
+                if let Some(reply) = entry.reply {
+                    let _ = reply.tx.send(Done { tag: reply.tag, result: Err(why.clone()) });
+                }
+            }
+        }
+        if let Some(writer) = self.writer.get() {
+            writer.abort();
+        }
+        *self.gone.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.gone_cv.notify_all();
+    }
+}
+
+/// An established connection.
+#[derive(Debug)]
+pub(super) struct Conn {
+    /// What the sidecar granted.
+    pub(super) ack: HelloAck,
+    shared: Arc<Shared>,
+    queue: UnboundedSender<Outgoing>,
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Conn {
+    /// Connects, shakes hands and starts the reader and writer tasks. Must run inside the
+    /// engine's runtime; the caller bounds it with the connect timeout.
+    pub(super) async fn connect(addr: &str, want_inflight: u32) -> Result<Arc<Conn>, Failure> {
+        let io = |what: &str, e: std::io::Error| Failure::Connect(format!("{what}: {e}"));
+        let stream = TcpStream::connect(addr).await.map_err(|e| Failure::Connect(e.to_string()))?;
+        // Requests are small and latency-bound; never let Nagle hold them back.
+        stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
+        let (rd, mut wr) = stream.into_split();
+        let hello = Hello {
+            version: proto::VERSION,
+            transports: proto::TRANSPORT_TCP,
+            max_inflight: want_inflight,
+        };
+        wr.write_all(&hello.encode()).await.map_err(|e| io("HELLO", e))?;
+        let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
+        let mut raw = [0u8; proto::HELLO_ACK_LEN];
+        rd.read_exact(&mut raw).await.map_err(|e| io("HELLO_ACK", e))?;
+        let ack = HelloAck::decode(&raw).map_err(|e| Failure::Protocol(e.to_string()))?;
+        if ack.version != proto::VERSION {
+            return Err(Failure::Protocol(format!(
+                "sidecar answered version {} to version {}",
+                ack.version,
+                proto::VERSION
+            )));
+        }
+        if ack.transport != proto::TRANSPORT_TCP {
+            return Err(Failure::Protocol(format!("sidecar chose transport {}", ack.transport)));
+        }
+        if ack.max_inflight == 0 {
+            return Err(Failure::Protocol("sidecar granted no in-flight requests".into()));
+        }
+        let permits = ack.max_inflight.min(want_inflight.max(1)) as usize;
+        let shared = Arc::new(Shared::default());
+        let max_body = ack.max_read.saturating_add(64);
+        let reader = tasks::spawn_reader(rd, shared.clone(), max_body);
+        let (queue, rx) = mpsc::unbounded_channel();
+        let sem = Arc::new(Semaphore::new(permits));
+        let writer = tasks::spawn_writer(wr, rx, shared.clone(), sem, reader.clone());
+        let _ = shared.writer.set(writer.clone());
+        Ok(Arc::new(Conn { ack, shared, queue, reader, writer }))
+    }
+
+    /// False once the connection broke; the pool then replaces it.
+    pub(super) fn is_open(&self) -> bool {
+        self.shared.table().closed.is_none()
+    }
+
+    /// Registers a READ and queues it for the writer; returns its request id.
+    pub(super) fn submit_read(
+        &self,
+        req: &ReadRequest,
+        sink: Sink,
+        reply: Reply,
+        owner: u64,
+    ) -> Result<u32, Failure> {
+        if !req.whole() && req.length > self.ack.max_read {
+            return Err(Failure::BadOp(format!(
+                "read of {} bytes exceeds the sidecar's max_read {}",
+                req.length, self.ack.max_read
+            )));
+        }
+        let mut frame = vec![0u8; proto::FRAME_HEADER_LEN];
+        req.encode_into(&mut frame).map_err(|e| Failure::BadOp(e.to_string()))?;
+        self.submit(Kind::Read, frame, sink, reply, owner)
+    }
+
+    /// Registers a PING and queues it.
+    pub(super) fn submit_ping(&self, reply: Reply, owner: u64) -> Result<u32, Failure> {
+        let frame = vec![0u8; proto::FRAME_HEADER_LEN];
+        self.submit(Kind::Ping, frame, Sink::Pong, reply, owner)
+    }
+
+    fn submit(
+        &self,
+        kind: Kind,
+        mut frame: Vec<u8>,
+        sink: Sink,
+        reply: Reply,
+        owner: u64,
+    ) -> Result<u32, Failure> {
+        let body_len = u32::try_from(frame.len() - proto::FRAME_HEADER_LEN)
+            .ok()
+            .filter(|&n| n <= self.ack.max_frame)
+            .ok_or_else(|| Failure::BadOp("request larger than the sidecar's max_frame".into()))?;
+        let id = {
+            let mut table = self.shared.table();
+            if let Some(why) = &table.closed {
+                return Err(why.clone());
+            }
+            // Skip ids still in use (only possible after 2^32 requests on one connection).
+            let mut id = table.next_id;
+            while table.map.contains_key(&id) {
+                id = id.wrapping_add(1);
+            }
+            table.next_id = id.wrapping_add(1);
+            let entry =
+                Pending { stage: Stage::Queued, sink, reply: Some(reply), owner, permit: None };
+            table.map.insert(id, entry);
+            id
+        };
+        let header = FrameHeader { kind, flags: 0, request_id: id, body_len };
+        frame[..proto::FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+        if self.queue.send(Outgoing { id, frame }).is_err() {
+            self.shared.table().map.remove(&id);
+            return Err(Failure::Lost("connection writer stopped".into()));
+        }
+        Ok(id)
+    }
+
+    /// Takes a batch's entry back: after this returns `false`, no task can reach the entry's
+    /// destination. `true` means the reader is writing into it right now; the caller must
+    /// then [`kill_and_wait`](Self::kill_and_wait) before its buffer may be released.
+    pub(super) fn cancel(&self, id: u32, owner: u64) -> bool {
+        let mut table = self.shared.table();
+        let Some(entry) = table.map.get_mut(&id).filter(|e| e.owner == owner) else {
+            return false; // answered (or failed) already
+        };
+        match entry.stage {
+            Stage::Queued => {
+                table.map.remove(&id);
+                false
+            }
+            Stage::Sent => {
+                // Keep the entry (and its permit) until the sidecar answers, so the
+                // in-flight count stays honest; just forget where the bytes were to go.
+                entry.sink = Sink::Discard;
+                entry.reply = None;
+                false
+            }
+            Stage::Writing => true,
+        }
+    }
+
+    /// Ends the connection and blocks until its reader task is gone.
+    ///
+    /// Must not be called from a runtime worker thread (it blocks). The wait has no
+    /// deadline on purpose: returning earlier could let the reader write into a buffer the
+    /// caller already got back. It is short: an aborted task stops at its next `.await`, and
+    /// the reader never blocks a thread between two of those.
+    pub(super) fn kill_and_wait(&self) {
+        self.shared.table().closed.get_or_insert(Failure::Lost("aborted after a timeout".into()));
+        self.writer.abort();
+        self.reader.abort();
+        let mut gone = self.shared.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*gone {
+            gone = self.shared.gone_cv.wait(gone).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Nothing can submit any more; stop both tasks so the socket closes.
+        self.writer.abort();
+        self.reader.abort();
+    }
+}

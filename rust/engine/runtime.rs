@@ -1,0 +1,113 @@
+//! The engine's tokio runtime and per-sidecar pools, rebuilt after a fork.
+//!
+//! Threads do not survive `fork()`: in a child, the parent's worker threads simply do not
+//! exist, so its runtime would never run a task again, and its connections' sockets are
+//! shared with the parent (reading from them would steal the parent's answers). So each
+//! [`Generation`] remembers the process id that built it, and the first call in a child
+//! builds a new one. The parent's generation is leaked, not dropped: dropping a runtime
+//! waits for its worker threads to stop, which in the child would wait forever, and its
+//! locks may have been held by a parent thread at the moment of the fork.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::runtime::Runtime;
+
+use super::pool::Pool;
+
+/// Worker threads: the engine's tasks only shuffle bytes between sockets and buffers.
+const WORKERS: usize = 2;
+/// Threads for blocking work (DNS look-ups of sidecar names).
+const BLOCKING_THREADS: usize = 4;
+
+/// A runtime and the pools that live on it, valid in the process that built them.
+#[derive(Debug)]
+pub(super) struct Generation {
+    pid: u32,
+    pub(super) rt: Runtime,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+impl Generation {
+    fn new() -> std::io::Result<Generation> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKERS)
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("seaweed-rdma-engine")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        Ok(Generation { pid: std::process::id(), rt, pools: Mutex::new(HashMap::new()) })
+    }
+
+    fn pools_map(&self) -> MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+        // Only inserts happen under this lock; a panic cannot leave the map half-updated.
+        self.pools.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pool for `addr`, created on first use.
+    pub(super) fn pool(&self, addr: &str, conns: usize) -> Arc<Pool> {
+        let mut pools = self.pools_map();
+        if let Some(pool) = pools.get(addr) {
+            return pool.clone();
+        }
+        let pool = Arc::new(Pool::new(addr, conns));
+        pools.insert(addr.to_owned(), pool.clone());
+        pool
+    }
+
+    /// Every pool, sorted by address.
+    pub(super) fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut all: Vec<_> = self.pools_map().values().cloned().collect();
+        all.sort_by(|a, b| a.addr.cmp(&b.addr));
+        all
+    }
+}
+
+/// The current [`Generation`], replaced when the process id changes.
+#[derive(Debug)]
+pub(super) struct Current(Mutex<Option<Arc<Generation>>>);
+
+impl Current {
+    /// Builds the first generation.
+    pub(super) fn new() -> std::io::Result<Current> {
+        Ok(Current(Mutex::new(Some(Arc::new(Generation::new()?)))))
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<Generation>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The generation for this process, building one after a fork.
+    pub(super) fn get(&self) -> std::io::Result<Arc<Generation>> {
+        let pid = std::process::id();
+        let mut slot = self.slot();
+        if let Some(generation) = slot.as_ref().filter(|g| g.pid == pid) {
+            return Ok(generation.clone());
+        }
+        // A parent's generation (or none, after a failed rebuild): see the module docs.
+        if let Some(stale) = slot.take() {
+            std::mem::forget(stale);
+        }
+        let fresh = Arc::new(Generation::new()?);
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The generation if one exists for this process, without building one.
+    pub(super) fn peek(&self) -> Option<Arc<Generation>> {
+        let pid = std::process::id();
+        self.slot().as_ref().filter(|g| g.pid == pid).cloned()
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let slot = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(generation) = slot.take() {
+            if generation.pid != std::process::id() {
+                std::mem::forget(generation); // inherited from a parent: see the module docs
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Engine counters: atomics on the hot path, one small map for failure reasons.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::types::{EngineStats, Failure};
+
+/// Counters shared by every batch and connection of an engine (they survive a fork).
+#[derive(Debug, Default)]
+pub(super) struct Stats {
+    batches: AtomicU64,
+    reads: AtomicU64,
+    bytes: AtomicU64,
+    whole_reads: AtomicU64,
+    connects: AtomicU64,
+    reconnects: AtomicU64,
+    marked_down: AtomicU64,
+    aborted: AtomicU64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Stats {
+    pub(super) fn batch(&self) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn delivered(&self, bytes: u64, whole: bool) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if whole {
+            self.whole_reads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn failed(&self, failure: &Failure) {
+        // A counter map cannot be left inconsistent by a panic elsewhere, so a poisoned
+        // lock is still fine to use.
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry(failure.reason()).or_default() += 1;
+    }
+
+    pub(super) fn connected(&self, replaced_broken: bool) {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        if replaced_broken {
+            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn marked_down(&self) {
+        self.marked_down.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn aborted(&self, conns: usize) {
+        self.aborted.fetch_add(conns as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self, sidecars: usize) -> EngineStats {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        EngineStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            whole_reads: self.whole_reads.load(Ordering::Relaxed),
+            failures_by_reason: failures.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            connects: self.connects.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            marked_down: self.marked_down.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
+            sidecars,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The two tasks of a connection. The writer sends queued request frames, coalescing what
+//! is ready into one `write_all`, within the granted in-flight limit. The reader matches
+//! answers to pending entries by request id and puts ranged payloads straight into the
+//! caller's buffer.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+use super::conn::{Delivered, Shared, Sink, Stage};
+use super::dest::Dest;
+use super::types::{Failure, WholeNeedle};
+use crate::proto::{self, DataHeader, FrameHeader, Kind, Status};
+
+/// Needle flag: the data is gzip/zstd-compressed.
+const FLAG_COMPRESSED: u8 = 0x01;
+/// Scratch space for payloads nobody wants any more.
+const DISCARD_CHUNK: usize = 64 * 1024;
+/// Stop coalescing request frames into one write past this many bytes.
+const COALESCE_LIMIT: usize = 256 * 1024;
+
+/// A request frame, ready to write once its entry gets a permit.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    pub(super) id: u32,
+    pub(super) frame: Vec<u8>,
+}
+
+/// Fails the connection's entries and signals "gone" when the reader's future is dropped,
+/// whether it returned, hit an error, or was aborted (even before its first poll: the guard
+/// is captured by the future, so it is dropped with it).
+struct ReaderExit(Arc<Shared>);
+
+impl Drop for ReaderExit {
+    fn drop(&mut self) {
+        self.0.reader_gone();
+    }
+}
+
+pub(super) fn spawn_reader(
+    rd: BufReader<OwnedReadHalf>,
+    shared: Arc<Shared>,
+    max_body: u32,
+) -> AbortHandle {
+    let exit = ReaderExit(shared);
+    tokio::spawn(async move {
+        let exit = exit;
+        let mut rd = rd;
+        let why = read_loop(&mut rd, &exit.0, max_body).await;
+        exit.0.table().closed.get_or_insert(why);
+    })
+    .abort_handle()
+}
+
+pub(super) fn spawn_writer(
+    wr: OwnedWriteHalf,
+    rx: UnboundedReceiver<Outgoing>,
+    shared: Arc<Shared>,
+    sem: Arc<Semaphore>,
+    reader: AbortHandle,
+) -> AbortHandle {
+    tokio::spawn(async move {
+        if let Some(why) = write_loop(wr, rx, &shared, sem).await {
+            shared.table().closed.get_or_insert(why);
+            // The reader's exit guard fails the pending entries.
+            reader.abort();
+        }
+    })
+    .abort_handle()
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: UnboundedReceiver<Outgoing>,
+    shared: &Shared,
+    sem: Arc<Semaphore>,
+) -> Option<Failure> {
+    let mut held = None;
+    let mut out = Vec::new();
+    loop {
+        let first = match held.take() {
+            Some(o) => o,
+            None => rx.recv().await?, // the connection was dropped
+        };
+        let permit = sem.clone().acquire_owned().await.ok()?;
+        attach(shared, first, permit, &mut out);
+        while out.len() < COALESCE_LIMIT {
+            let Ok(next) = rx.try_recv() else { break };
+            match sem.clone().try_acquire_owned() {
+                Ok(permit) => attach(shared, next, permit, &mut out),
+                Err(_) => {
+                    held = Some(next);
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = wr.write_all(&out).await {
+                return Some(Failure::Lost(format!("send: {e}")));
+            }
+            out.clear();
+        }
+    }
+}
+
+/// Marks a queued entry sent and gives it the permit; entries cancelled meanwhile are skipped
+/// (dropping the permit).
+fn attach(
+    shared: &Shared,
+    o: Outgoing,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    out: &mut Vec<u8>,
+) {
+    let mut table = shared.table();
+    if let Some(entry) = table.map.get_mut(&o.id) {
+        if entry.stage == Stage::Queued {
+            entry.stage = Stage::Sent;
+            entry.permit = Some(permit);
+            out.extend_from_slice(&o.frame);
+        }
+    }
+}
+
+type Reader = BufReader<OwnedReadHalf>;
+
+fn lost(e: std::io::Error) -> Failure {
+    Failure::Lost(e.to_string())
+}
+
+fn protocol(what: impl Into<String>) -> Failure {
+    Failure::Protocol(what.into())
+}
+
+/// Reads frames until the connection fails; returns why.
+async fn read_loop(rd: &mut Reader, shared: &Shared, max_body: u32) -> Failure {
+    let mut scratch = vec![0u8; DISCARD_CHUNK];
+    loop {
+        let mut raw = [0u8; proto::FRAME_HEADER_LEN];
+        if let Err(e) = rd.read_exact(&mut raw).await {
+            return lost(e);
+        }
+        let header = match FrameHeader::decode(&raw, max_body) {
+            Ok(h) => h,
+            Err(e) => return protocol(e.to_string()),
+        };
+        let step = match header.kind {
+            Kind::Data => on_data(rd, shared, header, &mut scratch).await,
+            Kind::Pong if header.body_len == 0 => on_pong(shared, header.request_id),
+            Kind::Pong => Err(protocol("PONG with a body")),
+            Kind::Read | Kind::Ping => Err(protocol("sidecar sent a request frame")),
+        };
+        if let Err(why) = step {
+            return why;
+        }
+    }
+}
+
+fn on_pong(shared: &Shared, id: u32) -> Result<(), Failure> {
+    let mut table = shared.table();
+    match table.map.get(&id).map(|e| &e.sink) {
+        Some(Sink::Pong) => table.finish(id, Ok(Delivered::Pong)),
+        Some(Sink::Discard) => {
+            table.map.remove(&id);
+        }
+        Some(_) => return Err(protocol("PONG answering a READ")),
+        None => {} // a PING whose batch gave up and whose entry is gone
+    }
+    Ok(())
+}
+
+/// What to do with a DATA payload, decided under the table lock.
+enum Plan {
+    /// Nobody waits for it.
+    Skip {
+        remove: bool,
+    },
+    Whole,
+    /// A ranged read whose answer will not be written (an error status, compressed data).
+    Refuse(Failure),
+    Write(Dest),
+}
+
+async fn on_data(
+    rd: &mut Reader,
+    shared: &Shared,
+    header: FrameHeader,
+    scratch: &mut [u8],
+) -> Result<(), Failure> {
+    let id = header.request_id;
+    let payload = header
+        .body_len
+        .checked_sub(proto::DATA_HEADER_LEN as u32)
+        .ok_or_else(|| protocol("DATA body shorter than its header"))?;
+    let mut raw = [0u8; proto::DATA_HEADER_LEN];
+    rd.read_exact(&mut raw).await.map_err(lost)?;
+    let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
+    if data.status == Status::Ok && data.data_len != payload {
+        return Err(protocol(format!("DATA says {} bytes but carries {payload}", data.data_len)));
+    }
+    let plan = {
+        let mut table = shared.table();
+        match table.map.get_mut(&id) {
+            None => Plan::Skip { remove: false },
+            Some(entry) => match &entry.sink {
+                Sink::Discard => Plan::Skip { remove: true },
+                Sink::Pong => return Err(protocol("DATA answering a PING")),
+                Sink::Whole => Plan::Whole,
+                Sink::Range(_) if data.status != Status::Ok => {
+                    Plan::Refuse(Failure::Status(data.status))
+                }
+                Sink::Range(_) if data.needle_flags & FLAG_COMPRESSED != 0 => {
+                    Plan::Refuse(Failure::Compressed)
+                }
+                Sink::Range(dest) if payload as usize > dest.len() => {
+                    return Err(protocol(format!("{payload} bytes for a {}-byte read", dest.len())))
+                }
+                Sink::Range(dest) => {
+                    let dest = *dest;
+                    entry.stage = Stage::Writing;
+                    Plan::Write(dest)
+                }
+            },
+        }
+    };
+    match plan {
+        Plan::Skip { remove } => {
+            skip(rd, payload, scratch).await?;
+            if remove {
+                shared.table().map.remove(&id);
+            }
+        }
+        Plan::Refuse(why) => {
+            skip(rd, payload, scratch).await?;
+            shared.table().finish(id, Err(why));
+        }
+        Plan::Whole => {
+            let result = if data.status == Status::Ok {
+                let mut bytes = Vec::new();
+                bytes
+                    .try_reserve_exact(payload as usize)
+                    .map_err(|_| protocol(format!("cannot allocate {payload} bytes")))?;
+                bytes.resize(payload as usize, 0);
+                rd.read_exact(&mut bytes).await.map_err(lost)?;
+                let needle =
+                    WholeNeedle { data: bytes, crc: data.crc, needle_flags: data.needle_flags };
+                Ok(Delivered::Whole(needle))
+            } else {
+                skip(rd, payload, scratch).await?;
+                Err(Failure::Status(data.status))
+            };
+            shared.table().finish(id, result);
+        }
+        Plan::Write(dest) => {
+            let want = dest.len();
+            // SAFETY: the entry holding `dest` is marked Writing, so no batch will release
+            // it (a cancelling batch kills this task and waits for it to be gone instead),
+            // and this task is the only one that holds it; `payload <= dest.len()` was
+            // checked above. The slice is dropped before the entry is finished below.
+            let target = unsafe { dest.slice() };
+            rd.read_exact(&mut target[..payload as usize]).await.map_err(lost)?;
+            let result = if (payload as usize) < want {
+                Err(Failure::Short { got: payload, want: want as u32 })
+            } else {
+                Ok(Delivered::Range(payload))
+            };
+            shared.table().finish(id, result);
+        }
+    }
+    Ok(())
+}
+
+/// Reads and drops `n` bytes.
+async fn skip<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    mut n: u32,
+    scratch: &mut [u8],
+) -> Result<(), Failure> {
+    while n > 0 {
+        let chunk = (n as usize).min(scratch.len());
+        rd.read_exact(&mut scratch[..chunk]).await.map_err(lost)?;
+        n -= chunk as u32;
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The engine's public value types: configuration, operations, outcomes and reports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::proto::Status;
+
+/// How an [`Engine`](super::Engine) behaves. Every wait it does is bounded by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Deadline for one whole batch (`read_into`, `read_whole`, `ping`), counted from the call.
+    pub timeout: Duration,
+    /// Deadline for TCP connect plus the HELLO/HELLO_ACK handshake of one connection.
+    pub connect_timeout: Duration,
+    /// In-flight READs asked for per connection (the sidecar may grant fewer).
+    pub max_inflight: u32,
+    /// TCP connections kept per sidecar; a batch spreads its ops over them.
+    pub conns_per_sidecar: usize,
+    /// First back-off after a sidecar fails; doubles on each further failure.
+    pub backoff_min: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            max_inflight: 128,
+            conns_per_sidecar: 2,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One ranged read: `len` bytes of a needle's data from `offset`, into the caller's buffer
+/// at `buf_offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeOp {
+    /// Sidecar address, `"host:port"`.
+    pub sidecar: String,
+    /// Volume id.
+    pub volume: u32,
+    /// Needle key.
+    pub key: u64,
+    /// Needle cookie.
+    pub cookie: u32,
+    /// Offset in the needle's data.
+    pub offset: u64,
+    /// Bytes wanted; at most the sidecar's granted `max_read`.
+    pub len: u32,
+    /// Where the bytes go in the caller's buffer.
+    pub buf_offset: usize,
+    /// Read JWT, empty when the sidecar needs none.
+    pub jwt: String,
+}
+
+/// One whole-needle read (compressed, encrypted and manifest chunks, end-to-end CRC checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeOp {
+    /// Sidecar address, `"host:port"`.
+    pub sidecar: String,
+    /// Volume id.
+    pub volume: u32,
+    /// Needle key.
+    pub key: u64,
+    /// Needle cookie.
+    pub cookie: u32,
+    /// Read JWT, empty when the sidecar needs none.
+    pub jwt: String,
+}
+
+/// A needle's whole data as the sidecar sent it, not yet verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WholeNeedle {
+    /// The needle's data (compressed form if `needle_flags` says so).
+    pub data: Vec<u8>,
+    /// The CRC32-C stored in the needle, in either of its stored forms.
+    pub crc: u32,
+    /// The needle's flags byte (0x01 compressed, 0x80 chunk manifest, ...).
+    pub needle_flags: u8,
+}
+
+impl WholeNeedle {
+    /// Whether `data` matches the stored CRC (plain CRC32-C or SeaweedFS's legacy form).
+    pub fn verify(&self) -> bool {
+        crate::needle::crc_matches(&self.data, self.crc)
+    }
+}
+
+/// Why one op was not delivered. The caller reads that extent another way (HTTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The sidecar is in its back-off period; it was not tried.
+    Down,
+    /// Connect or handshake failed (refused, unreachable, timed out, closed).
+    Connect(String),
+    /// The connection broke after the handshake (reset, or closed mid-frame).
+    Lost(String),
+    /// The batch deadline passed before the answer came.
+    Timeout,
+    /// The sidecar answered with a status other than OK.
+    Status(Status),
+    /// Fewer bytes than asked (the range ends past the needle's data).
+    Short {
+        /// Bytes delivered (written at the start of the destination).
+        got: u32,
+        /// Bytes asked for.
+        want: u32,
+    },
+    /// A ranged read hit a compressed needle; those bytes are the compressed form.
+    Compressed,
+    /// The sidecar broke the wire protocol; its connection was closed.
+    Protocol(String),
+    /// The op itself is invalid (destination outside the buffer or overlapping another,
+    /// longer than the sidecar's `max_read`, ...).
+    BadOp(String),
+}
+
+impl Failure {
+    /// A stable, short name for counters (`"timeout"`, `"not_found"`, `"down"`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Down => "down",
+            Failure::Connect(_) => "connect",
+            Failure::Lost(_) => "lost",
+            Failure::Timeout => "timeout",
+            Failure::Status(s) => s.name(),
+            Failure::Short { .. } => "short",
+            Failure::Compressed => "compressed",
+            Failure::Protocol(_) => "protocol",
+            Failure::BadOp(_) => "bad_op",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Down => f.write_str("sidecar down"),
+            Failure::Connect(why) => write!(f, "connect: {why}"),
+            Failure::Lost(why) => write!(f, "connection lost: {why}"),
+            Failure::Timeout => f.write_str("timeout"),
+            Failure::Status(s) => f.write_str(s.name()),
+            Failure::Short { got, want } => write!(f, "short: {got} of {want} bytes"),
+            Failure::Compressed => f.write_str("compressed"),
+            Failure::Protocol(why) => write!(f, "protocol: {why}"),
+            Failure::BadOp(why) => write!(f, "bad op: {why}"),
+        }
+    }
+}
+
+/// One sidecar's state as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarHealth {
+    /// Sidecar address.
+    pub addr: String,
+    /// False from a failure until the next successful connect or answer.
+    pub up: bool,
+    /// Consecutive failures that marked it down (0 when up).
+    pub failures: u32,
+    /// Time left in the back-off; `Some(ZERO)` when the next batch will probe it.
+    pub retry_in: Option<Duration>,
+    /// Transport in use (`"tcp"`).
+    pub transport: &'static str,
+    /// The sidecar's process id from its last handshake (changes on restart).
+    pub server_id: Option<u64>,
+}
+
+/// Counters since the engine was created.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Calls to `read_into`/`read_whole`.
+    pub batches: u64,
+    /// Ops delivered (ranged and whole).
+    pub reads: u64,
+    /// Bytes delivered.
+    pub bytes: u64,
+    /// Whole-needle ops delivered.
+    pub whole_reads: u64,
+    /// Failed ops by [`Failure::reason`].
+    pub failures_by_reason: BTreeMap<String, u64>,
+    /// Connections established (handshake done).
+    pub connects: u64,
+    /// Of those, ones that replaced a broken connection.
+    pub reconnects: u64,
+    /// Times a sidecar was marked down.
+    pub marked_down: u64,
+    /// Connections killed because a deadline passed while a payload was being written
+    /// into the caller's buffer.
+    pub aborted: u64,
+    /// Sidecars known to the engine.
+    pub sidecars: usize,
+}

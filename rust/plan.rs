@@ -1,1 +1,0 @@
-//! Chunk-to-needle planner. (Being written.)

@@ -1,0 +1,198 @@
+//! `Engine`: the client engine, with tuples in place of the Rust op structs and a short
+//! reason string (or None) in place of each op's `Result`.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::to_py_err;
+use crate::engine::{Engine, EngineConfig, RangeOp, WholeOp};
+use crate::error::Error;
+
+/// `(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)`.
+type RangeTuple = (String, u32, u64, u32, u64, u32, usize, String);
+/// `(sidecar, volume, key, cookie, jwt)`.
+type WholeTuple = (String, u32, u64, u32, String);
+
+/// Reads needle bytes from sidecars into Python buffers; every call releases the GIL while
+/// it waits, and may be made from many threads at once.
+#[pyclass(frozen, name = "Engine", module = "seaweed_rdma._core")]
+struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2)`.
+    #[new]
+    #[pyo3(signature = (timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2))]
+    fn new(
+        timeout_ms: u64,
+        connect_timeout_ms: u64,
+        max_inflight: u32,
+        conns_per_sidecar: usize,
+    ) -> PyResult<Self> {
+        let cfg = EngineConfig {
+            timeout: Duration::from_millis(timeout_ms),
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
+            max_inflight,
+            conns_per_sidecar,
+            ..EngineConfig::default()
+        };
+        Ok(Self { inner: Engine::new(cfg).map_err(to_py_err)? })
+    }
+
+    /// Fills `buffer` (any writable C-contiguous buffer: bytearray, memoryview, mmap,
+    /// numpy array...) from the sidecars; returns, per op, None when delivered or a short
+    /// reason ("not_found", "timeout", "sidecar down"...).
+    fn read_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        ops: Vec<RangeTuple>,
+    ) -> PyResult<Vec<Option<String>>> {
+        let ops: Vec<RangeOp> = ops
+            .into_iter()
+            .map(|(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)| RangeOp {
+                sidecar,
+                volume,
+                key,
+                cookie,
+                offset,
+                len,
+                buf_offset,
+                jwt,
+            })
+            .collect();
+        let view = WritableView::new(buffer)?;
+        let target: &mut [u8] = match view.addr {
+            0 => &mut [],
+            addr => {
+                // SAFETY: `view._export` holds a writable, contiguous buffer export of `len`
+                // bytes at `addr`, which keeps the memory alive and stops the exporter from
+                // resizing it until `view` is dropped, after the last use of `target`. As with
+                // `socket.recv_into`, callers must not touch the buffer from other threads
+                // while the call runs; the engine writes to it only inside `read_into`.
+                unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, view.len) }
+            }
+        };
+        let out = py.detach(|| self.inner.read_into(target, &ops));
+        drop(view);
+        Ok(out.into_iter().map(|r| r.err().map(|why| why.to_string())).collect())
+    }
+
+    /// Whole needles: per op `(data, crc, needle_flags)` (verify the CRC before use) or a
+    /// short reason string.
+    fn read_whole<'py>(
+        &self,
+        py: Python<'py>,
+        ops: Vec<WholeTuple>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let ops: Vec<WholeOp> = ops
+            .into_iter()
+            .map(|(sidecar, volume, key, cookie, jwt)| WholeOp {
+                sidecar,
+                volume,
+                key,
+                cookie,
+                jwt,
+            })
+            .collect();
+        let out = py.detach(|| self.inner.read_whole(&ops));
+        out.into_iter()
+            .map(|r| match r {
+                Ok(n) => Ok((PyBytes::new(py, &n.data), n.crc, n.needle_flags)
+                    .into_pyobject(py)?
+                    .into_any()),
+                Err(why) => Ok(why.to_string().into_pyobject(py)?.into_any()),
+            })
+            .collect()
+    }
+
+    /// Round-trip time to `addr` in seconds; raises `Unreachable` when no PONG comes.
+    fn ping(&self, py: Python<'_>, addr: &str) -> PyResult<f64> {
+        let addr = addr.to_owned();
+        match py.detach(|| self.inner.ping(&addr)) {
+            Ok(rtt) => Ok(rtt.as_secs_f64()),
+            Err(why) => Err(to_py_err(Error::Sidecar { addr, reason: why.to_string() })),
+        }
+    }
+
+    /// One dict per sidecar: addr, up, failures, retry_in (seconds or None), transport,
+    /// server_id.
+    fn health<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner
+            .health()
+            .into_iter()
+            .map(|h| {
+                let d = PyDict::new(py);
+                d.set_item("addr", h.addr)?;
+                d.set_item("up", h.up)?;
+                d.set_item("failures", h.failures)?;
+                d.set_item("retry_in", h.retry_in.map(|t| t.as_secs_f64()))?;
+                d.set_item("transport", h.transport)?;
+                d.set_item("server_id", h.server_id)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Counters since the engine was created, `failures_by_reason` as a nested dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("batches", s.batches)?;
+        d.set_item("reads", s.reads)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("whole_reads", s.whole_reads)?;
+        d.set_item("failures_by_reason", s.failures_by_reason)?;
+        d.set_item("connects", s.connects)?;
+        d.set_item("reconnects", s.reconnects)?;
+        d.set_item("marked_down", s.marked_down)?;
+        d.set_item("aborted", s.aborted)?;
+        d.set_item("sidecars", s.sidecars)?;
+        Ok(d)
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()
+}
+
+/// A writable buffer export of a Python object, with its address.
+///
+/// The crate is built against the stable ABI of Python 3.10, which lacks the C buffer
+/// protocol (`pyo3::buffer` needs 3.11), so the export is taken through `ctypes`: a
+/// `c_char` array made `from_buffer` holds a writable export of the object's memory for
+/// as long as the array lives, and `ctypes.addressof` gives its address.
+struct WritableView<'py> {
+    /// Keeps the export (and so the memory) alive; `None` for an empty buffer.
+    _export: Option<Bound<'py, PyAny>>,
+    addr: usize,
+    len: usize,
+}
+
+impl<'py> WritableView<'py> {
+    fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        let view = py.import("builtins")?.getattr("memoryview")?.call1((obj,))?;
+        if view.getattr("readonly")?.extract::<bool>()? {
+            return Err(PyTypeError::new_err("read_into needs a writable buffer"));
+        }
+        if !view.getattr("c_contiguous")?.extract::<bool>()? {
+            return Err(PyTypeError::new_err("read_into needs a C-contiguous buffer"));
+        }
+        let len: usize = view.getattr("nbytes")?.extract()?;
+        if len == 0 {
+            return Ok(Self { _export: None, addr: 0, len });
+        }
+        let ctypes = py.import("ctypes")?;
+        let array_type = ctypes.getattr("c_char")?.call_method1("__mul__", (len,))?;
+        let export =
+            array_type.call_method1("from_buffer", (view.call_method1("cast", ("B",))?,))?;
+        let addr: usize = ctypes.getattr("addressof")?.call1((&export,))?.extract()?;
+        Ok(Self { _export: Some(export), addr, len })
+    }
+}

@@ -1,0 +1,215 @@
+//! The sidecar's command line. [`Config`] is both the clap parser and the settings the
+//! server runs with, so the binary, the Python entry point and tests share one definition.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+
+use crate::error::{Error, Result};
+
+/// Which transport serves the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportChoice {
+    /// verbs where a usable RDMA device exists, else tcp (for now always tcp).
+    Auto,
+    /// The protocol over TCP, with the needle bytes in the response frames.
+    Tcp,
+    /// RDMA verbs (not built yet: refused at start-up).
+    Verbs,
+}
+
+/// How much the sidecar logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Also protocol errors from peers and fallbacks.
+    Warn,
+    /// Also start-up and shutdown.
+    Info,
+    /// Also each connection.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The matching `tracing` level.
+    pub fn as_tracing(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
+}
+
+/// Settings of one sidecar process (`seaweed-rdma sidecar --help` lists them).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "seaweed-rdma sidecar",
+    about = "Serves needle reads from a volume server's volume files over the seaweed-rdma protocol",
+    group(ArgGroup::new("upstream").required(true).args(["volume_server", "master"]))
+)]
+pub struct Config {
+    /// A volume server's -dir to read volumes from (repeat for several).
+    #[arg(long = "dir", value_name = "VOLUME_DIR", required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Address the protocol listener binds, exactly as given (port 0: any free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// The co-located volume server, for needles that cannot be read locally.
+    #[arg(long, value_name = "URL")]
+    pub volume_server: Option<String>,
+    /// A master to look volume servers up with, instead of --volume-server.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub master: Option<String>,
+    /// Transport for the protocol.
+    #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
+    pub transport: TransportChoice,
+    /// Address of the HTTP listener (/health, /stats, /metrics, /read); none when omitted.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub http: Option<String>,
+    /// Read-JWT signing key (security.toml [jwt.signing.read] key): READs must carry a token.
+    #[arg(long, value_name = "KEY")]
+    pub jwt_key: Option<String>,
+    /// Largest request frame body accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_frame: u32,
+    /// Largest single read served, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub max_read: u32,
+    /// READs in flight per connection; more are answered BUSY.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_inflight: u32,
+    /// Open protocol connections; more are closed on accept.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Close a connection with nothing in flight after this many idle seconds (0: never).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub idle_timeout_secs: u64,
+    /// Size of one staging slab in KiB (reads up to this size use one slab).
+    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    pub staging_slab_kib: usize,
+    /// Total staging memory in MiB (raised to fit one --max-read if smaller).
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub staging_mib: usize,
+    /// Seconds between re-scans of the volume dirs and refreshes of each volume's index.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub rescan_secs: f64,
+    /// Log level (to stderr).
+    #[arg(long, value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+}
+
+impl Config {
+    /// Parses arguments given without the program name (`["--dir", "/v", ...]`).
+    ///
+    /// # Errors
+    /// clap's error (print it with [`clap::Error::print`]); `--help` comes back this way too.
+    pub fn from_args<I, T>(args: I) -> std::result::Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let program = std::iter::once(std::ffi::OsString::from("seaweed-rdma sidecar"));
+        Config::try_parse_from(program.chain(args.into_iter().map(Into::into)))
+    }
+
+    /// Checks what clap cannot: the transport is built, directories exist, limits are sane.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the problem.
+    pub fn validate(&self) -> Result<()> {
+        if self.transport == TransportChoice::Verbs {
+            return Err(Error::Config(
+                "verbs transport not built yet (use --transport tcp or auto)".into(),
+            ));
+        }
+        for dir in &self.dirs {
+            if !dir.is_dir() {
+                return Err(Error::Config(format!(
+                    "volume directory {} does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        if self.max_frame < crate::proto::READ_FIXED_LEN as u32 {
+            return Err(Error::Config(format!(
+                "--max-frame {} is smaller than a READ ({} bytes)",
+                self.max_frame,
+                crate::proto::READ_FIXED_LEN
+            )));
+        }
+        if self.max_read == 0
+            || self.max_inflight == 0
+            || self.max_connections == 0
+            || self.staging_slab_kib == 0
+        {
+            return Err(Error::Config(
+                "--max-read, --max-inflight, --max-connections and --staging-slab-kib must be positive".into(),
+            ));
+        }
+        if !(self.rescan_secs.is_finite() && self.rescan_secs > 0.0) {
+            return Err(Error::Config("--rescan-secs must be a positive number".into()));
+        }
+        Ok(())
+    }
+
+    /// `(slab size, slab count)` of the staging pool: enough slabs for `--staging-mib`,
+    /// and at least enough for one read of `--max-read`.
+    pub fn staging_layout(&self) -> (usize, usize) {
+        let slab = self.staging_slab_kib.saturating_mul(1024).max(1);
+        let wanted = self.staging_mib.saturating_mul(1024 * 1024) / slab;
+        let for_one_read = (self.max_read as usize).div_ceil(slab);
+        (slab, wanted.max(for_one_read).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults_and_requires_an_upstream() {
+        let c = Config::from_args([
+            "--dir",
+            "/tmp",
+            "--listen",
+            "127.0.0.1:0",
+            "--volume-server",
+            "http://x:8080",
+        ])
+        .expect("parses");
+        assert_eq!(
+            (c.max_frame, c.max_read, c.max_inflight, c.max_connections),
+            (65536, 64 << 20, 256, 1024)
+        );
+        assert_eq!(c.transport, TransportChoice::Auto);
+        assert_eq!(c.staging_layout(), (1 << 20, 256));
+        let missing = Config::from_args(["--dir", "/tmp", "--listen", "127.0.0.1:0"])
+            .expect_err("no upstream");
+        assert_eq!(missing.exit_code(), 2);
+        assert!(Config::from_args(["--listen", "x:1", "--master", "m:1"]).is_err(), "no --dir");
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let base = ["--listen", "127.0.0.1:0", "--master", "127.0.0.1:9333"];
+        let verbs =
+            Config::from_args(["--dir", "/tmp", "--transport", "verbs"].iter().chain(&base))
+                .expect("parses");
+        let err = verbs.validate().expect_err("verbs refused").to_string();
+        assert!(err.contains("verbs transport not built yet"), "{err}");
+        let missing =
+            Config::from_args(["--dir", "/no/such/dir"].iter().chain(&base)).expect("parses");
+        assert!(missing.validate().expect_err("missing dir").to_string().contains("/no/such/dir"));
+        let big = Config::from_args(
+            ["--dir", "/tmp", "--max-read", "1000000000", "--staging-mib", "1"].iter().chain(&base),
+        )
+        .expect("parses");
+        assert_eq!(big.staging_layout(), (1 << 20, 954));
+    }
+}

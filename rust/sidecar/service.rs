@@ -1,0 +1,173 @@
+//! One read, from request to answer, shared by the protocol listener and HTTP `/read`:
+//! check the token, read locally when the volume is here, else fetch it upstream.
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tracing::{debug, warn};
+
+use super::jwt::JwtCheck;
+use super::staging::{Lease, StagingPool};
+use super::stats::{Gauges, Source, Stats};
+use super::store::{LocalRead, Span, Store};
+use super::tail::NeedleMeta;
+use super::upstream::{Fetched, Upstream};
+use super::STAGING_WAIT;
+use crate::error::Error;
+use crate::fid::FileId;
+use crate::proto::{DataHeader, Status};
+
+/// A read as either front end asks for it.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadAsk {
+    pub(crate) fid: FileId,
+    pub(crate) span: Span,
+    pub(crate) jwt: String,
+}
+
+/// The answer: the DATA header, and for OK the bytes and where they came from.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) header: DataHeader,
+    pub(crate) payload: Option<Lease>,
+    pub(crate) source: Option<Source>,
+}
+
+impl Answer {
+    pub(crate) fn refuse(status: Status) -> Answer {
+        Answer { header: DataHeader::error(status), payload: None, source: None }
+    }
+
+    fn data(meta: NeedleMeta, lease: Lease, source: Source) -> Answer {
+        let header = DataHeader {
+            status: Status::Ok,
+            needle_flags: meta.flags,
+            // A lease never exceeds max_read, which is a u32.
+            data_len: u32::try_from(lease.len()).unwrap_or(u32::MAX),
+            needle_size: meta.data_size,
+            crc: meta.crc,
+        };
+        Answer { header, payload: Some(lease), source: Some(source) }
+    }
+}
+
+/// Everything a read needs, shared by all connections.
+#[derive(Debug)]
+pub(crate) struct Service {
+    pub(crate) store: Arc<Store>,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) pool: StagingPool,
+    pub(crate) jwt: Option<JwtCheck>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) max_read: u32,
+}
+
+impl Service {
+    /// Answers one read and counts it.
+    pub(crate) async fn read(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+        let answer = self.answer(ask).await;
+        let bytes = answer.payload.as_ref().map_or(0, Lease::len);
+        self.stats.record(answer.header.status, answer.source, bytes);
+        answer
+    }
+
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            staging_slabs: self.pool.slab_count(),
+            staging_slab_size: self.pool.slab_size(),
+            staging_in_use: self.pool.in_use(),
+        }
+    }
+
+    async fn answer(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+        if let Some(check) = &self.jwt {
+            if !check.allows(&ask.jwt, &ask.fid) {
+                return Answer::refuse(Status::Unauthorized);
+            }
+        }
+        match self.read_local(&ask).await {
+            Ok(answer) => answer,
+            Err(()) => self.read_upstream(ask).await,
+        }
+    }
+
+    /// The answer from the local volume files; `Err` when they cannot give one (the
+    /// volume is not here, or reading it failed in a way the volume server may not).
+    async fn read_local(self: &Arc<Self>, ask: &ReadAsk) -> Result<Answer, ()> {
+        let FileId { volume, key, cookie } = ask.fid;
+        let span = ask.span;
+        // The common case, a range of at most one slab, draws its slab up front and needs
+        // one trip to a blocking thread; others learn their length first.
+        let mut lease = None;
+        if span.len <= self.pool.slab_size() as u64 {
+            match self.pool.acquire(span.len as usize, STAGING_WAIT).await {
+                Some(l) => lease = Some(l),
+                None => return Ok(Answer::refuse(Status::Busy)),
+            }
+        }
+        let max_read = u64::from(self.max_read);
+        for _ in 0..3 {
+            let store = Arc::clone(&self.store);
+            let given = lease.take();
+            let outcome = tokio::task::spawn_blocking(move || {
+                let slot = store.get(volume)?;
+                Some(slot.read(key, cookie, span, given, max_read))
+            })
+            .await;
+            let read = match outcome {
+                Ok(Some(read)) => read,
+                Ok(None) => return Err(()),
+                Err(e) => {
+                    warn!(%ask.fid, "local read task failed: {e}");
+                    return Ok(Answer::refuse(Status::Internal));
+                }
+            };
+            match read {
+                Ok(LocalRead::Done { meta, lease }) => {
+                    return Ok(Answer::data(meta, lease, Source::Local))
+                }
+                Ok(LocalRead::NeedLease { len }) => {
+                    match self.pool.acquire(len, STAGING_WAIT).await {
+                        Some(l) => lease = Some(l),
+                        None => return Ok(Answer::refuse(Status::Busy)),
+                    }
+                }
+                Ok(LocalRead::TooLarge { len }) => {
+                    debug!(%ask.fid, len, "read larger than --max-read");
+                    return Ok(Answer::refuse(Status::BadRequest));
+                }
+                Err(Error::NotFound { .. }) => return Ok(Answer::refuse(Status::NotFound)),
+                Err(Error::Deleted { .. }) => return Ok(Answer::refuse(Status::Deleted)),
+                Err(e) => {
+                    warn!(%ask.fid, "local read failed, asking the volume server: {e}");
+                    return Err(());
+                }
+            }
+        }
+        warn!(%ask.fid, "needle kept changing size while being read; asking the volume server");
+        Err(())
+    }
+
+    async fn read_upstream(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+        let service = Arc::clone(self);
+        let rt = Handle::current();
+        let fid = ask.fid;
+        let fetched = tokio::task::spawn_blocking(move || {
+            let max_read = u64::from(service.max_read);
+            service.upstream.fetch(&ask.fid, ask.span, &ask.jwt, &service.pool, &rt, max_read)
+        })
+        .await;
+        match fetched {
+            Ok(Ok(Fetched::Done { meta, lease })) => Answer::data(meta, lease, Source::Upstream),
+            Ok(Ok(Fetched::Refused(status))) => Answer::refuse(status),
+            Ok(Err(message)) => {
+                warn!(%fid, "upstream read failed: {message}");
+                Answer::refuse(Status::Internal)
+            }
+            Err(e) => {
+                warn!(%fid, "upstream read task failed: {e}");
+                Answer::refuse(Status::Internal)
+            }
+        }
+    }
+}

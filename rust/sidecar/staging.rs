@@ -1,0 +1,297 @@
+//! The staging pool: every byte the sidecar sends passes through one of its slabs.
+//!
+//! The pool is a fixed set of equal-sized slabs allocated once at start-up. The verbs
+//! transport will register exactly these slabs with the NIC (registration is expensive, so
+//! it must happen once, not per read); the tcp transport writes from them. A read of up to
+//! one slab draws a single slab and allocates nothing; a larger read draws several and
+//! fills them in order. A semaphore with one permit per slab makes callers wait for free
+//! slabs, and bounds what the sidecar holds in memory however many reads are in flight.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A fixed pool of equal-sized buffers. Cheap to clone (all clones share the slabs).
+#[derive(Clone)]
+pub struct StagingPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    slab_size: usize,
+    slab_count: usize,
+    /// Free slabs. A holder of `k` permits may always pop `k` of them: a lease gives its
+    /// slabs back before its permits are released.
+    free: Mutex<Vec<Box<[u8]>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for StagingPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagingPool")
+            .field("slab_size", &self.inner.slab_size)
+            .field("slab_count", &self.inner.slab_count)
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+impl StagingPool {
+    /// A pool of `slab_count` slabs of `slab_size` bytes each (both at least 1).
+    ///
+    /// The memory is allocated zeroed, so the kernel commits pages only as slabs are first
+    /// written; the free list is a stack, so a lightly loaded sidecar keeps reusing the
+    /// same few slabs.
+    pub fn new(slab_size: usize, slab_count: usize) -> StagingPool {
+        let slab_size = slab_size.max(1);
+        let slab_count = slab_count.max(1);
+        let free = (0..slab_count).map(|_| vec![0u8; slab_size].into_boxed_slice()).collect();
+        StagingPool {
+            inner: Arc::new(Inner {
+                slab_size,
+                slab_count,
+                free: Mutex::new(free),
+                permits: Arc::new(Semaphore::new(slab_count)),
+            }),
+        }
+    }
+
+    /// Bytes per slab.
+    pub fn slab_size(&self) -> usize {
+        self.inner.slab_size
+    }
+
+    /// Number of slabs.
+    pub fn slab_count(&self) -> usize {
+        self.inner.slab_count
+    }
+
+    /// Slabs currently lent out.
+    pub fn in_use(&self) -> usize {
+        self.inner.slab_count - self.inner.permits.available_permits()
+    }
+
+    /// Largest lease the pool can ever grant.
+    pub fn capacity(&self) -> usize {
+        self.inner.slab_size.saturating_mul(self.inner.slab_count)
+    }
+
+    /// Draws enough slabs for `len` bytes, waiting up to `wait` for them to be free.
+    ///
+    /// `None` when they did not come free in time, or when `len` exceeds
+    /// [`StagingPool::capacity`]; the caller answers BUSY then.
+    pub async fn acquire(&self, len: usize, wait: Duration) -> Option<Lease> {
+        let slabs = len.div_ceil(self.inner.slab_size);
+        if slabs == 0 {
+            return Some(Lease { slabs: Slabs::None, len: 0, pool: None, _permit: None });
+        }
+        if slabs > self.inner.slab_count {
+            return None;
+        }
+        let count = u32::try_from(slabs).ok()?;
+        let acquire = Arc::clone(&self.inner.permits).acquire_many_owned(count);
+        let permit = tokio::time::timeout(wait, acquire).await.ok()?.ok()?;
+        let mut free = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < slabs {
+            // Cannot happen while leases return slabs before permits; refuse rather than panic.
+            return None;
+        }
+        let taken = if slabs == 1 {
+            free.pop().map(Slabs::One)?
+        } else {
+            let at = free.len() - slabs;
+            Slabs::Many(free.split_off(at))
+        };
+        drop(free);
+        Some(Lease {
+            slabs: taken,
+            len,
+            pool: Some(Arc::clone(&self.inner)),
+            _permit: Some(permit),
+        })
+    }
+}
+
+enum Slabs {
+    None,
+    One(Box<[u8]>),
+    Many(Vec<Box<[u8]>>),
+}
+
+impl Slabs {
+    fn as_slice(&self) -> &[Box<[u8]>] {
+        match self {
+            Slabs::None => &[],
+            Slabs::One(slab) => std::slice::from_ref(slab),
+            Slabs::Many(slabs) => slabs,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Box<[u8]>] {
+        match self {
+            Slabs::None => &mut [],
+            Slabs::One(slab) => std::slice::from_mut(slab),
+            Slabs::Many(slabs) => slabs,
+        }
+    }
+}
+
+/// Slabs lent out of a [`StagingPool`] for `len` bytes; they go back when this drops.
+pub struct Lease {
+    slabs: Slabs,
+    len: usize,
+    pool: Option<Arc<Inner>>,
+    // Released after `Drop::drop` has put the slabs back (fields drop after it runs).
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("len", &self.len)
+            .field("slabs", &self.slabs.as_slice().len())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// Bytes this lease holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes the lease's slabs can hold (at least [`Lease::len`]).
+    pub fn capacity(&self) -> usize {
+        self.slabs.as_slice().iter().map(|s| s.len()).sum()
+    }
+
+    /// Makes the lease cover `len` bytes; `false` (and no change) when its slabs cannot
+    /// hold that many.
+    pub fn set_len(&mut self, len: usize) -> bool {
+        let fits = len <= self.capacity();
+        if fits {
+            self.len = len;
+        }
+        fits
+    }
+
+    /// The leased bytes as consecutive pieces, one per slab.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> {
+        let mut left = self.len;
+        self.slabs.as_slice().iter().map_while(move |slab| {
+            let n = left.min(slab.len());
+            left -= n;
+            (n > 0).then(|| &slab[..n])
+        })
+    }
+
+    /// The leased bytes as consecutive writable pieces, one per slab.
+    pub fn chunks_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let mut left = self.len;
+        self.slabs.as_mut_slice().iter_mut().map_while(move |slab| {
+            let n = left.min(slab.len());
+            left -= n;
+            if n > 0 {
+                Some(&mut slab[..n])
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The bytes in one slice when they fit one slab (every read up to the slab size).
+    pub fn as_single(&self) -> Option<&[u8]> {
+        match &self.slabs {
+            Slabs::None => Some(&[]),
+            Slabs::One(slab) => Some(&slab[..self.len]),
+            Slabs::Many(_) => None,
+        }
+    }
+
+    /// Copies the bytes out (for callers that need one contiguous owned buffer).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        self.chunks().for_each(|c| out.extend_from_slice(c));
+        out
+    }
+}
+
+impl AsRef<[u8]> for Lease {
+    /// The bytes of a single-slab lease; empty for a multi-slab one (use [`Lease::chunks`]).
+    fn as_ref(&self) -> &[u8] {
+        self.as_single().unwrap_or_default()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(pool) = &self.pool else { return };
+        let mut free = pool.free.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut self.slabs, Slabs::None) {
+            Slabs::None => {}
+            Slabs::One(slab) => free.push(slab),
+            Slabs::Many(slabs) => free.extend(slabs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+
+    #[test]
+    fn leases_cover_exactly_len_and_come_back() {
+        rt().block_on(async {
+            let pool = StagingPool::new(4, 3);
+            assert_eq!(pool.capacity(), 12);
+            let mut lease = pool.acquire(10, Duration::from_millis(10)).await.expect("fits");
+            assert_eq!(pool.in_use(), 3);
+            let sizes: Vec<usize> = lease.chunks_mut().map(|c| c.len()).collect();
+            assert_eq!(sizes, [4, 4, 2]);
+            for (i, chunk) in lease.chunks_mut().enumerate() {
+                chunk.fill(i as u8);
+            }
+            assert_eq!(lease.to_vec(), [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]);
+            assert!(lease.as_single().is_none());
+            assert!(lease.set_len(5));
+            assert_eq!(lease.to_vec(), [0, 0, 0, 0, 1]);
+            assert!(!lease.set_len(13), "beyond its slabs");
+            assert_eq!(lease.capacity(), 12);
+            assert!(pool.acquire(1, Duration::from_millis(10)).await.is_none(), "pool is empty");
+            drop(lease);
+            assert_eq!(pool.in_use(), 0);
+            let single = pool.acquire(3, Duration::from_millis(10)).await.expect("free again");
+            assert_eq!(single.as_single().map(<[u8]>::len), Some(3));
+            assert!(pool.acquire(13, Duration::from_millis(10)).await.is_none(), "over capacity");
+            let empty = pool.acquire(0, Duration::from_millis(10)).await.expect("empty lease");
+            assert!(empty.is_empty() && empty.chunks().next().is_none());
+        });
+    }
+
+    #[test]
+    fn waiters_get_slabs_when_they_are_returned() {
+        rt().block_on(async {
+            let pool = StagingPool::new(8, 1);
+            let first = pool.acquire(8, Duration::from_millis(10)).await.expect("one slab");
+            let waiter = {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.acquire(8, Duration::from_secs(5)).await.map(|l| l.len())
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(first);
+            assert_eq!(waiter.await.expect("task"), Some(8));
+        });
+    }
+}

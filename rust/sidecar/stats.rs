@@ -1,0 +1,246 @@
+//! Counters for `/stats` (JSON) and `/metrics` (Prometheus text). Plain relaxed atomics:
+//! each counter is read on its own, and a scrape that sees them a few reads apart is fine.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::proto::Status;
+
+/// Where a needle's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the volume files by the sidecar itself.
+    Local,
+    /// Fetched from a volume server over HTTP.
+    Upstream,
+}
+
+impl Source {
+    /// Lower-case name, as in stats and the `X-Source` header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Upstream => "upstream",
+        }
+    }
+}
+
+const STATUSES: [Status; 7] = [
+    Status::Ok,
+    Status::NotFound,
+    Status::Deleted,
+    Status::BadRequest,
+    Status::Unauthorized,
+    Status::Busy,
+    Status::Internal,
+];
+
+#[derive(Debug, Default)]
+struct PerSource {
+    reads: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// The sidecar's counters.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    started: Instant,
+    pub(crate) connections_open: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+    pub(crate) http_requests: AtomicU64,
+    pub(crate) volumes: AtomicU64,
+    by_status: [AtomicU64; 7],
+    local: PerSource,
+    upstream: PerSource,
+}
+
+/// Values that live elsewhere (the staging pool), passed in when rendering.
+pub(crate) struct Gauges {
+    pub(crate) staging_slabs: usize,
+    pub(crate) staging_slab_size: usize,
+    pub(crate) staging_in_use: usize,
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+impl Stats {
+    pub(crate) fn new() -> Stats {
+        Stats {
+            started: Instant::now(),
+            connections_open: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            protocol_errors: AtomicU64::new(0),
+            http_requests: AtomicU64::new(0),
+            volumes: AtomicU64::new(0),
+            by_status: Default::default(),
+            local: PerSource::default(),
+            upstream: PerSource::default(),
+        }
+    }
+
+    /// Counts one answered READ (any status) and, for data, where it came from.
+    pub(crate) fn record(&self, status: Status, source: Option<Source>, bytes: usize) {
+        self.by_status[status as usize].fetch_add(1, Ordering::Relaxed);
+        if let Some(source) = source {
+            let per = self.per_source(source);
+            per.reads.fetch_add(1, Ordering::Relaxed);
+            per.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn per_source(&self, source: Source) -> &PerSource {
+        match source {
+            Source::Local => &self.local,
+            Source::Upstream => &self.upstream,
+        }
+    }
+
+    fn reads(&self) -> u64 {
+        self.by_status.iter().map(get).sum()
+    }
+
+    fn bytes(&self) -> u64 {
+        get(&self.local.bytes) + get(&self.upstream.bytes)
+    }
+
+    pub(crate) fn json(&self, g: &Gauges) -> serde_json::Value {
+        let status: serde_json::Map<String, serde_json::Value> = STATUSES
+            .iter()
+            .map(|s| (s.name().to_owned(), get(&self.by_status[*s as usize]).into()))
+            .collect();
+        let source = |s: Source| {
+            let per = self.per_source(s);
+            serde_json::json!({ "reads": get(&per.reads), "bytes": get(&per.bytes) })
+        };
+        serde_json::json!({
+            "transport": "tcp",
+            "uptime_secs": self.started.elapsed().as_secs_f64(),
+            "volumes": get(&self.volumes),
+            "connections": {
+                "open": get(&self.connections_open),
+                "total": get(&self.connections_total),
+                "refused": get(&self.connections_refused),
+            },
+            "protocol_errors": get(&self.protocol_errors),
+            "http_requests": get(&self.http_requests),
+            "reads": self.reads(),
+            "bytes": self.bytes(),
+            "sources": { "local": source(Source::Local), "upstream": source(Source::Upstream) },
+            "status": status,
+            "staging": {
+                "slabs": g.staging_slabs,
+                "slab_size": g.staging_slab_size,
+                "in_use": g.staging_in_use,
+            },
+        })
+    }
+
+    pub(crate) fn prometheus(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+            let name = format!("seaweed_rdma_sidecar_{name}");
+            // Writing into a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |value: u64| vec![(String::new(), value)];
+        let label = |key: &str, value: &str| format!("{{{key}=\"{value}\"}}");
+        let sources = [Source::Local, Source::Upstream];
+        let status =
+            STATUSES.iter().map(|s| (label("status", s.name()), get(&self.by_status[*s as usize])));
+        metric("reads_total", "counter", "READs answered, by status.", status.collect());
+        let reads =
+            sources.iter().map(|s| (label("source", s.name()), get(&self.per_source(*s).reads)));
+        metric(
+            "source_reads_total",
+            "counter",
+            "Reads that returned data, by where it came from.",
+            reads.collect(),
+        );
+        let bytes =
+            sources.iter().map(|s| (label("source", s.name()), get(&self.per_source(*s).bytes)));
+        metric(
+            "bytes_total",
+            "counter",
+            "Needle bytes sent, by where they came from.",
+            bytes.collect(),
+        );
+        metric(
+            "connections_open",
+            "gauge",
+            "Open protocol connections.",
+            one(get(&self.connections_open)),
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "Protocol connections accepted.",
+            one(get(&self.connections_total)),
+        );
+        let refused = one(get(&self.connections_refused));
+        metric(
+            "connections_refused_total",
+            "counter",
+            "Connections closed on accept at the limit.",
+            refused,
+        );
+        let errors = one(get(&self.protocol_errors));
+        metric(
+            "protocol_errors_total",
+            "counter",
+            "Connections closed for breaking the protocol.",
+            errors,
+        );
+        metric(
+            "http_requests_total",
+            "counter",
+            "HTTP requests served.",
+            one(get(&self.http_requests)),
+        );
+        metric("volumes", "gauge", "Volumes readable locally.", one(get(&self.volumes)));
+        metric("staging_slabs", "gauge", "Slabs in the staging pool.", one(g.staging_slabs as u64));
+        metric(
+            "staging_slabs_in_use",
+            "gauge",
+            "Staging slabs lent to reads.",
+            one(g.staging_in_use as u64),
+        );
+        let uptime = one(self.started.elapsed().as_secs());
+        metric("uptime_seconds", "gauge", "Seconds since the sidecar started.", uptime);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts() {
+        let stats = Stats::new();
+        stats.record(Status::Ok, Some(Source::Local), 10);
+        stats.record(Status::Ok, Some(Source::Upstream), 5);
+        stats.record(Status::NotFound, None, 0);
+        let g = Gauges { staging_slabs: 4, staging_slab_size: 1024, staging_in_use: 1 };
+        let json = stats.json(&g);
+        assert_eq!(json["reads"], 3);
+        assert_eq!(json["bytes"], 15);
+        assert_eq!(json["sources"]["upstream"]["bytes"], 5);
+        assert_eq!(json["status"]["not_found"], 1);
+        let text = stats.prometheus(&g);
+        assert!(text.contains("seaweed_rdma_sidecar_reads_total{status=\"ok\"} 2\n"), "{text}");
+        assert!(text.contains("seaweed_rdma_sidecar_bytes_total{source=\"local\"} 10\n"), "{text}");
+        assert!(
+            text.contains("# TYPE seaweed_rdma_sidecar_staging_slabs_in_use gauge\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+"""Replica fail-over over HTTP: a dead or corrupt replica is skipped for the next one, and
+a volume with no live replica gives a clear error. Uses its own cluster (it kills servers)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from seaweed_rdma import Client
+from seaweed_rdma.cluster import LocalCluster
+from seaweed_rdma.errors import NoLiveLocation, SeaweedRdmaError
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def replicated():  # type: ignore[no-untyped-def]
+    with LocalCluster(volumes=2, filer_args=["-defaultReplicaPlacement=001"]) as c:
+        yield c
+
+
+def _dat_files(server_dir: Path) -> list[Path]:
+    return sorted(server_dir.glob("*.dat"))
+
+
+def _corrupt_on(server_dir: Path, needle: bytes) -> bool:
+    """Flips one byte of ``needle`` wherever a .dat on that server holds it."""
+    for dat in _dat_files(server_dir):
+        blob = dat.read_bytes()
+        at = blob.find(needle)
+        if at >= 0:
+            with open(dat, "r+b") as f:
+                f.seek(at + len(needle) // 2)
+                f.write(bytes([blob[at + len(needle) // 2] ^ 0xFF]))
+            return True
+    return False
+
+
+def test_corrupt_replica_is_skipped(replicated):  # type: ignore[no-untyped-def]
+    rng = random.Random(5)
+    data = rng.randbytes(300_000)
+    text = b"".join(b"row %d of a compressible file\n" % i for i in range(40_000))
+    replicated.upload("/r/plain.bin", data)
+    replicated.upload("/r/text.txt", text, mime="text/plain")
+    with Client(replicated.filer.grpc_address) as c:
+        assert c.read("/r/plain.bin") == data
+        assert c.read("/r/text.txt") == text
+        chunk = c.entry("/r/text.txt").chunks[0]
+        locations = c.master.lookup(chunk.volume_id)
+        assert len(locations) == 2, "replication 001 should give two replicas"
+        stored, _ = c._path.http.read_whole(chunk.file_id)
+        first = next(s for s in replicated.volume_servers if s.url == locations[0])
+        assert _corrupt_on(first.dir, stored), "needle bytes not found in the first replica"
+        c._path._decoded = type(c._path._decoded)(1 << 20)  # forget decoded chunks
+        assert c.read("/r/text.txt") == text
+
+
+def test_dead_replica_then_no_live_location(replicated):  # type: ignore[no-untyped-def]
+    data = random.Random(6).randbytes(200_000)
+    replicated.upload("/r/dead.bin", data)
+    with Client(replicated.filer.grpc_address) as c:
+        assert c.read("/r/dead.bin") == data
+        vid = c.entry("/r/dead.bin").chunks[0].volume_id
+        locations = c.master.lookup(vid)
+        victim = next(s for s in replicated.volume_servers if s.url == locations[0])
+        victim.kill()
+        assert c.read("/r/dead.bin") == data  # the other replica answers
+        for s in replicated.volume_servers:
+            s.kill()
+        c.invalidate()
+        with pytest.raises(SeaweedRdmaError) as e:
+            c.read("/r/dead.bin", 0, 100)
+        assert isinstance(e.value, NoLiveLocation)
+        assert str(vid) in str(e.value)
