@@ -15,7 +15,7 @@ pub const HELLO_ACK_LEN: usize = 32;
 /// Frame header size.
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Fixed part of a READ body (before the JWT).
-pub const READ_FIXED_LEN: usize = 46;
+pub const READ_FIXED_LEN: usize = 42;
 /// DATA body size before the payload.
 pub const DATA_HEADER_LEN: usize = 16;
 /// Transport bit: tcp.

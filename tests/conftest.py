@@ -176,3 +176,12 @@ def shapes(cluster: LocalCluster, enc_filer: Server, inline_filer: Server,
                 break
             time.sleep(0.2)
     return out
+
+
+@pytest.fixture(scope="session")
+def sidecars(cluster: LocalCluster, shapes: dict[str, Shape]) -> dict[str, str]:
+    """One sidecar per volume server of the session cluster; the ``sidecar=`` mapping."""
+    if not cluster.sidecars:
+        for vs in cluster.volume_servers:
+            cluster.add_sidecar(vs)
+    return cluster.sidecar_map()

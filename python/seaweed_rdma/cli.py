@@ -73,6 +73,14 @@ def cmd_ls(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sidecar(a: argparse.Namespace) -> int:
+    from ._core import sidecar_main
+
+    # The sidecar parses its own flags (clap) so the standalone Rust binary and this
+    # subcommand accept exactly the same command line.
+    return int(sidecar_main(list(a.args)))
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -110,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-l", "--long", action="store_true", help="mode and size too")
     s.set_defaults(func=cmd_ls)
 
+    s = sub.add_parser("sidecar", add_help=False,
+                       help="serve local volumes' needles to readers (Rust; see "
+                            "`seaweed-rdma sidecar --help`)")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_sidecar)
+
     s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
                                     "back over each path and print a table")
     s.add_argument("--keep", action="store_true",
@@ -120,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``seaweed-rdma``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sidecar"]:
+        return cmd_sidecar(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -12,6 +12,7 @@ import httpx
 
 from .errors import IsADirectory, NotADirectory, SeaweedRdmaError
 from .filer import Entry, FilerClient, normalize_path
+from .fastpath import FastPath
 from .fileobj import SeaweedRawFile
 from .master import MasterClient
 from .reader import FileView, ReadPath
@@ -28,6 +29,7 @@ class Client:
     filer when not given. ``sidecar`` and ``transport`` choose the fast path (``None``: HTTP
     only). ``jwt_key`` is the cluster's read-JWT signing key, if reads need a token.
     ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
+    ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Client:
         timeout: float = 30.0,
         meta_ttl: float = 1.0,
         max_workers: int = 16,
+        fast_timeout: float = 5.0,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -59,6 +62,9 @@ class Client:
                                             thread_name_prefix="seaweed-rdma")
         self._path = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
                               self._stats, self._executor)
+        if sidecar is not None and transport != "http":
+            self._path.fast = FastPath(sidecar, transport, self.master, self._stats,
+                                       jwt_key=jwt_key, timeout=fast_timeout)
         self._meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}
         self._meta_lock = threading.Lock()
@@ -194,5 +200,9 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """Bytes and reads per path (fast, http), fallbacks, errors, latency percentiles."""
         snap = self._stats.snapshot()
-        snap["transport"] = "http" if self.sidecar is None else self.transport
+        fast = self._path.fast
+        snap["transport"] = fast.transport if fast is not None else "http"
+        if fast is not None:
+            snap["sidecars"] = fast.health()
+            snap["engine"] = dict(fast.engine.stats())
         return snap

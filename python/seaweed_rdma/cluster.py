@@ -99,6 +99,47 @@ class Server:
 
 
 @dataclass
+class Sidecar(Server):
+    """A ``seaweed-rdma sidecar`` process next to one volume server. ``grpc_port`` holds
+    its HTTP (health/stats/metrics) port."""
+
+    volume_server: Server | None = None
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the sidecar's HTTP listener."""
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """(Re)starts the process with the same arguments and waits for ``/health``."""
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SeaweedRdmaError(f"sidecar exited with {self.proc.returncode}:\n"
+                                       f"{self.log_tail()}")
+            try:
+                if httpx.get(self.http_url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise SeaweedRdmaError(f"sidecar not healthy after {timeout}s:\n{self.log_tail()}")
+
+    def sigkill(self) -> None:
+        """Kills the process at once, as a crash would."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stats(self) -> dict[str, object]:
+        """The sidecar's ``/stats`` JSON."""
+        return dict(httpx.get(self.http_url + "/stats", timeout=5).json())
+
+
+@dataclass
 class LocalCluster:
     """A master, ``volumes`` volume servers and one filer, all on loopback.
 
@@ -110,6 +151,7 @@ class LocalCluster:
     volume_size_limit_mb: int = 64
     base_dir: Path | None = None
     servers: list[Server] = field(default_factory=list)
+    sidecars: list[Sidecar] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> LocalCluster:
@@ -191,8 +233,29 @@ class LocalCluster:
         self._wait_writable(server)
         return server
 
+    def add_sidecar(self, volume_server: Server, extra: list[str] | None = None) -> Sidecar:
+        """Starts a sidecar over ``volume_server``'s directory and waits for ``/health``."""
+        assert self.base_dir is not None
+        index = len(self.sidecars)
+        port, http_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar", f"--dir={volume_server.dir}",
+                f"--listen=127.0.0.1:{port}", f"--volume-server={volume_server.url}",
+                f"--http=127.0.0.1:{http_port}", *(extra or [])]
+        sidecar = Sidecar("sidecar", port, http_port, volume_server.dir, None,  # type: ignore[arg-type]
+                          self.base_dir / f"sidecar{index}.log", argv, volume_server)
+        sidecar.start()
+        self.sidecars.append(sidecar)
+        return sidecar
+
+    def sidecar_map(self) -> dict[str, str]:
+        """``{volume server URL: sidecar address}`` for ``Client(sidecar=...)``."""
+        return {s.volume_server.url: s.address for s in self.sidecars}
+
     def stop(self) -> None:
         """Kills every server (filers first) and removes the temporary directory."""
+        for sidecar in self.sidecars:
+            sidecar.kill()
+        self.sidecars.clear()
         for server in reversed(self.servers):
             server.kill()
         self.servers.clear()

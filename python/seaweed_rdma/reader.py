@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from ._core import Plan, decode_manifest
 from .codec import decode_chunk
 from .errors import CorruptManifestError, IsADirectory
+from .fastpath import FastPath, RangeRequest
 from .filer import Chunk, Entry
 from .stats import Stats
 from .volume_http import VolumeHttpReader
@@ -78,7 +79,7 @@ class ReadPath:
         self.stats = stats
         self._executor = executor
         self._decoded = DecodedChunkCache(chunk_cache_bytes)
-        self.whole_fetcher: Callable[[Chunk], bytes] | None = None
+        self.fast: FastPath | None = None
 
     # -- chunks -------------------------------------------------------------------------
 
@@ -87,14 +88,12 @@ class ReadPath:
         cached = self._decoded.get(chunk.file_id)
         if cached is not None:
             return cached
-        data: bytes | None = None
-        if self.whole_fetcher is not None:
-            data = self.whole_fetcher(chunk)
-        if data is None:
+        got = self.fast.read_whole(chunk) if self.fast is not None else None
+        if got is None:
             t0 = time.perf_counter()
-            stored, encoding = self.http.read_whole(chunk.file_id)
-            self.stats.record("http", len(stored), time.perf_counter() - t0)
-            data = decode_chunk(stored, chunk, encoding)
+            got = self.http.read_whole(chunk.file_id)
+            self.stats.record("http", len(got[0]), time.perf_counter() - t0)
+        data = decode_chunk(got[0], chunk, got[1])
         self._decoded.put(chunk.file_id, data)
         return data
 
@@ -142,9 +141,13 @@ class ReadPath:
         for chunk_index, in_chunk, length, buf_off, _ in whole:
             chunk = view.chunks[chunk_index]
             jobs.append(self._whole_job(chunk, in_chunk, length, buf[buf_off:buf_off + length]))
-        for chunk_index, in_chunk, length, buf_off, _ in ranged:
-            chunk = view.chunks[chunk_index]
-            jobs.append(self._range_job(chunk, in_chunk, buf[buf_off:buf_off + length]))
+        reqs = [RangeRequest(view.chunks[ci], in_chunk, length, buf_off)
+                for ci, in_chunk, length, buf_off, _ in ranged]
+        if self.fast is not None and reqs:
+            reqs = self.fast.read_ranges(buf, reqs)
+        for r in reqs:
+            dest = buf[r.buf_offset:r.buf_offset + r.length]
+            jobs.append(self._range_job(r.chunk, r.in_chunk, dest))
         self._run(jobs)
         return n
 
@@ -168,6 +171,8 @@ class ReadPath:
         return lambda: self.http_range(chunk, in_chunk, dest)
 
     def _run(self, jobs: list[Callable[[], None]]) -> None:
+        if not jobs:
+            return
         if len(jobs) == 1:
             jobs[0]()
             return

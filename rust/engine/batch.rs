@@ -119,8 +119,8 @@ pub(super) fn run(ctx: &Ctx<'_>, jobs: &[Job], probe: bool) -> Vec<Outcome> {
     };
     ctx.generation.rt.block_on(io.drive(&groups, &mut rx));
     let recorded = io.recorded;
-    // From here on no task can reach a destination of this batch.
     let killed = reg.release();
+    // From here on no task can reach a destination of this batch.
     if killed > 0 {
         ctx.stats.aborted(killed);
     }

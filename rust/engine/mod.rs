@@ -47,6 +47,8 @@ mod tasks;
 mod types;
 
 #[cfg(test)]
+mod e2e;
+#[cfg(test)]
 mod test_server;
 #[cfg(test)]
 mod tests;

@@ -270,3 +270,10 @@ fn vacuum_reopens_and_reads_stay_exact() {
     assert!(matches!(vol.refresh(), Ok(RefreshOutcome::Appended { entries: 1 })));
     check_reads(vol, &late, &mut rng);
 }
+
+#[test]
+fn volume_is_shareable_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Volume>();
+    send_sync::<std::sync::RwLock<Volume>>();
+}

@@ -1,0 +1,145 @@
+//! End to end: the engine against the real sidecar ([`crate::sidecar`]) serving volume
+//! files that a real SeaweedFS wrote ([`crate::testutil::Cluster`]).
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::*;
+use crate::fid::FileId;
+use crate::proto::Status;
+use crate::sidecar::{Config, Sidecar};
+use crate::testutil::{Cluster, Rng, Upload};
+
+/// The real sidecar on its own runtime; stopped on drop.
+struct RealSidecar {
+    rt: tokio::runtime::Runtime,
+    sidecar: Option<Sidecar>,
+}
+
+impl RealSidecar {
+    fn start(volume_dir: &std::path::Path, extra: &[&str]) -> RealSidecar {
+        let dir = volume_dir.display().to_string();
+        // Every needle is local, so the upstream volume server is never asked.
+        let mut args = vec!["--dir", &dir, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(&["--volume-server", "http://127.0.0.1:9"]);
+        args.extend_from_slice(extra);
+        let config = Config::from_args(&args).expect("sidecar arguments");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sidecar = rt.block_on(Sidecar::start(config)).expect("sidecar starts");
+        RealSidecar { rt, sidecar: Some(sidecar) }
+    }
+
+    fn addr(&self) -> String {
+        self.sidecar.as_ref().expect("running").listen_addr().to_string()
+    }
+}
+
+impl Drop for RealSidecar {
+    fn drop(&mut self) {
+        if let Some(sidecar) = self.sidecar.take() {
+            self.rt.block_on(sidecar.shutdown());
+        }
+    }
+}
+
+fn range(addr: &str, fid: FileId, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
+    RangeOp {
+        sidecar: addr.to_owned(),
+        volume: fid.volume,
+        key: fid.key,
+        cookie: fid.cookie,
+        offset,
+        len,
+        buf_offset,
+        jwt: String::new(),
+    }
+}
+
+fn whole(addr: &str, fid: FileId) -> WholeOp {
+    WholeOp {
+        sidecar: addr.to_owned(),
+        volume: fid.volume,
+        key: fid.key,
+        cookie: fid.cookie,
+        jwt: String::new(),
+    }
+}
+
+#[test]
+fn reads_needles_of_a_real_cluster_through_the_real_sidecar() {
+    let cluster = Cluster::start();
+    let mut rng = Rng::new(29);
+    let plain = Upload { name: "blob.bin", mime: None, gzip: false };
+    let mut needles = Vec::new();
+    for size in [1usize, 1000, 70_000, 1_500_000] {
+        let data = rng.bytes(size);
+        needles.push((cluster.put(None, &data, plain), data));
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&rng.bytes(5000)).expect("gzip");
+    let packed = enc.finish().expect("gzip");
+    let gz = cluster.put(None, &packed, Upload { gzip: true, ..plain });
+    let sidecar = RealSidecar::start(cluster.volume_dir(), &["--max-read", "1048576"]);
+    let addr = sidecar.addr();
+    let engine =
+        Engine::new(EngineConfig { timeout: Duration::from_secs(10), ..Default::default() })
+            .expect("engine");
+    assert!(engine.ping(&addr).is_ok());
+
+    // Many ranges of every needle in one batch, pipelined over two connections.
+    let mut ops = Vec::new();
+    let mut at = 0usize;
+    for (fid, data) in &needles {
+        let n = data.len() as u64;
+        for (offset, len) in [(0, 1), (n / 3, (n / 2).min(1 << 20) as u32), (n - 1, 1)] {
+            ops.push(range(&addr, *fid, offset, len, at));
+            at += len as usize;
+        }
+    }
+    let mut buf = vec![0u8; at];
+    let out = engine.read_into(&mut buf, &ops);
+    assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+    for (op, (_, data)) in ops.iter().zip(needles.iter().flat_map(|n| [n, n, n])) {
+        let want = &data[op.offset as usize..op.offset as usize + op.len as usize];
+        assert_eq!(&buf[op.buf_offset..op.buf_offset + op.len as usize], want, "{op:?}");
+    }
+
+    // Whole reads come with a CRC that verifies; compressed needles only whole; a needle
+    // larger than the granted max_read is refused whole.
+    let mut wholes: Vec<WholeOp> = needles.iter().map(|(fid, _)| whole(&addr, *fid)).collect();
+    wholes.push(whole(&addr, gz));
+    let out = engine.read_whole(&wholes);
+    for ((_, data), got) in needles.iter().zip(&out).take(3) {
+        let got = got.as_ref().expect("whole needle");
+        assert!(got.verify() && got.data == *data && got.needle_flags & 0x01 == 0);
+    }
+    assert_eq!(out[3], Err(Failure::Status(Status::BadRequest)), "1.5 MB > max_read");
+    let got = out[4].as_ref().expect("compressed needle");
+    assert!(got.verify() && got.data == packed && got.needle_flags & 0x01 != 0);
+    let mut small = [0u8; 16];
+    let out = engine.read_into(&mut small, &[range(&addr, gz, 0, 16, 0)]);
+    assert_eq!(out, vec![Err(Failure::Compressed)]);
+
+    // Needle answers and the granted limits.
+    let mut wrong = needles[1].0;
+    wrong.cookie ^= 1;
+    let out = engine.read_into(&mut buf, &[range(&addr, wrong, 0, 10, 0)]);
+    assert_eq!(out, vec![Err(Failure::Status(Status::NotFound))]);
+    let mut big = vec![0u8; 2 << 20];
+    let out = engine.read_into(&mut big, &[range(&addr, needles[3].0, 0, 2 << 20, 0)]);
+    assert!(matches!(out[0], Err(Failure::BadOp(_))), "{out:?}");
+    let h = engine.health().pop().expect("one sidecar");
+    assert!(h.up && h.server_id.is_some(), "{h:?}");
+
+    // A sidecar that goes away: the connection is lost, then it is marked down.
+    drop(sidecar);
+    let ops = [range(&addr, needles[0].0, 0, 1, 0)];
+    assert!(engine.read_into(&mut small, &ops)[0].is_err());
+    assert!(engine.read_into(&mut small, &ops)[0].is_err());
+    let out = engine.read_into(&mut small, &ops);
+    assert_eq!(out, vec![Err(Failure::Down)], "{:?}", engine.health());
+}

@@ -1,0 +1,163 @@
+"""The fast path over TCP with real sidecar processes next to a real cluster: every shape
+byte-exact, with stats proving the bytes came over the fast path, and the failure cases."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import httpx
+import pytest
+
+from seaweed_rdma import Client
+from seaweed_rdma._core import format_fid, parse_fid
+
+from .conftest import Shape
+
+pytestmark = pytest.mark.cluster
+
+FAST_SHAPES = [
+    "one_byte", "boundary_1048575", "boundary_1048576", "boundary_1048577", "multi_chunk",
+    "compressed_text", "encrypted", "encrypted_text", "collection", "nested_unicode",
+    "appended", "overlapping", "sparse",
+]
+
+
+@pytest.fixture(scope="module")
+def fast_clients(shapes, sidecars):  # type: ignore[no-untyped-def]
+    made: dict[str, Client] = {}
+    for s in shapes.values():
+        if s.filer not in made:
+            made[s.filer] = Client(s.filer, sidecar=sidecars, transport="tcp")
+    yield made
+    for c in made.values():
+        c.close()
+
+
+def _shape(shapes: dict[str, Shape], key: str) -> Shape:
+    if key not in shapes:
+        pytest.skip(f"shape {key} needs /dev/fuse and fusermount3 (made through weed mount)")
+    return shapes[key]
+
+
+@pytest.mark.parametrize("key", FAST_SHAPES)
+def test_every_shape_over_the_fast_path(shapes, fast_clients, key):  # type: ignore[no-untyped-def]
+    s = _shape(shapes, key)
+    c = fast_clients[s.filer]
+    before = c.stats()
+    assert c.read(s.path) == s.data
+    rng = random.Random(key)
+    for _ in range(15):
+        off = rng.randrange(0, len(s.data) + 5)
+        size = rng.choice([1, 4096, 100_000, 2 << 20])
+        assert c.read(s.path, off, size) == s.data[off:off + size], (off, size)
+    after = c.stats()
+    assert after["fast"]["bytes"] > before["fast"]["bytes"]
+    assert after["http"]["bytes"] == before["http"]["bytes"], after["fallback_reasons"]
+    assert after["fallbacks"] == before["fallbacks"], after["fallback_reasons"]
+
+
+def test_stats_shape(fast_clients, cluster):  # type: ignore[no-untyped-def]
+    st = fast_clients[cluster.filer.grpc_address].stats()
+    assert st["transport"] == "tcp"
+    assert st["fast"]["latency_us"]["p50"] > 0
+    assert {h["addr"] for h in st["sidecars"]} <= set(cluster.sidecar_map().values())
+
+
+def test_wrong_cookie_unknown_key_and_deleted(cluster, sidecars):  # type: ignore[no-untyped-def]
+    cluster.upload("/fast/del.bin", b"to be deleted" * 100)
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
+        chunk = c.entry("/fast/del.bin").chunks[0]
+        vid, key, cookie = parse_fid(chunk.file_id)
+        vs = c.master.lookup(vid)[0]
+        addr = sidecars[vs]
+        engine = c._path.fast.engine  # type: ignore[union-attr]
+        ok = engine.read_whole([(addr, vid, key, cookie, "")])[0]
+        assert not isinstance(ok, str) and ok[0] == b"to be deleted" * 100
+        assert engine.read_whole([(addr, vid, key, cookie ^ 0x10, "")])[0] == "not_found"
+        assert engine.read_whole([(addr, vid, key + 99_999, cookie, "")])[0] == "not_found"
+        buf = bytearray(10)
+        assert engine.read_into(buf, [(addr, vid, key, cookie ^ 1, 0, 10, 0, "")]) == \
+            ["not_found"]
+        assert buf == bytearray(10), "no byte may arrive for a wrong cookie"
+        r = httpx.delete(f"{vs}/{chunk.file_id}")
+        assert r.status_code < 300
+        got = engine.read_whole([(addr, vid, key, cookie, "")])[0]
+        assert got == "deleted", got
+
+
+def test_file_written_after_sidecar_start(cluster, sidecars):  # type: ignore[no-untyped-def]
+    data = random.Random(3).randbytes(1_500_000)
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
+        cluster.upload("/fast/late.bin", data, max_mb=1)
+        assert c.read("/fast/late.bin") == data
+        st = c.stats()
+        assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] >= len(data)
+
+
+def test_sidecar_http_endpoints(cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
+    s = shapes["multi_chunk"]
+    with Client(cluster.filer.grpc_address) as c:
+        chunk = c.entry(s.path).chunks[1]
+        vid, key, cookie = parse_fid(chunk.file_id)
+        vs_url = c.master.lookup(vid)[0]
+    sc = next(x for x in cluster.sidecars if x.volume_server.url == vs_url)
+    r = httpx.get(f"{sc.http_url}/read", params={"file_id": chunk.file_id, "offset": 10,
+                                                  "size": 1000})
+    assert r.status_code == 200 and r.headers["X-Source"].startswith("rdma-sidecar")
+    assert r.content == s.data[chunk.offset + 10:chunk.offset + 1010]
+    r = httpx.get(f"{sc.http_url}/read", params={"volume": vid, "needle": key, "cookie": cookie,
+                                                  "offset": 0, "size": 16})
+    assert r.content == s.data[chunk.offset:chunk.offset + 16]
+    r = httpx.get(f"{sc.http_url}/read", params={"file_id": format_fid(vid, key, cookie ^ 1)})
+    assert r.status_code == 404
+    r = httpx.get(f"{sc.http_url}/read", params={"file_id": "garbage"})
+    assert r.status_code == 400 and r.text
+    assert httpx.get(f"{sc.http_url}/health").json()["status"] == "ok"
+    assert "seaweed_rdma_sidecar_" in httpx.get(f"{sc.http_url}/metrics").text
+    assert sc.stats()["transport"] == "tcp"
+
+
+def test_sidecar_killed_during_concurrent_reads(cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
+    s = shapes["multi_chunk"]
+    errors: list[str] = []
+    stop = threading.Event()
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp",
+                fast_timeout=2.0) as c:
+
+        def reader(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                off = rng.randrange(0, len(s.data))
+                size = rng.choice([4096, 300_000, 1 << 20])
+                try:
+                    if c.read(s.path, off, size) != s.data[off:off + size]:
+                        errors.append(f"wrong bytes at {off}+{size}")
+                except Exception as e:  # any failure is a test failure
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        for sc in cluster.sidecars:
+            sc.sigkill()
+        time.sleep(2.0)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:5]
+        assert c.stats()["http"]["bytes"] > 0, "reads should have fallen back to HTTP"
+        for sc in cluster.sidecars:
+            sc.start()
+        # Back on the fast path by itself once the back-off has passed.
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            before = c.stats()["fast"]["bytes"]
+            assert c.read(s.path, 0, 1 << 20) == s.data[:1 << 20]
+            if c.stats()["fast"]["bytes"] > before:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the fast path was not used again after the sidecars restarted")
