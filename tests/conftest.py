@@ -58,7 +58,7 @@ def weed_mount(filer: Server, where: Path) -> Iterator[Path]:
     """``weed mount`` from the same wheel, for making files only a mount makes."""
     mnt = where / "weedmnt"
     mnt.mkdir(parents=True, exist_ok=True)
-    log = open(where / "weedmount.log", "wb")
+    log = open(where / "weedmount.log", "wb")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         [find_weed(), "mount", f"-filer={filer.grpc_address}", f"-dir={mnt}",
          "-chunkSizeLimitMB=1", "-cacheCapacityMB=0"],

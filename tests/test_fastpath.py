@@ -66,7 +66,8 @@ def test_stats_shape(fast_clients, cluster):  # type: ignore[no-untyped-def]
 
 
 def test_wrong_cookie_unknown_key_and_deleted(cluster, sidecars):  # type: ignore[no-untyped-def]
-    cluster.upload("/fast/del.bin", b"to be deleted" * 100)
+    payload = random.Random(11).randbytes(1300)  # incompressible: stored as it is
+    cluster.upload("/fast/del.bin", payload)
     with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
         chunk = c.entry("/fast/del.bin").chunks[0]
         vid, key, cookie = parse_fid(chunk.file_id)
@@ -74,7 +75,7 @@ def test_wrong_cookie_unknown_key_and_deleted(cluster, sidecars):  # type: ignor
         addr = sidecars[vs]
         engine = c._path.fast.engine  # type: ignore[union-attr]
         ok = engine.read_whole([(addr, vid, key, cookie, "")])[0]
-        assert not isinstance(ok, str) and ok[0] == b"to be deleted" * 100
+        assert not isinstance(ok, str) and ok[0] == payload
         assert engine.read_whole([(addr, vid, key, cookie ^ 0x10, "")])[0] == "not_found"
         assert engine.read_whole([(addr, vid, key + 99_999, cookie, "")])[0] == "not_found"
         buf = bytearray(10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_overlapping_shape_really_overlaps(shapes, clients):  # type: ignore[no-
     s = _shape(shapes, "overlapping")
     chunks = clients[s.filer].entry(s.path).chunks
     spans = sorted((c.offset, c.offset + c.size) for c in chunks)
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), "weed mount made no overlap"
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "weed mount made no overlap"
 
 
 def test_shapes_have_expected_storage(shapes, clients):  # type: ignore[no-untyped-def]

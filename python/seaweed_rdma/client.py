@@ -10,16 +10,15 @@ from typing import Any
 
 import httpx
 
+from .discovery import discover_master
 from .errors import IsADirectory, NotADirectory, SeaweedRdmaError
-from .filer import Entry, FilerClient, normalize_path
 from .fastpath import FastPath
 from .fileobj import SeaweedRawFile
+from .filer import Entry, FilerClient, normalize_path
 from .master import MasterClient
 from .reader import FileView, ReadPath
 from .stats import Stats
 from .volume_http import VolumeHttpReader
-from .discovery import discover_master
-
 
 
 class Client:

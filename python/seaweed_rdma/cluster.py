@@ -143,6 +143,9 @@ class Sidecar(Server):
 class LocalCluster:
     """A master, ``volumes`` volume servers and one filer, all on loopback.
 
+    ``security_toml`` (the text of a SeaweedFS security.toml) is given to every server,
+    e.g. to turn on read JWTs.
+
     Use as a context manager, or call ``start()`` and ``stop()``.
     """
 
@@ -150,6 +153,7 @@ class LocalCluster:
     filer_args: list[str] = field(default_factory=list)
     volume_size_limit_mb: int = 64
     base_dir: Path | None = None
+    security_toml: str | None = None
     servers: list[Server] = field(default_factory=list)
     sidecars: list[Sidecar] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -253,11 +257,14 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Kills every server (filers first) and removes the temporary directory."""
-        for sidecar in self.sidecars:
-            sidecar.kill()
+        everything = [*self.sidecars, *reversed(self.servers)]
+        for proc in everything:  # signal all first, so their grace periods overlap
+            if proc.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.proc.send_signal(signal.SIGTERM)
+        for proc in everything:
+            proc.kill(grace=0.5)  # throwaway data: no need to wait for a graceful exit
         self.sidecars.clear()
-        for server in reversed(self.servers):
-            server.kill()
         self.servers.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -271,6 +278,9 @@ class LocalCluster:
         data_dir = self.base_dir / f"{role}{index}"
         data_dir.mkdir(parents=True, exist_ok=True)
         log = self.base_dir / f"{role}{index}.log"
+        if self.security_toml is not None:
+            # weed reads security.toml from its working directory first.
+            (data_dir / "security.toml").write_text(self.security_toml)
         argv = [find_weed(), *args, f"-port={port}", f"-port.grpc={grpc_port}",
                 f"{dir_flag}={data_dir}"]
         with open(log, "wb") as out:
@@ -287,8 +297,8 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
                 raise SeaweedRdmaError(
-                    f"weed {server.role} on {server.address} exited with {server.proc.returncode}:\n"
-                    f"{server.log_tail()}"
+                    f"weed {server.role} on {server.address} exited with "
+                    f"{server.proc.returncode}:\n{server.log_tail()}"
                 )
             try:
                 if httpx.get(server.url + path, timeout=2).status_code < 500:

@@ -15,10 +15,7 @@ def filer_grpc_address(filer: str) -> str:
     SeaweedFS's default, HTTP port + 10000)."""
     host, port = split_host_port(filer)
     tail = filer.rpartition(":")[2]
-    if "." in tail:
-        grpc_port = int(tail.split(".", 1)[1])
-    else:
-        grpc_port = port + 10000
+    grpc_port = int(tail.split(".", 1)[1]) if "." in tail else port + 10000
     return f"{host}:{grpc_port}"
 
 

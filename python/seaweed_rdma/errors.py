@@ -85,6 +85,12 @@ class Unreachable(SeaweedRdmaError, ConnectionError):
     errno = errno.EHOSTUNREACH
 
 
+class Unauthorized(SeaweedRdmaError, PermissionError):
+    """A read the cluster refused for want of a valid JWT (pass ``jwt_key=``)."""
+
+    errno = errno.EACCES
+
+
 class NoLiveLocation(SeaweedRdmaError):
     """A volume that no live volume server holds, or whose every replica failed."""
 

@@ -94,7 +94,7 @@ class FastPath:
         results = self.engine.read_into(buf, ops)
         elapsed = time.perf_counter() - t0
         done = 0
-        for r, reason in zip(todo, results):
+        for r, reason in zip(todo, results, strict=False):
             if reason is None:
                 done += r.length
                 self._stats.record("fast", r.length, elapsed)

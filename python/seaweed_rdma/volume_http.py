@@ -14,7 +14,13 @@ from typing import TypeVar
 
 import httpx
 
-from .errors import NeedleNotFound, NoLiveLocation, SeaweedRdmaError, ServerError
+from .errors import (
+    NeedleNotFound,
+    NoLiveLocation,
+    SeaweedRdmaError,
+    ServerError,
+    Unauthorized,
+)
 from .master import MasterClient
 
 T = TypeVar("T")
@@ -58,6 +64,9 @@ class VolumeHttpReader:
                     errors.append(f"{base}: {e}")
             # Every cached location failed: the volume may have moved, so ask again once.
             self.master.invalidate(volume_id)
+        if errors and all("HTTP 401" in e for e in errors):
+            raise Unauthorized(f"{file_id}: refused by every replica for want of a valid read "
+                               f"JWT (give the cluster's jwt.signing.read key as jwt_key)")
         if errors and all(isinstance(e, str) and "not found" in e for e in errors):
             raise NeedleNotFound(f"{file_id}: not found on any replica ({'; '.join(errors)})")
         raise NoLiveLocation(f"{file_id}: every replica failed: {'; '.join(errors)}")
