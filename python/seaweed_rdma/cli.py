@@ -81,6 +81,22 @@ def cmd_sidecar(a: argparse.Namespace) -> int:
     return int(sidecar_main(list(a.args)))
 
 
+def cmd_mount(argv: list[str]) -> int:
+    from .mount import parse_mount_args
+
+    debug = any(a.lstrip("-").split("=")[0] == "debug" for a in argv)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = parse_mount_args(argv)
+    from .mount.main import run_mount
+
+    try:
+        return run_mount(opts)
+    except (SeaweedRdmaError, OSError) as e:
+        print(f"seaweed-rdma mount: {e}", file=sys.stderr)
+        return 1
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -124,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_sidecar)
 
+    s = sub.add_parser("mount", add_help=False,
+                       help="mount a filer directory read-only with FUSE; flags as `weed "
+                            "mount` (see `seaweed-rdma mount --help`)")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=lambda a: cmd_mount(a.args))
+
     s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
                                     "back over each path and print a table")
     s.add_argument("--keep", action="store_true",
@@ -137,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["sidecar"]:
         return cmd_sidecar(argparse.Namespace(args=argv[1:]))
+    if argv[:1] == ["mount"]:
+        return cmd_mount(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

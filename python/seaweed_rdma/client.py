@@ -111,6 +111,18 @@ class Client:
                     self._meta[entry.path] = (hit[0], entry, view)
         return view
 
+    def remember(self, entry: Entry) -> None:
+        """Caches an entry learnt elsewhere (a directory listing) for ``meta_ttl``."""
+        expiry = time.monotonic() + self._meta_ttl
+        with self._meta_lock:
+            hit = self._meta.get(entry.path)
+            # Keep a planned view of the same version rather than replanning it.
+            if hit and hit[2] is not None and hit[1].mtime_ns == entry.mtime_ns \
+                    and hit[1].chunks == entry.chunks:
+                self._meta[entry.path] = (expiry, hit[1], hit[2])
+            else:
+                self._meta[entry.path] = (expiry, entry, None)
+
     def invalidate(self, path: str | None = None) -> None:
         """Drops cached metadata for ``path`` (or everything)."""
         with self._meta_lock:

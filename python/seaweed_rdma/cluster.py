@@ -237,16 +237,22 @@ class LocalCluster:
         self._wait_writable(server)
         return server
 
-    def add_sidecar(self, volume_server: Server, extra: list[str] | None = None) -> Sidecar:
-        """Starts a sidecar over ``volume_server``'s directory and waits for ``/health``."""
+    def add_sidecar(self, volume_server: Server | list[Server],
+                    extra: list[str] | None = None) -> Sidecar:
+        """Starts a sidecar over one volume server's directory (or, given a list, one
+        sidecar over all of theirs, finding volume servers through the master) and waits
+        for its ``/health``."""
         assert self.base_dir is not None
+        servers = volume_server if isinstance(volume_server, list) else [volume_server]
         index = len(self.sidecars)
         port, http_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar", f"--dir={volume_server.dir}",
-                f"--listen=127.0.0.1:{port}", f"--volume-server={volume_server.url}",
+        upstream = (f"--volume-server={servers[0].url}" if len(servers) == 1
+                    else f"--master={self.master.address}")
+        argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
+                *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}", upstream,
                 f"--http=127.0.0.1:{http_port}", *(extra or [])]
-        sidecar = Sidecar("sidecar", port, http_port, volume_server.dir, None,  # type: ignore[arg-type]
-                          self.base_dir / f"sidecar{index}.log", argv, volume_server)
+        sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
+                          self.base_dir / f"sidecar{index}.log", argv, servers[0])
         sidecar.start()
         self.sidecars.append(sidecar)
         return sidecar

@@ -1,0 +1,240 @@
+"""The FUSE operations: a read-only view of a filer directory tree.
+
+Metadata comes from the filer (cached for ``-cacheMetaTtlSec``, which is also the kernel's
+entry/attr timeout); reads go through ``Client``'s read path (fast path first, per-extent
+HTTP fallback). Filer and engine calls run off the trio thread, so the loop never blocks.
+Every handler turns errors into a ``FUSEError`` with the matching errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from ..client import Client
+from ..errors import SeaweedRdmaError
+from ..filer import Entry
+from ..reader import FileView
+from .attrs import to_attributes
+from .flags import MountOptions
+from .handles import OpenFile
+from .inodes import InodeTable
+
+log = logging.getLogger("seaweed_rdma.mount")
+T = TypeVar("T")
+
+XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Extended
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Maps exceptions to FUSE errnos, logging what is not a plain "no such file"."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FileNotFoundError as e:
+            raise pyfuse3.FUSEError(errno.ENOENT) from e
+        except SeaweedRdmaError as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from e
+        except OSError as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from e
+        except Exception as e:
+            log.exception("%s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from e
+
+    return wrapper
+
+
+def _read_only() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class SeaweedOperations(pyfuse3.Operations):
+    """pyfuse3 operations over a ``Client``."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, client: Client, opts: MountOptions) -> None:
+        super().__init__()
+        self.client = client
+        self.opts = opts
+        self.ttl = float(opts.cache_meta_ttl_sec)
+        self.inodes = InodeTable(opts.filer_path)
+        self.nursery: trio.Nursery | None = None
+        self._limiter = trio.CapacityLimiter(max(1, opts.concurrent_readers))
+        self._files: dict[int, OpenFile] = {}
+        self._dirs: dict[int, list[tuple[bytes, Entry]]] = {}
+        self._next_fh = 1
+        self._open_mtime: dict[int, int] = {}
+
+    # -- helpers ---------------------------------------------------------------------
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args),
+                                             limiter=self._limiter)
+
+    async def _entry(self, path: str) -> Entry:
+        return await self._off_loop(self.client.entry, path)
+
+    def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:
+        return to_attributes(entry, inode, self.ttl)
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    async def _fetch(self, view: FileView, offset: int, size: int) -> memoryview:
+        buf = bytearray(size)
+        n = await self._off_loop(self.client._read_view, view, memoryview(buf), offset)
+        return memoryview(buf)[:n]
+
+    # -- lookup and attributes ----------------------------------------------------------
+
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        text = os.fsdecode(name)
+        if text == ".":
+            return await self.getattr(parent_inode)
+        if text == "..":
+            parent = self.inodes.path(parent_inode).rsplit("/", 1)[0] or "/"
+            return await self.getattr(self.inodes.inode(parent))
+        path = self.inodes.child(parent_inode, text)
+        entry = await self._entry(path)
+        return self._attrs(entry, self.inodes.inode(path))
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        entry = await self._entry(self.inodes.path(inode))
+        return self._attrs(entry, inode)
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        entry = await self._entry(self.inodes.path(inode))
+        if not entry.is_symlink:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        return os.fsencode(entry.symlink_target)
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        entry = await self._entry(self.inodes.path(inode))
+        value = entry.extended.get(XATTR_PREFIX + os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        entry = await self._entry(self.inodes.path(inode))
+        return [os.fsencode(k[len(XATTR_PREFIX):]) for k in entry.extended
+                if k.startswith(XATTR_PREFIX)]
+
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 1 << 20
+        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 30  # capacity is the cluster's, unbounded here
+        s.f_files = s.f_ffree = s.f_favail = 1 << 30
+        s.f_namemax = 255
+        return s
+
+    # -- directories -------------------------------------------------------------------
+
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        path = self.inodes.path(inode)
+        entries = await self._off_loop(self.client.scandir, path)
+        fh = self._fh()
+        self._dirs[fh] = sorted((os.fsencode(e.name), e) for e in entries)
+        return fh
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self._dirs.get(fh, [])
+        for index in range(start_id, len(listing)):
+            name, entry = listing[index]
+            inode = self.inodes.inode(entry.path)
+            self.client.remember(entry)
+            if not pyfuse3.readdir_reply(token, name, self._attrs(entry, inode), index + 1):
+                return
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    # -- files ---------------------------------------------------------------------------
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if flags & WRITE_FLAGS:
+            raise _read_only()
+        path = self.inodes.path(inode)
+        view = await self._off_loop(self.client._view, path)
+        fh = self._fh()
+        self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20)
+        mtime = view.entry.mtime_ns
+        keep = self._open_mtime.get(inode) == mtime
+        self._open_mtime[inode] = mtime
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> memoryview:
+        f = self._files.get(fh)
+        if f is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        assert self.nursery is not None
+        return await f.read(off, size, self._fetch, self.nursery)
+
+    async def release(self, fh: int) -> None:
+        self._files.pop(fh, None)
+
+    # -- everything that writes is refused ----------------------------------------------
+
+    async def setattr(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def mknod(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def mkdir(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def unlink(self, *args: Any) -> None:
+        raise _read_only()
+
+    async def rmdir(self, *args: Any) -> None:
+        raise _read_only()
+
+    async def symlink(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def rename(self, *args: Any) -> None:
+        raise _read_only()
+
+    async def link(self, *args: Any) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def create(self, *args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _read_only()
+
+    async def write(self, *args: Any) -> int:
+        raise _read_only()
+
+    async def setxattr(self, *args: Any) -> None:
+        raise _read_only()
+
+    async def removexattr(self, *args: Any) -> None:
+        raise _read_only()

@@ -1,0 +1,139 @@
+"""Mounting: option checks, FUSE set-up, the trio loop, signals and clean unmount."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from ..client import Client
+from .flags import MountOptions
+from .fs import SeaweedOperations
+
+log = logging.getLogger("seaweed_rdma.mount")
+
+READ_AHEAD_KB = 1024
+
+
+def _stale(path: str) -> str:
+    return (f"{path} is a stale FUSE mount (its filesystem process died); clear it with "
+            f"`fusermount3 -u {path}` (or `umount -l {path}`) and mount again")
+
+
+def check_mountpoint(path: str) -> str | None:
+    """A sentence saying why ``path`` cannot be mounted on, or None when it can."""
+    try:
+        os.stat(path)
+        if os.path.ismount(path):
+            # stat() may be answered from the kernel's attribute cache even when the
+            # filesystem behind it is gone; listing needs the filesystem itself.
+            os.listdir(path)
+            return f"{path} is already a mount point; unmount it first"
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            return _stale(path)
+        return f"{path}: {e.strerror}"
+    if not os.path.isdir(path):
+        return f"{path} is not a directory"
+    return None
+
+
+def _bdi_of(target: str) -> str | None:
+    """The ``major:minor`` of the mount at ``target`` (a real path) from
+    /proc/self/mountinfo. Nothing here may stat the mount point: that would ask our own
+    filesystem, whose loop is not running yet, and hang."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == target:
+            return fields[2]
+    return None
+
+
+def raise_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> bool:
+    """Raises the mount's bdi read_ahead_kb so the kernel asks for large reads.
+    ``mountpoint`` must already be a real path (see ``_bdi_of``)."""
+    dev = _bdi_of(mountpoint)
+    if dev is None:
+        return False
+    path = Path(f"/sys/class/bdi/{dev}/read_ahead_kb")
+    try:
+        path.write_text(str(kb))
+    except OSError as e:
+        log.info("could not raise %s to %d KiB: %s", path, kb, e)
+        return False
+    log.info("read-ahead of %s raised to %d KiB", mountpoint, kb)
+    return True
+
+
+async def _serve(ops: SeaweedOperations) -> None:
+    async with trio.open_nursery() as nursery:
+        ops.nursery = nursery
+
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("%s received: unmounting", signal.Signals(signum).name)
+                    pyfuse3.terminate()
+                    return
+
+        nursery.start_soon(on_signals)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+def run_mount(opts: MountOptions) -> int:
+    """Mounts, serves until unmounted or signalled, unmounts; returns the exit status."""
+    opts.dir = os.path.realpath(opts.dir)  # resolved before mounting; see _bdi_of
+    problem = check_mountpoint(opts.dir)
+    if problem:
+        log.error("%s", problem)
+        print(f"seaweed-rdma mount: {problem}", flush=True)
+        return 1
+    sidecar = opts.rdma_sidecar if opts.rdma_enabled else None
+    if opts.rdma_enabled and not sidecar:
+        log.warning("-rdma.enabled without -rdma.sidecar: reads go over HTTP")
+    client = Client(opts.filer, sidecar=sidecar, transport="auto" if sidecar else "http",
+                    master=opts.master, jwt_key=opts.jwt_key, meta_ttl=opts.cache_meta_ttl_sec,
+                    max_workers=max(4, opts.concurrent_readers),
+                    fast_timeout=opts.rdma_timeout_ms / 1000)
+    try:
+        root = client.entry(opts.filer_path)
+        if not root.is_dir:
+            print(f"seaweed-rdma mount: {opts.filer_path} is not a directory on the filer")
+            return 1
+        ops = SeaweedOperations(client, opts)
+        fuse_options = set(pyfuse3.default_options)
+        fuse_options |= {f"fsname=seaweedfs:{opts.filer}{opts.filer_path}",
+                         "subtype=seaweed-rdma", "ro"}
+        if opts.allow_others:
+            fuse_options.add("allow_other")
+        if opts.auto_unmount:
+            fuse_options.add("auto_unmount")
+        if opts.debug:
+            fuse_options.add("debug")
+        pyfuse3.init(ops, opts.dir, fuse_options)
+        path = "fast path over " + str(sidecar) if sidecar else "HTTP only"
+        msg = (f"mounted {opts.filer}{opts.filer_path} on {opts.dir} READ-ONLY (writes get "
+               f"EROFS); reads: {path}; metadata TTL {opts.cache_meta_ttl_sec}s")
+        log.warning("%s", msg) if not log.isEnabledFor(logging.INFO) else log.info("%s", msg)
+        print(f"seaweed-rdma mount: {msg}", flush=True)
+        raise_read_ahead(opts.dir)
+        try:
+            trio.run(_serve, ops)
+        except BaseException:
+            pyfuse3.close(unmount=True)
+            raise
+        pyfuse3.close(unmount=True)
+        print(f"seaweed-rdma mount: unmounted {opts.dir}", flush=True)
+        return 0
+    finally:
+        client.close()
