@@ -30,6 +30,10 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r ci/requirements.txt
 
-echo "[install] building the Rust engine (maturin develop --release)"
-.venv/bin/maturin develop --release -q 2>&1 | grep -vE "^(📦|🔗|🐍|⚠️|💻|📖|🛠|✏️|📦)" || true
+# Tests build in debug (sharing artifacts with `cargo test`); the demo and benches ask for
+# an optimised build with SEAWEED_RDMA_RELEASE=1.
+profile=()
+[ "${SEAWEED_RDMA_RELEASE:-0}" = "1" ] && profile=(--release)
+echo "[install] building the Rust engine (maturin develop ${profile[*]:-})"
+.venv/bin/maturin develop "${profile[@]}" -q 2>&1 | grep -vE "Requirement already satisfied" || true
 .venv/bin/python -c "import seaweed_rdma, sys; print('[install] seaweed_rdma', seaweed_rdma.__version__)"
