@@ -1,6 +1,6 @@
 """Open files: sequential-access detection and a bounded read-ahead window per handle.
 
-A sequential reader (each read starting where the last ended) is served from a window of
+A sequential reader (each read starting near where the last ended) is served from a window of
 ``readahead`` bytes fetched in one engine batch, and the next window is fetched in the
 background while the current one is consumed, so the kernel's 128 KiB-1 MiB requests
 rarely wait on the network. Random reads fetch exactly what was asked.
@@ -15,6 +15,7 @@ import trio
 
 from ..reader import FileView
 
+NEAR = 2 << 20  # how far from the last read a request still counts as sequential
 Fetch = Callable[[FileView, int, int], Awaitable[memoryview]]
 
 
@@ -40,8 +41,7 @@ class OpenFile:
         self.inode = inode
         self.view = view
         self.readahead = readahead
-        self._next_offset = -1
-        self._streak = 0
+        self._next_offset = 0
         self._windows: list[Window] = []
 
     @property
@@ -54,22 +54,28 @@ class OpenFile:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return memoryview(b"")
-        sequential = offset == self._next_offset
-        self._streak = self._streak + 1 if sequential else 0
-        self._next_offset = offset + size
+        # The kernel's read-ahead sends several requests at once, so "sequential" means
+        # near where the reader has been, not exactly at the last end.
+        near = abs(offset - self._next_offset) <= NEAR or offset == 0
+        self._next_offset = max(self._next_offset, offset + size)
         for w in self._windows:
             if w.covers(offset, size):
-                await w.done.wait()
-                if w.error is None and w.data is not None:
-                    self._prefetch_after(w, fetch, nursery)
-                    return w.data[offset - w.start:offset - w.start + size]
-        if self._streak >= 1 and self.readahead > size:
+                data = await self._wait(w)
+                if data is not None:
+                    if offset - w.start >= w.size // 2:
+                        self._prefetch_after(w, fetch, nursery)
+                    return data[offset - w.start:offset - w.start + size]
+        if near and self.readahead > size:
             w = self._start(offset, min(self.readahead, self.size - offset), fetch, nursery)
-            await w.done.wait()
-            if w.error is None and w.data is not None:
-                self._prefetch_after(w, fetch, nursery)
-                return w.data[:size]
+            data = await self._wait(w)
+            if data is not None:
+                return data[:size]
         return await fetch(self.view, offset, size)
+
+    @staticmethod
+    async def _wait(w: Window) -> memoryview | None:
+        await w.done.wait()
+        return w.data if w.error is None else None
 
     def _start(self, start: int, size: int, fetch: Fetch, nursery: trio.Nursery) -> Window:
         w = Window(start, size)
@@ -90,7 +96,7 @@ class OpenFile:
 
     def _prefetch_after(self, w: Window, fetch: Fetch, nursery: trio.Nursery) -> None:
         nxt = w.start + w.size
-        if self._streak < 1 or nxt >= self.size:
+        if nxt >= self.size:
             return
         if any(x.start == nxt for x in self._windows):
             return

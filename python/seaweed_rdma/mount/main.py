@@ -85,7 +85,14 @@ async def _serve(ops: SeaweedOperations) -> None:
                     pyfuse3.terminate()
                     return
 
+        async def read_ahead() -> None:
+            # The kernel sets the bdi's read-ahead when FUSE INIT completes, which happens
+            # once the loop below runs; raise it after that, not before.
+            await trio.sleep(0.3)
+            await trio.to_thread.run_sync(raise_read_ahead, ops.opts.dir)
+
         nursery.start_soon(on_signals)
+        nursery.start_soon(read_ahead)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -126,7 +133,6 @@ def run_mount(opts: MountOptions) -> int:
                f"EROFS); reads: {path}; metadata TTL {opts.cache_meta_ttl_sec}s")
         log.warning("%s", msg) if not log.isEnabledFor(logging.INFO) else log.info("%s", msg)
         print(f"seaweed-rdma mount: {msg}", flush=True)
-        raise_read_ahead(opts.dir)
         try:
             trio.run(_serve, ops)
         except BaseException:
