@@ -12,7 +12,7 @@ log = logging.getLogger("seaweed_rdma.mount")
 # weed mount flags that this mount accepts but does not act on (yet): they are warned
 # about, never an error, so existing command lines keep working.
 IGNORED_WEED_FLAGS = {
-    "cacheDir": 1, "cacheDirWrite": 1, "cacheCapacityMB": 1, "cacheSymlink": 0,
+    "cacheDir": 1, "cacheDirWrite": 1, "cacheSymlink": 0,
     "chunkSizeLimitMB": 1, "collection": 1, "collectionQuotaMB": 1, "concurrentWriters": 1,
     "dataCenter": 1, "disk": 1, "disableXAttr": 0, "dirAutoCreate": 0, "filer.path.cache": 1,
     "localSocket": 1, "map.gid": 1, "map.uid": 1, "memprofile": 1, "cpuprofile": 1,
@@ -44,6 +44,7 @@ class MountOptions:
     master: str | None = None
     jwt_key: str | None = None
     readahead_mib: int = 8
+    cache_capacity_mb: int = 128
     ignored: list[str] = field(default_factory=list)
 
 
@@ -112,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_bool, help="unmount if this process dies (FUSE auto_unmount)")
     p.add_argument("--readaheadMiB", dest="readahead_mib", type=int, default=8,
                    help="prefetch this much ahead of a sequential reader")
+    p.add_argument("--cacheCapacityMB", dest="cache_capacity_mb", type=int, default=128,
+                   help="memory for cached file blocks, shared by all files (default "
+                        "%(default)s, as weed mount)")
     p.add_argument("--master", default=None, help="master host:port (found via the filer "
                                                   "when omitted)")
     p.add_argument("--jwtKey", dest="jwt_key", default=None, help="read-JWT signing key")

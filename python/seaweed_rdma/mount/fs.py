@@ -24,7 +24,7 @@ from ..filer import Entry
 from ..reader import FileView
 from .attrs import to_attributes
 from .flags import MountOptions
-from .handles import OpenFile
+from .handles import BlockCache, OpenFile
 from .inodes import InodeTable
 
 log = logging.getLogger("seaweed_rdma.mount")
@@ -80,6 +80,7 @@ class SeaweedOperations(pyfuse3.Operations):
         self._dirs: dict[int, list[tuple[bytes, Entry]]] = {}
         self._next_fh = 1
         self._open_mtime: dict[int, int] = {}
+        self.cache = BlockCache(opts.cache_capacity_mb << 20)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -184,7 +185,8 @@ class SeaweedOperations(pyfuse3.Operations):
         path = self.inodes.path(inode)
         view = await self._off_loop(self.client._view, path)
         fh = self._fh()
-        self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20)
+        self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
+                                   self.cache)
         mtime = view.entry.mtime_ns
         keep = self._open_mtime.get(inode) == mtime
         self._open_mtime[inode] = mtime

@@ -1,13 +1,18 @@
-"""Open files: sequential-access detection and a bounded read-ahead window per handle.
+"""Reads through the mount: a shared cache of aligned blocks, filled in batches.
 
-A sequential reader (each read starting near where the last ended) is served from a window of
-``readahead`` bytes fetched in one engine batch, and the next window is fetched in the
-background while the current one is consumed, so the kernel's 128 KiB-1 MiB requests
-rarely wait on the network. Random reads fetch exactly what was asked.
+Every FUSE read is served from 1 MiB blocks of the file kept in one LRU cache for the whole
+mount (bounded by ``-cacheCapacityMB``, as ``weed mount``'s chunk cache is). Missing blocks
+of a request are fetched in one engine batch; when a handle reads sequentially (near where
+it read last: the kernel's read-ahead sends several requests at once, so not exactly at
+the last end) the next ``readahead`` bytes are fetched in the background, so sequential
+readers rarely wait on the network. Random readers use cached blocks when they are there
+and otherwise read exactly what they asked for (a whole block per 4 KiB miss costs more
+than it saves).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,38 +20,79 @@ import trio
 
 from ..reader import FileView
 
-NEAR = 2 << 20  # how far from the last read a request still counts as sequential
+BLOCK = 1 << 20
+NEAR = 2 << 20
 Fetch = Callable[[FileView, int, int], Awaitable[memoryview]]
+Key = tuple[str, int, int, int]  # path, mtime_ns, size, block index
 
 
 @dataclass
-class Window:
-    """Bytes ``[start, start+len(data))`` of the file, or a fetch still running."""
+class Block:
+    """One cached block, or a fetch still running."""
 
-    start: int
-    size: int
     data: memoryview | None = None
     done: trio.Event = field(default_factory=trio.Event)
-    error: BaseException | None = None
+    failed: bool = False
 
-    def covers(self, offset: int, size: int) -> bool:
-        return self.start <= offset and offset + size <= self.start + self.size
+
+class BlockCache:
+    """LRU of file blocks, bounded in bytes, shared by every open file of the mount."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(capacity, 4 * BLOCK)
+        self._used = 0
+        self._blocks: OrderedDict[Key, Block] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Key) -> Block | None:
+        b = self._blocks.get(key)
+        if b is not None:
+            self._blocks.move_to_end(key)
+        return b
+
+    def reserve(self, key: Key) -> Block:
+        b = Block()
+        self._blocks[key] = b
+        return b
+
+    def filled(self, key: Key, b: Block, data: memoryview | None) -> None:
+        b.data = data
+        b.failed = data is None
+        b.done.set()
+        if data is None:
+            if self._blocks.get(key) is b:
+                del self._blocks[key]
+            return
+        self._used += len(data)
+        while self._used > self.capacity and len(self._blocks) > 1:
+            old_key, old = next(iter(self._blocks.items()))
+            if not old.done.is_set():  # never evict what someone waits for
+                self._blocks.move_to_end(old_key)
+                continue
+            del self._blocks[old_key]
+            self._used -= len(old.data or b"")
 
 
 class OpenFile:
     """One open file handle."""
 
-    def __init__(self, path: str, inode: int, view: FileView, readahead: int) -> None:
+    def __init__(self, path: str, inode: int, view: FileView, readahead: int,
+                 cache: BlockCache) -> None:
         self.path = path
         self.inode = inode
         self.view = view
-        self.readahead = readahead
+        self.readahead = max(readahead, BLOCK)
+        self.cache = cache
         self._next_offset = 0
-        self._windows: list[Window] = []
+        self._version = (view.entry.mtime_ns, view.size)
 
     @property
     def size(self) -> int:
         return self.view.size
+
+    def _key(self, index: int) -> Key:
+        return (self.path, self._version[0], self._version[1], index)
 
     async def read(self, offset: int, size: int, fetch: Fetch, nursery: trio.Nursery
                    ) -> memoryview:
@@ -54,50 +100,72 @@ class OpenFile:
         size = max(0, min(size, self.size - offset))
         if size == 0:
             return memoryview(b"")
-        # The kernel's read-ahead sends several requests at once, so "sequential" means
-        # near where the reader has been, not exactly at the last end.
         near = abs(offset - self._next_offset) <= NEAR or offset == 0
         self._next_offset = max(self._next_offset, offset + size)
-        for w in self._windows:
-            if w.covers(offset, size):
-                data = await self._wait(w)
-                if data is not None:
-                    if offset - w.start >= w.size // 2:
-                        self._prefetch_after(w, fetch, nursery)
-                    return data[offset - w.start:offset - w.start + size]
-        if near and self.readahead > size:
-            w = self._start(offset, min(self.readahead, self.size - offset), fetch, nursery)
-            data = await self._wait(w)
-            if data is not None:
-                return data[:size]
-        return await fetch(self.view, offset, size)
+        first, last = offset // BLOCK, (offset + size - 1) // BLOCK
+        if not near:
+            # A random reader: use blocks already cached, else read exactly the range
+            # (a whole block per 4 KiB miss would cost more than it saves).
+            cached = [self.cache.get(self._key(i)) for i in range(first, last + 1)]
+            if not all(b is not None and b.done.is_set() and not b.failed for b in cached):
+                self.cache.misses += 1
+                return await fetch(self.view, offset, size)
+            self.cache.hits += 1
+            return self._assemble(cached, offset, size)  # type: ignore[arg-type]
+        blocks = self._ensure(first, last, fetch, nursery)
+        if near:
+            ahead = last + 1 + self.readahead // BLOCK
+            self._ensure(last + 1, min(ahead, (self.size - 1) // BLOCK), fetch, nursery)
+        for b in blocks:
+            await b.done.wait()
+        if any(b.failed for b in blocks):
+            return await fetch(self.view, offset, size)  # raises the real error, or succeeds
+        return self._assemble(blocks, offset, size)
 
     @staticmethod
-    async def _wait(w: Window) -> memoryview | None:
-        await w.done.wait()
-        return w.data if w.error is None else None
+    def _assemble(blocks: list[Block], offset: int, size: int) -> memoryview:
+        start = offset - (offset // BLOCK) * BLOCK
+        if len(blocks) == 1:
+            data = blocks[0].data
+            assert data is not None
+            return data[start:start + size]
+        joined = b"".join(bytes(b.data or b"") for b in blocks)
+        return memoryview(joined)[start:start + size]
 
-    def _start(self, start: int, size: int, fetch: Fetch, nursery: trio.Nursery) -> Window:
-        w = Window(start, size)
-        self._windows = [*[x for x in self._windows if x.start + x.size > start][-2:], w]
+    def _ensure(self, first: int, last: int, fetch: Fetch, nursery: trio.Nursery
+                ) -> list[Block]:
+        """The blocks ``first..last``; missing runs are fetched, one batch per run."""
+        out: list[Block] = []
+        run: list[tuple[int, Block]] = []
+        for index in range(first, last + 1):
+            b = self.cache.get(self._key(index))
+            if b is None:
+                self.cache.misses += 1
+                b = self.cache.reserve(self._key(index))
+                run.append((index, b))
+            else:
+                self.cache.hits += 1
+                if run:
+                    self._fetch_run(run, fetch, nursery)
+                    run = []
+            out.append(b)
+        if run:
+            self._fetch_run(run, fetch, nursery)
+        return out
 
-        async def run() -> None:
+    def _fetch_run(self, run: list[tuple[int, Block]], fetch: Fetch, nursery: trio.Nursery
+                   ) -> None:
+        start = run[0][0] * BLOCK
+        length = min(len(run) * BLOCK, self.size - start)
+
+        async def go() -> None:
+            data: memoryview | None = None
             try:
-                w.data = await fetch(self.view, start, size)
-            except BaseException as e:  # surfaced to the reader that waits on it
-                w.error = e
-                if not isinstance(e, Exception):
-                    raise
-            finally:
-                w.done.set()
+                data = await fetch(self.view, start, length)
+            except Exception:  # readers waiting on these blocks retry and see the error
+                data = None
+            for i, (index, b) in enumerate(run):
+                piece = data[i * BLOCK:(i + 1) * BLOCK] if data is not None else None
+                self.cache.filled(self._key(index), b, piece)
 
-        nursery.start_soon(run)
-        return w
-
-    def _prefetch_after(self, w: Window, fetch: Fetch, nursery: trio.Nursery) -> None:
-        nxt = w.start + w.size
-        if nxt >= self.size:
-            return
-        if any(x.start == nxt for x in self._windows):
-            return
-        self._start(nxt, min(self.readahead, self.size - nxt), fetch, nursery)
+        nursery.start_soon(go)
