@@ -97,6 +97,15 @@ def cmd_mount(argv: list[str]) -> int:
         return 1
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from .bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(size_mib=a.size_mib, chunk_mib=a.chunk_mib, rounds=a.rounds,
+                      random_reads=a.random_reads, out=a.out, plot=a.plot, quiet=a.quiet)
+    sidecar = a.sidecar
+    return run_bench(cfg, filer=a.filer, sidecar=sidecar, path=a.path)
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -145,6 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "mount` (see `seaweed-rdma mount --help`)")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(func=lambda a: cmd_mount(a.args))
+
+    s = sub.add_parser("bench", help="fast path vs HTTP side by side: throughput, latency "
+                                     "percentiles, ratios; JSON and an optional PNG")
+    s.add_argument("--filer", default=None, help="a running cluster's filer (default: start "
+                                                  "the embedded one with sidecars)")
+    s.add_argument("--sidecar", default=None, help="fast path for --filer (':PORT' or "
+                                                   "'HOST:PORT')")
+    s.add_argument("--path", default=None, help="file to read on --filer")
+    s.add_argument("--size-mib", type=int, default=256, help="embedded: file size")
+    s.add_argument("--chunk-mib", type=int, default=4, help="embedded: chunk size")
+    s.add_argument("--rounds", type=int, default=3, help="sequential rounds (best counts)")
+    s.add_argument("--random-reads", type=int, default=3000, help="4 KiB reads per path")
+    s.add_argument("--out", default="bench-results/bench.json", help="JSON results")
+    s.add_argument("--plot", default=None, metavar="FILE", help="also write a PNG plot")
+    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
                                     "back over each path and print a table")

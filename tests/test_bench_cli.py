@@ -1,0 +1,27 @@
+"""`seaweed-rdma bench` end to end on the embedded cluster, tiny sizes (timings not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+
+def test_bench_writes_table_json_and_plot(tmp_path):  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "b.json", tmp_path / "b.png"
+    r = subprocess.run([sys.executable, "-m", "seaweed_rdma.cli", "bench", "--size-mib", "8",
+                        "--chunk-mib", "1", "--rounds", "1", "--random-reads", "50",
+                        "--out", str(out), "--plot", str(png)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fast / path" in r.stdout and "http_volume" in r.stdout
+    assert "sequential, fast path" in r.stderr  # progress lines
+    res = json.loads(out.read_text())
+    assert set(res["sequential_bytes_per_s"]) == {"fast", "http_volume", "http_filer"}
+    assert res["fast_stats"]["fast"]["bytes"] > 0 and res["fast_stats"]["fallbacks"] == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
