@@ -11,7 +11,9 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 echo "[test] cargo test"
 cargo test --quiet 2>&1 | tail -n 40
-echo "[test] ruff"
+echo "[test] ruff, mypy, stubtest"
 ruff check python tests benches
+mypy
+python -m mypy.stubtest seaweed_rdma._core
 echo "[test] pytest"
 python -m pytest -q -p no:cacheprovider "$@"

@@ -103,7 +103,8 @@ def test_sidecar_http_endpoints(cluster, sidecars, shapes):  # type: ignore[no-u
         chunk = c.entry(s.path).chunks[1]
         vid, key, cookie = parse_fid(chunk.file_id)
         vs_url = c.master.lookup(vid)[0]
-    sc = next(x for x in cluster.sidecars if x.volume_server.url == vs_url)
+    sc = next(x for x in cluster.sidecars
+              if x.volume_server is not None and x.volume_server.url == vs_url)
     r = httpx.get(f"{sc.http_url}/read", params={"file_id": chunk.file_id, "offset": 10,
                                                   "size": 1000})
     assert r.status_code == 200 and r.headers["X-Source"].startswith("rdma-sidecar")

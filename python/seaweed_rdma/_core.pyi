@@ -1,6 +1,19 @@
 """Type stubs for the Rust extension module ``seaweed_rdma._core``."""
 
-from typing import Any
+from typing import Any, final
+
+__all__ = [
+    "Engine",
+    "Plan",
+    "Volume",
+    "__version__",
+    "decode_filer_masters",
+    "decode_manifest",
+    "format_fid",
+    "needle_crc_matches",
+    "parse_fid",
+    "sidecar_main",
+]
 
 __version__: str
 
@@ -19,20 +32,22 @@ def decode_filer_masters(blob: bytes) -> list[str]:
 def needle_crc_matches(data: bytes, stored: int) -> bool:
     """Whether ``stored`` is the CRC32-C of ``data`` in either stored form."""
 
+@final
 class Plan:
     """Visible intervals of a chunk list, and the extents of any byte range."""
 
-    def __init__(self, chunks: list[tuple[int, int, int, bool]], attr_size: int) -> None: ...
+    def __new__(cls, chunks: list[tuple[int, int, int, bool]], attr_size: int) -> Plan: ...
     @property
     def file_size(self) -> int: ...
     def intervals(self) -> list[tuple[int, int, int, int]]: ...
     def extents(self, offset: int, size: int) -> list[tuple[int, int, int, int, bool]]: ...
     def read_len(self, offset: int, size: int) -> int: ...
 
+@final
 class Volume:
     """A read-only view of one volume's ``.idx``/``.dat``."""
 
-    def __init__(self, dat_path: str) -> None: ...
+    def __new__(cls, dat_path: str) -> Volume: ...
     def refresh(self) -> bool: ...
     def read(self, key: int, cookie: int, offset: int, size: int) -> bytes: ...
     def read_needle_data(self, key: int, cookie: int) -> bytes: ...
@@ -46,3 +61,29 @@ class Volume:
     def compaction_revision(self) -> int: ...
     @property
     def needle_count(self) -> int: ...
+
+_RangeOp = tuple[str, int, int, int, int, int, int, str]
+_WholeOp = tuple[str, int, int, int, str]
+
+@final
+class Engine:
+    """The fast-path client: connection pools per sidecar, many reads in flight."""
+
+    def __new__(
+        cls,
+        timeout_ms: int = 5000,
+        connect_timeout_ms: int = 1000,
+        max_inflight: int = 128,
+        conns_per_sidecar: int = 2,
+    ) -> Engine: ...
+    def read_into(self, buffer: Any, ops: list[_RangeOp]) -> list[str | None]:
+        """Per op ``(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)``: None when
+        delivered into ``buffer[buf_offset:buf_offset+len]``, else a short reason."""
+    def read_whole(self, ops: list[_WholeOp]) -> list[tuple[bytes, int, int] | str]:
+        """Per op ``(data, crc, needle_flags)`` or a short reason."""
+    def ping(self, addr: str) -> float: ...
+    def health(self) -> list[dict[str, Any]]: ...
+    def stats(self) -> dict[str, Any]: ...
+
+def sidecar_main(argv: list[str]) -> int:
+    """Runs the sidecar with ``argv`` (no program name) until SIGINT/SIGTERM."""

@@ -251,15 +251,18 @@ class LocalCluster:
         argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
                 *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}", upstream,
                 f"--http=127.0.0.1:{http_port}", *(extra or [])]
+        # A sidecar over several volume servers belongs to none of them in sidecar_map().
         sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
-                          self.base_dir / f"sidecar{index}.log", argv, servers[0])
+                          self.base_dir / f"sidecar{index}.log", argv,
+                          servers[0] if len(servers) == 1 else None)
         sidecar.start()
         self.sidecars.append(sidecar)
         return sidecar
 
     def sidecar_map(self) -> dict[str, str]:
         """``{volume server URL: sidecar address}`` for ``Client(sidecar=...)``."""
-        return {s.volume_server.url: s.address for s in self.sidecars}
+        return {s.volume_server.url: s.address for s in self.sidecars
+                if s.volume_server is not None}
 
     def stop(self) -> None:
         """Kills every server (filers first) and removes the temporary directory."""

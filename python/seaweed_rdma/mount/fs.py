@@ -12,8 +12,8 @@ import errno
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -29,16 +29,18 @@ from .inodes import InodeTable
 
 log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Extended
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
-def fuse_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def fuse_errors(fn: Callable[P, Coroutine[Any, Any, T]]
+                ) -> Callable[P, Coroutine[Any, Any, T]]:
     """Maps exceptions to FUSE errnos, logging what is not a plain "no such file"."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -193,7 +195,7 @@ class SeaweedOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     @fuse_errors
-    async def read(self, fh: int, off: int, size: int) -> memoryview:
+    async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
         f = self._files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
