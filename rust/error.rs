@@ -103,6 +103,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The verbs transport failed (library missing, no device, a verb returned an error).
+    #[error(transparent)]
+    Verbs(#[from] crate::verbs::VerbsError),
     /// An I/O error, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -7,6 +7,7 @@
 //! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
 //! - [`proto`]: the sidecar wire protocol (`docs/protocol.md`).
 //! - [`manifest`]: the `FileChunkManifest` protobuf that chunk-manifest needles hold.
+//! - [`verbs`]: RDMA through libibverbs, loaded at run time (no link-time dependency).
 //!
 //! The PyO3 bindings live in [`py`] and only convert arguments and errors.
 #![deny(missing_docs)]
@@ -19,6 +20,7 @@ pub mod needle;
 pub mod plan;
 pub mod proto;
 pub mod sidecar;
+pub mod verbs;
 pub mod volume;
 
 mod py;

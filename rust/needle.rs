@@ -139,8 +139,9 @@ impl<'a> Needle<'a> {
     pub fn parse(record: &'a [u8], version: u8) -> Result<Needle<'a>> {
         let tail_len = tail_len(version)?;
         let header = Header::parse(record)?;
-        let body_len = usize::try_from(header.size)
-            .map_err(|_| Error::CorruptNeedle(format!("body size {} does not fit in memory", header.size)))?;
+        let body_len = usize::try_from(header.size).map_err(|_| {
+            Error::CorruptNeedle(format!("body size {} does not fit in memory", header.size))
+        })?;
         let rest = record.get(HEADER_SIZE..).unwrap_or_default();
         let (body, rest) = split(rest, body_len, "body")?;
         let (tail, _padding) = split(rest, tail_len, "tail")?;
@@ -214,7 +215,11 @@ impl<'a> Needle<'a> {
         if crc_matches(self.data, self.checksum) {
             Ok(())
         } else {
-            Err(Error::CrcMismatch { key: self.header.key, stored: self.checksum, computed: crc32c::crc32c(self.data) })
+            Err(Error::CrcMismatch {
+                key: self.header.key,
+                stored: self.checksum,
+                computed: crc32c::crc32c(self.data),
+            })
         }
     }
 
@@ -231,7 +236,10 @@ impl<'a> Needle<'a> {
 
 fn split<'b>(bytes: &'b [u8], len: usize, what: &str) -> Result<(&'b [u8], &'b [u8])> {
     if len > bytes.len() {
-        return Err(Error::CorruptNeedle(format!("{what} needs {len} bytes, only {} left", bytes.len())));
+        return Err(Error::CorruptNeedle(format!(
+            "{what} needs {len} bytes, only {} left",
+            bytes.len()
+        )));
     }
     Ok(bytes.split_at(len))
 }
@@ -251,7 +259,9 @@ impl<'b> Reader<'b> {
     }
 
     fn bytes(&mut self, len: u64, what: &str) -> Result<&'b [u8]> {
-        let short = || Error::CorruptNeedle(format!("{what} needs {len} bytes, only {} left", self.rest.len()));
+        let short = || {
+            Error::CorruptNeedle(format!("{what} needs {len} bytes, only {} left", self.rest.len()))
+        };
         let len = usize::try_from(len).map_err(|_| short())?;
         let (taken, rest) = split(self.rest, len, what)?;
         self.rest = rest;
@@ -332,7 +342,8 @@ mod tests {
     #[test]
     fn parses_every_optional_field() {
         let data = b"hello world";
-        let flags = FLAG_HAS_NAME | FLAG_HAS_MIME | FLAG_HAS_LAST_MODIFIED | FLAG_HAS_TTL | FLAG_HAS_PAIRS;
+        let flags =
+            FLAG_HAS_NAME | FLAG_HAS_MIME | FLAG_HAS_LAST_MODIFIED | FLAG_HAS_TTL | FLAG_HAS_PAIRS;
         let mut extra = vec![5];
         extra.extend_from_slice(b"a.txt");
         extra.push(10);
@@ -360,7 +371,8 @@ mod tests {
 
     #[test]
     fn flags_helpers() {
-        let rec = record(3, 1, b"x", FLAG_COMPRESSED | FLAG_CHUNK_MANIFEST, &[], crc32c::crc32c(b"x"));
+        let rec =
+            record(3, 1, b"x", FLAG_COMPRESSED | FLAG_CHUNK_MANIFEST, &[], crc32c::crc32c(b"x"));
         let n = Needle::parse(&rec, 3).expect("well-formed record");
         assert!(n.is_compressed() && n.is_chunk_manifest());
     }
@@ -425,7 +437,10 @@ mod tests {
         // A name longer than what is left of the body (it would reach into the tail).
         assert!(matches!(corrupt(16 + 4 + 10 + 1, &[9]), Error::CorruptNeedle(_)));
         // A flag announcing a field that is not there.
-        assert!(matches!(corrupt(16 + 4 + 10, &[FLAG_HAS_NAME | FLAG_HAS_PAIRS]), Error::CorruptNeedle(_)));
+        assert!(matches!(
+            corrupt(16 + 4 + 10, &[FLAG_HAS_NAME | FLAG_HAS_PAIRS]),
+            Error::CorruptNeedle(_)
+        ));
         // Body bytes that no flag accounts for.
         assert!(matches!(corrupt(16 + 4 + 10, &[0]), Error::CorruptNeedle(_)));
         assert!(matches!(Needle::parse(&good, 4), Err(Error::CorruptNeedle(_))));

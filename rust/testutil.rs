@@ -15,6 +15,10 @@ use crate::fid::FileId;
 use crate::volume::files::json_value;
 
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// Tries at starting a cluster whose ports were taken meanwhile (see [`Cluster::start`]).
+const START_ATTEMPTS: usize = 3;
+/// How long [`Cluster::vacuum`] waits for the master's answer.
+const VACUUM_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Finds `weed`: `$WEED_BIN`, else `weed` on `PATH`, else the project's `.venv/bin/weed`.
 pub(crate) fn weed_binary() -> PathBuf {
@@ -80,8 +84,26 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Starts the cluster and waits until the master assigns file ids.
+    ///
+    /// The ports are free when picked but are bound only once `weed` gets to it; another
+    /// test's connection can take one in between. A start that fails for that reason is
+    /// tried again on other ports.
     pub(crate) fn start() -> Cluster {
         let weed = weed_binary();
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Cluster::launch(&weed);
+            let Err(why) = cluster.wait_until_ready() else { return cluster };
+            if attempt == START_ATTEMPTS || !cluster.logs().contains("address already in use") {
+                panic!("{why}");
+            }
+            eprintln!("a port picked for SeaweedFS was taken meanwhile; starting it again");
+            attempt += 1;
+        }
+    }
+
+    /// Starts a master and a volume server on freshly picked ports, without waiting.
+    fn launch(weed: &Path) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir for the cluster");
         let [port, grpc, vport, vgrpc] = free_ports();
         let mdir = dir.path().join("master");
@@ -90,9 +112,10 @@ impl Cluster {
             fs::create_dir(d).expect("create cluster dir");
         }
         let spawn = |name: &str, args: Vec<String>| {
-            let log = File::create(dir.path().join(format!("{name}.log"))).expect("create log file");
+            let log =
+                File::create(dir.path().join(format!("{name}.log"))).expect("create log file");
             let err = log.try_clone().expect("clone log file");
-            Command::new(&weed)
+            Command::new(weed)
                 .arg(format!("-logdir={}", dir.path().display()))
                 .args(args)
                 .stdin(Stdio::null())
@@ -129,7 +152,7 @@ impl Cluster {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .new_agent();
-        let mut cluster = Cluster {
+        Cluster {
             master,
             volume,
             master_url: format!("http://127.0.0.1:{port}"),
@@ -137,22 +160,27 @@ impl Cluster {
             volume_dir,
             agent,
             dir,
-        };
-        cluster.wait_until_ready();
-        cluster
+        }
     }
 
-    fn wait_until_ready(&mut self) {
+    /// Waits until the master assigns file ids; `Err` with the logs when a server exited
+    /// or the deadline passed.
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         loop {
             if let Ok(text) = self.get_text(&format!("{}/dir/assign", self.master_url)) {
                 if json_str(&text, "fid").is_some() {
-                    return;
+                    return Ok(());
                 }
             }
-            let exited = [self.master.try_wait(), self.volume.try_wait()].into_iter().any(|s| matches!(s, Ok(Some(_))));
+            let exited = [self.master.try_wait(), self.volume.try_wait()]
+                .into_iter()
+                .any(|s| matches!(s, Ok(Some(_))));
             if exited || started.elapsed() > STARTUP_DEADLINE {
-                panic!("SeaweedFS did not start (exited: {exited}):\n{}", self.logs());
+                return Err(format!(
+                    "SeaweedFS did not start (exited: {exited}):\n{}",
+                    self.logs()
+                ));
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -163,12 +191,24 @@ impl Cluster {
         ["master", "volume"]
             .iter()
             .map(|name| {
-                let text = fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
-                let tail: String = text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+                let text = fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let tail: String =
+                    text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
                 format!("--- {name} ---\n{tail}")
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// The volume server's HTTP base URL, `http://127.0.0.1:PORT`.
+    pub(crate) fn volume_url(&self) -> &str {
+        &self.volume_url
+    }
+
+    /// The master's HTTP base URL, `http://127.0.0.1:PORT`.
+    pub(crate) fn master_url(&self) -> &str {
+        &self.master_url
     }
 
     /// The volume server's `-dir`.
@@ -179,7 +219,9 @@ impl Cluster {
     /// Asks the master for a new file id, in `collection` when given.
     pub(crate) fn assign(&self, collection: Option<&str>) -> FileId {
         let query = collection.map(|c| format!("?collection={c}")).unwrap_or_default();
-        let text = self.get_text(&format!("{}/dir/assign{query}", self.master_url)).expect("assign request");
+        let text = self
+            .get_text(&format!("{}/dir/assign{query}", self.master_url))
+            .expect("assign request");
         let fid = json_str(&text, "fid").unwrap_or_else(|| panic!("assign gave no fid: {text}"));
         FileId::parse(&fid).expect("master's fid parses")
     }
@@ -212,13 +254,18 @@ impl Cluster {
 
     /// Deletes a needle through the volume server.
     pub(crate) fn delete(&self, fid: FileId) {
-        let response = self.agent.delete(&format!("{}/{fid}", self.volume_url)).call().expect("delete request");
+        let response = self
+            .agent
+            .delete(&format!("{}/{fid}", self.volume_url))
+            .call()
+            .expect("delete request");
         assert_eq!(response.status().as_u16(), 202, "delete of {fid}");
     }
 
     /// What the volume server answers for `GET /<fid>`: the body, or `None` for a 404.
     pub(crate) fn get(&self, fid: FileId) -> Option<Vec<u8>> {
-        let mut response = self.agent.get(&format!("{}/{fid}", self.volume_url)).call().expect("get request");
+        let mut response =
+            self.agent.get(&format!("{}/{fid}", self.volume_url)).call().expect("get request");
         match response.status().as_u16() {
             404 => None,
             200 => {
@@ -232,7 +279,11 @@ impl Cluster {
 
     /// Asks the master to vacuum every volume with any garbage at all.
     pub(crate) fn vacuum(&self) {
-        self.get_text(&format!("{}/vol/vacuum?garbageThreshold=0.0001", self.master_url)).expect("vacuum request");
+        // The master answers only once it has compacted every such volume, one after the
+        // other and a few seconds each: longer than other requests may take.
+        let url = format!("{}/vol/vacuum?garbageThreshold=0.0001", self.master_url);
+        let request = self.agent.get(&url).config().timeout_global(Some(VACUUM_DEADLINE)).build();
+        request.call().expect("vacuum request").body_mut().read_to_string().expect("vacuum answer");
     }
 
     fn get_text(&self, url: &str) -> Result<String, ureq::Error> {

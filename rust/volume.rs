@@ -12,6 +12,11 @@
 //! other files. And every lookup checks the key and size in the record header at the
 //! indexed offset, so an offset that does not point at the needle is an error, not bytes.
 //!
+//! A reader that must not serve a needle the volume server has already deleted asks
+//! [`Volume::index_behind`] before locating: the volume server appends the tombstone entry
+//! to `.idx` before it answers the delete, so a look at `.idx` (one `stat`) tells whether
+//! the map may be missing a deletion, and only then is a `refresh` needed.
+//!
 //! The `.idx` entry width (16 or 17 bytes) comes from the `.vif`; see [`IndexLayout`].
 
 pub(crate) mod files;
@@ -31,7 +36,7 @@ pub use index::{IndexEntry, IndexLayout, TOMBSTONE_SIZE};
 pub use superblock::{SuperBlock, SUPER_BLOCK_SIZE};
 
 use crate::error::{Error, Result};
-use crate::needle::{self, Header, Needle, DATA_OFFSET, HEADER_SIZE};
+use crate::needle::{self, Header, Needle, CHECKSUM_SIZE, DATA_OFFSET, HEADER_SIZE};
 use index::NeedleMap;
 
 /// How often opening retries when a vacuum swaps the files in the middle of it.
@@ -40,6 +45,10 @@ const OPEN_ATTEMPTS: usize = 5;
 /// `.idx` bytes read per call while building the map, so a large index does not need one
 /// buffer of its whole size. A multiple of both entry widths.
 const INDEX_READ_CHUNK: u64 = 16 * 17 * 4096;
+
+/// [`Volume::read_meta`] reads the flags byte and the CRC in one go when they are at most
+/// this many bytes apart (end to end), else with two reads.
+const META_READ_MAX: usize = 128;
 
 /// Source of the ids that tie a [`Location`] to the open files it was found in.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -75,6 +84,18 @@ pub struct Location {
     /// Bytes of data.
     pub data_size: u32,
     generation: u64,
+}
+
+/// What a needle's record says about its data besides the bytes, as [`Volume::read_meta`]
+/// reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NeedleMeta {
+    /// The flags byte ([`needle::FLAG_COMPRESSED`] and the others); 0 where the record has
+    /// none (version 1, and an empty body).
+    pub flags: u8,
+    /// The CRC32-C of the data as stored in the tail, in either form
+    /// ([`needle::crc_matches`] accepts both).
+    pub crc: u32,
 }
 
 /// A read-only view of one volume. See the [module docs](self).
@@ -157,7 +178,8 @@ impl Volume {
         let state = &mut self.state;
         let replaced = inode_of(&files.dat)? != state.dat_inode
             || inode_of(&files.idx)? != state.idx_inode
-            || SuperBlock::read(&state.dat, &files.dat)?.compaction_revision != state.super_block.compaction_revision;
+            || SuperBlock::read(&state.dat, &files.dat)?.compaction_revision
+                != state.super_block.compaction_revision;
         if !replaced {
             match state.apply_new_entries(files)? {
                 Some(0) => return Ok(RefreshOutcome::Unchanged),
@@ -167,6 +189,24 @@ impl Volume {
         }
         self.state = State::open(&self.files)?;
         Ok(RefreshOutcome::Reopened)
+    }
+
+    /// Whether `.idx` on disk may hold entries the map lacks: it grew by at least one
+    /// whole entry, shrank, or is another file (a vacuum). Also `true` when `.idx` cannot
+    /// be looked at, so that the [`Volume::refresh`] which follows reports why.
+    ///
+    /// This looks at the path rather than the open handle: after a vacuum the volume
+    /// server appends to the new `.idx`, and the handle would keep showing the old one.
+    /// It costs one `stat`, cheap enough to ask before every read.
+    pub fn index_behind(&self) -> bool {
+        let Ok(meta) = fs::metadata(&self.files.idx) else { return true };
+        let state = &self.state;
+        if (meta.dev(), meta.ino()) != state.idx_inode {
+            return true;
+        }
+        // A trailing partial entry is still being written; refresh would not apply it.
+        let entry = state.layout.entry_size() as u64;
+        meta.len() < state.idx_applied || meta.len() - state.idx_applied >= entry
     }
 
     /// Finds a live needle and checks its record header.
@@ -188,7 +228,8 @@ impl Volume {
         let head_len = if version >= 2 && entry.size > 0 { head.len() } else { HEADER_SIZE };
         self.pread(&mut head[..head_len], entry.offset)?;
         let header = Header::parse(&head)?;
-        let corrupt = |why: String| Error::CorruptNeedle(format!("volume {volume} needle {key:#x}: {why}"));
+        let corrupt =
+            |why: String| Error::CorruptNeedle(format!("volume {volume} needle {key:#x}: {why}"));
         if header.key != key {
             return Err(corrupt(format!("offset {} holds needle {:#x}", entry.offset, header.key)));
         }
@@ -199,7 +240,10 @@ impl Volume {
             if header.size == 0 {
                 return Err(Error::Deleted { volume, key });
             }
-            return Err(corrupt(format!("record size {} but .idx says {}", header.size, entry.size)));
+            return Err(corrupt(format!(
+                "record size {} but .idx says {}",
+                header.size, entry.size
+            )));
         }
         // An empty upload is a live size-0 record (the volume server answers it with 200 and
         // no bytes); deletions were told apart above by their `.idx` entry.
@@ -210,7 +254,9 @@ impl Volume {
                 let data_size = u32::from_be_bytes([head[16], head[17], head[18], head[19]]);
                 // The data length, the data and the flags byte must fit in the body.
                 if u64::from(data_size) + 5 > u64::from(size) {
-                    return Err(corrupt(format!("data size {data_size} does not fit a body of {size}")));
+                    return Err(corrupt(format!(
+                        "data size {data_size} does not fit a body of {size}"
+                    )));
                 }
                 (entry.offset + DATA_OFFSET, data_size)
             }
@@ -235,6 +281,39 @@ impl Volume {
         self.check_location(loc)?;
         check_range(loc, offset, buf.len())?;
         self.pread(buf, loc.data_offset + offset)
+    }
+
+    /// Reads a located needle's flags byte and stored CRC, which lie after its data.
+    ///
+    /// # Errors
+    /// [`Error::StaleLocation`] for a location from before a re-open or from another
+    /// volume; [`Error::CorruptNeedle`] when the record runs past the end of `.dat`;
+    /// [`Error::Io`].
+    pub fn read_meta(&self, loc: &Location) -> Result<NeedleMeta> {
+        self.check_location(loc)?;
+        let crc_at = loc.offset + HEADER_SIZE as u64 + u64::from(loc.size);
+        let mut crc = [0u8; CHECKSUM_SIZE];
+        // Since version 2 a non-empty body is: data length, data, flags byte, optional fields.
+        if self.state.super_block.version < 2 || loc.size == 0 {
+            self.pread(&mut crc, crc_at)?;
+            return Ok(NeedleMeta { flags: 0, crc: u32::from_be_bytes(crc) });
+        }
+        let flags_at = loc.data_offset + u64::from(loc.data_size);
+        // Between the two lie only the optional fields, usually a few dozen bytes (a name, a
+        // MIME type, times): then one read covers both.
+        let span = (crc_at + CHECKSUM_SIZE as u64).checked_sub(flags_at);
+        let mut buf = [0u8; META_READ_MAX];
+        match span.and_then(|n| usize::try_from(n).ok()) {
+            Some(n @ 5..=META_READ_MAX) => {
+                self.pread(&mut buf[..n], flags_at)?;
+                crc.copy_from_slice(&buf[n - CHECKSUM_SIZE..n]);
+            }
+            _ => {
+                self.pread(&mut buf[..1], flags_at)?;
+                self.pread(&mut crc, crc_at)?;
+            }
+        }
+        Ok(NeedleMeta { flags: buf[0], crc: u32::from_be_bytes(crc) })
     }
 
     /// Locates a needle and reads `len` bytes of its data from `offset`, checking the range
@@ -331,7 +410,10 @@ impl State {
             state.apply_new_entries(files)?;
             return Ok(state);
         }
-        Err(Error::io(&files.dat, io::Error::other("volume files kept being replaced while opening")))
+        Err(Error::io(
+            &files.dat,
+            io::Error::other("volume files kept being replaced while opening"),
+        ))
     }
 
     /// Applies the whole `.idx` entries past `idx_applied`; `None` when `.idx` is shorter
@@ -349,7 +431,9 @@ impl State {
         while self.idx_applied < end {
             let n = (end - self.idx_applied).min(INDEX_READ_CHUNK);
             buf.resize(n as usize, 0);
-            self.idx.read_exact_at(&mut buf, self.idx_applied).map_err(|e| Error::io(&files.idx, e))?;
+            self.idx
+                .read_exact_at(&mut buf, self.idx_applied)
+                .map_err(|e| Error::io(&files.idx, e))?;
             applied += self.map.apply(&buf, self.layout);
             self.idx_applied += n;
         }

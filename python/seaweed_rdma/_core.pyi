@@ -13,6 +13,7 @@ __all__ = [
     "needle_crc_matches",
     "parse_fid",
     "sidecar_main",
+    "verbs_probe",
 ]
 
 __version__: str
@@ -87,3 +88,7 @@ class Engine:
 
 def sidecar_main(argv: list[str]) -> int:
     """Runs the sidecar with ``argv`` (no program name) until SIGINT/SIGTERM."""
+
+def verbs_probe() -> str:
+    """JSON report of what this host can do for the verbs transport (libibverbs, devices,
+    ports, GIDs, memlock, soft-RoCE, FUSE), with ``usable`` and the ``reasons`` why not."""

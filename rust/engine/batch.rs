@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
 
 use super::conn::{Conn, Delivered, Done, Reply, Sink};
 use super::dest::Dest;
@@ -77,7 +78,14 @@ impl Drop for Registry {
     }
 }
 
-type Outcome = Result<Delivered, Failure>;
+/// One job's outcome.
+pub(super) type Outcome = Result<Delivered, Failure>;
+
+/// A connection slot as a batch starts: open already, or being connected by a task.
+enum Slot {
+    Open(Arc<Conn>),
+    Connecting(JoinHandle<Result<Arc<Conn>, Failure>>),
+}
 
 /// Runs `jobs` and returns one outcome per job. With `probe`, sidecars in back-off are
 /// tried anyway. Must not be called from inside the engine's runtime (it blocks).
@@ -171,24 +179,36 @@ impl Io<'_, '_> {
             .cfg
             .connect_timeout
             .min(self.deadline.saturating_duration_since(Instant::now()));
-        let connecting: Vec<Vec<_>> = groups
+        // Open connections are taken as they are; a task (and its wake-up) only for a slot
+        // that needs connecting.
+        let slots: Vec<Vec<Slot>> = groups
             .iter()
             .map(|(pool, idxs)| {
                 pool.pick_slots(idxs.len())
                     .into_iter()
-                    .map(|slot| {
-                        let job =
-                            pool.clone().conn(slot, *self.ctx.cfg, self.ctx.stats.clone(), limit);
-                        tokio::spawn(job)
+                    .map(|slot| match pool.open_conn(slot) {
+                        Some(conn) => Slot::Open(conn),
+                        None => {
+                            let cfg = *self.ctx.cfg;
+                            let job = pool.clone().conn(slot, cfg, self.ctx.stats.clone(), limit);
+                            Slot::Connecting(tokio::spawn(job))
+                        }
                     })
                     .collect()
             })
             .collect();
         let mut outstanding = 0usize;
-        for ((_, idxs), handles) in groups.iter().zip(connecting) {
+        for ((_, idxs), slots) in groups.iter().zip(slots) {
             let mut open = Vec::new();
             let mut first_error = None;
-            for handle in handles {
+            for slot in slots {
+                let handle = match slot {
+                    Slot::Open(conn) => {
+                        open.push(conn);
+                        continue;
+                    }
+                    Slot::Connecting(handle) => handle,
+                };
                 match handle.await {
                     Ok(Ok(conn)) => open.push(conn),
                     Ok(Err(why)) => {

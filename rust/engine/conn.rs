@@ -18,13 +18,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 
 use super::dest::Dest;
+use super::frames;
 use super::tasks::{self, Outgoing};
 use super::types::{Failure, WholeNeedle};
-use crate::proto::{self, FrameHeader, Hello, HelloAck, Kind, ReadRequest};
+use crate::proto::{self, HelloAck, Kind, ReadRequest};
 
 /// Reader-side buffer: large enough to batch small answers into one syscall, small enough
 /// that most of a big payload bypasses it and lands straight in the destination.
-const READ_BUFFER: usize = 16 * 1024;
+pub(super) const READ_BUFFER: usize = 16 * 1024;
 
 /// Where the answer to a pending request goes.
 #[derive(Debug)]
@@ -169,32 +170,14 @@ impl Conn {
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
         let (rd, mut wr) = stream.into_split();
-        let hello = Hello {
-            version: proto::VERSION,
-            transports: proto::TRANSPORT_TCP,
-            max_inflight: want_inflight,
-        };
-        wr.write_all(&hello.encode()).await.map_err(|e| io("HELLO", e))?;
+        wr.write_all(&frames::hello(want_inflight)).await.map_err(|e| io("HELLO", e))?;
         let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut raw = [0u8; proto::HELLO_ACK_LEN];
         rd.read_exact(&mut raw).await.map_err(|e| io("HELLO_ACK", e))?;
-        let ack = HelloAck::decode(&raw).map_err(|e| Failure::Protocol(e.to_string()))?;
-        if ack.version != proto::VERSION {
-            return Err(Failure::Protocol(format!(
-                "sidecar answered version {} to version {}",
-                ack.version,
-                proto::VERSION
-            )));
-        }
-        if ack.transport != proto::TRANSPORT_TCP {
-            return Err(Failure::Protocol(format!("sidecar chose transport {}", ack.transport)));
-        }
-        if ack.max_inflight == 0 {
-            return Err(Failure::Protocol("sidecar granted no in-flight requests".into()));
-        }
-        let permits = ack.max_inflight.min(want_inflight.max(1)) as usize;
+        let ack = frames::accept_ack(&raw)?;
+        let permits = frames::window(&ack, want_inflight);
         let shared = Arc::new(Shared::default());
-        let max_body = ack.max_read.saturating_add(64);
+        let max_body = frames::max_answer(&ack);
         let reader = tasks::spawn_reader(rd, shared.clone(), max_body);
         let (queue, rx) = mpsc::unbounded_channel();
         let sem = Arc::new(Semaphore::new(permits));
@@ -216,14 +199,7 @@ impl Conn {
         reply: Reply,
         owner: u64,
     ) -> Result<u32, Failure> {
-        if !req.whole() && req.length > self.ack.max_read {
-            return Err(Failure::BadOp(format!(
-                "read of {} bytes exceeds the sidecar's max_read {}",
-                req.length, self.ack.max_read
-            )));
-        }
-        let mut frame = vec![0u8; proto::FRAME_HEADER_LEN];
-        req.encode_into(&mut frame).map_err(|e| Failure::BadOp(e.to_string()))?;
+        let frame = frames::read_body(req, &self.ack)?;
         self.submit(Kind::Read, frame, sink, reply, owner)
     }
 
@@ -241,10 +217,6 @@ impl Conn {
         reply: Reply,
         owner: u64,
     ) -> Result<u32, Failure> {
-        let body_len = u32::try_from(frame.len() - proto::FRAME_HEADER_LEN)
-            .ok()
-            .filter(|&n| n <= self.ack.max_frame)
-            .ok_or_else(|| Failure::BadOp("request larger than the sidecar's max_frame".into()))?;
         let id = {
             let mut table = self.shared.table();
             if let Some(why) = &table.closed {
@@ -261,8 +233,7 @@ impl Conn {
             table.map.insert(id, entry);
             id
         };
-        let header = FrameHeader { kind, flags: 0, request_id: id, body_len };
-        frame[..proto::FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+        frames::stamp(&mut frame, kind, id);
         if self.queue.send(Outgoing { id, frame }).is_err() {
             self.shared.table().map.remove(&id);
             return Err(Failure::Lost("connection writer stopped".into()));

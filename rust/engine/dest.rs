@@ -107,3 +107,39 @@ pub(super) fn carve(
         })
         .collect()
 }
+
+/// Splits `buf` into one slice per op (`None` for refused ops), for the lane
+/// ([`super::lane`]), which fills them on the calling thread while `read_into` holds `buf`:
+/// plain borrows, no raw pointers.
+///
+/// `checked` is [`validate`]'s answer for the same `buf` and `ops`.
+pub(super) fn split<'b>(
+    buf: &'b mut [u8],
+    ops: &[RangeOp],
+    checked: &[Result<(), Failure>],
+) -> Vec<Option<&'b mut [u8]>> {
+    let mut out: Vec<Option<&'b mut [u8]>> = ops.iter().map(|_| None).collect();
+    let mut order: Vec<usize> = (0..ops.len()).filter(|&i| checked[i].is_ok()).collect();
+    order.sort_by_key(|&i| ops[i].buf_offset);
+    // Validated non-empty ranges are in bounds and disjoint, so in order of start each one
+    // begins at or after the end of the one before: cut them off the front of the rest.
+    let mut rest = buf;
+    let mut at = 0usize;
+    for i in order {
+        let (start, len) = (ops[i].buf_offset, ops[i].len as usize);
+        if len == 0 {
+            out[i] = Some(Default::default()); // may lie inside another range; owns nothing
+            continue;
+        }
+        let fits = |gap: &usize| gap.checked_add(len).is_some_and(|end| end <= rest.len());
+        let Some(gap) = start.checked_sub(at).filter(fits) else {
+            continue; // unreachable after `validate`; the op then fails as a bad op
+        };
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(gap);
+        let (dst, tail) = tail.split_at_mut(len);
+        out[i] = Some(dst);
+        rest = tail;
+        at = start + len;
+    }
+    out
+}

@@ -11,19 +11,26 @@ use crate::sidecar::{Config, Sidecar};
 use crate::testutil::{Cluster, Rng, Upload};
 
 /// The real sidecar on its own runtime; stopped on drop.
-struct RealSidecar {
+pub(super) struct RealSidecar {
     rt: tokio::runtime::Runtime,
     sidecar: Option<Sidecar>,
 }
 
 impl RealSidecar {
-    fn start(volume_dir: &std::path::Path, extra: &[&str]) -> RealSidecar {
+    pub(super) fn start(volume_dir: &std::path::Path, extra: &[&str]) -> RealSidecar {
         let dir = volume_dir.display().to_string();
         // Every needle is local, so the upstream volume server is never asked.
         let mut args = vec!["--dir", &dir, "--listen", "127.0.0.1:0"];
         args.extend_from_slice(&["--volume-server", "http://127.0.0.1:9"]);
         args.extend_from_slice(extra);
         let config = Config::from_args(&args).expect("sidecar arguments");
+        // The sidecar's warnings (a local read that failed and went upstream, ...) then show
+        // in a failing test's output; the first test to get here installs the logger.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::WARN)
+            .with_target(false)
+            .try_init();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -33,7 +40,7 @@ impl RealSidecar {
         RealSidecar { rt, sidecar: Some(sidecar) }
     }
 
-    fn addr(&self) -> String {
+    pub(super) fn addr(&self) -> String {
         self.sidecar.as_ref().expect("running").listen_addr().to_string()
     }
 }
@@ -46,7 +53,7 @@ impl Drop for RealSidecar {
     }
 }
 
-fn range(addr: &str, fid: FileId, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
+pub(super) fn range(addr: &str, fid: FileId, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
     RangeOp {
         sidecar: addr.to_owned(),
         volume: fid.volume,
@@ -113,8 +120,10 @@ fn reads_needles_of_a_real_cluster_through_the_real_sidecar() {
     let mut wholes: Vec<WholeOp> = needles.iter().map(|(fid, _)| whole(&addr, *fid)).collect();
     wholes.push(whole(&addr, gz));
     let out = engine.read_whole(&wholes);
-    for ((_, data), got) in needles.iter().zip(&out).take(3) {
-        let got = got.as_ref().expect("whole needle");
+    for (i, ((fid, data), got)) in needles.iter().zip(&out).take(3).enumerate() {
+        let got = got.as_ref().unwrap_or_else(|why| {
+            panic!("whole needle {i} ({fid}): {why:?}; engine {:?}", engine.stats())
+        });
         assert!(got.verify() && got.data == *data && got.needle_flags & 0x01 == 0);
     }
     assert_eq!(out[3], Err(Failure::Status(Status::BadRequest)), "1.5 MB > max_read");

@@ -11,6 +11,12 @@
 //! The public calls block the calling thread; they must not be made from inside a tokio
 //! runtime.
 //!
+//! Small batches skip all that, and its thread hops: up to `LANE_MAX_OPS` ops of at most
+//! `LANE_MAX_LEN` bytes each, all for one sidecar, run on the calling thread over a
+//! blocking connection of their own (the lane, `lane.rs`; up to `LANE_CONNS` per sidecar,
+//! kept between batches). Pings, other batches, and small ones that find every lane
+//! connection of their sidecar busy take the async path.
+//!
 //! # Failures and health
 //! Every op gets its own outcome; a [`Failure`] tells the caller to read that extent another
 //! way. A sidecar whose connect or handshake fails, that times out or breaks the protocol is
@@ -21,9 +27,10 @@
 //! connections are strikes, three batches in a row of nothing but those mark it down.
 //!
 //! # Soundness of the in-place writes
-//! [`Engine::read_into`] hands each op's destination to the connection's reader task as a
-//! raw pointer, so ranged payloads are read from the socket straight into the caller's
-//! buffer. This is sound because:
+//! The lane fills plain `&mut` slices split off the caller's buffer on the calling thread;
+//! nothing outlives the call. On the async path, [`Engine::read_into`] hands each op's
+//! destination to the connection's reader task as a raw pointer, so ranged payloads are
+//! read from the socket straight into the caller's buffer. This is sound because:
 //! - destinations are checked to lie inside the buffer and not to overlap each other
 //!   (overlapping or out-of-bounds ops fail with [`Failure::BadOp`]);
 //! - a destination is reachable only through its pending entry (under the connection's
@@ -40,14 +47,21 @@
 mod batch;
 mod conn;
 mod dest;
+mod frames;
+mod lane;
 mod pool;
 mod runtime;
 mod stats;
 mod tasks;
 mod types;
+mod wire;
 
 #[cfg(test)]
 mod e2e;
+#[cfg(test)]
+mod lane_tests;
+#[cfg(test)]
+mod probe;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]
@@ -59,11 +73,16 @@ use std::time::{Duration, Instant};
 pub use types::{EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, WholeNeedle, WholeOp};
 
 use crate::error::{Error, Result};
-use crate::proto::{ReadRequest, READ_WHOLE};
-use batch::{Ctx, Job, Want};
+use crate::proto::ReadRequest;
+use batch::{Ctx, Job, Outcome, Want};
 use conn::Delivered;
+use lane::LaneOp;
 use runtime::{Current, Generation};
 use stats::Stats;
+
+/// A batch's way onto the lane: the runtime generation its pools live in, and the claim on
+/// one of the sidecar's lane connections.
+type Lane = (Arc<Generation>, pool::LaneTicket);
 
 /// The client engine; cheap to share between threads (`&self` everywhere).
 #[derive(Debug)]
@@ -71,6 +90,8 @@ pub struct Engine {
     cfg: EngineConfig,
     stats: Arc<Stats>,
     current: Current,
+    /// Whether small batches take the lane (always, except in tests of the async path).
+    use_lane: bool,
 }
 
 impl Engine {
@@ -92,7 +113,13 @@ impl Engine {
             return bad("backoff_min must not exceed backoff_max");
         }
         let current = Current::new().map_err(Error::Runtime)?;
-        Ok(Engine { cfg, stats: Arc::new(Stats::default()), current })
+        Ok(Engine { cfg, stats: Arc::new(Stats::default()), current, use_lane: true })
+    }
+
+    /// The same engine with every batch on the async path, for tests of that path.
+    #[cfg(test)]
+    pub(crate) fn without_lane(self) -> Engine {
+        Engine { use_lane: false, ..self }
     }
 
     /// The settings this engine runs with.
@@ -100,20 +127,40 @@ impl Engine {
         &self.cfg
     }
 
-    fn run(&self, jobs: &[Job], probe: bool) -> Vec<std::result::Result<Delivered, Failure>> {
+    /// Runs `f` with this process's runtime and pools; `n` failures if there are none.
+    fn with_ctx(&self, n: usize, f: impl FnOnce(&Ctx<'_>) -> Vec<Outcome>) -> Vec<Outcome> {
         match self.current.get() {
             Ok(generation) => {
-                let ctx = Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats };
-                batch::run(&ctx, jobs, probe)
+                f(&Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats })
             }
             Err(e) => {
                 let why = Failure::Connect(format!("engine runtime: {e}"));
-                jobs.iter().map(|_| Err(why.clone())).collect()
+                (0..n).map(|_| Err(why.clone())).collect()
             }
         }
     }
 
-    fn count(&self, outcome: &std::result::Result<Delivered, Failure>) {
+    fn run(&self, jobs: &[Job], probe: bool) -> Vec<Outcome> {
+        self.with_ctx(jobs.len(), |ctx| batch::run(ctx, jobs, probe))
+    }
+
+    fn run_lane(&self, lane: Lane, ops: &mut [LaneOp<'_>]) -> Vec<Outcome> {
+        self.stats.lane_batch();
+        let (generation, ticket) = lane;
+        lane::run(&Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats }, ticket, ops)
+    }
+
+    /// A lane connection for a batch, if the batch qualifies (see [`lane::target`]) and
+    /// its sidecar has one to spare; `None`: the batch takes the async path.
+    fn lane<'o>(&self, ops: impl Iterator<Item = (&'o str, u32)>) -> Option<Lane> {
+        let addr = lane::target(ops).filter(|_| self.use_lane)?;
+        let generation = self.current.get().ok()?;
+        let ctx = Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats };
+        let ticket = lane::ticket(&ctx, addr)?;
+        Some((generation, ticket))
+    }
+
+    fn count(&self, outcome: &Outcome) {
         match outcome {
             Ok(Delivered::Range(n)) => self.stats.delivered(u64::from(*n), false),
             Ok(Delivered::Whole(w)) => self.stats.delivered(w.data.len() as u64, true),
@@ -136,58 +183,80 @@ impl Engine {
     ) -> Vec<std::result::Result<(), Failure>> {
         self.stats.batch();
         let mut out = dest::validate(buf.len(), ops);
-        let dests = dest::carve(buf, ops, &out);
-        let mut index = Vec::new();
-        let mut jobs = Vec::new();
-        for (i, (op, dest)) in ops.iter().zip(dests).enumerate() {
-            let Some(dest) = dest else {
-                if out[i].is_ok() {
-                    out[i] = Err(Failure::BadOp("destination has no address".into()));
-                }
-                continue;
-            };
-            let req = ReadRequest {
-                volume: op.volume,
-                cookie: op.cookie,
-                key: op.key,
-                offset: op.offset,
-                length: op.len,
-                jwt: op.jwt.clone(),
-                ..ReadRequest::default()
-            };
-            index.push(i);
-            jobs.push(Job { sidecar: op.sidecar.clone(), req, want: Want::Range(dest) });
-        }
+        let valid = ops.iter().zip(&out).filter(|(_, ok)| ok.is_ok());
+        let (index, outcomes) = match self.lane(valid.map(|(op, _)| (&*op.sidecar, op.len))) {
+            Some(lane) => self.ranges_on_lane(lane, buf, ops, &mut out),
+            None => self.ranges_async(buf, ops, &mut out),
+        };
         for why in out.iter().filter_map(|r| r.as_ref().err()) {
             self.stats.failed(why);
         }
-        for (i, outcome) in index.into_iter().zip(self.run(&jobs, false)) {
+        for (i, outcome) in index.into_iter().zip(outcomes) {
             self.count(&outcome);
             out[i] = outcome.map(|_| ());
         }
         out
     }
 
+    /// The lane half of [`read_into`](Self::read_into): the validated ops' indexes and
+    /// outcomes.
+    fn ranges_on_lane(
+        &self,
+        lane: Lane,
+        buf: &mut [u8],
+        ops: &[RangeOp],
+        out: &mut [std::result::Result<(), Failure>],
+    ) -> (Vec<usize>, Vec<Outcome>) {
+        let dests = dest::split(buf, ops, out);
+        let (index, mut lane_ops): (Vec<usize>, Vec<LaneOp<'_>>) = with_dests(ops, dests, out)
+            .map(|(i, op, dest)| (i, LaneOp { req: op.request(), sink: lane::Sink::Range(dest) }))
+            .unzip();
+        (index, self.run_lane(lane, &mut lane_ops))
+    }
+
+    /// The async half of [`read_into`](Self::read_into), answering as
+    /// [`ranges_on_lane`](Self::ranges_on_lane) does.
+    fn ranges_async(
+        &self,
+        buf: &mut [u8],
+        ops: &[RangeOp],
+        out: &mut [std::result::Result<(), Failure>],
+    ) -> (Vec<usize>, Vec<Outcome>) {
+        let dests = dest::carve(buf, ops, out);
+        let (index, jobs): (Vec<usize>, Vec<Job>) = with_dests(ops, dests, out)
+            .map(|(i, op, dest)| {
+                let job =
+                    Job { sidecar: op.sidecar.clone(), req: op.request(), want: Want::Range(dest) };
+                (i, job)
+            })
+            .unzip();
+        (index, self.run(&jobs, false))
+    }
+
     /// Reads each needle's whole data (with its stored CRC and flags, unverified: see
     /// [`WholeNeedle::verify`]). Blocks for at most about [`EngineConfig::timeout`].
     pub fn read_whole(&self, ops: &[WholeOp]) -> Vec<std::result::Result<WholeNeedle, Failure>> {
         self.stats.batch();
-        let jobs: Vec<Job> = ops
-            .iter()
-            .map(|op| Job {
-                sidecar: op.sidecar.clone(),
-                req: ReadRequest {
-                    volume: op.volume,
-                    cookie: op.cookie,
-                    key: op.key,
-                    flags: READ_WHOLE,
-                    jwt: op.jwt.clone(),
-                    ..ReadRequest::default()
-                },
-                want: Want::Whole,
-            })
-            .collect();
-        let outcomes = self.run(&jobs, false);
+        let outcomes = match self.lane(ops.iter().map(|op| (&*op.sidecar, 0))) {
+            Some(lane) => {
+                let mut lane_ops: Vec<LaneOp<'_>> = ops
+                    .iter()
+                    .map(|op| LaneOp { req: op.request(), sink: lane::Sink::Whole })
+                    .collect();
+                self.run_lane(lane, &mut lane_ops)
+            }
+            None => {
+                let jobs: Vec<Job> = ops
+                    .iter()
+                    .map(|op| Job {
+                        sidecar: op.sidecar.clone(),
+                        req: op.request(),
+                        want: Want::Whole,
+                    })
+                    .collect();
+                self.run(&jobs, false)
+            }
+        };
         outcomes
             .into_iter()
             .map(|outcome| {
@@ -234,4 +303,24 @@ impl Engine {
         let sidecars = self.generation().map_or(0, |g| g.pools().len());
         self.stats.snapshot(sidecars)
     }
+}
+
+/// Pairs each usable op with its destination, by op index; an op that passed validation but
+/// got no destination (a null address) fails as a bad op.
+fn with_dests<'o, D>(
+    ops: &'o [RangeOp],
+    dests: Vec<Option<D>>,
+    out: &mut [std::result::Result<(), Failure>],
+) -> impl Iterator<Item = (usize, &'o RangeOp, D)> {
+    let mut usable = Vec::with_capacity(ops.len());
+    for (i, (op, dest)) in ops.iter().zip(dests).enumerate() {
+        match dest {
+            Some(dest) => usable.push((i, op, dest)),
+            None if out[i].is_ok() => {
+                out[i] = Err(Failure::BadOp("destination has no address".into()));
+            }
+            None => {}
+        }
+    }
+    usable.into_iter()
 }

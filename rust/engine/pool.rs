@@ -1,4 +1,5 @@
-//! One sidecar: its connection slots and its health (up, or down until a back-off ends).
+//! One sidecar: its connection slots, its idle lane connections, and its health (up, or
+//! down until a back-off ends).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -7,11 +8,16 @@ use std::time::{Duration, Instant};
 use super::conn::Conn;
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, SidecarHealth};
+use super::wire::Wire;
 use crate::proto::Status;
 
 /// Consecutive light failures (BUSY, INTERNAL, a dropped connection) that count as one
 /// real failure: one such answer says little, a run of them says the sidecar is unwell.
 const LIGHT_STRIKES: u32 = 3;
+/// Lane connections per sidecar, busy or idle: one per thread reading at once, up to this
+/// many. A batch that finds them all busy takes the async path rather than opening (and
+/// soon closing) yet another connection.
+const LANE_CONNS: usize = 8;
 
 /// How much a failure says about the sidecar's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +59,10 @@ pub(super) struct Pool {
     /// One async mutex per connection, so concurrent batches share one connect attempt.
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next_slot: AtomicUsize,
+    /// Lane connections (see [`super::lane`]).
+    lane: Mutex<LaneSlots>,
+    /// Lane connections dropped broken and not yet replaced, for the `reconnects` count.
+    lane_broken: AtomicUsize,
     health: Mutex<Health>,
 }
 
@@ -62,6 +72,8 @@ impl Pool {
             addr: addr.to_owned(),
             slots: (0..conns.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
             next_slot: AtomicUsize::new(0),
+            lane: Mutex::new(LaneSlots::default()),
+            lane_broken: AtomicUsize::new(0),
             health: Mutex::new(Health::default()),
         }
     }
@@ -83,6 +95,13 @@ impl Pool {
         (0..n.min(count)).map(|i| (start + i) % count).collect()
     }
 
+    /// The open connection in `slot`, if there is one and no batch is connecting it right
+    /// now; lets a batch skip a task and its wake-up when the connection is already up.
+    pub(super) fn open_conn(&self, slot: usize) -> Option<Arc<Conn>> {
+        let held = self.slots[slot].try_lock().ok()?;
+        held.as_ref().filter(|c| c.is_open()).cloned()
+    }
+
     /// The open connection in `slot`, connecting (and shaking hands) if there is none.
     /// Bounded by `limit`. Records the outcome in the pool's health.
     pub(super) async fn conn(
@@ -98,10 +117,7 @@ impl Pool {
                 return Ok(conn.clone());
             }
             let conn = Conn::connect(&self.addr, cfg.max_inflight).await?;
-            stats.connected(held.is_some());
-            self.health().server_id = Some(conn.ack.server_id);
-            // A fresh handshake is the probe that brings a sidecar back up.
-            self.record(&[], true, &cfg, &stats);
+            self.connected(conn.ack.server_id, held.is_some(), &cfg, &stats);
             *held = Some(conn.clone());
             Ok(conn)
         };
@@ -115,6 +131,59 @@ impl Pool {
             self.record(std::slice::from_ref(why), false, &cfg, &stats);
         }
         result
+    }
+
+    /// Notes a finished handshake (`replaced`: it stands in for a broken connection).
+    pub(super) fn connected(
+        &self,
+        server_id: u64,
+        replaced: bool,
+        cfg: &EngineConfig,
+        stats: &Stats,
+    ) {
+        stats.connected(replaced);
+        self.health().server_id = Some(server_id);
+        // A fresh handshake is the probe that brings a sidecar back up.
+        self.record(&[], true, cfg, stats);
+    }
+
+    fn lane(&self) -> MutexGuard<'_, LaneSlots> {
+        // A push, a pop or a count at a time; a panic cannot leave it half-updated.
+        self.lane.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The right to run a lane batch: an idle connection still usable (those the sidecar
+    /// closed meanwhile are dropped on the way), or room for a new one. `None` when all
+    /// [`LANE_CONNS`] are busy.
+    pub(super) fn lane_ticket(self: &Arc<Self>) -> Option<LaneTicket> {
+        loop {
+            let wire = {
+                let mut lane = self.lane();
+                let wire = lane.idle.pop();
+                if wire.is_none() && lane.busy >= LANE_CONNS {
+                    return None;
+                }
+                lane.busy += 1;
+                wire
+            };
+            let ticket = LaneTicket { pool: self.clone(), wire };
+            match &ticket.wire {
+                Some(wire) if !wire.reusable() => self.lane_broke(), // and try the next
+                _ => return Some(ticket),
+            }
+        }
+    }
+
+    /// Notes that a lane connection was dropped broken.
+    pub(super) fn lane_broke(&self) {
+        self.lane_broken.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a new lane connection replaces a broken one (and counts it as replaced).
+    pub(super) fn lane_replaces(&self) -> bool {
+        self.lane_broken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// Folds a batch's outcome for this sidecar into its health: any heavy failure marks it
@@ -159,5 +228,42 @@ impl Pool {
             transport: "tcp",
             server_id: h.server_id,
         }
+    }
+}
+
+/// A sidecar's lane connections.
+#[derive(Debug, Default)]
+struct LaneSlots {
+    /// Connections owing no answer, ready for a batch.
+    idle: Vec<Wire>,
+    /// Tickets out: connections in use, or being made.
+    busy: usize,
+}
+
+/// One lane batch's claim on a sidecar's lane connections; dropping it frees the claim.
+#[derive(Debug)]
+pub(super) struct LaneTicket {
+    pool: Arc<Pool>,
+    /// An idle connection to use; `None`: make one.
+    pub(super) wire: Option<Wire>,
+}
+
+impl LaneTicket {
+    /// The sidecar.
+    pub(super) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Keeps `wire` for the next batch. Only for a batch that ended cleanly: a connection
+    /// that still owes answers would hand them to the wrong batch.
+    pub(super) fn keep(self, wire: Wire) {
+        self.pool.lane().idle.push(wire);
+    }
+}
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        let mut lane = self.pool.lane();
+        lane.busy = lane.busy.saturating_sub(1);
     }
 }

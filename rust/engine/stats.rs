@@ -10,6 +10,7 @@ use super::types::{EngineStats, Failure};
 #[derive(Debug, Default)]
 pub(super) struct Stats {
     batches: AtomicU64,
+    lane_batches: AtomicU64,
     reads: AtomicU64,
     bytes: AtomicU64,
     whole_reads: AtomicU64,
@@ -23,6 +24,10 @@ pub(super) struct Stats {
 impl Stats {
     pub(super) fn batch(&self) {
         self.batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn lane_batch(&self) {
+        self.lane_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn delivered(&self, bytes: u64, whole: bool) {
@@ -59,6 +64,7 @@ impl Stats {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         EngineStats {
             batches: self.batches.load(Ordering::Relaxed),
+            lane_batches: self.lane_batches.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             whole_reads: self.whole_reads.load(Ordering::Relaxed),

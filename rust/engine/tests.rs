@@ -8,19 +8,19 @@ use super::test_server::{Mode, Stored, TestServer};
 use super::*;
 use crate::proto::Status;
 
-const SENTINEL: u8 = 0xee;
-const COOKIE: u32 = 0x1234_5678;
+pub(super) const SENTINEL: u8 = 0xee;
+pub(super) const COOKIE: u32 = 0x1234_5678;
 
 /// Needle `key` of volume 1 holds `len` bytes that differ per key and position.
-fn pattern(key: u64, len: usize) -> Vec<u8> {
+pub(super) fn pattern(key: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64 * 31 + key * 7) as u8).collect()
 }
 
-fn needles(keys: std::ops::Range<u64>, len: usize) -> HashMap<(u32, u64), Stored> {
+pub(super) fn needles(keys: std::ops::Range<u64>, len: usize) -> HashMap<(u32, u64), Stored> {
     keys.map(|k| ((1, k), Stored::new(COOKIE, pattern(k, len)))).collect()
 }
 
-fn cfg(conns: usize) -> EngineConfig {
+pub(super) fn cfg(conns: usize) -> EngineConfig {
     EngineConfig {
         timeout: Duration::from_millis(1500),
         connect_timeout: Duration::from_millis(500),
@@ -31,11 +31,11 @@ fn cfg(conns: usize) -> EngineConfig {
     }
 }
 
-fn engine(conns: usize) -> Engine {
+pub(super) fn engine(conns: usize) -> Engine {
     Engine::new(cfg(conns)).expect("engine")
 }
 
-fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
+pub(super) fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
     RangeOp {
         sidecar: server.to_owned(),
         volume: 1,
@@ -48,17 +48,17 @@ fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usize) -> Range
     }
 }
 
-fn whole(server: &str, key: u64) -> WholeOp {
+pub(super) fn whole(server: &str, key: u64) -> WholeOp {
     WholeOp { sidecar: server.to_owned(), volume: 1, key, cookie: COOKIE, jwt: String::new() }
 }
 
 /// A loopback port nothing listens on (bound, then released).
-fn free_addr() -> String {
+pub(super) fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").to_string()
 }
 
-fn health_of(engine: &Engine, addr: &str) -> SidecarHealth {
+pub(super) fn health_of(engine: &Engine, addr: &str) -> SidecarHealth {
     engine.health().into_iter().find(|h| h.addr == addr).expect("sidecar known")
 }
 
@@ -229,8 +229,10 @@ fn whole_reads_carry_crc_and_flags() {
 fn a_stalled_answer_times_out_and_its_late_payload_is_discarded() {
     let late = Duration::from_millis(700);
     let server = TestServer::start(needles(0..1, 4096), Mode::StallLate(late));
+    // The async path keeps the connection (the lane drops it: see lane_tests).
     let engine = Engine::new(EngineConfig { timeout: Duration::from_millis(250), ..cfg(1) })
-        .expect("engine");
+        .expect("engine")
+        .without_lane();
     let mut buf = vec![SENTINEL; 4096];
     let start = Instant::now();
     let out = engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 4096, 0)]);
@@ -252,8 +254,10 @@ fn a_stalled_answer_times_out_and_its_late_payload_is_discarded() {
 fn a_timeout_in_the_middle_of_a_payload_kills_the_connection_first() {
     let server =
         TestServer::start(needles(0..1, 200_000), Mode::StallMid(Duration::from_millis(700)));
+    // The async path, whose reader task must be killed before `read_into` returns.
     let engine = Engine::new(EngineConfig { timeout: Duration::from_millis(300), ..cfg(1) })
-        .expect("engine");
+        .expect("engine")
+        .without_lane();
     let mut buf = vec![SENTINEL; 200_000];
     let out = engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 200_000, 0)]);
     assert_eq!(out, vec![Err(Failure::Timeout)]);

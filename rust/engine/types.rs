@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::proto::Status;
+use crate::proto::{ReadRequest, Status, READ_WHOLE};
 
 /// How an [`Engine`](super::Engine) behaves. Every wait it does is bounded by one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,9 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// In-flight READs asked for per connection (the sidecar may grant fewer).
     pub max_inflight: u32,
-    /// TCP connections kept per sidecar; a batch spreads its ops over them.
+    /// TCP connections kept per sidecar; a batch spreads its ops over them. Small batches
+    /// run on the calling thread over connections of their own instead (a few per sidecar,
+    /// as many as threads use at once; see the engine's module docs).
     pub conns_per_sidecar: usize,
     /// First back-off after a sidecar fails; doubles on each further failure.
     pub backoff_min: Duration,
@@ -58,6 +60,21 @@ pub struct RangeOp {
     pub jwt: String,
 }
 
+impl RangeOp {
+    /// The READ asking for this range.
+    pub(super) fn request(&self) -> ReadRequest {
+        ReadRequest {
+            volume: self.volume,
+            cookie: self.cookie,
+            key: self.key,
+            offset: self.offset,
+            length: self.len,
+            jwt: self.jwt.clone(),
+            ..ReadRequest::default()
+        }
+    }
+}
+
 /// One whole-needle read (compressed, encrypted and manifest chunks, end-to-end CRC checks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WholeOp {
@@ -71,6 +88,20 @@ pub struct WholeOp {
     pub cookie: u32,
     /// Read JWT, empty when the sidecar needs none.
     pub jwt: String,
+}
+
+impl WholeOp {
+    /// The READ asking for the whole needle.
+    pub(super) fn request(&self) -> ReadRequest {
+        ReadRequest {
+            volume: self.volume,
+            cookie: self.cookie,
+            key: self.key,
+            flags: READ_WHOLE,
+            jwt: self.jwt.clone(),
+            ..ReadRequest::default()
+        }
+    }
 }
 
 /// A needle's whole data as the sidecar sent it, not yet verified.
@@ -176,6 +207,9 @@ pub struct SidecarHealth {
 pub struct EngineStats {
     /// Calls to `read_into`/`read_whole`.
     pub batches: u64,
+    /// Of those, the ones run on the caller's thread over a blocking connection (small
+    /// batches for one sidecar; see the engine's module docs).
+    pub lane_batches: u64,
     /// Ops delivered (ranged and whole).
     pub reads: u64,
     /// Bytes delivered.

@@ -144,6 +144,7 @@ impl PyEngine {
         let s = self.inner.stats();
         let d = PyDict::new(py);
         d.set_item("batches", s.batches)?;
+        d.set_item("lane_batches", s.lane_batches)?;
         d.set_item("reads", s.reads)?;
         d.set_item("bytes", s.bytes)?;
         d.set_item("whole_reads", s.whole_reads)?;

@@ -20,6 +20,7 @@ fn class_name(err: &Error) -> &'static str {
         Error::Io { .. } | Error::StaleLocation { .. } | Error::Protocol(_) => "SeaweedRdmaError",
         Error::Config(_) => "SeaweedRdmaError",
         Error::Network { .. } => "Unreachable",
+        Error::Verbs(_) => "SeaweedRdmaError",
     }
 }
 

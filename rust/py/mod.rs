@@ -7,6 +7,7 @@ mod fid;
 mod manifest;
 mod plan;
 mod sidecar;
+mod verbs;
 mod volume;
 
 use pyo3::prelude::*;
@@ -21,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     manifest::register(m)?;
     plan::register(m)?;
     sidecar::register(m)?;
+    verbs::register(m)?;
     volume::register(m)?;
     Ok(())
 }

@@ -36,8 +36,9 @@ impl PyVolume {
 
     /// Catches up with the `.idx`; True when the files were replaced (a vacuum) and re-opened.
     fn refresh(&self, py: Python<'_>) -> PyResult<bool> {
-        let outcome =
-            py.detach(|| self.inner.write().unwrap_or_else(PoisonError::into_inner).refresh()).map_err(to_py_err)?;
+        let outcome = py
+            .detach(|| self.inner.write().unwrap_or_else(PoisonError::into_inner).refresh())
+            .map_err(to_py_err)?;
         Ok(outcome == RefreshOutcome::Reopened)
     }
 
@@ -50,13 +51,21 @@ impl PyVolume {
         offset: u64,
         size: usize,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let data = py.detach(|| self.read_lock().read_range(key, cookie, offset, size)).map_err(to_py_err)?;
+        let data = py
+            .detach(|| self.read_lock().read_range(key, cookie, offset, size))
+            .map_err(to_py_err)?;
         Ok(PyBytes::new(py, &data))
     }
 
     /// The needle's whole data, CRC-checked (compressed data is returned as stored).
-    fn read_needle_data<'py>(&self, py: Python<'py>, key: u64, cookie: u32) -> PyResult<Bound<'py, PyBytes>> {
-        let data = py.detach(|| self.read_lock().read_verified_data(key, cookie)).map_err(to_py_err)?;
+    fn read_needle_data<'py>(
+        &self,
+        py: Python<'py>,
+        key: u64,
+        cookie: u32,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data =
+            py.detach(|| self.read_lock().read_verified_data(key, cookie)).map_err(to_py_err)?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -92,7 +101,11 @@ impl PyVolume {
 
     fn __repr__(&self) -> String {
         let v = self.read_lock();
-        format!("Volume(dat_path={:?}, needles={})", v.files().dat.display().to_string(), v.needle_count())
+        format!(
+            "Volume(dat_path={:?}, needles={})",
+            v.files().dat.display().to_string(),
+            v.needle_count()
+        )
     }
 }
 

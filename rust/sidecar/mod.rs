@@ -24,8 +24,10 @@
 //! Anything the sidecar cannot read itself (volume not here, EC volume, a file it does not
 //! understand) is fetched from the volume server over HTTP into the same slabs.
 //!
-//! A deletion shows once the volume's `.idx` has been re-read: at the latest after
-//! `--rescan-secs` (1 s by default).
+//! A deletion shows at once: the volume server appends it to `.idx` before it answers the
+//! delete, and every local read first looks whether `.idx` has grown since the map was
+//! last brought up to date (one `stat`), refreshing the map if it has. The periodic
+//! refresh keeps idle volumes current, so reads rarely find work to do.
 //!
 //! # Shutdown
 //! [`run`] returns after SIGINT or SIGTERM: listeners close, open connections get up to
@@ -38,7 +40,6 @@ mod service;
 mod staging;
 mod stats;
 mod store;
-mod tail;
 mod tcp;
 mod upstream;
 

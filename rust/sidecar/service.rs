@@ -10,12 +10,22 @@ use super::jwt::JwtCheck;
 use super::staging::{Lease, StagingPool};
 use super::stats::{Gauges, Source, Stats};
 use super::store::{LocalRead, Span, Store};
-use super::tail::NeedleMeta;
 use super::upstream::{Fetched, Upstream};
 use super::STAGING_WAIT;
 use crate::error::Error;
 use crate::fid::FileId;
 use crate::proto::{DataHeader, Status};
+
+/// What a DATA answer says about the needle besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct DataMeta {
+    /// The flags byte (0 where the record has none).
+    pub(crate) flags: u8,
+    /// The CRC as stored in the tail.
+    pub(crate) crc: u32,
+    /// Bytes of data in the whole needle.
+    pub(crate) data_size: u32,
+}
 
 /// A read as either front end asks for it.
 #[derive(Debug, Clone)]
@@ -38,7 +48,7 @@ impl Answer {
         Answer { header: DataHeader::error(status), payload: None, source: None }
     }
 
-    fn data(meta: NeedleMeta, lease: Lease, source: Source) -> Answer {
+    fn data(meta: DataMeta, lease: Lease, source: Source) -> Answer {
         let header = DataHeader {
             status: Status::Ok,
             needle_flags: meta.flags,

@@ -14,17 +14,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::service::DataMeta;
 use super::staging::Lease;
 use super::stats::Stats;
-use super::tail::{NeedleMeta, TailReader};
 use crate::error::{Error, Result};
 use crate::volume::{scan_dir, RefreshOutcome, Volume};
 
 /// A lookup for an unknown volume id re-scans the directories at most this often.
 const MISS_RESCAN_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Locate/read rounds before giving up on a volume whose files keep changing.
-const ATTEMPTS: usize = 4;
 
 /// A byte range of a needle's data; `len` may run past the end (it is clamped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +46,7 @@ impl Span {
 #[derive(Debug)]
 pub(crate) enum LocalRead {
     /// The bytes are in the lease (its length is what was served).
-    Done { meta: NeedleMeta, lease: Lease },
+    Done { meta: DataMeta, lease: Lease },
     /// The read needs a lease of `len` bytes; call again with one.
     NeedLease { len: usize },
     /// The clamped range is longer than the sidecar serves in one read.
@@ -60,7 +57,6 @@ pub(crate) enum LocalRead {
 #[derive(Debug)]
 pub(crate) struct Slot {
     volume: RwLock<Volume>,
-    tail: TailReader,
     /// `.dat` inode, `.idx` inode and `.idx` length at the last refresh.
     seen: Mutex<Option<FileState>>,
 }
@@ -69,9 +65,8 @@ type FileState = (u64, u64, u64);
 
 impl Slot {
     fn new(volume: Volume) -> Slot {
-        let tail = TailReader::new(volume.files().dat.clone());
         let seen = Mutex::new(file_state(&volume));
-        Slot { volume: RwLock::new(volume), tail, seen }
+        Slot { volume: RwLock::new(volume), seen }
     }
 
     /// Refreshes only when the files look changed. A refresh takes the volume exclusively,
@@ -97,12 +92,28 @@ impl Slot {
         Ok(outcome)
     }
 
+    /// Refreshes when `.idx` has entries the map lacks. Concurrent readers that all saw it
+    /// behind queue on the write lock; the check is repeated under it so that only the
+    /// first of them does the work.
+    fn catch_up(&self) -> Result<()> {
+        let mut vol = self.volume.write().unwrap_or_else(PoisonError::into_inner);
+        if vol.index_behind() && vol.refresh()? == RefreshOutcome::Reopened {
+            info!(volume = vol.id(), "volume files were replaced (vacuum?); re-opened");
+        }
+        Ok(())
+    }
+
     /// Reads `span` of needle `key` into `lease` (which must hold at least the clamped
-    /// length, else [`LocalRead::NeedLease`] says how much). A key the map lacks is looked
-    /// for once more after a refresh, so a needle written a moment ago is found.
+    /// length, else [`LocalRead::NeedLease`] says how much).
+    ///
+    /// The map is first brought up to date with `.idx` if that has grown (or was replaced):
+    /// the volume server records a deletion there before it acknowledges it, so a deleted
+    /// needle is never served, whatever `--rescan-secs` is. A key the map still lacks is
+    /// looked for once more after another such check, for a needle written a moment ago.
     ///
     /// # Errors
-    /// What [`Volume::locate`] and [`Volume::read_data`] return.
+    /// What [`Volume::refresh`], [`Volume::locate`], [`Volume::read_meta`] and
+    /// [`Volume::read_data`] return.
     pub(crate) fn read(
         &self,
         key: u64,
@@ -111,43 +122,41 @@ impl Slot {
         mut lease: Option<Lease>,
         max_read: u64,
     ) -> Result<LocalRead> {
-        let mut refreshed = false;
-        for _ in 0..ATTEMPTS {
-            let vol = self.volume.read().unwrap_or_else(PoisonError::into_inner);
-            let loc = match vol.locate(key, cookie) {
-                Ok(loc) => loc,
-                Err(Error::NotFound { .. }) if !refreshed => {
-                    drop(vol);
-                    refreshed = true;
-                    self.refresh()?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(meta) = self.tail.read(vol.super_block().version, &loc)? else {
-                drop(vol);
-                self.refresh()?;
-                continue;
-            };
-            let (start, len) = span.clamp(loc.data_size);
-            if len > max_read {
-                return Ok(LocalRead::TooLarge { len });
-            }
-            // `len` fits in u32 (it is at most the data size).
-            let len = len as usize;
-            let Some(mut lease) = lease.take().filter(|l| l.capacity() >= len) else {
-                return Ok(LocalRead::NeedLease { len });
-            };
-            lease.set_len(len);
-            let mut at = start;
-            for chunk in lease.chunks_mut() {
-                vol.read_data(&loc, at, chunk)?;
-                at += chunk.len() as u64;
-            }
-            return Ok(LocalRead::Done { meta, lease });
+        if self.volume.read().unwrap_or_else(PoisonError::into_inner).index_behind() {
+            self.catch_up()?;
         }
-        let vol = self.volume.read().unwrap_or_else(PoisonError::into_inner);
-        Err(Error::StaleLocation { volume: vol.id() })
+        let mut vol = self.volume.read().unwrap_or_else(PoisonError::into_inner);
+        let loc = match vol.locate(key, cookie) {
+            Ok(loc) => loc,
+            // Written between the look at `.idx` above and here? (A wrong cookie or an
+            // unknown key costs no refresh: `.idx` has nothing new then.)
+            Err(Error::NotFound { .. }) => {
+                drop(vol);
+                self.catch_up()?;
+                vol = self.volume.read().unwrap_or_else(PoisonError::into_inner);
+                vol.locate(key, cookie)?
+            }
+            Err(e) => return Err(e),
+        };
+        let (start, len) = span.clamp(loc.data_size);
+        if len > max_read {
+            return Ok(LocalRead::TooLarge { len });
+        }
+        // `len` fits in u32 (it is at most the data size).
+        let len = len as usize;
+        let Some(mut lease) = lease.take().filter(|l| l.capacity() >= len) else {
+            return Ok(LocalRead::NeedLease { len });
+        };
+        // Under the same read guard as `locate`, so the location cannot go stale.
+        let meta = vol.read_meta(&loc)?;
+        let meta = DataMeta { flags: meta.flags, crc: meta.crc, data_size: loc.data_size };
+        lease.set_len(len);
+        let mut at = start;
+        for chunk in lease.chunks_mut() {
+            vol.read_data(&loc, at, chunk)?;
+            at += chunk.len() as u64;
+        }
+        Ok(LocalRead::Done { meta, lease })
     }
 }
 

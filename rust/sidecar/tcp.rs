@@ -65,7 +65,7 @@ enum Reply {
         request_id: u32,
         header: DataHeader,
         payload: Option<Lease>,
-        _permit: Option<OwnedSemaphorePermit>,
+        permit: Option<OwnedSemaphorePermit>,
     },
     Pong {
         request_id: u32,
@@ -272,7 +272,7 @@ fn dispatch(
             request_id,
             header: DataHeader::error(status),
             payload: None,
-            _permit: None,
+            permit: None,
         })
     };
     let req = match ReadRequest::decode(body) {
@@ -297,7 +297,7 @@ fn dispatch(
     tokio::spawn(async move {
         let Answer { header, payload, .. } = service.read(ask).await;
         // A send error means the connection is closing; the answer has nowhere to go.
-        let _ = tx.send(Reply::Data { request_id, header, payload, _permit: Some(permit) }).await;
+        let _ = tx.send(Reply::Data { request_id, header, payload, permit: Some(permit) }).await;
     });
     None
 }
@@ -339,7 +339,10 @@ async fn write_reply(out: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> io::R
             let frame = FrameHeader { kind: Kind::Pong, flags: 0, request_id, body_len: 0 };
             out.write_all(&frame.encode()).await
         }
-        Reply::Data { request_id, header, payload, .. } => {
+        Reply::Data { request_id, header, payload, permit } => {
+            // The slot frees before the client can see the answer, so a client that sends
+            // its next READ on receipt is never refused BUSY for a slot not yet released.
+            drop(permit);
             let body_len = DATA_HEADER_LEN as u32 + header.data_len;
             let mut head = [0u8; FRAME_HEADER_LEN + DATA_HEADER_LEN];
             head[..FRAME_HEADER_LEN].copy_from_slice(

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use super::service::DataMeta;
 use super::staging::{Lease, StagingPool};
 use super::store::Span;
-use super::tail::NeedleMeta;
 use crate::fid::FileId;
 use crate::needle::FLAG_COMPRESSED;
 use crate::proto::Status;
@@ -38,7 +38,7 @@ enum Target {
 #[derive(Debug)]
 pub(crate) enum Fetched {
     /// The bytes are in the lease.
-    Done { meta: NeedleMeta, lease: Lease },
+    Done { meta: DataMeta, lease: Lease },
     /// An answer without data (NOT_FOUND, UNAUTHORIZED, BAD_REQUEST, BUSY).
     Refused(Status),
 }
@@ -202,7 +202,7 @@ impl Upstream {
                 last.checked_sub(first).map(|d| d + 1)
             });
         let content_length = response.body().content_length();
-        let meta = |total: u64| NeedleMeta {
+        let meta = |total: u64| DataMeta {
             flags,
             crc,
             data_size: u32::try_from(total).unwrap_or(u32::MAX),

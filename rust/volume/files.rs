@@ -26,11 +26,15 @@ impl VolumeFiles {
     /// # Errors
     /// [`Error::Unsupported`] when the file name is not `<vid>.dat` or `<collection>_<vid>.dat`.
     pub fn from_dat(dat: &Path) -> Result<VolumeFiles> {
-        let unsupported = |reason: &str| Error::Unsupported { path: dat.to_owned(), reason: reason.to_owned() };
+        let unsupported =
+            |reason: &str| Error::Unsupported { path: dat.to_owned(), reason: reason.to_owned() };
         if dat.extension().and_then(|e| e.to_str()) != Some("dat") {
             return Err(unsupported("a volume is opened through its .dat file"));
         }
-        let name = dat.file_name().and_then(|n| n.to_str()).ok_or_else(|| unsupported("file name is not UTF-8"))?;
+        let name = dat
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| unsupported("file name is not UTF-8"))?;
         let (collection, vid) = parse_volume_file_name(name)
             .ok_or_else(|| unsupported("file name is not <vid>.dat or <collection>_<vid>.dat"))?;
         Ok(VolumeFiles { vid, collection, dat: dat.to_owned(), idx: dat.with_extension("idx") })
@@ -123,7 +127,10 @@ pub(crate) fn index_layout(vif: &Path) -> Result<IndexLayout> {
     match json_uint_field(&text, "bytesOffset") {
         None | Some(0) | Some(4) => Ok(IndexLayout::Offset4),
         Some(5) => Ok(IndexLayout::Offset5),
-        Some(n) => Err(Error::Unsupported { path: vif.to_owned(), reason: format!("bytesOffset {n} (only 4 or 5)") }),
+        Some(n) => Err(Error::Unsupported {
+            path: vif.to_owned(),
+            reason: format!("bytesOffset {n} (only 4 or 5)"),
+        }),
     }
 }
 
@@ -152,7 +159,17 @@ mod tests {
         assert_eq!(parse_volume_file_name("3.dat"), Some((String::new(), 3)));
         assert_eq!(parse_volume_file_name("foo_12.idx"), Some(("foo".into(), 12)));
         assert_eq!(parse_volume_file_name("a_b_7.ecx"), Some(("a_b".into(), 7)));
-        for bad in ["3", "3.", ".dat", "_3.dat", "foo_.dat", "x.dat", "foo_+3.dat", "99999999999.dat", "vol_dir.uuid"] {
+        for bad in [
+            "3",
+            "3.",
+            ".dat",
+            "_3.dat",
+            "foo_.dat",
+            "x.dat",
+            "foo_+3.dat",
+            "99999999999.dat",
+            "vol_dir.uuid",
+        ] {
             assert_eq!(parse_volume_file_name(bad), None, "{bad}");
         }
     }

@@ -102,7 +102,10 @@ impl NeedleMap {
 
 impl fmt::Debug for NeedleMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NeedleMap").field("keys", &self.entries.len()).field("live", &self.live).finish()
+        f.debug_struct("NeedleMap")
+            .field("keys", &self.entries.len())
+            .field("live", &self.live)
+            .finish()
     }
 }
 
@@ -118,7 +121,8 @@ mod tests {
     fn decodes_both_widths() {
         let e = IndexEntry::decode(&entry16(5, 7, 42), IndexLayout::Offset4).expect("16 bytes");
         assert_eq!(e, IndexEntry { key: 5, offset: 56, size: 42 });
-        let wide = [&5u64.to_be_bytes()[..], &7u32.to_be_bytes(), &[1], &42u32.to_be_bytes()].concat();
+        let wide =
+            [&5u64.to_be_bytes()[..], &7u32.to_be_bytes(), &[1], &42u32.to_be_bytes()].concat();
         let e = IndexEntry::decode(&wide, IndexLayout::Offset5).expect("17 bytes");
         assert_eq!(e, IndexEntry { key: 5, offset: ((1u64 << 32) + 7) * 8, size: 42 });
         assert_eq!(IndexEntry::decode(&wide[..16], IndexLayout::Offset5), None);
@@ -127,9 +131,14 @@ mod tests {
     #[test]
     fn later_entries_win_and_tombstones_stay() {
         let mut map = NeedleMap::default();
-        let log =
-            [entry16(1, 1, 10), entry16(2, 3, 20), entry16(1, 5, 11), entry16(2, 9, TOMBSTONE_SIZE), entry16(3, 0, 0)]
-                .concat();
+        let log = [
+            entry16(1, 1, 10),
+            entry16(2, 3, 20),
+            entry16(1, 5, 11),
+            entry16(2, 9, TOMBSTONE_SIZE),
+            entry16(3, 0, 0),
+        ]
+        .concat();
         // The last entry is cut short, as when the volume server is mid-write.
         assert_eq!(map.apply(&log[..log.len() - 3], IndexLayout::Offset4), 4);
         assert_eq!(map.get(1).map(|e| (e.offset, e.size)), Some((40, 11)));

@@ -32,10 +32,10 @@ impl SuperBlock {
     /// [`Error::Unsupported`] when fewer bytes are given or the version is not 1, 2 or 3.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<SuperBlock> {
         let unsupported = |reason: String| Error::Unsupported { path: path.to_owned(), reason };
-        let b: &[u8; SUPER_BLOCK_SIZE] = bytes
-            .get(..SUPER_BLOCK_SIZE)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| unsupported(format!("{} bytes is too short for a superblock", bytes.len())))?;
+        let b: &[u8; SUPER_BLOCK_SIZE] =
+            bytes.get(..SUPER_BLOCK_SIZE).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                unsupported(format!("{} bytes is too short for a superblock", bytes.len()))
+            })?;
         let version = b[0];
         if !(1..=3).contains(&version) {
             return Err(unsupported(format!("needle version {version} (only 1 to 3 are known)")));

@@ -17,6 +17,9 @@ struct Put {
     how: Upload<'static>,
 }
 
+/// A 200-byte file name.
+const LONG_NAME: &str = "a-file-name-long-enough-to-push-the-crc-far-from-the-flags-a-file-name-long-enough-to-push-the-crc-far-from-the-flags-a-file-name-long-enough-to-push-the-crc-far-from-the-flags-a-file-name-long-enough";
+
 fn open_all(cluster: &Cluster) -> HashMap<u32, Volume> {
     let scan = scan_dir(cluster.volume_dir()).expect("scan volume dir");
     assert!(scan.ec_volumes.is_empty());
@@ -43,11 +46,17 @@ fn check_layout(vol: &Volume) {
     let mut pos = vol.super_block().first_needle_offset();
     while pos < dat.len() as u64 {
         let record = &dat[pos as usize..];
-        let needle = Needle::parse(record, version).unwrap_or_else(|e| panic!("record at {pos}: {e}"));
+        let needle =
+            Needle::parse(record, version).unwrap_or_else(|e| panic!("record at {pos}: {e}"));
         starts.insert(pos);
         pos += needle::record_len(needle.header.size, version);
     }
-    assert_eq!(pos, dat.len() as u64, "records of volume {} do not end at the end of .dat", vol.id());
+    assert_eq!(
+        pos,
+        dat.len() as u64,
+        "records of volume {} do not end at the end of .dat",
+        vol.id()
+    );
     let idx = fs::read(&vol.files().idx).expect("read .idx");
     let entry_size = vol.index_layout().entry_size();
     assert_eq!(idx.len() % entry_size, 0, "volume {}: .idx of {} bytes", vol.id(), idx.len());
@@ -55,7 +64,11 @@ fn check_layout(vol: &Volume) {
         let entry = IndexEntry::decode(chunk, vol.index_layout()).expect("whole entry");
         // Deletions point at the tombstone record they appended (offset 0 is the other form).
         if entry.offset != 0 {
-            assert!(starts.contains(&entry.offset), "volume {}: {entry:?} is not at a record start", vol.id());
+            assert!(
+                starts.contains(&entry.offset),
+                "volume {}: {entry:?} is not at a record start",
+                vol.id()
+            );
             let header = Header::parse(&dat[entry.offset as usize..]).expect("header");
             assert_eq!(header.key, entry.key);
             let want_size = if entry.is_tombstone() { 0 } else { entry.size };
@@ -83,6 +96,11 @@ fn check_reads(vol: &Volume, put: &Put, rng: &mut Rng) {
     if vol.super_block().version == 3 {
         assert!(needle.append_at_ns.is_some());
     }
+    // The flags and CRC without reading the record, as the parsed record has them.
+    let meta = vol.read_meta(&loc).expect("read meta");
+    assert_eq!(meta, NeedleMeta { flags: needle.flags, crc: needle.checksum }, "{}", put.fid);
+    assert_eq!(meta.flags & needle::FLAG_COMPRESSED != 0, put.how.gzip, "{}", put.fid);
+    assert!(needle::crc_matches(&put.stored, meta.crc), "{}: crc {:#x}", put.fid, meta.crc);
 
     let len = put.stored.len() as u64;
     for _ in 0..20 {
@@ -90,12 +108,18 @@ fn check_reads(vol: &Volume, put: &Put, rng: &mut Rng) {
         let size = rng.below(len - start + 1) as usize;
         let mut buf = vec![0u8; size];
         vol.read_data(&loc, start, &mut buf).expect("read in bounds");
-        assert_eq!(buf, put.stored[start as usize..start as usize + size], "{} at {start}+{size}", put.fid);
+        assert_eq!(
+            buf,
+            put.stored[start as usize..start as usize + size],
+            "{} at {start}+{size}",
+            put.fid
+        );
     }
     assert_eq!(vol.read_range(key, cookie, 0, put.stored.len()).expect("whole range"), put.stored);
     vol.read_data(&loc, len, &mut []).expect("an empty read at the end is in bounds");
     for (start, size) in [(0, len + 1), (len, 1), (len.saturating_sub(3), 4), (u64::MAX, 1)] {
-        let err = vol.read_data(&loc, start, &mut vec![0u8; size as usize]).expect_err("past the data");
+        let err =
+            vol.read_data(&loc, start, &mut vec![0u8; size as usize]).expect_err("past the data");
         assert!(matches!(err, Error::OutOfBounds { .. }), "{err}");
     }
     assert!(matches!(vol.read_range(key, cookie, 0, usize::MAX), Err(Error::OutOfBounds { .. })));
@@ -113,10 +137,16 @@ fn reads_what_a_real_volume_server_wrote() {
         let data = rng.bytes(len);
         puts.push(Put { fid: cluster.put(None, &data, plain), stored: data, how: plain });
     }
+    // Optional fields this long put the CRC too far from the flags for one read of both.
+    let long =
+        Upload { name: LONG_NAME, mime: Some("application/x-seaweed-rdma-test"), gzip: false };
+    let data = rng.bytes(100);
+    puts.push(Put { fid: cluster.put(None, &data, long), stored: data, how: long });
     let named = Upload { name: "cat.png", mime: Some("image/png"), gzip: false };
     let data = rng.bytes(777);
     puts.push(Put { fid: cluster.put(None, &data, named), stored: data, how: named });
-    let original = b"a text that compresses, a text that compresses, a text that compresses".repeat(50);
+    let original =
+        b"a text that compresses, a text that compresses, a text that compresses".repeat(50);
     let zipped = Upload { name: "notes.txt", mime: None, gzip: true };
     let stored = gzip(&original);
     puts.push(Put { fid: cluster.put(None, &stored, zipped), stored, how: zipped });
@@ -126,10 +156,14 @@ fn reads_what_a_real_volume_server_wrote() {
     let mut volumes = open_all(&cluster);
     let foo = volume(&volumes, in_foo.fid);
     assert_eq!(foo.collection(), "foo");
-    assert_eq!(foo.files().dat.file_name(), Some(format!("foo_{}.dat", in_foo.fid.volume).as_ref()));
+    assert_eq!(
+        foo.files().dat.file_name(),
+        Some(format!("foo_{}.dat", in_foo.fid.volume).as_ref())
+    );
     for vol in volumes.values() {
         assert_eq!(vol.super_block().version, 3);
         assert_eq!(vol.super_block().compaction_revision, 0);
+        assert!(!vol.index_behind(), "volume {} just opened", vol.id());
         check_layout(vol);
     }
     for put in puts.iter().chain([&in_foo]) {
@@ -139,7 +173,9 @@ fn reads_what_a_real_volume_server_wrote() {
         .read_verified_data(puts[puts.len() - 1].fid.key, puts[puts.len() - 1].fid.cookie)
         .expect("compressed needle");
     let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&zipped_back[..]).read_to_end(&mut unzipped).expect("stored bytes are gzip");
+    flate2::read::GzDecoder::new(&zipped_back[..])
+        .read_to_end(&mut unzipped)
+        .expect("stored bytes are gzip");
     assert_eq!(unzipped, original);
 
     // An empty upload is a live needle with no data, and the volume server serves it so.
@@ -155,11 +191,18 @@ fn reads_what_a_real_volume_server_wrote() {
     let vol = volume(&volumes, named_put.fid);
     let mut record = vol.read_needle(named_put.fid.key, named_put.fid.cookie).expect("record");
     for cut in 0..record.len() {
-        assert!(matches!(Needle::parse(&record[..cut], 3), Err(Error::CorruptNeedle(_))), "cut at {cut}");
+        assert!(
+            matches!(Needle::parse(&record[..cut], 3), Err(Error::CorruptNeedle(_))),
+            "cut at {cut}"
+        );
     }
     let crc_at = HEADER_SIZE + Header::parse(&record).expect("header").size as usize;
     let crc = crc32c::crc32c(&named_put.stored);
-    assert_eq!(record[crc_at..crc_at + 4], crc.to_be_bytes(), "the stored CRC is the plain CRC32-C");
+    assert_eq!(
+        record[crc_at..crc_at + 4],
+        crc.to_be_bytes(),
+        "the stored CRC is the plain CRC32-C"
+    );
     record[crc_at..crc_at + 4].copy_from_slice(&legacy_crc(crc).to_be_bytes());
     Needle::parse(&record, 3).expect("record").verify_crc().expect("legacy CRC accepted");
     record[crc_at] ^= 0x40;
@@ -169,10 +212,13 @@ fn reads_what_a_real_volume_server_wrote() {
     // Needles written after opening appear on refresh, not before.
     let data = rng.bytes(3333);
     let late = Put { fid: cluster.put(None, &data, plain), stored: data, how: plain };
-    let vol = volumes.get_mut(&late.fid.volume).expect("plain volumes all exist from the first assign");
+    let vol =
+        volumes.get_mut(&late.fid.volume).expect("plain volumes all exist from the first assign");
     assert!(matches!(vol.locate(late.fid.key, late.fid.cookie), Err(Error::NotFound { .. })));
     let count = vol.needle_count();
+    assert!(vol.index_behind(), "the new .idx entry shows without a refresh");
     assert_eq!(vol.refresh().expect("refresh"), RefreshOutcome::Appended { entries: 1 });
+    assert!(!vol.index_behind());
     assert_eq!(vol.refresh().expect("refresh"), RefreshOutcome::Unchanged);
     assert_eq!(vol.needle_count(), count + 1);
     check_reads(vol, &late, &mut rng);
@@ -183,7 +229,10 @@ fn reads_what_a_real_volume_server_wrote() {
         assert_eq!(cluster.get(gone.fid), None);
         let vol = volumes.get_mut(&gone.fid.volume).expect("opened");
         let count = vol.needle_count();
+        // The volume server wrote the tombstone's entry before it answered the delete.
+        assert!(vol.index_behind(), "deletion of {} shows without a refresh", gone.fid);
         assert_eq!(vol.refresh().expect("refresh"), RefreshOutcome::Appended { entries: 1 });
+        assert!(!vol.index_behind());
         assert_eq!(vol.needle_count(), count - 1);
         let FileId { key, cookie, .. } = gone.fid;
         assert!(matches!(vol.locate(key, cookie), Err(Error::Deleted { .. })));
@@ -208,7 +257,9 @@ fn vacuum_reopens_and_reads_stay_exact() {
     let mut volumes = open_all(&cluster);
     let before: HashMap<u64, Location> = puts
         .iter()
-        .map(|p| (p.fid.key, volume(&volumes, p.fid).locate(p.fid.key, p.fid.cookie).expect("locate")))
+        .map(|p| {
+            (p.fid.key, volume(&volumes, p.fid).locate(p.fid.key, p.fid.cookie).expect("locate"))
+        })
         .collect();
 
     // Deleting every other needle leaves garbage before most survivors, so they move.
@@ -219,7 +270,10 @@ fn vacuum_reopens_and_reads_stay_exact() {
     }
     let vacuumed: BTreeSet<u32> = gone.iter().map(|p| p.fid.volume).collect();
     for vid in &vacuumed {
-        assert!(matches!(volumes.get_mut(vid).expect("opened").refresh(), Ok(RefreshOutcome::Appended { .. })));
+        assert!(matches!(
+            volumes.get_mut(vid).expect("opened").refresh(),
+            Ok(RefreshOutcome::Appended { .. })
+        ));
     }
 
     cluster.vacuum();
@@ -229,16 +283,27 @@ fn vacuum_reopens_and_reads_stay_exact() {
         let vol = &volumes[vid];
         loop {
             let dat = File::open(&vol.files().dat).expect("open .dat");
-            if SuperBlock::read(&dat, &vol.files().dat).expect("superblock").compaction_revision > 0 {
+            if SuperBlock::read(&dat, &vol.files().dat).expect("superblock").compaction_revision > 0
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "volume {vid} was not vacuumed:\n{}", cluster.logs());
+            assert!(
+                Instant::now() < deadline,
+                "volume {vid} was not vacuumed:\n{}",
+                cluster.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     for vid in &vacuumed {
         let vol = volumes.get_mut(vid).expect("opened");
+        // The new `.idx` may be renamed in a moment after the new `.dat`.
+        while !vol.index_behind() {
+            assert!(Instant::now() < deadline, "volume {vid}: the replaced .idx never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         assert_eq!(vol.refresh().expect("refresh"), RefreshOutcome::Reopened, "volume {vid}");
+        assert!(!vol.index_behind());
         assert_eq!(vol.super_block().compaction_revision, 1);
         assert_eq!(vol.refresh().expect("refresh"), RefreshOutcome::Unchanged);
         check_layout(vol);
@@ -249,7 +314,10 @@ fn vacuum_reopens_and_reads_stay_exact() {
         check_reads(vol, put, &mut rng);
         let old = &before[&put.fid.key];
         if vacuumed.contains(&put.fid.volume) {
-            let err = vol.read_data(old, 0, &mut []).expect_err("a location from before the vacuum");
+            let err =
+                vol.read_data(old, 0, &mut []).expect_err("a location from before the vacuum");
+            assert!(matches!(err, Error::StaleLocation { .. }), "{err}");
+            let err = vol.read_meta(old).expect_err("a location from before the vacuum");
             assert!(matches!(err, Error::StaleLocation { .. }), "{err}");
         }
         if vol.locate(put.fid.key, put.fid.cookie).expect("locate").offset != old.offset {

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use super::{cluster_urls, crc_ok, dir_arg, ranged, whole, Client, TestSidecar};
+use super::{crc_ok, dir_arg, ranged, whole, Client, TestSidecar};
 use crate::fid::FileId;
 use crate::needle::FLAG_COMPRESSED;
 use crate::proto::{ReadRequest, Status};
@@ -44,11 +44,11 @@ fn check_bytes(client: &mut Client, fid: FileId, data: &[u8]) {
 fn serves_local_needles_byte_exact() {
     let started = Instant::now();
     let cluster = Cluster::start();
-    let (volume_url, _) = cluster_urls(&cluster);
+    let volume_url = cluster.volume_url();
     let dir = dir_arg(cluster.volume_dir());
     // Re-scans so rare that only the refresh on a miss can find a needle written later.
     let sc =
-        TestSidecar::start(&["--dir", &dir, "--volume-server", &volume_url, "--rescan-secs", "60"]);
+        TestSidecar::start(&["--dir", &dir, "--volume-server", volume_url, "--rescan-secs", "60"]);
     let mut rng = Rng::new(11);
     let mut needles = Vec::new();
     for size in [1usize, 1000, 70_000, 1_500_000, 0] {
@@ -100,14 +100,8 @@ fn serves_local_needles_byte_exact() {
     assert_eq!(unpacked, text);
 
     // Deleted: visible once the sidecar re-reads the index (at most --rescan-secs).
-    let fast = TestSidecar::start(&[
-        "--dir",
-        &dir,
-        "--volume-server",
-        &volume_url,
-        "--rescan-secs",
-        "0.2",
-    ]);
+    let fast =
+        TestSidecar::start(&["--dir", &dir, "--volume-server", volume_url, "--rescan-secs", "0.2"]);
     let mut client = fast.connect();
     cluster.delete(late_fid);
     wait_for_status(&mut client, late_fid, Status::Deleted);
@@ -139,6 +133,89 @@ fn serves_local_needles_byte_exact() {
     eprintln!("serves_local_needles_byte_exact: {:?}", started.elapsed());
 }
 
+#[test]
+fn deletes_show_at_once() {
+    let started = Instant::now();
+    let cluster = Cluster::start();
+    let dir = dir_arg(cluster.volume_dir());
+    let mut rng = Rng::new(23);
+    // Needles in the volumes' maps from the start (and something in every volume, so the
+    // sidecar opens them all at start).
+    let mut live: Vec<(FileId, Vec<u8>)> = (0..24)
+        .map(|_| {
+            let size = 1 + rng.below(30_000) as usize;
+            let data = rng.bytes(size);
+            (upload(&cluster, &data), data)
+        })
+        .collect();
+    // Periodic refreshes so rare that none happens during the test: only the read path
+    // can notice a deletion.
+    let sc = TestSidecar::start(&[
+        "--dir",
+        &dir,
+        "--volume-server",
+        cluster.volume_url(),
+        "--rescan-secs",
+        "60",
+    ]);
+    let mut client = sc.connect();
+    let delete_and_check = |client: &mut Client, fid: FileId, data: Option<&[u8]>, what: &str| {
+        if let Some(data) = data {
+            let (head, bytes) = client.read(&whole(fid));
+            assert_eq!((head.status, bytes.as_slice()), (Status::Ok, data), "{what}: {fid}");
+        }
+        cluster.delete(fid);
+        for req in [whole(fid), ranged(fid, 0, 1)] {
+            let (head, bytes) = client.read(&req);
+            assert_eq!(head.status, Status::Deleted, "{what}: {fid} right after its delete");
+            assert!(bytes.is_empty());
+        }
+    };
+    // After a vacuum the volume server appends to a new `.idx`; the sidecar must notice
+    // deletions there too, though it still holds the old files open. One deletion first,
+    // so that this volume, and only this one, has garbage: the master compacts each volume
+    // with garbage before it answers, a few seconds each.
+    let count = |vid: u32| live.iter().filter(|(f, _)| f.volume == vid).count();
+    let vid = live.iter().map(|(f, _)| f.volume).max_by_key(|&v| count(v)).expect("needles");
+    let in_vid: Vec<(FileId, Vec<u8>)> =
+        live.iter().filter(|(f, _)| f.volume == vid).cloned().collect();
+    live.retain(|(f, _)| f.volume != vid);
+    assert!(in_vid.len() >= 2, "volume {vid} holds {} needles", in_vid.len());
+    delete_and_check(&mut client, in_vid[0].0, Some(&in_vid[0].1), "before vacuum");
+    let dat = cluster.volume_dir().join(format!("{vid}.dat"));
+    let inode = |p: &std::path::Path| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("dat"))
+    };
+    let before = inode(&dat);
+    cluster.vacuum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inode(&dat) == before {
+        assert!(Instant::now() < deadline, "vacuum never replaced {}", dat.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // No read in between: the first thing the sidecar hears of the new files is a read
+    // of a needle deleted in them.
+    delete_and_check(&mut client, in_vid[1].0, None, "first after vacuum");
+    for (fid, data) in &in_vid[2..] {
+        delete_and_check(&mut client, *fid, Some(data), "after vacuum");
+    }
+
+    for round in 0..20 {
+        // Alternately a needle from before the sidecar started and one written just now
+        // (found through a refresh), now and then an empty one.
+        let (fid, data) = if round % 2 == 0 && !live.is_empty() {
+            live.swap_remove(rng.below(live.len() as u64) as usize)
+        } else {
+            let size = if round % 7 == 3 { 0 } else { 1 + rng.below(100_000) as usize };
+            let data = rng.bytes(size);
+            (upload(&cluster, &data), data)
+        };
+        delete_and_check(&mut client, fid, Some(&data), &format!("round {round}"));
+    }
+    client.ping();
+    eprintln!("deletes_show_at_once: {:?}", started.elapsed());
+}
+
 fn wait_for_status(client: &mut Client, fid: FileId, want: Status) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -168,11 +245,11 @@ fn http_get(url: &str, bearer: Option<&str>) -> (u16, Option<String>, Vec<u8>) {
 #[test]
 fn http_endpoints_and_jwt() {
     let cluster = Cluster::start();
-    let (volume_url, _) = cluster_urls(&cluster);
+    let volume_url = cluster.volume_url();
     let dir = dir_arg(cluster.volume_dir());
     let data = Rng::new(5).bytes(3000);
     let fid = upload(&cluster, &data);
-    let sc = TestSidecar::start(&["--dir", &dir, "--volume-server", &volume_url]);
+    let sc = TestSidecar::start(&["--dir", &dir, "--volume-server", volume_url]);
     let base = sc.http();
 
     let (status, source, body) = http_get(
@@ -216,7 +293,7 @@ fn http_endpoints_and_jwt() {
 
     // With a read key: tokens for exactly this fid, over both the protocol and HTTP.
     let secured =
-        TestSidecar::start(&["--dir", &dir, "--volume-server", &volume_url, "--jwt-key", "s3cret"]);
+        TestSidecar::start(&["--dir", &dir, "--volume-server", volume_url, "--jwt-key", "s3cret"]);
     let token =
         super::super::mint_jwt("s3cret", &fid, Some(jsonwebtoken::get_current_timestamp() + 60))
             .expect("mint");

@@ -17,7 +17,6 @@ use crate::proto::{
     DataHeader, FrameHeader, Hello, HelloAck, Kind, ReadRequest, DATA_HEADER_LEN, FRAME_HEADER_LEN,
     HELLO_ACK_LEN, READ_WHOLE, TRANSPORT_TCP, VERSION,
 };
-use crate::testutil::Cluster;
 
 /// A sidecar on its own runtime, listening on free loopback ports; stopped on drop.
 pub(super) struct TestSidecar {
@@ -62,28 +61,6 @@ impl Drop for TestSidecar {
             self.rt.block_on(sidecar.shutdown());
         }
     }
-}
-
-/// The HTTP addresses of a [`Cluster`]'s volume server and master, read from the volume
-/// server's command line (the cluster helper keeps them private).
-pub(super) fn cluster_urls(cluster: &Cluster) -> (String, String) {
-    let dir_arg = format!("-dir={}", cluster.volume_dir().display());
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
-        let args: Vec<String> =
-            cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if !args.contains(&dir_arg) || !args.iter().any(|a| a == "volume") {
-            continue;
-        }
-        let flag = |name: &str| {
-            args.iter().find_map(|a| a.strip_prefix(name)).expect("flag present").to_owned()
-        };
-        let port = flag("-port=");
-        let mserver = flag("-mserver=");
-        let master = mserver.rsplit_once('.').map_or(mserver.as_str(), |(http, _grpc)| http);
-        return (format!("http://127.0.0.1:{port}"), format!("http://{master}"));
-    }
-    panic!("no volume server with {dir_arg} running");
 }
 
 /// A READ for `len` bytes at `offset`.

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use super::{cluster_urls, dir_arg, ranged, whole, Client, TestSidecar};
+use super::{dir_arg, ranged, whole, Client, TestSidecar};
 use crate::fid::FileId;
 use crate::needle::{FLAG_CHUNK_MANIFEST, FLAG_COMPRESSED};
 use crate::proto::{DataHeader, Status};
@@ -19,7 +19,7 @@ fn read_whole(client: &mut Client, fid: FileId) -> (DataHeader, Vec<u8>) {
 #[test]
 fn fetches_what_it_cannot_read_locally() {
     let cluster = Cluster::start();
-    let (volume_url, master_url) = cluster_urls(&cluster);
+    let (volume_url, master_url) = (cluster.volume_url(), cluster.master_url());
     let mut rng = Rng::new(3);
     let plain = rng.bytes(5000);
     let big = rng.bytes(1_300_000);
@@ -37,10 +37,10 @@ fn fetches_what_it_cannot_read_locally() {
         "--dir",
         &dir_arg(cluster.volume_dir()),
         "--volume-server",
-        &volume_url,
+        volume_url,
     ]);
-    let direct = TestSidecar::start(&["--dir", &empty, "--volume-server", &volume_url]);
-    let via_master = TestSidecar::start(&["--dir", &empty, "--master", &master_url]);
+    let direct = TestSidecar::start(&["--dir", &empty, "--volume-server", volume_url]);
+    let via_master = TestSidecar::start(&["--dir", &empty, "--master", master_url]);
     let mut reference = local.connect();
 
     for sc in [&direct, &via_master] {

@@ -1,0 +1,288 @@
+//! The lane: a small batch for one sidecar, run entirely on the calling thread over a
+//! blocking connection ([`Wire`]).
+//!
+//! The async path costs several thread hops per batch (the caller wakes the writer task,
+//! the reader task wakes the caller), each a wake-up and a context switch; on a small
+//! machine those dominate a 4 KiB read. The lane writes every READ of the batch in one
+//! `write`, then reads the answers (in any order, matched by request id) itself, ranged
+//! payloads straight into the caller's slices. Because the caller's buffer is only used
+//! while the call runs, plain borrows do: no raw pointers, no cancellation protocol.
+//!
+//! A lane connection goes back to its sidecar's idle list only after a batch that ended
+//! cleanly (every request answered, nothing left unread); after any error or timeout it is
+//! dropped, since answers it still owes would otherwise reach the next batch. Health works
+//! as on the async path: a sidecar in back-off is not tried, a connect failure, timeout or
+//! protocol error marks it down, and a handshake or an answer brings it back up.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::batch::{Ctx, Outcome};
+use super::conn::Delivered;
+use super::frames;
+use super::pool::{LaneTicket, Pool};
+use super::types::{Failure, WholeNeedle};
+use super::wire::{timed_out, Wire};
+use crate::needle::FLAG_COMPRESSED;
+use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest, Status};
+
+/// Most ops a batch may have to take the lane: a handful of requests pipelined on one
+/// connection; larger batches gain from spreading over the async connections.
+pub(super) const LANE_MAX_OPS: usize = 8;
+/// Largest ranged op the lane takes: past this, transfer time dwarfs the hops saved, and
+/// the async path spreads big batches over several connections.
+pub(super) const LANE_MAX_LEN: u32 = 1 << 20;
+
+/// Where an answer goes.
+#[derive(Debug)]
+pub(super) enum Sink<'b> {
+    /// Into this slice of the caller's buffer.
+    Range(&'b mut [u8]),
+    /// Into a fresh `Vec` (whole-needle reads).
+    Whole,
+}
+
+/// One request of a lane batch.
+#[derive(Debug)]
+pub(super) struct LaneOp<'b> {
+    pub(super) req: ReadRequest,
+    pub(super) sink: Sink<'b>,
+}
+
+/// The sidecar a batch should go to over the lane, given each op's sidecar and length
+/// (0 for whole reads): `None` unless there are 1 to [`LANE_MAX_OPS`] ops, all for one
+/// sidecar and none longer than [`LANE_MAX_LEN`].
+pub(super) fn target<'o>(mut ops: impl Iterator<Item = (&'o str, u32)>) -> Option<&'o str> {
+    let (addr, len) = ops.next()?;
+    let mut count = 1;
+    if len > LANE_MAX_LEN {
+        return None;
+    }
+    for (other, len) in ops {
+        count += 1;
+        if count > LANE_MAX_OPS || other != addr || len > LANE_MAX_LEN {
+            return None;
+        }
+    }
+    Some(addr)
+}
+
+/// The claim on a lane connection of `addr`'s sidecar for one batch, unless the sidecar's
+/// lane connections are all busy (the batch then takes the async path).
+pub(super) fn ticket(ctx: &Ctx<'_>, addr: &str) -> Option<LaneTicket> {
+    ctx.generation.pool(addr, ctx.cfg.conns_per_sidecar).lane_ticket()
+}
+
+/// Runs `ops` on the ticket's sidecar and returns one outcome per op.
+pub(super) fn run(ctx: &Ctx<'_>, mut ticket: LaneTicket, ops: &mut [LaneOp<'_>]) -> Vec<Outcome> {
+    let deadline = Instant::now() + ctx.cfg.timeout;
+    let pool = ticket.pool().clone();
+    if pool.in_backoff(Instant::now()) {
+        return ops.iter().map(|_| Err(Failure::Down)).collect();
+    }
+    let mut wire = match ticket.wire.take() {
+        Some(wire) => wire,
+        None => match connect(ctx, &pool, deadline) {
+            Ok(wire) => wire,
+            Err(why) => {
+                pool.record(std::slice::from_ref(&why), false, ctx.cfg, ctx.stats);
+                return ops.iter().map(|_| Err(why.clone())).collect();
+            }
+        },
+    };
+    let mut exchange = Exchange {
+        max_body: frames::max_answer(&wire.ack),
+        window: frames::window(&wire.ack, ctx.cfg.max_inflight),
+        wire: &mut wire,
+        deadline,
+        pending: Vec::with_capacity(ops.len()),
+        results: ops.iter().map(|_| None).collect(),
+        aborted: false,
+    };
+    let ended = exchange.run(ops);
+    let (aborted, results) = (exchange.aborted, exchange.results);
+    if aborted {
+        ctx.stats.aborted(1);
+    }
+    let results: Vec<Outcome> = match ended {
+        Ok(()) => {
+            ticket.keep(wire);
+            // Every op was answered or refused before sending; `Timeout` cannot show.
+            results.into_iter().map(|r| r.unwrap_or(Err(Failure::Timeout))).collect()
+        }
+        Err(why) => {
+            drop((wire, ticket)); // it may owe answers: never reuse it
+            pool.lane_broke();
+            results.into_iter().map(|r| r.unwrap_or_else(|| Err(why.clone()))).collect()
+        }
+    };
+    let failures: Vec<Failure> = results.iter().filter_map(|r| r.as_ref().err()).cloned().collect();
+    let success = results.iter().any(Result::is_ok);
+    pool.record(&failures, success, ctx.cfg, ctx.stats);
+    results
+}
+
+/// A new lane connection, within the connect timeout (and the batch's deadline).
+fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failure> {
+    let limit = deadline.min(Instant::now() + ctx.cfg.connect_timeout);
+    let addrs = resolve(ctx, &pool.addr, limit)?;
+    let wire = Wire::connect(&addrs, ctx.cfg.max_inflight, limit)?;
+    pool.connected(wire.ack.server_id, pool.lane_replaces(), ctx.cfg, ctx.stats);
+    Ok(wire)
+}
+
+/// The addresses of `addr`: parsed when it is an `ip:port`, else looked up on the engine
+/// runtime's blocking threads, so the wait has a deadline (`getaddrinfo` has none).
+fn resolve(ctx: &Ctx<'_>, addr: &str, limit: Instant) -> Result<Vec<SocketAddr>, Failure> {
+    if let Ok(one) = addr.parse::<SocketAddr>() {
+        return Ok(vec![one]);
+    }
+    let wait = limit.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    let lookup = tokio::time::timeout(wait, tokio::net::lookup_host(addr));
+    match ctx.generation.rt.block_on(lookup) {
+        Ok(Ok(found)) => Ok(found.collect()),
+        Ok(Err(e)) => Err(Failure::Connect(format!("resolve {addr}: {e}"))),
+        Err(_) => Err(Failure::Connect(format!("resolve {addr}: no answer in time"))),
+    }
+}
+
+fn io_failure(e: io::Error) -> Failure {
+    if timed_out(&e) {
+        Failure::Timeout
+    } else {
+        Failure::Lost(e.to_string())
+    }
+}
+
+fn protocol(what: impl Into<String>) -> Failure {
+    Failure::Protocol(what.into())
+}
+
+/// One batch's requests and answers on one connection.
+struct Exchange<'w> {
+    wire: &'w mut Wire,
+    deadline: Instant,
+    max_body: u32,
+    /// Requests allowed in flight at once.
+    window: usize,
+    /// `(request id, op index)` of requests sent and not yet answered.
+    pending: Vec<(u32, usize)>,
+    results: Vec<Option<Outcome>>,
+    /// The deadline passed while a payload was landing in the caller's buffer.
+    aborted: bool,
+}
+
+impl Exchange<'_> {
+    /// Sends and answers every op; `Err` ends the batch (and the connection): ops without
+    /// a result share that failure.
+    fn run(&mut self, ops: &mut [LaneOp<'_>]) -> Result<(), Failure> {
+        // Ops the sidecar would refuse fail here; the rest queue up.
+        let mut queue = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match frames::read_body(&op.req, &self.wire.ack) {
+                Ok(frame) => queue.push((i, frame)),
+                Err(why) => self.results[i] = Some(Err(why)),
+            }
+        }
+        let mut queue = queue.into_iter();
+        self.send(&mut queue)?;
+        while !self.pending.is_empty() {
+            self.answer(ops)?;
+            self.send(&mut queue)?;
+        }
+        Ok(())
+    }
+
+    /// Sends queued requests, in one write, until the window is full or the queue empty.
+    fn send(&mut self, queue: &mut impl Iterator<Item = (usize, Vec<u8>)>) -> Result<(), Failure> {
+        let mut out = Vec::new();
+        while self.pending.len() < self.window {
+            let Some((i, mut frame)) = queue.next() else { break };
+            let id = self.wire.next_id();
+            frames::stamp(&mut frame, Kind::Read, id);
+            if out.is_empty() {
+                out = frame; // the usual single request: no copy
+            } else {
+                out.extend_from_slice(&frame);
+            }
+            self.pending.push((id, i));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.wire.send(&out, self.deadline).map_err(io_failure)
+    }
+
+    /// Reads one answer and settles its op.
+    fn answer(&mut self, ops: &mut [LaneOp<'_>]) -> Result<(), Failure> {
+        let deadline = self.deadline;
+        let mut raw = [0u8; proto::FRAME_HEADER_LEN];
+        self.wire.read_exact(&mut raw, deadline).map_err(io_failure)?;
+        let header =
+            FrameHeader::decode(&raw, self.max_body).map_err(|e| protocol(e.to_string()))?;
+        if header.kind != Kind::Data {
+            return Err(protocol(format!("{:?} frame where DATA was due", header.kind)));
+        }
+        // A lane connection owes no answers from earlier batches: an unknown id is a fault.
+        let id = header.request_id;
+        let at = self
+            .pending
+            .iter()
+            .position(|&(pending, _)| pending == id)
+            .ok_or_else(|| protocol(format!("answer to request {id}, which is not pending")))?;
+        let (_, i) = self.pending.swap_remove(at);
+        let payload = header
+            .body_len
+            .checked_sub(proto::DATA_HEADER_LEN as u32)
+            .ok_or_else(|| protocol("DATA body shorter than its header"))?;
+        let mut raw = [0u8; proto::DATA_HEADER_LEN];
+        self.wire.read_exact(&mut raw, deadline).map_err(io_failure)?;
+        let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
+        if data.status == Status::Ok && data.data_len != payload {
+            return Err(protocol(format!(
+                "DATA says {} bytes but carries {payload}",
+                data.data_len
+            )));
+        }
+        let n = payload as usize;
+        let result = match &mut ops[i].sink {
+            _ if data.status != Status::Ok => {
+                self.wire.skip(n, deadline).map_err(io_failure)?;
+                Err(Failure::Status(data.status))
+            }
+            Sink::Range(_) if data.needle_flags & FLAG_COMPRESSED != 0 => {
+                self.wire.skip(n, deadline).map_err(io_failure)?;
+                Err(Failure::Compressed)
+            }
+            Sink::Range(dest) if n > dest.len() => {
+                return Err(protocol(format!("{n} bytes for a {}-byte read", dest.len())));
+            }
+            Sink::Range(dest) => {
+                if let Err(e) = self.wire.read_exact(&mut dest[..n], deadline) {
+                    let why = io_failure(e);
+                    self.aborted = why == Failure::Timeout;
+                    return Err(why);
+                }
+                if n < dest.len() {
+                    Err(Failure::Short { got: payload, want: dest.len() as u32 })
+                } else {
+                    Ok(Delivered::Range(payload))
+                }
+            }
+            Sink::Whole => {
+                let mut bytes = Vec::new();
+                bytes
+                    .try_reserve_exact(n)
+                    .map_err(|_| protocol(format!("cannot allocate {n} bytes")))?;
+                bytes.resize(n, 0);
+                self.wire.read_exact(&mut bytes, deadline).map_err(io_failure)?;
+                let needle =
+                    WholeNeedle { data: bytes, crc: data.crc, needle_flags: data.needle_flags };
+                Ok(Delivered::Whole(needle))
+            }
+        };
+        self.results[i] = Some(result);
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! One blocking TCP connection of the lane ([`super::lane`]): connect and handshake, and
+//! reads and writes that each wait at most until the batch's deadline.
+//!
+//! Every blocking call is preceded by setting the socket's timeout to the time left, so no
+//! call can outlive the deadline (give or take the kernel's timer rounding). A timed-out
+//! call shows as `WouldBlock` (Linux) or `TimedOut`; both mean "deadline passed" here.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::conn::READ_BUFFER;
+use super::frames;
+use super::types::Failure;
+use crate::proto::{self, HelloAck};
+
+/// Time left until `deadline`, or `TimedOut` once it has passed (a zero socket timeout
+/// would mean "wait forever").
+fn left(deadline: Instant) -> io::Result<Duration> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Whether an I/O error only says that the socket timeout ran out.
+pub(super) fn timed_out(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// One `read` into `dst`, waiting at most until `deadline`; end of stream is an error.
+fn read_some(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        stream.set_read_timeout(Some(left(deadline)?))?;
+        match stream.read(dst) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => return Ok(n),
+            // Interrupted, or the socket timeout fired (it may round down): `left` decides
+            // whether time remains.
+            Err(e) if e.kind() == ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `bytes`, waiting at most until `deadline`.
+fn write_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.set_write_timeout(Some(left(deadline)?))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A handshaken blocking connection with a small read buffer.
+///
+/// The buffer lets one `read` take several small answers (or a header with its payload);
+/// a remainder at least as large as the buffer is read straight into its destination.
+#[derive(Debug)]
+pub(super) struct Wire {
+    stream: TcpStream,
+    /// What the sidecar granted.
+    pub(super) ack: HelloAck,
+    buf: Box<[u8]>,
+    /// Unread bytes are `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    next_id: u32,
+}
+
+impl Wire {
+    /// Connects to the first of `addrs` that answers, asks for `want_inflight` requests in
+    /// flight, and checks the grant; all before `deadline`.
+    pub(super) fn connect(
+        addrs: &[SocketAddr],
+        want_inflight: u32,
+        deadline: Instant,
+    ) -> Result<Wire, Failure> {
+        let fail = |what: &str, e: io::Error| Failure::Connect(format!("{what}: {e}"));
+        let mut last = io::Error::new(ErrorKind::NotFound, "address resolved to nothing");
+        let mut stream = None;
+        for addr in addrs {
+            match left(deadline).and_then(|d| TcpStream::connect_timeout(addr, d)) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut stream = stream.ok_or_else(|| Failure::Connect(last.to_string()))?;
+        // Requests are small and latency-bound; never let Nagle hold them back.
+        stream.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+        write_all(&mut stream, &frames::hello(want_inflight), deadline)
+            .map_err(|e| fail("HELLO", e))?;
+        let mut raw = [0u8; proto::HELLO_ACK_LEN];
+        let mut got = 0;
+        // Exactly the ack: nothing else is sent until a request is.
+        while got < raw.len() {
+            got += read_some(&mut stream, &mut raw[got..], deadline)
+                .map_err(|e| fail("HELLO_ACK", e))?;
+        }
+        let ack = frames::accept_ack(&raw)?;
+        let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
+        Ok(Wire { stream, ack, buf, pos: 0, end: 0, next_id: 0 })
+    }
+
+    /// A fresh request id (a clean connection owes no answers, so any id is free).
+    pub(super) fn next_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// Sends `bytes` (whole request frames).
+    pub(super) fn send(&mut self, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+        write_all(&mut self.stream, bytes, deadline)
+    }
+
+    /// Fills `dst` from the buffer and then the socket.
+    pub(super) fn read_exact(&mut self, dst: &mut [u8], deadline: Instant) -> io::Result<()> {
+        let mut got = self.take_buffered(dst);
+        while got < dst.len() {
+            if dst.len() - got >= self.buf.len() {
+                got += read_some(&mut self.stream, &mut dst[got..], deadline)?;
+            } else {
+                self.refill(deadline)?;
+                got += self.take_buffered(&mut dst[got..]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and drops `n` bytes.
+    pub(super) fn skip(&mut self, mut n: usize, deadline: Instant) -> io::Result<()> {
+        loop {
+            let buffered = (self.end - self.pos).min(n);
+            self.pos += buffered;
+            n -= buffered;
+            if n == 0 {
+                return Ok(());
+            }
+            self.refill(deadline)?;
+        }
+    }
+
+    /// Whether the connection can take a new batch: nothing unread is buffered, and the
+    /// socket holds no data and no end of stream (the sidecar closes idle connections).
+    /// Costs three system calls, a small price next to a failed batch.
+    pub(super) fn reusable(&self) -> bool {
+        if self.pos != self.end || self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let quiet =
+            matches!(self.stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock);
+        self.stream.set_nonblocking(false).is_ok() && quiet
+    }
+
+    fn take_buffered(&mut self, dst: &mut [u8]) -> usize {
+        let n = (self.end - self.pos).min(dst.len());
+        dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        n
+    }
+
+    /// Reads what the socket has (at least one byte) into the emptied buffer.
+    fn refill(&mut self, deadline: Instant) -> io::Result<()> {
+        debug_assert_eq!(self.pos, self.end, "refill with unread bytes");
+        self.end = read_some(&mut self.stream, &mut self.buf, deadline)?;
+        self.pos = 0;
+        Ok(())
+    }
+}
