@@ -28,3 +28,26 @@ class TestVerbsProbe:
             for port in device["ports"]:
                 assert port["state"]
                 assert port["link_layer"] in ("InfiniBand", "Ethernet", "Unspecified")
+
+
+class TestDoctor:
+    def test_doctor_text_and_exit_status(self) -> None:
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "seaweed_rdma.cli", "doctor"],
+                           capture_output=True, text=True, timeout=60)
+        report = json.loads(_core.verbs_probe())
+        assert r.returncode == (0 if report["usable"] else 1)
+        assert "libibverbs:" in r.stdout and "FUSE:" in r.stdout and "memlock:" in r.stdout
+        if not report["usable"]:
+            assert "NOT usable" in r.stdout
+            assert report["reasons"][0] in r.stdout
+
+    def test_doctor_json(self) -> None:
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "seaweed_rdma.cli", "doctor", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert json.loads(r.stdout)["reasons"] == json.loads(_core.verbs_probe())["reasons"]

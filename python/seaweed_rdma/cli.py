@@ -106,6 +106,12 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return run_bench(cfg, filer=a.filer, sidecar=sidecar, path=a.path)
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(as_json=a.json)
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -170,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", default=None, metavar="FILE", help="also write a PNG plot")
     s.add_argument("--quiet", action="store_true", help="no progress lines")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("doctor", help="what this host can do: RDMA devices, ports, GIDs, "
+                                      "memlock, rdma_rxe, FUSE (exit 1 when RDMA is unusable)")
+    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
                                     "back over each path and print a table")

@@ -1,0 +1,85 @@
+"""The wheel: built by maturin, installed into a clean venv, imported on a host where
+libibverbs.so.1 is hidden, and reading a file over tcp from the real cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+IBVERBS = Path("/usr/lib/x86_64-linux-gnu/libibverbs.so.1")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("wheel")
+    maturin = Path(sys.executable).parent / "maturin"
+    r = subprocess.run([str(maturin), "build", "-q", "-o", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheels = list(out.glob("seaweed_rdma-*.whl"))
+    assert len(wheels) == 1, wheels
+    assert "abi3" in wheels[0].name and "manylinux" in wheels[0].name, wheels[0].name
+    return wheels[0]
+
+
+@pytest.fixture(scope="module")
+def clean_venv(wheel, tmp_path_factory):  # type: ignore[no-untyped-def]
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    r = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return venv
+
+
+def test_extension_does_not_link_libibverbs(clean_venv):  # type: ignore[no-untyped-def]
+    if not shutil.which("readelf"):
+        pytest.skip("readelf not installed")
+    so = next(clean_venv.glob("lib/python*/site-packages/seaweed_rdma/_core*.so"))
+    dynamic = subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True,
+                             check=True).stdout
+    needed = [line for line in dynamic.splitlines() if "(NEEDED)" in line]
+    assert needed and not any("ibverbs" in n or "rdmacm" in n for n in needed), needed
+
+
+def test_import_and_read_without_libibverbs(clean_venv, cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0 or not shutil.which("unshare") or not IBVERBS.exists():
+        pytest.skip("needs root, unshare and an installed libibverbs to hide")
+    s = shapes["multi_chunk"]
+    script = (
+        "import ctypes, json, sys\n"
+        "try:\n"
+        "    ctypes.CDLL('libibverbs.so.1'); print('LIBIBVERBS STILL LOADABLE'); sys.exit(3)\n"
+        "except OSError:\n"
+        "    pass\n"
+        "import seaweed_rdma\n"
+        f"c = seaweed_rdma.Client({cluster.filer.grpc_address!r}, "
+        f"sidecar={sidecars!r}, transport='auto')\n"
+        f"data = c.read({s.path!r})\n"
+        "st = c.stats()\n"
+        "print(json.dumps({'len': len(data), 'sha': __import__('hashlib').sha256(data)"
+        ".hexdigest(), 'fast': st['fast']['bytes'], 'http': st['http']['bytes'], "
+        "'transport': st['transport']}))\n"
+    )
+    # A private mount namespace in which libibverbs.so.1 is an empty file.
+    hide = (f"mount --bind /dev/null {IBVERBS} && "
+            f"cd / && {clean_venv}/bin/python -c \"$SCRIPT\"")
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", hide],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "SCRIPT": script})
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    import hashlib
+    import json
+
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["len"] == len(s.data)
+    assert got["sha"] == hashlib.sha256(s.data).hexdigest()
+    assert got["transport"] == "tcp" and got["fast"] == len(s.data) and got["http"] == 0
