@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from ._core import Plan, decode_manifest
 from .codec import decode_chunk
@@ -51,6 +52,15 @@ class DecodedChunkCache:
             while self._used > self._capacity and self._items:
                 _, dropped = self._items.popitem(last=False)
                 self._used -= len(dropped)
+
+
+@dataclass
+class ReadWork:
+    """A planned read: its length, whole chunks to decode, ranges to fetch."""
+
+    n: int
+    whole: list[tuple[Chunk, int, memoryview]]
+    ranged: list[RangeRequest]
 
 
 class FileView:
@@ -121,35 +131,44 @@ class ReadPath:
 
     # -- reads ------------------------------------------------------------------------
 
-    def readinto(self, view: FileView, buf: memoryview, offset: int) -> int:
-        """Fills ``buf`` from file offset ``offset``; returns the byte count (short at EOF)."""
+    def prepare(self, view: FileView, buf: memoryview, offset: int) -> ReadWork:
+        """Plans a read into ``buf``: zero-fills holes (and copies inline content) at once
+        and returns what is left to fetch."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
         entry = view.entry
         if entry.content is not None and not view.chunks:
             piece = entry.content[offset:offset + len(buf)]
             buf[:len(piece)] = piece
-            return len(piece)
+            return ReadWork(len(piece), [], [])
         n = int(view.plan.read_len(offset, len(buf)))
         if n == 0:
-            return 0
+            return ReadWork(0, [], [])
         extents = view.plan.extents(offset, n)
         self._zero_holes(buf, n, extents)
-        whole = [e for e in extents if e[4]]
-        ranged = [e for e in extents if not e[4]]
-        jobs: list[Callable[[], None]] = []
-        for chunk_index, in_chunk, length, buf_off, _ in whole:
-            chunk = view.chunks[chunk_index]
-            jobs.append(self._whole_job(chunk, in_chunk, length, buf[buf_off:buf_off + length]))
-        reqs = [RangeRequest(view.chunks[ci], in_chunk, length, buf_off)
-                for ci, in_chunk, length, buf_off, _ in ranged]
-        if self.fast is not None and reqs:
-            reqs = self.fast.read_ranges(buf, reqs)
-        for r in reqs:
-            dest = buf[r.buf_offset:r.buf_offset + r.length]
-            jobs.append(self._range_job(r.chunk, r.in_chunk, dest))
+        whole = [(view.chunks[ci], in_chunk, buf[buf_off:buf_off + length])
+                 for ci, in_chunk, length, buf_off, is_whole in extents if is_whole]
+        ranged = [RangeRequest(view.chunks[ci], in_chunk, length, buf_off)
+                  for ci, in_chunk, length, buf_off, is_whole in extents if not is_whole]
+        return ReadWork(n, whole, ranged)
+
+    def finish(self, work: ReadWork, buf: memoryview, undelivered: list[RangeRequest]
+               ) -> None:
+        """Whole chunks, and the ranges the fast path did not deliver, over the slower
+        paths (in parallel when there are several)."""
+        jobs = [self._whole_job(chunk, in_chunk, dest) for chunk, in_chunk, dest in work.whole]
+        jobs += [self._range_job(r.chunk, r.in_chunk, buf[r.buf_offset:r.buf_offset + r.length])
+                 for r in undelivered]
         self._run(jobs)
-        return n
+
+    def readinto(self, view: FileView, buf: memoryview, offset: int) -> int:
+        """Fills ``buf`` from file offset ``offset``; returns the byte count (short at EOF)."""
+        work = self.prepare(view, buf, offset)
+        undelivered = work.ranged
+        if self.fast is not None and undelivered:
+            undelivered = self.fast.read_ranges(buf, undelivered)
+        self.finish(work, buf, undelivered)
+        return work.n
 
     def http_range(self, chunk: Chunk, in_chunk: int, dest: memoryview) -> None:
         """One plain extent over HTTP."""
@@ -157,8 +176,10 @@ class ReadPath:
         self.http.read_range_into(chunk.file_id, in_chunk, dest)
         self.stats.record("http", len(dest), time.perf_counter() - t0)
 
-    def _whole_job(self, chunk: Chunk, in_chunk: int, length: int, dest: memoryview
+    def _whole_job(self, chunk: Chunk, in_chunk: int, dest: memoryview
                    ) -> Callable[[], None]:
+        length = len(dest)
+
         def job() -> None:
             data = self.fetch_whole(chunk)
             piece = data[in_chunk:in_chunk + length]

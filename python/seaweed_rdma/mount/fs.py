@@ -102,9 +102,18 @@ class SeaweedOperations(pyfuse3.Operations):
         return fh
 
     async def _fetch(self, view: FileView, offset: int, size: int) -> memoryview:
-        buf = bytearray(size)
-        n = await self._off_loop(self.client._read_view, view, memoryview(buf), offset)
-        return memoryview(buf)[:n]
+        """File bytes for the block cache. Plain extents go to the engine and come back
+        through an eventfd (no thread hop); whole chunks and fallbacks run in a thread."""
+        buf = memoryview(bytearray(size))
+        path = self.client._path
+        work = path.prepare(view, buf, offset)
+        undelivered = work.ranged
+        fast = path.fast
+        if fast is not None and undelivered and hasattr(fast.engine, "submit_read_into"):
+            undelivered = await fast.read_ranges_async(buf, undelivered)
+        if work.whole or undelivered:
+            await self._off_loop(path.finish, work, buf, undelivered)
+        return buf[:work.n]
 
     # -- lookup and attributes ----------------------------------------------------------
 
