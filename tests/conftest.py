@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from seaweed_rdma import Client
 from seaweed_rdma.cluster import LocalCluster, Server, find_weed
 
 FUSE_OK = os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
@@ -29,6 +30,27 @@ class Shape:
     data: bytes
     filer: str  # which filer holds it (grpc address)
     note: str = ""
+
+
+@contextlib.contextmanager
+def clients_per_filer(shapes: dict[str, Shape], **kwargs: object) -> Iterator[dict[str, Client]]:
+    """One ``Client`` per filer that holds a shape, closed afterwards."""
+    made: dict[str, Client] = {}
+    for s in shapes.values():
+        if s.filer not in made:
+            made[s.filer] = Client(s.filer, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield made
+    finally:
+        for c in made.values():
+            c.close()
+
+
+def shape_or_skip(shapes: dict[str, Shape], key: str) -> Shape:
+    """The shape, or a skip saying why it was not made."""
+    if key not in shapes:
+        pytest.skip(f"shape {key} needs /dev/fuse and fusermount3 (made through weed mount)")
+    return shapes[key]
 
 
 @pytest.fixture(scope="session")

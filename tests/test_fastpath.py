@@ -13,7 +13,7 @@ import pytest
 from seaweed_rdma import Client
 from seaweed_rdma._core import format_fid, parse_fid
 
-from .conftest import Shape
+from .conftest import clients_per_filer, shape_or_skip
 
 pytestmark = pytest.mark.cluster
 
@@ -26,24 +26,13 @@ FAST_SHAPES = [
 
 @pytest.fixture(scope="module")
 def fast_clients(shapes, sidecars):  # type: ignore[no-untyped-def]
-    made: dict[str, Client] = {}
-    for s in shapes.values():
-        if s.filer not in made:
-            made[s.filer] = Client(s.filer, sidecar=sidecars, transport="tcp")
-    yield made
-    for c in made.values():
-        c.close()
-
-
-def _shape(shapes: dict[str, Shape], key: str) -> Shape:
-    if key not in shapes:
-        pytest.skip(f"shape {key} needs /dev/fuse and fusermount3 (made through weed mount)")
-    return shapes[key]
+    with clients_per_filer(shapes, sidecar=sidecars, transport="tcp") as made:
+        yield made
 
 
 @pytest.mark.parametrize("key", FAST_SHAPES)
 def test_every_shape_over_the_fast_path(shapes, fast_clients, key):  # type: ignore[no-untyped-def]
-    s = _shape(shapes, key)
+    s = shape_or_skip(shapes, key)
     c = fast_clients[s.filer]
     before = c.stats()
     assert c.read(s.path) == s.data

@@ -12,7 +12,7 @@ import pytest
 import seaweed_rdma
 from seaweed_rdma import Client
 
-from .conftest import Shape
+from .conftest import Shape, clients_per_filer, shape_or_skip
 
 pytestmark = pytest.mark.cluster
 
@@ -25,24 +25,13 @@ SHAPE_KEYS = [
 
 @pytest.fixture(scope="module")
 def clients(shapes: dict[str, Shape]):  # type: ignore[no-untyped-def]
-    made: dict[str, Client] = {}
-    for s in shapes.values():
-        if s.filer not in made:
-            made[s.filer] = Client(s.filer)
-    yield made
-    for c in made.values():
-        c.close()
-
-
-def _shape(shapes: dict[str, Shape], key: str) -> Shape:
-    if key not in shapes:
-        pytest.skip(f"shape {key} needs /dev/fuse and fusermount3 (made through weed mount)")
-    return shapes[key]
+    with clients_per_filer(shapes) as made:
+        yield made
 
 
 @pytest.mark.parametrize("key", SHAPE_KEYS)
 def test_whole_file(shapes, clients, key):  # type: ignore[no-untyped-def]
-    s = _shape(shapes, key)
+    s = shape_or_skip(shapes, key)
     c = clients[s.filer]
     assert c.read(s.path) == s.data
     assert c.stat(s.path)["size"] == len(s.data)
@@ -50,7 +39,7 @@ def test_whole_file(shapes, clients, key):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("key", SHAPE_KEYS)
 def test_random_ranges(shapes, clients, key):  # type: ignore[no-untyped-def]
-    s = _shape(shapes, key)
+    s = shape_or_skip(shapes, key)
     c = clients[s.filer]
     rng = random.Random(key)
     n = len(s.data)
@@ -66,7 +55,7 @@ def test_random_ranges(shapes, clients, key):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("key", ["multi_chunk", "compressed_text", "overlapping", "sparse"])
 def test_file_object_seek_and_read(shapes, clients, key):  # type: ignore[no-untyped-def]
-    s = _shape(shapes, key)
+    s = shape_or_skip(shapes, key)
     rng = random.Random(key + "f")
     with clients[s.filer].open(s.path) as f:
         assert f.seekable()
@@ -81,7 +70,7 @@ def test_file_object_seek_and_read(shapes, clients, key):  # type: ignore[no-unt
 
 
 def test_overlapping_shape_really_overlaps(shapes, clients):  # type: ignore[no-untyped-def]
-    s = _shape(shapes, "overlapping")
+    s = shape_or_skip(shapes, "overlapping")
     chunks = clients[s.filer].entry(s.path).chunks
     spans = sorted((c.offset, c.offset + c.size) for c in chunks)
     assert any(b[0] < a[1] for a, b in itertools.pairwise(spans)), "weed mount made no overlap"
@@ -120,7 +109,7 @@ def test_listing_paginates(cluster):  # type: ignore[no-untyped-def]
         assert c.listdir("/paged") == [f"f{i:03d}" for i in range(25)]
 
 
-def test_cli_cat_every_shape(shapes, tmp_path):  # type: ignore[no-untyped-def]
+def test_cli_cat_everyshape_or_skip(shapes, tmp_path):  # type: ignore[no-untyped-def]
     for s in shapes.values():
         out = subprocess.run(
             [sys.executable, "-m", "seaweed_rdma.cli", "cat", "--filer", s.filer, s.path],
