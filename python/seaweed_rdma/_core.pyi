@@ -1,10 +1,11 @@
 """Type stubs for the Rust extension module ``seaweed_rdma._core``."""
 
-from typing import Any, final
+from typing import Any, Generic, TypeVar, final
 
 __all__ = [
     "Engine",
     "Plan",
+    "Ticket",
     "Volume",
     "__version__",
     "decode_filer_masters",
@@ -65,6 +66,19 @@ class Volume:
 
 _RangeOp = tuple[str, int, int, int, int, int, int, str]
 _WholeOp = tuple[str, int, int, int, str]
+_R = TypeVar("_R", covariant=True)
+
+@final
+class Ticket(Generic[_R]):
+    """A submitted batch. ``fileno()`` turns readable once it has finished; ``results()``
+    then never blocks."""
+
+    def fileno(self) -> int: ...
+    def done(self) -> bool: ...
+    def wait(self, timeout_s: float) -> bool:
+        """Blocks (without the GIL) up to ``timeout_s``; whether the batch finished."""
+    def results(self) -> list[_R]:
+        """Per-op results; raises ``RuntimeError`` before the batch has finished."""
 
 @final
 class Engine:
@@ -82,6 +96,11 @@ class Engine:
         delivered into ``buffer[buf_offset:buf_offset+len]``, else a short reason."""
     def read_whole(self, ops: list[_WholeOp]) -> list[tuple[bytes, int, int] | str]:
         """Per op ``(data, crc, needle_flags)`` or a short reason."""
+    def submit_read_into(self, buffer: Any, ops: list[_RangeOp]) -> Ticket[str | None]:
+        """``read_into`` on the engine's threads; ``buffer`` stays exported, and must be left
+        alone, until the ticket's results are in."""
+    def submit_read_whole(self, ops: list[_WholeOp]) -> Ticket[tuple[bytes, int, int] | str]:
+        """``read_whole`` on the engine's threads."""
     def ping(self, addr: str) -> float: ...
     def health(self) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]: ...

@@ -87,10 +87,10 @@ enum Slot {
     Connecting(JoinHandle<Result<Arc<Conn>, Failure>>),
 }
 
-/// Runs `jobs` and returns one outcome per job. With `probe`, sidecars in back-off are
-/// tried anyway. Must not be called from inside the engine's runtime (it blocks).
-pub(super) fn run(ctx: &Ctx<'_>, jobs: &[Job], probe: bool) -> Vec<Outcome> {
-    let deadline = Instant::now() + ctx.cfg.timeout;
+/// Runs `jobs` and returns one outcome per job, giving up on answers at `deadline`. With
+/// `probe`, sidecars in back-off are tried anyway. Must not be called from a task of the
+/// engine's runtime (it blocks); its blocking threads are fine.
+pub(super) fn run(ctx: &Ctx<'_>, jobs: &[Job], probe: bool, deadline: Instant) -> Vec<Outcome> {
     let mut results: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
     let mut groups: Vec<(Arc<Pool>, Vec<usize>)> = Vec::new();
     let mut by_addr: HashMap<&str, usize> = HashMap::new();

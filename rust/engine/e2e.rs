@@ -152,3 +152,32 @@ fn reads_needles_of_a_real_cluster_through_the_real_sidecar() {
     let out = engine.read_into(&mut small, &ops);
     assert_eq!(out, vec![Err(Failure::Down)], "{:?}", engine.health());
 }
+
+#[test]
+fn submitted_batches_match_blocking_ones_through_the_real_sidecar() {
+    let cluster = Cluster::start();
+    let mut rng = Rng::new(31);
+    let plain = Upload { name: "blob.bin", mime: None, gzip: false };
+    let data = rng.bytes(300_000);
+    let fid = cluster.put(None, &data, plain);
+    let sidecar = RealSidecar::start(cluster.volume_dir(), &[]);
+    let addr = sidecar.addr();
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    // One 4 KiB range (the lane) and a 20-op batch (the async path).
+    let one = vec![range(&addr, fid, 12_345, 4096, 0)];
+    let many: Vec<RangeOp> =
+        (0..20u64).map(|i| range(&addr, fid, i * 14_000, 8000, i as usize * 8192)).collect();
+    for ops in [one, many] {
+        let mut want = vec![0u8; 20 * 8192];
+        let blocking = engine.read_into(&mut want, &ops);
+        assert!(blocking.iter().all(std::result::Result::is_ok), "{blocking:?}");
+        let ticket = engine.submit_read_into(vec![0u8; want.len()], ops).expect("ticket");
+        assert!(ticket.wait(Duration::from_secs(10)));
+        assert_eq!(ticket.results(), Some(blocking.as_slice()));
+        assert!(ticket.take_buffer().is_some_and(|got| got == want));
+    }
+    let ticket = engine.submit_read_whole(vec![whole(&addr, fid)]).expect("ticket");
+    assert!(ticket.wait(Duration::from_secs(10)));
+    let got = ticket.results().and_then(|r| r[0].as_ref().ok()).expect("whole needle");
+    assert!(got.verify() && got.data == data);
+}

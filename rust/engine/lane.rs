@@ -74,9 +74,14 @@ pub(super) fn ticket(ctx: &Ctx<'_>, addr: &str) -> Option<LaneTicket> {
     ctx.generation.pool(addr, ctx.cfg.conns_per_sidecar).lane_ticket()
 }
 
-/// Runs `ops` on the ticket's sidecar and returns one outcome per op.
-pub(super) fn run(ctx: &Ctx<'_>, mut ticket: LaneTicket, ops: &mut [LaneOp<'_>]) -> Vec<Outcome> {
-    let deadline = Instant::now() + ctx.cfg.timeout;
+/// Runs `ops` on the ticket's sidecar and returns one outcome per op, giving up at
+/// `deadline`.
+pub(super) fn run(
+    ctx: &Ctx<'_>,
+    mut ticket: LaneTicket,
+    ops: &mut [LaneOp<'_>],
+    deadline: Instant,
+) -> Vec<Outcome> {
     let pool = ticket.pool().clone();
     if pool.in_backoff(Instant::now()) {
         return ops.iter().map(|_| Err(Failure::Down)).collect();

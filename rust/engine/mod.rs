@@ -8,8 +8,10 @@
 //! READ frames up to the granted `max_inflight` and a reader task matches DATA answers to
 //! their requests by `request_id`, in whatever order they come. A batch spreads its ops over
 //! the pool's connections and waits, up to [`EngineConfig::timeout`], for all of them.
-//! The public calls block the calling thread; they must not be made from inside a tokio
-//! runtime.
+//! The blocking calls block the calling thread; they must not be made from inside a tokio
+//! runtime. Their `submit_*` twins return a [`Ticket`] at once and run the same batch on one
+//! of the runtime's blocking threads; the ticket's eventfd turns readable when the results
+//! are in, for event loops (`ticket.rs`).
 //!
 //! Small batches skip all that, and its thread hops: up to `LANE_MAX_OPS` ops of at most
 //! `LANE_MAX_LEN` bytes each, all for one sidecar, run on the calling thread over a
@@ -40,6 +42,11 @@
 //!   moment, the connection's reader task is aborted and `read_into` blocks until the task
 //!   is gone. Late payloads for discarded entries go to a scratch buffer.
 //!
+//! A submitted batch runs exactly that code on another thread, over a buffer it owns
+//! ([`DestBuffer`], moved in by [`Engine::submit_read_into`]) rather than borrows: the
+//! buffer goes back to the ticket only once the batch is over, and is dropped by the batch
+//! if the ticket is gone by then.
+//!
 //! # Fork
 //! The runtime's threads do not survive `fork()`; the first call in a child process builds
 //! a fresh runtime and pools (see `runtime.rs`).
@@ -50,9 +57,11 @@ mod dest;
 mod frames;
 mod lane;
 mod pool;
+mod reads;
 mod runtime;
 mod stats;
 mod tasks;
+mod ticket;
 mod types;
 mod wire;
 
@@ -66,32 +75,27 @@ mod probe;
 mod test_server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod ticket_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use ticket::{DestBuffer, Ticket};
 pub use types::{EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, WholeNeedle, WholeOp};
 
 use crate::error::{Error, Result};
 use crate::proto::ReadRequest;
-use batch::{Ctx, Job, Outcome, Want};
-use conn::Delivered;
-use lane::LaneOp;
-use runtime::{Current, Generation};
+use batch::{Job, Want};
+use reads::{Batch, Core, RangeResults, WholeResults};
+use runtime::{Current, Generation, Lease};
 use stats::Stats;
-
-/// A batch's way onto the lane: the runtime generation its pools live in, and the claim on
-/// one of the sidecar's lane connections.
-type Lane = (Arc<Generation>, pool::LaneTicket);
 
 /// The client engine; cheap to share between threads (`&self` everywhere).
 #[derive(Debug)]
 pub struct Engine {
-    cfg: EngineConfig,
-    stats: Arc<Stats>,
+    core: Core,
     current: Current,
-    /// Whether small batches take the lane (always, except in tests of the async path).
-    use_lane: bool,
 }
 
 impl Engine {
@@ -113,59 +117,37 @@ impl Engine {
             return bad("backoff_min must not exceed backoff_max");
         }
         let current = Current::new().map_err(Error::Runtime)?;
-        Ok(Engine { cfg, stats: Arc::new(Stats::default()), current, use_lane: true })
+        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane: true };
+        Ok(Engine { core, current })
     }
 
     /// The same engine with every batch on the async path, for tests of that path.
     #[cfg(test)]
     pub(crate) fn without_lane(self) -> Engine {
-        Engine { use_lane: false, ..self }
+        Engine { core: Core { use_lane: false, ..self.core }, ..self }
     }
 
     /// The settings this engine runs with.
     pub fn config(&self) -> &EngineConfig {
-        &self.cfg
+        &self.core.cfg
     }
 
-    /// Runs `f` with this process's runtime and pools; `n` failures if there are none.
-    fn with_ctx(&self, n: usize, f: impl FnOnce(&Ctx<'_>) -> Vec<Outcome>) -> Vec<Outcome> {
+    /// The moment a batch started now gives up.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.core.cfg.timeout
+    }
+
+    /// Runs a batch of `n` ops on the calling thread with this process's runtime and pools
+    /// (`n` failures if there are none).
+    fn blocking<T>(
+        &self,
+        n: usize,
+        f: impl FnOnce(&Batch<'_>) -> Vec<std::result::Result<T, Failure>>,
+    ) -> Vec<std::result::Result<T, Failure>> {
+        let deadline = self.deadline();
         match self.current.get() {
-            Ok(generation) => {
-                f(&Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats })
-            }
-            Err(e) => {
-                let why = Failure::Connect(format!("engine runtime: {e}"));
-                (0..n).map(|_| Err(why.clone())).collect()
-            }
-        }
-    }
-
-    fn run(&self, jobs: &[Job], probe: bool) -> Vec<Outcome> {
-        self.with_ctx(jobs.len(), |ctx| batch::run(ctx, jobs, probe))
-    }
-
-    fn run_lane(&self, lane: Lane, ops: &mut [LaneOp<'_>]) -> Vec<Outcome> {
-        self.stats.lane_batch();
-        let (generation, ticket) = lane;
-        lane::run(&Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats }, ticket, ops)
-    }
-
-    /// A lane connection for a batch, if the batch qualifies (see [`lane::target`]) and
-    /// its sidecar has one to spare; `None`: the batch takes the async path.
-    fn lane<'o>(&self, ops: impl Iterator<Item = (&'o str, u32)>) -> Option<Lane> {
-        let addr = lane::target(ops).filter(|_| self.use_lane)?;
-        let generation = self.current.get().ok()?;
-        let ctx = Ctx { generation: &generation, cfg: &self.cfg, stats: &self.stats };
-        let ticket = lane::ticket(&ctx, addr)?;
-        Some((generation, ticket))
-    }
-
-    fn count(&self, outcome: &Outcome) {
-        match outcome {
-            Ok(Delivered::Range(n)) => self.stats.delivered(u64::from(*n), false),
-            Ok(Delivered::Whole(w)) => self.stats.delivered(w.data.len() as u64, true),
-            Ok(Delivered::Pong) => {}
-            Err(why) => self.stats.failed(why),
+            Ok(generation) => f(&Batch { core: &self.core, generation: &generation, deadline }),
+            Err(e) => self.core.unavailable(n, &e),
         }
     }
 
@@ -176,98 +158,80 @@ impl Engine {
     /// this call runs; a failed op's destination may hold partial bytes. Ops whose
     /// destinations fall outside `buf` or overlap another op's fail with
     /// [`Failure::BadOp`], as do ops longer than the sidecar's `max_read`.
-    pub fn read_into(
-        &self,
-        buf: &mut [u8],
-        ops: &[RangeOp],
-    ) -> Vec<std::result::Result<(), Failure>> {
-        self.stats.batch();
-        let mut out = dest::validate(buf.len(), ops);
-        let valid = ops.iter().zip(&out).filter(|(_, ok)| ok.is_ok());
-        let (index, outcomes) = match self.lane(valid.map(|(op, _)| (&*op.sidecar, op.len))) {
-            Some(lane) => self.ranges_on_lane(lane, buf, ops, &mut out),
-            None => self.ranges_async(buf, ops, &mut out),
-        };
-        for why in out.iter().filter_map(|r| r.as_ref().err()) {
-            self.stats.failed(why);
-        }
-        for (i, outcome) in index.into_iter().zip(outcomes) {
-            self.count(&outcome);
-            out[i] = outcome.map(|_| ());
-        }
-        out
-    }
-
-    /// The lane half of [`read_into`](Self::read_into): the validated ops' indexes and
-    /// outcomes.
-    fn ranges_on_lane(
-        &self,
-        lane: Lane,
-        buf: &mut [u8],
-        ops: &[RangeOp],
-        out: &mut [std::result::Result<(), Failure>],
-    ) -> (Vec<usize>, Vec<Outcome>) {
-        let dests = dest::split(buf, ops, out);
-        let (index, mut lane_ops): (Vec<usize>, Vec<LaneOp<'_>>) = with_dests(ops, dests, out)
-            .map(|(i, op, dest)| (i, LaneOp { req: op.request(), sink: lane::Sink::Range(dest) }))
-            .unzip();
-        (index, self.run_lane(lane, &mut lane_ops))
-    }
-
-    /// The async half of [`read_into`](Self::read_into), answering as
-    /// [`ranges_on_lane`](Self::ranges_on_lane) does.
-    fn ranges_async(
-        &self,
-        buf: &mut [u8],
-        ops: &[RangeOp],
-        out: &mut [std::result::Result<(), Failure>],
-    ) -> (Vec<usize>, Vec<Outcome>) {
-        let dests = dest::carve(buf, ops, out);
-        let (index, jobs): (Vec<usize>, Vec<Job>) = with_dests(ops, dests, out)
-            .map(|(i, op, dest)| {
-                let job =
-                    Job { sidecar: op.sidecar.clone(), req: op.request(), want: Want::Range(dest) };
-                (i, job)
-            })
-            .unzip();
-        (index, self.run(&jobs, false))
+    pub fn read_into(&self, buf: &mut [u8], ops: &[RangeOp]) -> RangeResults {
+        self.blocking(ops.len(), |batch| batch.read_into(buf, ops))
     }
 
     /// Reads each needle's whole data (with its stored CRC and flags, unverified: see
     /// [`WholeNeedle::verify`]). Blocks for at most about [`EngineConfig::timeout`].
-    pub fn read_whole(&self, ops: &[WholeOp]) -> Vec<std::result::Result<WholeNeedle, Failure>> {
-        self.stats.batch();
-        let outcomes = match self.lane(ops.iter().map(|op| (&*op.sidecar, 0))) {
-            Some(lane) => {
-                let mut lane_ops: Vec<LaneOp<'_>> = ops
-                    .iter()
-                    .map(|op| LaneOp { req: op.request(), sink: lane::Sink::Whole })
-                    .collect();
-                self.run_lane(lane, &mut lane_ops)
-            }
-            None => {
-                let jobs: Vec<Job> = ops
-                    .iter()
-                    .map(|op| Job {
-                        sidecar: op.sidecar.clone(),
-                        req: op.request(),
-                        want: Want::Whole,
-                    })
-                    .collect();
-                self.run(&jobs, false)
+    pub fn read_whole(&self, ops: &[WholeOp]) -> WholeResults {
+        self.blocking(ops.len(), |batch| batch.read_whole(ops))
+    }
+
+    /// Starts [`read_into`](Self::read_into) on the engine's threads and returns at once;
+    /// the ticket says when the batch is done, has its results, and gives `dest` back.
+    ///
+    /// The batch owns `dest` until it finishes, by its deadline ([`Ticket::deadline`],
+    /// [`EngineConfig::timeout`] from now), or later only when the runtime's blocking
+    /// threads are all busy: a batch that gets a thread after its deadline fails with
+    /// [`Failure::Timeout`] without sending anything.
+    ///
+    /// # Errors
+    /// The ticket's eventfd could not be created.
+    pub fn submit_read_into<B: DestBuffer>(
+        &self,
+        dest: B,
+        ops: Vec<RangeOp>,
+    ) -> std::io::Result<Ticket<(), B>> {
+        self.submit(ops.len(), dest, move |batch, dest| batch.read_into(dest.bytes(), &ops))
+    }
+
+    /// Starts [`read_whole`](Self::read_whole) on the engine's threads and returns at once,
+    /// as [`submit_read_into`](Self::submit_read_into) does.
+    ///
+    /// # Errors
+    /// The ticket's eventfd could not be created.
+    pub fn submit_read_whole(&self, ops: Vec<WholeOp>) -> std::io::Result<Ticket<WholeNeedle>> {
+        self.submit(ops.len(), (), move |batch, ()| batch.read_whole(&ops))
+    }
+
+    /// Runs `work` over `buffer` on one of the runtime's blocking threads; see
+    /// [`submit_read_into`](Self::submit_read_into).
+    fn submit<T, B>(
+        &self,
+        n: usize,
+        mut buffer: B,
+        work: impl FnOnce(&Batch<'_>, &mut B) -> Vec<std::result::Result<T, Failure>> + Send + 'static,
+    ) -> std::io::Result<Ticket<T, B>>
+    where
+        T: Send + Sync + 'static,
+        B: Send + 'static,
+    {
+        let deadline = self.deadline();
+        let (ticket, completer) = ticket::pair(n, deadline)?;
+        let generation = match self.current.get() {
+            Ok(generation) => generation,
+            Err(e) => {
+                completer.finish(self.core.unavailable(n, &e), Some(buffer));
+                return Ok(ticket);
             }
         };
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                self.count(&outcome);
-                match outcome {
-                    Ok(Delivered::Whole(needle)) => Ok(needle),
-                    Ok(_) => Err(Failure::Protocol("unexpected answer kind".into())),
-                    Err(why) => Err(why),
+        let rt = generation.rt.handle().clone();
+        let (core, lease) = (self.core.clone(), Lease::new(generation));
+        // Whatever happens to this closure (it returns, panics, or is dropped unrun by a
+        // runtime that shuts down), `completer` finishes the ticket and `lease` lets go of
+        // the runtime safely; `buffer` is only written while `work` runs.
+        rt.spawn_blocking(move || {
+            let out = match lease.get() {
+                Some(generation) if Instant::now() < deadline => {
+                    work(&Batch { core: &core, generation, deadline }, &mut buffer)
                 }
-            })
-            .collect()
+                _ => core.expired(n),
+            };
+            completer.finish(out, Some(buffer));
+            drop(lease);
+        });
+        Ok(ticket)
     }
 
     /// Round-trip time of a PING to `sidecar` (connecting first if needed). An explicit
@@ -279,7 +243,7 @@ impl Engine {
         let job =
             Job { sidecar: sidecar.to_owned(), req: ReadRequest::default(), want: Want::Ping };
         let start = Instant::now();
-        let outcome = self.run(std::slice::from_ref(&job), true).pop();
+        let outcome = self.blocking(1, |batch| batch.run(std::slice::from_ref(&job), true)).pop();
         match outcome {
             Some(Ok(_)) => Ok(start.elapsed()),
             Some(Err(why)) => Err(why),
@@ -301,26 +265,6 @@ impl Engine {
     /// Counters since the engine was created.
     pub fn stats(&self) -> EngineStats {
         let sidecars = self.generation().map_or(0, |g| g.pools().len());
-        self.stats.snapshot(sidecars)
+        self.core.stats.snapshot(sidecars)
     }
-}
-
-/// Pairs each usable op with its destination, by op index; an op that passed validation but
-/// got no destination (a null address) fails as a bad op.
-fn with_dests<'o, D>(
-    ops: &'o [RangeOp],
-    dests: Vec<Option<D>>,
-    out: &mut [std::result::Result<(), Failure>],
-) -> impl Iterator<Item = (usize, &'o RangeOp, D)> {
-    let mut usable = Vec::with_capacity(ops.len());
-    for (i, (op, dest)) in ops.iter().zip(dests).enumerate() {
-        match dest {
-            Some(dest) => usable.push((i, op, dest)),
-            None if out[i].is_ok() => {
-                out[i] = Err(Failure::BadOp("destination has no address".into()));
-            }
-            None => {}
-        }
-    }
-    usable.into_iter()
 }

@@ -17,8 +17,11 @@ use super::pool::Pool;
 
 /// Worker threads: the engine's tasks only shuffle bytes between sockets and buffers.
 const WORKERS: usize = 2;
-/// Threads for blocking work (DNS look-ups of sidecar names).
-const BLOCKING_THREADS: usize = 4;
+/// Threads for blocking work: DNS look-ups of sidecar names, and submitted batches
+/// (`ticket.rs`), each of which holds one for its whole run, mostly asleep on a socket. A
+/// submitted batch that finds them all busy waits for one (see `Engine::submit_read_into`),
+/// so there are enough for as many reads as a FUSE mount has in flight.
+const BLOCKING_THREADS: usize = 64;
 
 /// A runtime and the pools that live on it, valid in the process that built them.
 #[derive(Debug)]
@@ -61,6 +64,38 @@ impl Generation {
         let mut all: Vec<_> = self.pools_map().values().cloned().collect();
         all.sort_by(|a, b| a.addr.cmp(&b.addr));
         all
+    }
+}
+
+/// A submitted batch's hold on its [`Generation`], taken onto one of the generation's own
+/// blocking threads.
+///
+/// The engine may be dropped while the batch runs; the batch's reference is then the last,
+/// and dropping a runtime waits for its blocking threads to end, this one included: it would
+/// wait forever. So the last reference is dropped on a thread of its own instead (or leaked,
+/// if no thread can be started).
+#[derive(Debug)]
+pub(super) struct Lease(Option<Arc<Generation>>);
+
+impl Lease {
+    pub(super) fn new(generation: Arc<Generation>) -> Lease {
+        Lease(Some(generation))
+    }
+
+    /// The generation; present until the lease is dropped.
+    pub(super) fn get(&self) -> Option<&Arc<Generation>> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(last) = self.0.take().and_then(Arc::into_inner) else { return };
+        // A closure that fails to start is dropped right here: `ManuallyDrop` makes that a
+        // leak rather than the wait described above.
+        let last = std::mem::ManuallyDrop::new(last);
+        let dropper = std::thread::Builder::new().name("seaweed-rdma-engine-drop".into());
+        let _ = dropper.spawn(move || drop(std::mem::ManuallyDrop::into_inner(last)));
     }
 }
 

@@ -1,14 +1,17 @@
 //! `Engine`: the client engine, with tuples in place of the Rust op structs and a short
-//! reason string (or None) in place of each op's `Result`.
+//! reason string (or None) in place of each op's `Result`; and `Ticket`, the handle on a
+//! submitted batch, for event loops.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::to_py_err;
-use crate::engine::{Engine, EngineConfig, RangeOp, WholeOp};
+use crate::engine::{
+    DestBuffer, Engine, EngineConfig, Failure, RangeOp, Ticket, WholeNeedle, WholeOp,
+};
 use crate::error::Error;
 
 /// `(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)`.
@@ -53,19 +56,7 @@ impl PyEngine {
         buffer: &Bound<'_, PyAny>,
         ops: Vec<RangeTuple>,
     ) -> PyResult<Vec<Option<String>>> {
-        let ops: Vec<RangeOp> = ops
-            .into_iter()
-            .map(|(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)| RangeOp {
-                sidecar,
-                volume,
-                key,
-                cookie,
-                offset,
-                len,
-                buf_offset,
-                jwt,
-            })
-            .collect();
+        let ops = range_ops(ops);
         let view = WritableView::new(buffer)?;
         let target: &mut [u8] = match view.addr {
             0 => &mut [],
@@ -90,25 +81,28 @@ impl PyEngine {
         py: Python<'py>,
         ops: Vec<WholeTuple>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let ops: Vec<WholeOp> = ops
-            .into_iter()
-            .map(|(sidecar, volume, key, cookie, jwt)| WholeOp {
-                sidecar,
-                volume,
-                key,
-                cookie,
-                jwt,
-            })
-            .collect();
+        let ops = whole_ops(ops);
         let out = py.detach(|| self.inner.read_whole(&ops));
-        out.into_iter()
-            .map(|r| match r {
-                Ok(n) => Ok((PyBytes::new(py, &n.data), n.crc, n.needle_flags)
-                    .into_pyobject(py)?
-                    .into_any()),
-                Err(why) => Ok(why.to_string().into_pyobject(py)?.into_any()),
-            })
-            .collect()
+        out.iter().map(|r| whole_result(py, r)).collect()
+    }
+
+    /// Starts `read_into` on the engine's threads and returns a `Ticket` at once. The
+    /// ticket keeps `buffer` exported (so alive and not resizable) until the batch is over;
+    /// do not read or write it before `results()`.
+    fn submit_read_into(
+        &self,
+        buffer: &Bound<'_, PyAny>,
+        ops: Vec<RangeTuple>,
+    ) -> PyResult<PyTicket> {
+        let dest = WritableView::new(buffer)?.into_dest();
+        let ticket = self.inner.submit_read_into(dest, range_ops(ops))?;
+        Ok(PyTicket { pending: Pending::Range(ticket) })
+    }
+
+    /// Starts `read_whole` on the engine's threads and returns a `Ticket` at once.
+    fn submit_read_whole(&self, ops: Vec<WholeTuple>) -> PyResult<PyTicket> {
+        let ticket = self.inner.submit_read_whole(whole_ops(ops))?;
+        Ok(PyTicket { pending: Pending::Whole(ticket) })
     }
 
     /// Round-trip time to `addr` in seconds; raises `Unreachable` when no PONG comes.
@@ -159,7 +153,135 @@ impl PyEngine {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyEngine>()
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyTicket>()
+}
+
+fn range_ops(ops: Vec<RangeTuple>) -> Vec<RangeOp> {
+    ops.into_iter()
+        .map(|(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)| RangeOp {
+            sidecar,
+            volume,
+            key,
+            cookie,
+            offset,
+            len,
+            buf_offset,
+            jwt,
+        })
+        .collect()
+}
+
+fn whole_ops(ops: Vec<WholeTuple>) -> Vec<WholeOp> {
+    ops.into_iter()
+        .map(|(sidecar, volume, key, cookie, jwt)| WholeOp { sidecar, volume, key, cookie, jwt })
+        .collect()
+}
+
+/// `(data, crc, needle_flags)`, or the reason string.
+fn whole_result<'py>(
+    py: Python<'py>,
+    r: &Result<WholeNeedle, Failure>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match r {
+        Ok(n) => (PyBytes::new(py, &n.data), n.crc, n.needle_flags).into_pyobject(py)?.into_any(),
+        Err(why) => why.to_string().into_pyobject(py)?.into_any(),
+    })
+}
+
+/// How long past its deadline a dropped ticket waits for its batch; see `PyTicket`'s `Drop`.
+const DROP_GRACE: Duration = Duration::from_secs(1);
+
+/// The handle on a submitted batch.
+///
+/// `fileno()` is an eventfd that turns readable once the results are in: an event loop waits
+/// for it (`trio.lowlevel.wait_readable(t.fileno())`), then calls `results()`, which never
+/// blocks. Reading the eventfd is optional.
+#[pyclass(frozen, name = "Ticket", module = "seaweed_rdma._core")]
+struct PyTicket {
+    pending: Pending,
+}
+
+enum Pending {
+    Range(Ticket<(), PyDest>),
+    Whole(Ticket<WholeNeedle>),
+}
+
+impl Pending {
+    fn done(&self) -> bool {
+        match self {
+            Pending::Range(t) => t.done(),
+            Pending::Whole(t) => t.done(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyTicket {
+    /// The eventfd to wait on; open while the ticket lives.
+    fn fileno(&self) -> i32 {
+        match &self.pending {
+            Pending::Range(t) => t.fileno(),
+            Pending::Whole(t) => t.fileno(),
+        }
+    }
+
+    /// Whether the batch has finished.
+    fn done(&self) -> bool {
+        self.pending.done()
+    }
+
+    /// Blocks, without the GIL, until the batch has finished or `timeout_s` seconds have
+    /// passed (negative: none; infinite: no limit); whether it finished.
+    fn wait(&self, py: Python<'_>, timeout_s: f64) -> bool {
+        let until = Duration::try_from_secs_f64(timeout_s.max(0.0))
+            .ok()
+            .and_then(|d| Instant::now().checked_add(d));
+        py.detach(|| match &self.pending {
+            Pending::Range(t) => t.wait_until(until),
+            Pending::Whole(t) => t.wait_until(until),
+        })
+    }
+
+    /// Per op: for `submit_read_into`, None when delivered or a short reason; for
+    /// `submit_read_whole`, `(data, crc, needle_flags)` or a short reason. Raises
+    /// RuntimeError before the batch has finished. A read_into ticket releases its buffer
+    /// here, so it may be resized again.
+    fn results<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let not_done = || PyRuntimeError::new_err("the batch has not finished yet");
+        match &self.pending {
+            Pending::Range(t) => {
+                let results = t.results().ok_or_else(not_done)?;
+                drop(t.take_buffer()); // the GIL is held: the export goes now
+                results
+                    .iter()
+                    .map(|r| Ok(r.as_ref().err().map(Failure::to_string).into_pyobject(py)?))
+                    .collect()
+            }
+            Pending::Whole(t) => {
+                t.results().ok_or_else(not_done)?.iter().map(|r| whole_result(py, r)).collect()
+            }
+        }
+    }
+}
+
+impl Drop for PyTicket {
+    /// A ticket dropped while its batch runs (a cancelled task, an exception) waits, without
+    /// the GIL, for the batch to finish, so that once the ticket is gone the buffer is the
+    /// caller's again: reusing it cannot race a late write. The wait ends by the batch's
+    /// deadline (plus `DROP_GRACE`, for a batch that waited for a thread). Soundness does not
+    /// depend on it: the batch owns the export (`PyDest`) until it finishes, so should the
+    /// wait give up, the memory stays valid, and the batch drops the export when it is done
+    /// (pyo3 then defers the decref to the next time a thread holds the GIL).
+    fn drop(&mut self) {
+        let Pending::Range(ticket) = &self.pending else { return };
+        if !ticket.done() {
+            let until = ticket.deadline().checked_add(DROP_GRACE);
+            // Called from the object's deallocation, with the GIL held.
+            Python::attach(|py| py.detach(|| ticket.wait_until(until)));
+        }
+        drop(ticket.take_buffer()); // with the GIL held: the export goes now
+    }
 }
 
 /// A writable buffer export of a Python object, with its address.
@@ -195,5 +317,39 @@ impl<'py> WritableView<'py> {
             array_type.call_method1("from_buffer", (view.call_method1("cast", ("B",))?,))?;
         let addr: usize = ctypes.getattr("addressof")?.call1((&export,))?.extract()?;
         Ok(Self { _export: Some(export), addr, len })
+    }
+
+    /// The same export, owned, for a submitted batch.
+    fn into_dest(self) -> PyDest {
+        PyDest { _export: self._export.map(Bound::unbind), addr: self.addr, len: self.len }
+    }
+}
+
+/// A Python buffer that a submitted batch fills: the export that keeps its memory alive,
+/// and where that memory is.
+struct PyDest {
+    /// Dropped (the export released) by whoever drops the `PyDest` last: `PyTicket`, with the
+    /// GIL; or the batch, on an engine thread, if the ticket was dropped first (pyo3 then
+    /// queues the decref until a thread next holds the GIL).
+    _export: Option<Py<PyAny>>,
+    addr: usize,
+    len: usize,
+}
+
+impl DestBuffer for PyDest {
+    fn bytes(&mut self) -> &mut [u8] {
+        match self.addr {
+            0 => &mut [],
+            addr => {
+                // SAFETY: `_export` holds a writable, C-contiguous buffer export of `len`
+                // bytes at `addr` for as long as this `PyDest` lives, which keeps the memory
+                // alive and unresizable; the slice borrows `self` mutably, so it cannot
+                // outlive the `PyDest` nor be taken twice at once. The batch that owns the
+                // `PyDest` is the only Rust code that reaches it: the ticket hands out no view
+                // of the buffer, and gives the `PyDest` back only after the batch is over. As
+                // with `socket.recv_into`, Python code must leave the buffer alone meanwhile.
+                unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, self.len) }
+            }
+        }
     }
 }

@@ -10,11 +10,13 @@ use crate::error::{Error, Result};
 /// Which transport serves the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TransportChoice {
-    /// verbs where a usable RDMA device exists, else tcp (for now always tcp).
+    /// verbs for clients that ask for it where a usable RDMA device exists (logged once at
+    /// start-up when there is none, and why), tcp for everyone else.
     Auto,
-    /// The protocol over TCP, with the needle bytes in the response frames.
+    /// The protocol over TCP only, with the needle bytes in the response frames.
     Tcp,
-    /// RDMA verbs (not built yet: refused at start-up).
+    /// verbs for clients that ask for it, tcp for the others; the sidecar does not start
+    /// without a usable RDMA device and enough locked memory for its staging.
     Verbs,
 }
 
@@ -69,6 +71,10 @@ pub struct Config {
     /// Transport for the protocol.
     #[arg(long, value_enum, default_value_t = TransportChoice::Auto)]
     pub transport: TransportChoice,
+    /// RDMA device for the verbs transport (`rxe0`, `mlx5_0`...); default: the first one
+    /// with an ACTIVE port.
+    #[arg(long, value_name = "NAME")]
+    pub rdma_device: Option<String>,
     /// Address of the HTTP listener (/health, /stats, /metrics, /read); none when omitted.
     #[arg(long, value_name = "HOST:PORT")]
     pub http: Option<String>,
@@ -118,16 +124,12 @@ impl Config {
         Config::try_parse_from(program.chain(args.into_iter().map(Into::into)))
     }
 
-    /// Checks what clap cannot: the transport is built, directories exist, limits are sane.
+    /// Checks what clap cannot: directories exist, limits are sane. (Whether verbs can be
+    /// used is found out when the device is opened, at start-up.)
     ///
     /// # Errors
     /// [`Error::Config`] naming the problem.
     pub fn validate(&self) -> Result<()> {
-        if self.transport == TransportChoice::Verbs {
-            return Err(Error::Config(
-                "verbs transport not built yet (use --transport tcp or auto)".into(),
-            ));
-        }
         for dir in &self.dirs {
             if !dir.is_dir() {
                 return Err(Error::Config(format!(
@@ -198,11 +200,13 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         let base = ["--listen", "127.0.0.1:0", "--master", "127.0.0.1:9333"];
-        let verbs =
-            Config::from_args(["--dir", "/tmp", "--transport", "verbs"].iter().chain(&base))
-                .expect("parses");
-        let err = verbs.validate().expect_err("verbs refused").to_string();
-        assert!(err.contains("verbs transport not built yet"), "{err}");
+        let verbs = ["--dir", "/tmp", "--transport", "verbs", "--rdma-device", "rxe0"];
+        let verbs = Config::from_args(verbs.iter().chain(&base)).expect("parses");
+        assert!(verbs.validate().is_ok(), "the device is looked at when starting");
+        assert_eq!(
+            (verbs.transport, verbs.rdma_device.as_deref()),
+            (TransportChoice::Verbs, Some("rxe0"))
+        );
         let missing =
             Config::from_args(["--dir", "/no/such/dir"].iter().chain(&base)).expect("parses");
         assert!(missing.validate().expect_err("missing dir").to_string().contains("/no/such/dir"));

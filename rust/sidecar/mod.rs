@@ -24,6 +24,14 @@
 //! Anything the sidecar cannot read itself (volume not here, EC volume, a file it does not
 //! understand) is fetched from the volume server over HTTP into the same slabs.
 //!
+//! # Transports
+//! With `--transport verbs` (or `auto` where a device is usable) the RDMA device is opened
+//! and the staging slabs are registered with it once at start-up. A client whose `HELLO`
+//! asks for verbs then gets a queue pair of its own, and the bytes of each OK answer are
+//! RDMA-written from the slabs into the slot its READ names (after checking that they fit
+//! there) before a DATA frame without payload reports the status. Clients that do not ask
+//! for verbs are served over tcp either way.
+//!
 //! A deletion shows at once: the volume server appends it to `.idx` before it answers the
 //! delete, and every local read first looks whether `.idx` has grown since the map was
 //! last brought up to date (one `stat`), refreshing the map if it has. The periodic
@@ -34,13 +42,16 @@
 //! two seconds to send the answers they owe, then the runtime stops.
 
 mod config;
+mod handshake;
 mod http;
 mod jwt;
+mod rdma;
 mod service;
 mod staging;
 mod stats;
 mod store;
 mod tcp;
+mod transport;
 mod upstream;
 
 #[cfg(test)]
@@ -66,6 +77,7 @@ use crate::error::{Error, Result};
 use service::Service;
 use stats::Stats;
 use store::Store;
+use transport::VerbsBackend;
 use upstream::Upstream;
 
 /// How long a read waits for free staging slabs before it is answered BUSY.
@@ -78,6 +90,7 @@ pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 pub struct Sidecar {
     listen_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    rdma_device: Option<String>,
     volumes: usize,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -87,11 +100,49 @@ impl Sidecar {
     /// Validates `config`, scans the volume directories, binds the listeners and starts
     /// serving on the current tokio runtime (which must be multi-threaded).
     ///
+    /// With `--transport verbs` or `auto` the RDMA device is opened and the staging memory
+    /// registered first (on a blocking thread: pinning it takes a while).
+    ///
     /// # Errors
-    /// [`Error::Config`] for settings that cannot work, [`Error::Io`] for a directory that
-    /// cannot be listed, [`Error::Network`] for an address that cannot be bound.
+    /// [`Error::Config`] for settings that cannot work (among them `--transport verbs`
+    /// without a usable device or with too little locked memory), [`Error::Io`] for a
+    /// directory that cannot be listed, [`Error::Network`] for an address that cannot be
+    /// bound.
     pub async fn start(config: Config) -> Result<Sidecar> {
         config.validate()?;
+        let (slab_size, slab_count) = config.staging_layout();
+        let (choice, device) = (config.transport, config.rdma_device.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            rdma::setup(choice, device.as_deref(), slab_size, slab_count)
+        })
+        .await
+        .map_err(|e| Error::Config(format!("opening the RDMA device failed: {e}")))?
+        .map_err(|e| Error::Config(format!("--transport verbs cannot start: {e}")))?;
+        match opened {
+            Some(setup) => {
+                Sidecar::launch(config, StagingPool::registered(setup.slots), Some(setup.backend))
+                    .await
+            }
+            None => Sidecar::launch(config, StagingPool::new(slab_size, slab_count), None).await,
+        }
+    }
+
+    /// Starts with `backend` standing in for the RDMA device, over plain staging slabs.
+    #[cfg(test)]
+    pub(crate) async fn start_with_verbs(
+        config: Config,
+        backend: Arc<dyn VerbsBackend>,
+    ) -> Result<Sidecar> {
+        config.validate()?;
+        let (slab_size, slab_count) = config.staging_layout();
+        Sidecar::launch(config, StagingPool::new(slab_size, slab_count), Some(backend)).await
+    }
+
+    async fn launch(
+        config: Config,
+        pool: StagingPool,
+        verbs: Option<Arc<dyn VerbsBackend>>,
+    ) -> Result<Sidecar> {
         let stats = Arc::new(Stats::new());
         let store = Arc::new(Store::open(config.dirs.clone(), Arc::clone(&stats))?);
         let bind = |addr: String| async move {
@@ -111,7 +162,7 @@ impl Sidecar {
             _ => None,
         };
 
-        let (slab_size, slab_count) = config.staging_layout();
+        let rdma_device = verbs.as_ref().map(|v| v.device().to_owned());
         let upstream = Upstream::new(
             config.volume_server.as_deref(),
             config.master.as_deref(),
@@ -120,10 +171,11 @@ impl Sidecar {
         let service = Arc::new(Service {
             store: Arc::clone(&store),
             upstream: Arc::new(upstream),
-            pool: StagingPool::new(slab_size, slab_count),
+            pool,
             jwt: config.jwt_key.as_deref().map(JwtCheck::new),
             stats,
             max_read: config.max_read,
+            rdma_device: rdma_device.clone(),
         });
         let limits = Arc::new(tcp::Limits {
             max_frame: config.max_frame,
@@ -133,6 +185,7 @@ impl Sidecar {
             idle: (config.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
             server_id: random_id(),
+            verbs,
         });
 
         let (shutdown, watcher) = watch::channel(false);
@@ -144,8 +197,8 @@ impl Sidecar {
         let every = Duration::from_secs_f64(config.rescan_secs);
         tasks.push(tokio::spawn(maintain(store, every, watcher)));
         let volumes = service.store.volume_count();
-        info!(%listen_addr, ?http_addr, volumes, "sidecar started");
-        Ok(Sidecar { listen_addr, http_addr, volumes, shutdown, tasks })
+        info!(%listen_addr, ?http_addr, volumes, ?rdma_device, "sidecar started");
+        Ok(Sidecar { listen_addr, http_addr, rdma_device, volumes, shutdown, tasks })
     }
 
     /// Where the protocol listener is bound (the real port when 0 was asked for).
@@ -156,6 +209,11 @@ impl Sidecar {
     /// Where the HTTP listener is bound, if there is one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The RDMA device serving verbs clients; `None` when the sidecar serves tcp only.
+    pub fn rdma_device(&self) -> Option<&str> {
+        self.rdma_device.as_deref()
     }
 
     /// Local volumes found at start-up.
@@ -207,7 +265,8 @@ fn random_id() -> u64 {
 /// sidecar cannot start.
 ///
 /// Logs go to stderr; so does one start-up line naming what is served:
-/// `seaweed-rdma sidecar: listening on HOST:PORT (tcp), http on HOST:PORT, N volumes from DIRS`.
+/// `seaweed-rdma sidecar: listening on HOST:PORT (tcp), http on HOST:PORT, N volumes from DIRS`
+/// (`(verbs on DEVICE, tcp)` when an RDMA device serves verbs clients).
 pub fn run(args: Vec<String>) -> i32 {
     let config = match Config::from_args(args) {
         Ok(config) => config,
@@ -257,8 +316,12 @@ async fn serve_until_signal(config: Config) -> i32 {
         }
     };
     let http = sidecar.http_addr().map(|a| format!(", http on {a}")).unwrap_or_default();
+    let transports = match sidecar.rdma_device() {
+        Some(device) => format!("verbs on {device}, tcp"),
+        None => "tcp".to_owned(),
+    };
     eprintln!(
-        "seaweed-rdma sidecar: listening on {} (tcp){http}, {} volumes from {}",
+        "seaweed-rdma sidecar: listening on {} ({transports}){http}, {} volumes from {}",
         sidecar.listen_addr(),
         sidecar.volumes_at_start(),
         dirs.join(", ")

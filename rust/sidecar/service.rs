@@ -70,6 +70,8 @@ pub(crate) struct Service {
     pub(crate) jwt: Option<JwtCheck>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) max_read: u32,
+    /// The RDMA device serving verbs connections, if any (for the stats).
+    pub(crate) rdma_device: Option<String>,
 }
 
 impl Service {
@@ -86,10 +88,13 @@ impl Service {
             staging_slabs: self.pool.slab_count(),
             staging_slab_size: self.pool.slab_size(),
             staging_in_use: self.pool.in_use(),
+            rdma_device: self.rdma_device.clone(),
         }
     }
 
-    async fn answer(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+    /// Answers one read without counting it: the protocol listener counts it once the
+    /// bytes are delivered, since delivery can still refuse it (a verbs slot too small).
+    pub(crate) async fn answer(self: &Arc<Self>, ask: ReadAsk) -> Answer {
         if let Some(check) = &self.jwt {
             if !check.allows(&ask.jwt, &ask.fid) {
                 return Answer::refuse(Status::Unauthorized);

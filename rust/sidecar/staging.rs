@@ -1,8 +1,10 @@
 //! The staging pool: every byte the sidecar sends passes through one of its slabs.
 //!
-//! The pool is a fixed set of equal-sized slabs allocated once at start-up. The verbs
-//! transport will register exactly these slabs with the NIC (registration is expensive, so
-//! it must happen once, not per read); the tcp transport writes from them. A read of up to
+//! The pool is a fixed set of equal-sized slabs allocated once at start-up. With the verbs
+//! transport they are the slots of one registered memory region ([`StagingPool::registered`]:
+//! registration is expensive, so it happens once, not per read) and the NIC gathers RDMA
+//! writes straight from them ([`Lease::sges`]); tcp-only, they are plain heap buffers that
+//! the socket writes from. Either way a read of up to
 //! one slab draws a single slab and allocates nothing; a larger read draws several and
 //! fills them in order. A semaphore with one permit per slab makes callers wait for free
 //! slabs, and bounds what the sidecar holds in memory however many reads are in flight.
@@ -11,6 +13,33 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::verbs::{Sge, Slot, VerbsError, VerbsResult};
+
+/// One slab: heap memory (tcp only) or a slot of the registered staging region (verbs).
+enum Slab {
+    Heap(Box<[u8]>),
+    Registered(Slot),
+}
+
+impl std::ops::Deref for Slab {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Slab::Heap(bytes) => bytes,
+            Slab::Registered(slot) => slot,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Slab {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Slab::Heap(bytes) => bytes,
+            Slab::Registered(slot) => slot,
+        }
+    }
+}
 
 /// A fixed pool of equal-sized buffers. Cheap to clone (all clones share the slabs).
 #[derive(Clone)]
@@ -23,7 +52,7 @@ struct Inner {
     slab_count: usize,
     /// Free slabs. A holder of `k` permits may always pop `k` of them: a lease gives its
     /// slabs back before its permits are released.
-    free: Mutex<Vec<Box<[u8]>>>,
+    free: Mutex<Vec<Slab>>,
     permits: Arc<Semaphore>,
 }
 
@@ -45,8 +74,23 @@ impl StagingPool {
     /// same few slabs.
     pub fn new(slab_size: usize, slab_count: usize) -> StagingPool {
         let slab_size = slab_size.max(1);
-        let slab_count = slab_count.max(1);
-        let free = (0..slab_count).map(|_| vec![0u8; slab_size].into_boxed_slice()).collect();
+        let free = (0..slab_count.max(1))
+            .map(|_| Slab::Heap(vec![0u8; slab_size].into_boxed_slice()))
+            .collect();
+        StagingPool::from_slabs(slab_size, free)
+    }
+
+    /// A pool whose slabs are the slots of one registered memory region (the verbs
+    /// transport), so every lease can be sent from by the NIC. `slots` are equal-sized, as
+    /// [`RegisteredPool::into_slots`](crate::verbs::RegisteredPool::into_slots) gives them;
+    /// an empty list gives an empty pool that answers every read BUSY.
+    pub fn registered(slots: Vec<Slot>) -> StagingPool {
+        let slab_size = slots.first().map_or(1, |s| s.len());
+        StagingPool::from_slabs(slab_size, slots.into_iter().map(Slab::Registered).collect())
+    }
+
+    fn from_slabs(slab_size: usize, free: Vec<Slab>) -> StagingPool {
+        let slab_count = free.len();
         StagingPool {
             inner: Arc::new(Inner {
                 slab_size,
@@ -86,7 +130,7 @@ impl StagingPool {
         if slabs == 0 {
             return Some(Lease { slabs: Slabs::None, len: 0, pool: None, _permit: None });
         }
-        if slabs > self.inner.slab_count {
+        if slabs > self.inner.slab_count || self.inner.slab_count == 0 {
             return None;
         }
         let count = u32::try_from(slabs).ok()?;
@@ -115,12 +159,12 @@ impl StagingPool {
 
 enum Slabs {
     None,
-    One(Box<[u8]>),
-    Many(Vec<Box<[u8]>>),
+    One(Slab),
+    Many(Vec<Slab>),
 }
 
 impl Slabs {
-    fn as_slice(&self) -> &[Box<[u8]>] {
+    fn as_slice(&self) -> &[Slab] {
         match self {
             Slabs::None => &[],
             Slabs::One(slab) => std::slice::from_ref(slab),
@@ -128,7 +172,7 @@ impl Slabs {
         }
     }
 
-    fn as_mut_slice(&mut self) -> &mut [Box<[u8]>] {
+    fn as_mut_slice(&mut self) -> &mut [Slab] {
         match self {
             Slabs::None => &mut [],
             Slabs::One(slab) => std::slice::from_mut(slab),
@@ -214,6 +258,32 @@ impl Lease {
         }
     }
 
+    /// The leased bytes as send sources for the NIC, one per slab, in order.
+    ///
+    /// The NIC reads them after a send is posted: keep the lease until that send's
+    /// completion has been polled.
+    ///
+    /// # Errors
+    /// [`VerbsError::Invalid`] when the pool is not registered (tcp only).
+    pub fn sges(&self) -> VerbsResult<Vec<Sge>> {
+        let mut left = self.len;
+        let mut out = Vec::with_capacity(self.slabs.as_slice().len());
+        for slab in self.slabs.as_slice() {
+            let n = left.min(slab.len());
+            if n == 0 {
+                break;
+            }
+            left -= n;
+            match slab {
+                Slab::Registered(slot) => out.push(slot.sge(0, n)?),
+                Slab::Heap(_) => {
+                    return Err(VerbsError::Invalid("the staging pool is not registered".into()))
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Copies the bytes out (for callers that need one contiguous owned buffer).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
@@ -275,6 +345,11 @@ mod tests {
             assert!(pool.acquire(13, Duration::from_millis(10)).await.is_none(), "over capacity");
             let empty = pool.acquire(0, Duration::from_millis(10)).await.expect("empty lease");
             assert!(empty.is_empty() && empty.chunks().next().is_none());
+            assert!(empty.sges().expect("nothing to send").is_empty());
+            assert!(single.sges().is_err(), "heap slabs cannot be sent from by the NIC");
+            let none = StagingPool::registered(Vec::new());
+            assert_eq!((none.slab_count(), none.capacity()), (0, 0));
+            assert!(none.acquire(1, Duration::from_millis(10)).await.is_none());
         });
     }
 

@@ -26,6 +26,27 @@ impl Source {
     }
 }
 
+/// How a connection's needle bytes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// In the DATA frames on the TCP stream.
+    Tcp,
+    /// RDMA-written into the client's registered slot; DATA carries only the status.
+    Verbs,
+}
+
+impl Transport {
+    /// Lower-case name, as in stats and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Verbs => "verbs",
+        }
+    }
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Verbs];
+
 const STATUSES: [Status; 7] = [
     Status::Ok,
     Status::NotFound,
@@ -38,6 +59,15 @@ const STATUSES: [Status; 7] = [
 
 #[derive(Debug, Default)]
 struct PerSource {
+    reads: AtomicU64,
+    bytes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PerTransport {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    /// READs answered OK with data on connections of this transport.
     reads: AtomicU64,
     bytes: AtomicU64,
 }
@@ -55,6 +85,11 @@ pub(crate) struct Stats {
     by_status: [AtomicU64; 7],
     local: PerSource,
     upstream: PerSource,
+    /// Indexed by `Transport as usize`.
+    transports: [PerTransport; 2],
+    /// Verbs connections closed because their queue pair could not be connected (a client
+    /// without tcp) or an RDMA write failed or did not complete.
+    pub(crate) verbs_failures: AtomicU64,
 }
 
 /// Values that live elsewhere (the staging pool), passed in when rendering.
@@ -62,6 +97,8 @@ pub(crate) struct Gauges {
     pub(crate) staging_slabs: usize,
     pub(crate) staging_slab_size: usize,
     pub(crate) staging_in_use: usize,
+    /// The RDMA device serving verbs connections; `None` when serving tcp only.
+    pub(crate) rdma_device: Option<String>,
 }
 
 fn get(c: &AtomicU64) -> u64 {
@@ -81,7 +118,29 @@ impl Stats {
             by_status: Default::default(),
             local: PerSource::default(),
             upstream: PerSource::default(),
+            transports: Default::default(),
+            verbs_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a connection that completed its handshake on `t`; [`Stats::closed`] undoes the
+    /// open count.
+    pub(crate) fn opened(&self, t: Transport) {
+        let per = &self.transports[t as usize];
+        per.connections_total.fetch_add(1, Ordering::Relaxed);
+        per.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection counted by [`Stats::opened`] has closed.
+    pub(crate) fn closed(&self, t: Transport) {
+        self.transports[t as usize].connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` delivered by an OK answer on a `t` connection.
+    pub(crate) fn delivered(&self, t: Transport, bytes: usize) {
+        let per = &self.transports[t as usize];
+        per.reads.fetch_add(1, Ordering::Relaxed);
+        per.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Counts one answered READ (any status) and, for data, where it came from.
@@ -118,8 +177,26 @@ impl Stats {
             let per = self.per_source(s);
             serde_json::json!({ "reads": get(&per.reads), "bytes": get(&per.bytes) })
         };
+        let transports: serde_json::Map<String, serde_json::Value> = TRANSPORTS
+            .iter()
+            .map(|&t| {
+                let per = &self.transports[t as usize];
+                let counts = serde_json::json!({
+                    "connections_open": get(&per.connections_open),
+                    "connections_total": get(&per.connections_total),
+                    "reads": get(&per.reads),
+                    "bytes": get(&per.bytes),
+                });
+                (t.name().to_owned(), counts)
+            })
+            .collect();
+        // The best transport on offer; clients that do not ask for verbs still get tcp.
+        let offered = if g.rdma_device.is_some() { Transport::Verbs } else { Transport::Tcp };
         serde_json::json!({
-            "transport": "tcp",
+            "transport": offered.name(),
+            "rdma_device": g.rdma_device,
+            "transports": transports,
+            "verbs_failures": get(&self.verbs_failures),
             "uptime_secs": self.started.elapsed().as_secs_f64(),
             "volumes": get(&self.volumes),
             "connections": {
@@ -199,6 +276,42 @@ impl Stats {
             "Connections closed for breaking the protocol.",
             errors,
         );
+        let by_transport = |f: fn(&PerTransport) -> &AtomicU64| {
+            TRANSPORTS
+                .iter()
+                .map(|&t| (label("transport", t.name()), get(f(&self.transports[t as usize]))))
+                .collect()
+        };
+        metric(
+            "transport_connections_open",
+            "gauge",
+            "Open protocol connections, by the transport their handshake chose.",
+            by_transport(|p| &p.connections_open),
+        );
+        metric(
+            "transport_connections_total",
+            "counter",
+            "Protocol connections that completed a handshake, by transport.",
+            by_transport(|p| &p.connections_total),
+        );
+        metric(
+            "transport_bytes_total",
+            "counter",
+            "Needle bytes delivered to protocol clients, by transport.",
+            by_transport(|p| &p.bytes),
+        );
+        metric(
+            "verbs_failures_total",
+            "counter",
+            "Verbs connections closed: queue pair not connected, or an RDMA write failed.",
+            one(get(&self.verbs_failures)),
+        );
+        metric(
+            "verbs_available",
+            "gauge",
+            "1 when an RDMA device serves verbs connections, else 0.",
+            one(u64::from(g.rdma_device.is_some())),
+        );
         metric(
             "http_requests_total",
             "counter",
@@ -229,12 +342,30 @@ mod tests {
         stats.record(Status::Ok, Some(Source::Local), 10);
         stats.record(Status::Ok, Some(Source::Upstream), 5);
         stats.record(Status::NotFound, None, 0);
-        let g = Gauges { staging_slabs: 4, staging_slab_size: 1024, staging_in_use: 1 };
+        stats.opened(Transport::Tcp);
+        stats.opened(Transport::Verbs);
+        stats.opened(Transport::Verbs);
+        stats.closed(Transport::Verbs);
+        stats.delivered(Transport::Verbs, 10);
+        let g = Gauges {
+            staging_slabs: 4,
+            staging_slab_size: 1024,
+            staging_in_use: 1,
+            rdma_device: Some("rxe0".into()),
+        };
         let json = stats.json(&g);
         assert_eq!(json["reads"], 3);
         assert_eq!(json["bytes"], 15);
         assert_eq!(json["sources"]["upstream"]["bytes"], 5);
         assert_eq!(json["status"]["not_found"], 1);
+        assert_eq!(
+            (json["transport"].as_str(), json["rdma_device"].as_str()),
+            (Some("verbs"), Some("rxe0"))
+        );
+        assert_eq!(json["transports"]["verbs"]["connections_total"], 2);
+        assert_eq!(json["transports"]["verbs"]["connections_open"], 1);
+        assert_eq!(json["transports"]["verbs"]["bytes"], 10);
+        assert_eq!(json["transports"]["tcp"]["connections_open"], 1);
         let text = stats.prometheus(&g);
         assert!(text.contains("seaweed_rdma_sidecar_reads_total{status=\"ok\"} 2\n"), "{text}");
         assert!(text.contains("seaweed_rdma_sidecar_bytes_total{source=\"local\"} 10\n"), "{text}");
@@ -242,5 +373,11 @@ mod tests {
             text.contains("# TYPE seaweed_rdma_sidecar_staging_slabs_in_use gauge\n"),
             "{text}"
         );
+        let verbs_conns =
+            "seaweed_rdma_sidecar_transport_connections_total{transport=\"verbs\"} 2\n";
+        assert!(text.contains(verbs_conns), "{text}");
+        let tcp_bytes = "seaweed_rdma_sidecar_transport_bytes_total{transport=\"tcp\"} 0\n";
+        assert!(text.contains(tcp_bytes), "{text}");
+        assert!(text.contains("seaweed_rdma_sidecar_verbs_available 1\n"), "{text}");
     }
 }

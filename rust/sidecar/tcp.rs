@@ -1,10 +1,13 @@
 //! The protocol over TCP (`docs/protocol.md`).
 //!
-//! Per connection: the handshake under a deadline, then a reader that decodes frames and
-//! spawns one task per READ (at most the granted in-flight count; beyond it the answer is
-//! BUSY), and one writer task that owns the socket's write half and sends each DATA header
-//! followed by the payload straight from its staging slabs. A peer that breaks the protocol
-//! loses its connection and nothing else.
+//! Per connection: the handshake under a deadline (`handshake.rs`), then a reader that
+//! decodes frames and spawns one task per READ (at most the granted in-flight count; beyond
+//! it the answer is BUSY), and one writer task that owns the socket's write half. Each
+//! READ's task hands an OK answer to the connection's [`Pusher`]: over tcp the writer then
+//! sends the DATA header followed by the payload straight from its staging slabs; over
+//! verbs the bytes are RDMA-written into the client's slot first and the DATA frame carries
+//! only the header. A peer that breaks the protocol, or a verbs write that fails, loses its
+//! connection and nothing else.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,14 +23,14 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use super::handshake::{handshake, Session};
 use super::service::{Answer, ReadAsk, Service};
 use super::staging::Lease;
 use super::store::Span;
-use super::HANDSHAKE_DEADLINE;
+use super::transport::{deliver, Dest, Pusher, VerbsBackend};
 use crate::fid::FileId;
 use crate::proto::{
-    DataHeader, FrameHeader, Hello, HelloAck, Kind, ReadRequest, Status, DATA_HEADER_LEN,
-    FRAME_HEADER_LEN, HELLO_LEN, TRANSPORT_TCP, VERSION,
+    DataHeader, FrameHeader, Kind, ReadRequest, Status, DATA_HEADER_LEN, FRAME_HEADER_LEN,
 };
 
 /// Once a frame has started, the rest of it must arrive within this time.
@@ -46,17 +49,22 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     pub(crate) idle: Option<Duration>,
     pub(crate) server_id: u64,
+    /// The RDMA device's side of verbs connections; `None` serves tcp only.
+    pub(crate) verbs: Option<Arc<dyn VerbsBackend>>,
 }
 
 /// Why a connection ended early.
-enum End {
+pub(crate) enum End {
     /// The peer broke the protocol: logged as a warning.
     Protocol(String),
     /// The socket failed, or the peer went quiet or away mid-handshake.
     Io(io::Error),
+    /// The verbs transport failed (a write, its completion, or connecting the queue pair):
+    /// logged as a warning; the client falls back.
+    Transport(String),
 }
 
-fn protocol(reason: impl std::fmt::Display) -> End {
+pub(crate) fn protocol(reason: impl std::fmt::Display) -> End {
     End::Protocol(reason.to_string())
 }
 
@@ -70,6 +78,8 @@ enum Reply {
     Pong {
         request_id: u32,
     },
+    /// Ends the connection (a verbs write failed): the writer stops, the reader with it.
+    Close(String),
 }
 
 /// Accepts connections until `shutdown` flips.
@@ -142,6 +152,10 @@ async fn connection(
             warn!(%peer, "closing connection: {reason}");
         }
         Err(End::Io(e)) => debug!(%peer, "connection closed: {e}"),
+        Err(End::Transport(reason)) => {
+            stats.verbs_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, "closing connection: {reason}");
+        }
     }
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -156,44 +170,34 @@ async fn handle(
     // Answers are latency-bound small frames as often as bulk data.
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let mut hello = [0u8; HELLO_LEN];
-    match timeout(HANDSHAKE_DEADLINE, rd.read_exact(&mut hello)).await {
-        Err(_) => return Err(protocol(format!("no HELLO within {HANDSHAKE_DEADLINE:?}"))),
-        Ok(Err(e)) => return Err(End::Io(e)),
-        Ok(Ok(_)) => {}
-    }
-    let hello = Hello::decode(&hello).map_err(protocol)?;
-    let mut ack = HelloAck {
-        version: VERSION,
-        transport: TRANSPORT_TCP,
-        max_inflight: match hello.max_inflight {
-            0 => limits.max_inflight,
-            wanted => wanted.min(limits.max_inflight),
-        },
-        max_frame: limits.max_frame,
-        max_read: limits.max_read,
-        server_id: limits.server_id,
-    };
-    if hello.version != VERSION {
-        ack.version = 0;
-        let _ = wr.write_all(&ack.encode()).await;
-        return Err(protocol(format!(
-            "client speaks protocol version {}, this sidecar {VERSION}",
-            hello.version
-        )));
-    }
-    if hello.transports & TRANSPORT_TCP == 0 {
-        return Err(protocol(format!(
-            "client offers transports {:#x}, this sidecar serves tcp",
-            hello.transports
-        )));
-    }
-    wr.write_all(&ack.encode()).await.map_err(End::Io)?;
+    let session = handshake(&mut rd, &mut wr, limits).await?;
+    let transport = session.pusher.transport();
+    service.stats.opened(transport);
+    let result = serve_session(rd, wr, session, peer, service, limits, shutdown).await;
+    service.stats.closed(transport);
+    result
+}
 
-    let granted = ack.max_inflight as usize;
-    let (tx, rx) = mpsc::channel(granted + 16);
+async fn serve_session(
+    mut rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    session: Session,
+    peer: SocketAddr,
+    service: &Arc<Service>,
+    limits: &Limits,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), End> {
+    let (tx, rx) = mpsc::channel(session.granted + 16);
     let mut writer = tokio::spawn(write_loop(wr, rx));
-    let result = read_loop(&mut rd, peer, tx, granted, service, limits, shutdown).await;
+    let reading = read_loop(&mut rd, peer, tx, &session, service, limits, shutdown);
+    let result = tokio::select! {
+        result = reading => result,
+        // The writer stops early only when the socket or a verbs write failed.
+        written = &mut writer => return match written {
+            Ok(result) => result,
+            Err(e) => Err(End::Io(io::Error::other(e))),
+        },
+    };
     if result.is_ok() {
         if timeout(DRAIN_DEADLINE, &mut writer).await.is_err() {
             writer.abort();
@@ -209,11 +213,12 @@ async fn read_loop(
     rd: &mut OwnedReadHalf,
     peer: SocketAddr,
     tx: mpsc::Sender<Reply>,
-    granted: usize,
+    session: &Session,
     service: &Arc<Service>,
     limits: &Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), End> {
+    let granted = session.granted;
     let inflight = Arc::new(Semaphore::new(granted));
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut body = Vec::new();
@@ -241,7 +246,8 @@ async fn read_loop(
         let reply = match frame.kind {
             Kind::Ping => Reply::Pong { request_id: frame.request_id },
             Kind::Read => {
-                match dispatch(&body, frame.request_id, peer, &tx, &inflight, service, limits) {
+                let read = Read { request_id: frame.request_id, peer, pusher: &session.pusher };
+                match dispatch(&body, read, &tx, &inflight, service, limits) {
                     Some(reply) => reply,
                     None => continue,
                 }
@@ -256,11 +262,17 @@ async fn read_loop(
     }
 }
 
+/// The READ being dispatched and its connection.
+struct Read<'a> {
+    request_id: u32,
+    peer: SocketAddr,
+    pusher: &'a Arc<dyn Pusher>,
+}
+
 /// Starts a READ; returns an immediate answer for one that cannot start.
 fn dispatch(
     body: &[u8],
-    request_id: u32,
-    peer: SocketAddr,
+    Read { request_id, peer, pusher }: Read<'_>,
     tx: &mpsc::Sender<Reply>,
     inflight: &Arc<Semaphore>,
     service: &Arc<Service>,
@@ -286,6 +298,10 @@ fn dispatch(
     if !req.whole() && req.length > limits.max_read {
         return refuse(Status::BadRequest);
     }
+    let dest = Dest { slot: req.dest_slot, offset: req.dest_offset };
+    if let Err(status) = pusher.check(dest) {
+        return refuse(status);
+    }
     let Ok(permit) = Arc::clone(inflight).try_acquire_owned() else { return refuse(Status::Busy) };
     let span = if req.whole() {
         Span::WHOLE
@@ -293,11 +309,23 @@ fn dispatch(
         Span { offset: req.offset, len: u64::from(req.length) }
     };
     let ask = ReadAsk { fid: FileId::new(req.volume, req.key, req.cookie), span, jwt: req.jwt };
-    let (tx, service) = (tx.clone(), Arc::clone(service));
+    let (tx, service, pusher) = (tx.clone(), Arc::clone(service), Arc::clone(pusher));
     tokio::spawn(async move {
-        let Answer { header, payload, .. } = service.read(ask).await;
+        let Answer { header, payload, source } = service.answer(ask).await;
+        let reply = match deliver(&*pusher, request_id, dest, header, payload).await {
+            Ok((header, payload)) => {
+                let delivered = header.status == Status::Ok;
+                let bytes = if delivered { header.data_len as usize } else { 0 };
+                service.stats.record(header.status, source.filter(|_| delivered), bytes);
+                if delivered {
+                    service.stats.delivered(pusher.transport(), bytes);
+                }
+                Reply::Data { request_id, header, payload, permit: Some(permit) }
+            }
+            Err(reason) => Reply::Close(format!("READ {request_id}: {reason}")),
+        };
         // A send error means the connection is closing; the answer has nowhere to go.
-        let _ = tx.send(Reply::Data { request_id, header, payload, permit: Some(permit) }).await;
+        let _ = tx.send(reply).await;
     });
     None
 }
@@ -320,21 +348,30 @@ async fn read_full(rd: &mut OwnedReadHalf, buf: &mut [u8], what: &str) -> Result
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) -> io::Result<()> {
+async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) -> Result<(), End> {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
-    while let Some(reply) = rx.recv().await {
-        write_reply(&mut out, reply).await?;
+    while let Some(mut reply) = rx.recv().await {
         // Answers that are already waiting share one flush.
-        while let Ok(reply) = rx.try_recv() {
-            write_reply(&mut out, reply).await?;
+        loop {
+            if let Reply::Close(reason) = reply {
+                // The answers before it still go out; then the connection closes.
+                let _ = out.flush().await;
+                return Err(End::Transport(reason));
+            }
+            write_reply(&mut out, reply).await.map_err(End::Io)?;
+            match rx.try_recv() {
+                Ok(next) => reply = next,
+                Err(_) => break,
+            }
         }
-        out.flush().await?;
+        out.flush().await.map_err(End::Io)?;
     }
-    out.shutdown().await
+    out.shutdown().await.map_err(End::Io)
 }
 
 async fn write_reply(out: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> io::Result<()> {
     match reply {
+        Reply::Close(_) => Ok(()), // write_loop ends the connection before getting here
         Reply::Pong { request_id } => {
             let frame = FrameHeader { kind: Kind::Pong, flags: 0, request_id, body_len: 0 };
             out.write_all(&frame.encode()).await
@@ -343,7 +380,9 @@ async fn write_reply(out: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> io::R
             // The slot frees before the client can see the answer, so a client that sends
             // its next READ on receipt is never refused BUSY for a slot not yet released.
             drop(permit);
-            let body_len = DATA_HEADER_LEN as u32 + header.data_len;
+            // Over verbs `data_len` bytes were written into the client's slot, none follow.
+            let payload_len = payload.as_ref().map_or(0, Lease::len);
+            let body_len = DATA_HEADER_LEN as u32 + u32::try_from(payload_len).unwrap_or(0);
             let mut head = [0u8; FRAME_HEADER_LEN + DATA_HEADER_LEN];
             head[..FRAME_HEADER_LEN].copy_from_slice(
                 &FrameHeader { kind: Kind::Data, flags: 0, request_id, body_len }.encode(),

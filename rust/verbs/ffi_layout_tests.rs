@@ -241,6 +241,7 @@ fn constants_match() {
     assert_eq!(IBV_ACCESS_REMOTE_WRITE, A::IBV_ACCESS_REMOTE_WRITE.0);
     assert_eq!(IBV_ACCESS_REMOTE_READ, A::IBV_ACCESS_REMOTE_READ.0);
 
+    assert_eq!(IBV_WR_RDMA_WRITE, sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE);
     assert_eq!(IBV_WR_RDMA_WRITE_WITH_IMM, sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM);
     assert_eq!(IBV_SEND_SIGNALED, sys::ibv_send_flags::IBV_SEND_SIGNALED.0);
     assert_eq!(IBV_WC_RDMA_WRITE, sys::ibv_wc_opcode::IBV_WC_RDMA_WRITE);

@@ -206,6 +206,41 @@ impl ConnectedQp {
         imm: u32,
         signaled: bool,
     ) -> VerbsResult<()> {
+        let op = (ffi::IBV_WR_RDMA_WRITE_WITH_IMM, imm.to_be());
+        self.post_write_op(wr_id, local, remote_addr, rkey, op, signaled)
+    }
+
+    /// Posts one plain RDMA WRITE (no immediate, so the peer sees no completion): for the
+    /// leading parts of a transfer that needs more SGEs than one work request holds, whose
+    /// last part then goes with [`ConnectedQp::post_write_with_imm`]. An RC queue pair
+    /// executes its sends in order, so the peer's completion for that last part also means
+    /// these bytes have landed.
+    ///
+    /// The NIC reads `local` after this returns, as for `post_write_with_imm`.
+    ///
+    /// # Errors
+    /// As [`ConnectedQp::post_write_with_imm`].
+    pub fn post_write(
+        &self,
+        wr_id: u64,
+        local: &[Sge],
+        remote_addr: u64,
+        rkey: u32,
+        signaled: bool,
+    ) -> VerbsResult<()> {
+        self.post_write_op(wr_id, local, remote_addr, rkey, (ffi::IBV_WR_RDMA_WRITE, 0), signaled)
+    }
+
+    /// One RDMA write work request; `op` is the opcode and its immediate (network order).
+    fn post_write_op(
+        &self,
+        wr_id: u64,
+        local: &[Sge],
+        remote_addr: u64,
+        rkey: u32,
+        (opcode, imm_data): (std::os::raw::c_uint, u32),
+        signaled: bool,
+    ) -> VerbsResult<()> {
         let mut sges: Vec<IbvSge> = local.iter().map(|s| s.0).collect();
         let num_sge = c_int::try_from(sges.len())
             .map_err(|_| VerbsError::Invalid("too many scatter/gather entries".into()))?;
@@ -214,9 +249,9 @@ impl ConnectedQp {
             next: std::ptr::null_mut(),
             sg_list: if sges.is_empty() { std::ptr::null_mut() } else { sges.as_mut_ptr() },
             num_sge,
-            opcode: ffi::IBV_WR_RDMA_WRITE_WITH_IMM,
+            opcode,
             send_flags: if signaled { ffi::IBV_SEND_SIGNALED } else { 0 },
-            imm_data: imm.to_be(),
+            imm_data,
             wr: IbvRdmaWr::new(remote_addr, rkey),
             xrc_remote_srqn: 0,
             _bind_mw_tso: [0; 6],

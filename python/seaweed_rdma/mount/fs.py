@@ -109,7 +109,7 @@ class SeaweedOperations(pyfuse3.Operations):
         work = path.prepare(view, buf, offset)
         undelivered = work.ranged
         fast = path.fast
-        if fast is not None and undelivered and hasattr(fast.engine, "submit_read_into"):
+        if fast is not None and undelivered:
             undelivered = await fast.read_ranges_async(buf, undelivered)
         if work.whole or undelivered:
             await self._off_loop(path.finish, work, buf, undelivered)

@@ -2,21 +2,28 @@
 //! on `std::net` and [`crate::proto`], and (where needles are read) a real SeaweedFS
 //! cluster from [`crate::testutil`].
 
+mod fake_volume;
 mod local;
 mod protocol;
 mod upstream;
+mod verbs;
+mod verbs_device;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::transport::VerbsBackend;
 use super::{Config, Sidecar};
 use crate::fid::FileId;
 use crate::proto::{
     DataHeader, FrameHeader, Hello, HelloAck, Kind, ReadRequest, DATA_HEADER_LEN, FRAME_HEADER_LEN,
-    HELLO_ACK_LEN, READ_WHOLE, TRANSPORT_TCP, VERSION,
+    HELLO_ACK_LEN, READ_WHOLE, TRANSPORT_TCP, TRANSPORT_VERBS, VERSION,
 };
+use crate::verbs::exchange::ENDPOINT_LEN;
+use crate::verbs::{ClientExchange, Endpoint};
 
 /// A sidecar on its own runtime, listening on free loopback ports; stopped on drop.
 pub(super) struct TestSidecar {
@@ -27,6 +34,19 @@ pub(super) struct TestSidecar {
 impl TestSidecar {
     /// Starts with `args` plus `--listen 127.0.0.1:0 --http 127.0.0.1:0`.
     pub(super) fn start(args: &[&str]) -> TestSidecar {
+        TestSidecar::try_start(args, None).expect("sidecar starts")
+    }
+
+    /// Starts with `backend` standing in for an RDMA device.
+    pub(super) fn start_with_verbs(args: &[&str], backend: Arc<dyn VerbsBackend>) -> TestSidecar {
+        TestSidecar::try_start(args, Some(backend)).expect("sidecar starts")
+    }
+
+    /// Starts, or says why it cannot.
+    pub(super) fn try_start(
+        args: &[&str],
+        verbs: Option<Arc<dyn VerbsBackend>>,
+    ) -> crate::Result<TestSidecar> {
         let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         all.extend(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"].map(String::from));
         let config = Config::from_args(&all).expect("test arguments parse");
@@ -35,8 +55,26 @@ impl TestSidecar {
             .enable_all()
             .build()
             .expect("runtime");
-        let sidecar = rt.block_on(Sidecar::start(config)).expect("sidecar starts");
-        TestSidecar { rt, sidecar: Some(sidecar) }
+        let sidecar = rt.block_on(async move {
+            match verbs {
+                Some(backend) => Sidecar::start_with_verbs(config, backend).await,
+                None => Sidecar::start(config).await,
+            }
+        })?;
+        Ok(TestSidecar { rt, sidecar: Some(sidecar) })
+    }
+
+    /// The sidecar's `/stats`.
+    pub(super) fn stats(&self) -> serde_json::Value {
+        let url = format!("{}/stats", self.http());
+        let text = ureq::get(&url).call().expect("stats").body_mut().read_to_string();
+        serde_json::from_str(&text.expect("body")).expect("json")
+    }
+
+    /// The sidecar's `/metrics`.
+    pub(super) fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.http());
+        ureq::get(&url).call().expect("metrics").body_mut().read_to_string().expect("body")
     }
 
     pub(super) fn addr(&self) -> SocketAddr {
@@ -88,23 +126,40 @@ pub(super) fn dir_arg(path: &Path) -> String {
 pub(super) struct Client {
     pub(super) stream: TcpStream,
     pub(super) ack: HelloAck,
+    /// The sidecar's endpoint when the handshake chose verbs (DATA then has no payload).
+    pub(super) server: Option<Endpoint>,
     next_id: u32,
 }
 
 impl Client {
     /// Connects and completes the handshake.
     pub(super) fn connect(addr: SocketAddr) -> Client {
+        Client::connect_offering(addr, TRANSPORT_TCP, None)
+    }
+
+    /// Connects offering `transports`, sending `exchange` after HELLO when it is given (the
+    /// verbs bit should be set then), and completes the handshake.
+    pub(super) fn connect_offering(
+        addr: SocketAddr,
+        transports: u16,
+        exchange: Option<&ClientExchange>,
+    ) -> Client {
         let mut stream = Client::raw(addr);
-        stream
-            .write_all(
-                &Hello { version: VERSION, transports: TRANSPORT_TCP, max_inflight: 0 }.encode(),
-            )
-            .expect("HELLO");
+        let mut hello = Hello { version: VERSION, transports, max_inflight: 0 }.encode().to_vec();
+        if let Some(ex) = exchange {
+            hello.extend_from_slice(&ex.encode());
+        }
+        stream.write_all(&hello).expect("HELLO");
         let mut ack = [0u8; HELLO_ACK_LEN];
         stream.read_exact(&mut ack).expect("HELLO_ACK");
         let ack = HelloAck::decode(&ack).expect("ack decodes");
         assert_eq!(ack.version, VERSION);
-        Client { stream, ack, next_id: 1 }
+        let server = (ack.transport == TRANSPORT_VERBS).then(|| {
+            let mut ep = [0u8; ENDPOINT_LEN];
+            stream.read_exact(&mut ep).expect("VERBS_ENDPOINT");
+            Endpoint::decode(&ep).expect("endpoint decodes")
+        });
+        Client { stream, ack, server, next_id: 1 }
     }
 
     /// A connected socket with nothing sent yet.
@@ -134,10 +189,11 @@ impl Client {
         let mut body = vec![0u8; frame.body_len as usize];
         self.stream.read_exact(&mut body).expect("frame body");
         let data = DataHeader::decode(&body).expect("DATA decodes");
+        let inline = if self.server.is_some() { 0 } else { data.data_len as usize };
         assert_eq!(
             body.len(),
-            DATA_HEADER_LEN + data.data_len as usize,
-            "payload length matches data_len"
+            DATA_HEADER_LEN + inline,
+            "payload: data_len over tcp, none over verbs"
         );
         (frame.request_id, data, body.split_off(DATA_HEADER_LEN))
     }
