@@ -67,6 +67,20 @@ pub(crate) fn setup(
 }
 
 fn open(device: Option<&str>, slab_size: usize, slab_count: usize) -> VerbsResult<VerbsSetup> {
+    open_device(device, slab_size, slab_count).map_err(|e| match e {
+        // ENOSYS: the kernel has no RDMA support at all, which "no devices" says better.
+        VerbsError::GetDeviceList(io) if io.raw_os_error() == Some(libc::ENOSYS) => {
+            VerbsError::NoDevices
+        }
+        other => other,
+    })
+}
+
+fn open_device(
+    device: Option<&str>,
+    slab_size: usize,
+    slab_count: usize,
+) -> VerbsResult<VerbsSetup> {
     let lib = Loader::global()?;
     let (ctx, port) = match device {
         Some(name) => {

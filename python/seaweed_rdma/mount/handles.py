@@ -113,9 +113,13 @@ class OpenFile:
             self.cache.hits += 1
             return self._assemble(cached, offset, size)  # type: ignore[arg-type]
         blocks = self._ensure(first, last, fetch, nursery)
-        if near:
-            ahead = last + 1 + self.readahead // BLOCK
-            self._ensure(last + 1, min(ahead, (self.size - 1) // BLOCK), fetch, nursery)
+        window = self.readahead // BLOCK
+        end = (self.size - 1) // BLOCK
+        # Refill the read-ahead only when its second half is missing, so it is fetched in
+        # batches of half a window rather than a block at a time.
+        probe = min(last + 1 + window // 2, end)
+        if probe > last and self.cache.get(self._key(probe)) is None:
+            self._ensure(last + 1, min(last + window, end), fetch, nursery)
         for b in blocks:
             await b.done.wait()
         if any(b.failed for b in blocks):
