@@ -19,6 +19,7 @@ from .volume_http import mint_read_jwt
 log = logging.getLogger("seaweed_rdma.fastpath")
 
 NEEDLE_COMPRESSED = 0x01
+OP_BYTES = 1 << 20
 
 
 def sidecar_for(spec: str | dict[str, str], volume_url: str) -> str | None:
@@ -87,9 +88,15 @@ class FastPath:
                 undelivered.append(r)
                 continue
             vid, key, cookie = parse_fid(r.chunk.file_id)
-            ops.append((target, vid, key, cookie, r.in_chunk, r.length, r.buf_offset,
-                        self._jwt(r.chunk.file_id)))
-            todo.append(r)
+            jwt = self._jwt(r.chunk.file_id)
+            # Pieces of at most OP_BYTES: the engine keeps them all in flight at once, so
+            # one large extent is read in parallel rather than as one long transfer.
+            for at in range(0, r.length, OP_BYTES):
+                n = min(OP_BYTES, r.length - at)
+                piece = r if n == r.length else RangeRequest(r.chunk, r.in_chunk + at, n,
+                                                             r.buf_offset + at)
+                ops.append((target, vid, key, cookie, piece.in_chunk, n, piece.buf_offset, jwt))
+                todo.append(piece)
         return ops, todo, undelivered
 
     def _account(self, todo: list[RangeRequest], results: list[str | None], elapsed: float,

@@ -101,10 +101,9 @@ class SeaweedOperations(pyfuse3.Operations):
         self._next_fh += 1
         return fh
 
-    async def _fetch(self, view: FileView, offset: int, size: int) -> memoryview:
-        """File bytes for the block cache. Plain extents go to the engine and come back
+    async def _fetch(self, view: FileView, offset: int, buf: memoryview) -> int:
+        """Fills ``buf`` from ``offset``. Plain extents go to the engine and come back
         through an eventfd (no thread hop); whole chunks and fallbacks run in a thread."""
-        buf = memoryview(bytearray(size))
         path = self.client._path
         work = path.prepare(view, buf, offset)
         undelivered = work.ranged
@@ -113,7 +112,7 @@ class SeaweedOperations(pyfuse3.Operations):
             undelivered = await fast.read_ranges_async(buf, undelivered)
         if work.whole or undelivered:
             await self._off_loop(path.finish, work, buf, undelivered)
-        return buf[:work.n]
+        return work.n
 
     # -- lookup and attributes ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ than it saves).
 
 from __future__ import annotations
 
+import mmap
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,8 +23,18 @@ from ..reader import FileView
 
 BLOCK = 1 << 20
 NEAR = 2 << 20
-Fetch = Callable[[FileView, int, int], Awaitable[memoryview]]
+# Fills the buffer from the file offset; returns how many bytes it read.
+Fetch = Callable[[FileView, int, memoryview], Awaitable[int]]
 Key = tuple[str, int, int, int]  # path, mtime_ns, size, block index
+
+
+@dataclass
+class Run:
+    """The buffer one fetch filled; it goes back to the pool when its last block leaves
+    the cache."""
+
+    buf: mmap.mmap
+    live: int
 
 
 @dataclass
@@ -33,6 +44,7 @@ class Block:
     data: memoryview | None = None
     done: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
+    run: Run | None = None
 
 
 class BlockCache:
@@ -44,6 +56,20 @@ class BlockCache:
         self._blocks: OrderedDict[Key, Block] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        # A fresh bytearray is zeroed on the trio thread (~0.5 ms per MiB, as much as
+        # fetching the bytes). Anonymous mappings are zeroed lazily by the kernel as the
+        # engine's threads write into them, and buffers are recycled on eviction.
+        self._free: dict[int, list[mmap.mmap]] = {}
+
+    def take(self, size: int) -> mmap.mmap:
+        """A writable buffer of exactly ``size`` bytes (contents undefined)."""
+        free = self._free.get(size)
+        return free.pop() if free else mmap.mmap(-1, size)
+
+    def _give(self, buf: mmap.mmap) -> None:
+        free = self._free.setdefault(len(buf), [])
+        if len(free) < 8:
+            free.append(buf)
 
     def get(self, key: Key) -> Block | None:
         b = self._blocks.get(key)
@@ -72,6 +98,10 @@ class BlockCache:
                 continue
             del self._blocks[old_key]
             self._used -= len(old.data or b"")
+            if old.run is not None:
+                old.run.live -= 1
+                if old.run.live == 0:
+                    self._give(old.run.buf)
 
 
 class OpenFile:
@@ -109,7 +139,7 @@ class OpenFile:
             cached = [self.cache.get(self._key(i)) for i in range(first, last + 1)]
             if not all(b is not None and b.done.is_set() and not b.failed for b in cached):
                 self.cache.misses += 1
-                return await fetch(self.view, offset, size)
+                return await self._exact(fetch, offset, size)
             self.cache.hits += 1
             return self._assemble(cached, offset, size)  # type: ignore[arg-type]
         blocks = self._ensure(first, last, fetch, nursery)
@@ -123,7 +153,7 @@ class OpenFile:
         for b in blocks:
             await b.done.wait()
         if any(b.failed for b in blocks):
-            return await fetch(self.view, offset, size)  # raises the real error, or succeeds
+            return await self._exact(fetch, offset, size)  # raises the real error, or succeeds
         return self._assemble(blocks, offset, size)
 
     @staticmethod
@@ -135,6 +165,11 @@ class OpenFile:
             return data[start:start + size]
         joined = b"".join(bytes(b.data or b"") for b in blocks)
         return memoryview(joined)[start:start + size]
+
+    async def _exact(self, fetch: Fetch, offset: int, size: int) -> memoryview:
+        buf = memoryview(bytearray(size))
+        n = await fetch(self.view, offset, buf)
+        return buf[:n]
 
     def _ensure(self, first: int, last: int, fetch: Fetch, nursery: trio.Nursery
                 ) -> list[Block]:
@@ -163,12 +198,16 @@ class OpenFile:
         length = min(len(run) * BLOCK, self.size - start)
 
         async def go() -> None:
+            buf = self.cache.take(length)
             data: memoryview | None = None
             try:
-                data = await fetch(self.view, start, length)
+                n = await fetch(self.view, start, memoryview(buf))
+                data = memoryview(buf)[:n]
             except Exception:  # readers waiting on these blocks retry and see the error
                 data = None
+            holder = Run(buf, len(run)) if data is not None else None
             for i, (index, b) in enumerate(run):
+                b.run = holder
                 piece = data[i * BLOCK:(i + 1) * BLOCK] if data is not None else None
                 self.cache.filled(self._key(index), b, piece)
 
