@@ -20,8 +20,11 @@ def test_bench_writes_table_json_and_plot(tmp_path):  # type: ignore[no-untyped-
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fast / path" in r.stdout and "http_volume" in r.stdout
-    assert "sequential, fast path" in r.stderr  # progress lines
+    assert "sequential, fast path over tcp" in r.stderr  # progress lines
     res = json.loads(out.read_text())
-    assert set(res["sequential_bytes_per_s"]) == {"fast", "http_volume", "http_filer"}
-    assert res["fast_stats"]["fast"]["bytes"] > 0 and res["fast_stats"]["fallbacks"] == 0
+    assert {"fast_tcp", "http_volume", "http_filer"} <= set(res["sequential_bytes_per_s"])
+    tcp = res["fast_stats"]["tcp"]
+    assert tcp["fast"]["bytes"] > 0 and tcp["fallbacks"] == 0 and tcp["transport"] == "tcp"
+    if res["verbs_unavailable"]:
+        assert "verbs: not measured here" in r.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -90,6 +90,9 @@ class Engine:
         connect_timeout_ms: int = 1000,
         max_inflight: int = 128,
         conns_per_sidecar: int = 2,
+        transport: str = "auto",
+        verbs_slot_size: int = 1048576,
+        verbs_slots: int = 64,
     ) -> Engine: ...
     def read_into(self, buffer: Any, ops: list[_RangeOp]) -> list[str | None]:
         """Per op ``(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)``: None when

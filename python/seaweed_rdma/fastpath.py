@@ -53,15 +53,22 @@ class FastPath:
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
                  max_inflight: int = 128) -> None:
-        if transport == "verbs":
-            log.warning("verbs transport requested but not available in this build; using tcp")
         self.spec = spec
-        self.transport = "tcp"
+        self.requested = transport
         self._master = master
         self._stats = stats
         self._jwt_key = jwt_key
+        # auto: verbs where this host and the sidecar both can, else tcp (decided per
+        # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
         self.engine = Engine(timeout_ms=int(timeout * 1000), connect_timeout_ms=1000,
-                             max_inflight=max_inflight)
+                             max_inflight=max_inflight, transport=transport)
+
+    @property
+    def transport(self) -> str:
+        """The transport the sidecars are being read over: "verbs" when any connection
+        uses RDMA, else "tcp"."""
+        used = {str(h.get("transport")) for h in self.engine.health()}
+        return "verbs" if "verbs" in used else "tcp"
 
     def _target(self, chunk: Chunk) -> str | None:
         try:

@@ -190,7 +190,9 @@ impl Io<'_, '_> {
                         Some(conn) => Slot::Open(conn),
                         None => {
                             let cfg = *self.ctx.cfg;
-                            let job = pool.clone().conn(slot, cfg, self.ctx.stats.clone(), limit);
+                            let verbs = self.ctx.generation.verbs(&cfg);
+                            let stats = self.ctx.stats.clone();
+                            let job = pool.clone().conn(slot, cfg, stats, limit, verbs);
                             Slot::Connecting(tokio::spawn(job))
                         }
                     })

@@ -19,8 +19,11 @@ use tokio::task::AbortHandle;
 
 use super::dest::Dest;
 use super::frames;
+use super::stats::Stats;
 use super::tasks::{self, Outgoing};
 use super::types::{Failure, WholeNeedle};
+use super::verbs::matcher::Matcher;
+use super::verbs::{Host, Link, SlotLease};
 use crate::proto::{self, HelloAck, Kind, ReadRequest};
 
 /// Reader-side buffer: large enough to batch small answers into one syscall, small enough
@@ -95,6 +98,9 @@ pub(super) struct Table {
     next_id: u32,
     /// Set once the connection is unusable; new requests fail with it.
     pub(super) closed: Option<Failure>,
+    /// Verbs connections: the receive slot of each sent READ until its answer completes
+    /// (empty on tcp).
+    pub(super) verbs: Matcher<SlotLease>,
 }
 
 impl Table {
@@ -110,6 +116,9 @@ impl Table {
 /// State the connection's tasks and its batches share.
 #[derive(Debug, Default)]
 pub(super) struct Shared {
+    /// The queue pair of a verbs connection. Declared before `table` so it is destroyed
+    /// first: the slots the table holds are freed only once nothing can write into them.
+    link: Option<Link>,
     table: Mutex<Table>,
     /// True once the reader task has ended (its future dropped): from then on nothing
     /// writes into any destination this connection was given.
@@ -121,6 +130,11 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// The verbs half, on a verbs connection.
+    pub(super) fn link(&self) -> Option<&Link> {
+        self.link.as_ref()
+    }
+
     /// The table, even if a panic poisoned the lock: every update to it is a single map
     /// operation, so it is never left half-done.
     pub(super) fn table(&self) -> MutexGuard<'_, Table> {
@@ -164,26 +178,62 @@ pub(super) struct Conn {
 impl Conn {
     /// Connects, shakes hands and starts the reader and writer tasks. Must run inside the
     /// engine's runtime; the caller bounds it with the connect timeout.
-    pub(super) async fn connect(addr: &str, want_inflight: u32) -> Result<Arc<Conn>, Failure> {
+    ///
+    /// With `verbs`, the HELLO offers tcp and verbs and carries this connection's queue
+    /// pair; the sidecar's choice decides which the connection is.
+    pub(super) async fn connect(
+        addr: &str,
+        want_inflight: u32,
+        verbs: Option<&Arc<Host>>,
+        stats: &Arc<Stats>,
+    ) -> Result<Arc<Conn>, Failure> {
         let io = |what: &str, e: std::io::Error| Failure::Connect(format!("{what}: {e}"));
+        let prepared = verbs.map(|host| host.prepare(want_inflight)).transpose()?;
         let stream = TcpStream::connect(addr).await.map_err(|e| Failure::Connect(e.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
         let (rd, mut wr) = stream.into_split();
-        wr.write_all(&frames::hello(want_inflight)).await.map_err(|e| io("HELLO", e))?;
+        let offered = match prepared {
+            Some(_) => proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS,
+            None => proto::TRANSPORT_TCP,
+        };
+        let mut hello = frames::hello(want_inflight, offered).to_vec();
+        if let Some(prepared) = &prepared {
+            hello.extend_from_slice(&prepared.exchange());
+        }
+        wr.write_all(&hello).await.map_err(|e| io("HELLO", e))?;
         let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut raw = [0u8; proto::HELLO_ACK_LEN];
         rd.read_exact(&mut raw).await.map_err(|e| io("HELLO_ACK", e))?;
-        let ack = frames::accept_ack(&raw)?;
+        let ack = frames::accept_ack(&raw, offered)?;
         let permits = frames::window(&ack, want_inflight);
-        let shared = Arc::new(Shared::default());
+        // After a tcp ack nothing follows, and dropping `prepared` destroys the queue pair.
+        let link = match prepared {
+            Some(prepared) if ack.transport == proto::TRANSPORT_VERBS => {
+                let mut theirs = [0u8; crate::verbs::exchange::ENDPOINT_LEN];
+                rd.read_exact(&mut theirs).await.map_err(|e| io("VERBS_ENDPOINT", e))?;
+                Some(prepared.connect(&theirs, permits as u32, stats.clone())?)
+            }
+            _ => None,
+        };
+        let slots = link.as_ref().map(|l| l.slots.clone());
+        let shared = Arc::new(Shared { link, ..Shared::default() });
         let max_body = frames::max_answer(&ack);
         let reader = tasks::spawn_reader(rd, shared.clone(), max_body);
         let (queue, rx) = mpsc::unbounded_channel();
         let sem = Arc::new(Semaphore::new(permits));
-        let writer = tasks::spawn_writer(wr, rx, shared.clone(), sem, reader.clone());
+        let writer = tasks::spawn_writer(wr, rx, shared.clone(), sem, slots, reader.clone());
         let _ = shared.writer.set(writer.clone());
         Ok(Arc::new(Conn { ack, shared, queue, reader, writer }))
+    }
+
+    /// `"verbs"` or `"tcp"`, as the sidecar chose.
+    pub(super) fn transport(&self) -> &'static str {
+        if self.shared.link.is_some() {
+            "verbs"
+        } else {
+            "tcp"
+        }
     }
 
     /// False once the connection broke; the pool then replaces it.
@@ -199,6 +249,15 @@ impl Conn {
         reply: Reply,
         owner: u64,
     ) -> Result<u32, Failure> {
+        if let Some(link) = &self.shared.link {
+            let slot_size = link.slots.slot_size();
+            if !req.whole() && req.length > slot_size {
+                return Err(Failure::Verbs(format!(
+                    "read of {} bytes exceeds verbs_slot_size {slot_size}",
+                    req.length
+                )));
+            }
+        }
         let frame = frames::read_body(req, &self.ack)?;
         self.submit(Kind::Read, frame, sink, reply, owner)
     }
@@ -234,7 +293,8 @@ impl Conn {
             id
         };
         frames::stamp(&mut frame, kind, id);
-        if self.queue.send(Outgoing { id, frame }).is_err() {
+        let slot = kind == Kind::Read && self.shared.link.is_some();
+        if self.queue.send(Outgoing { id, frame, slot }).is_err() {
             self.shared.table().map.remove(&id);
             return Err(Failure::Lost("connection writer stopped".into()));
         }

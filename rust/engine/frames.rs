@@ -4,14 +4,23 @@
 use super::types::Failure;
 use crate::proto::{self, FrameHeader, Hello, HelloAck, Kind, ReadRequest};
 
-/// The HELLO asking for `want_inflight` requests per connection over tcp.
-pub(super) fn hello(want_inflight: u32) -> [u8; proto::HELLO_LEN] {
-    Hello { version: proto::VERSION, transports: proto::TRANSPORT_TCP, max_inflight: want_inflight }
-        .encode()
+/// Where a READ frame holds `dest_slot` (then `dest_offset`): after the frame header and
+/// volume, cookie, key, offset, length and flags (`docs/protocol.md`).
+const DEST_SLOT_AT: usize = proto::FRAME_HEADER_LEN + 32;
+
+/// The HELLO asking for `want_inflight` requests per connection over `transports` (the
+/// protocol's bits; verbs is always offered together with tcp, so a sidecar without a
+/// device still answers).
+pub(super) fn hello(want_inflight: u32, transports: u16) -> [u8; proto::HELLO_LEN] {
+    Hello { version: proto::VERSION, transports, max_inflight: want_inflight }.encode()
 }
 
-/// Parses a HELLO_ACK and refuses grants this engine cannot work with.
-pub(super) fn accept_ack(raw: &[u8; proto::HELLO_ACK_LEN]) -> Result<HelloAck, Failure> {
+/// Parses a HELLO_ACK and refuses grants this engine cannot work with, or a transport it
+/// did not offer (`offered`: the HELLO's bits).
+pub(super) fn accept_ack(
+    raw: &[u8; proto::HELLO_ACK_LEN],
+    offered: u16,
+) -> Result<HelloAck, Failure> {
     let ack = HelloAck::decode(raw).map_err(|e| Failure::Protocol(e.to_string()))?;
     if ack.version != proto::VERSION {
         return Err(Failure::Protocol(format!(
@@ -20,7 +29,8 @@ pub(super) fn accept_ack(raw: &[u8; proto::HELLO_ACK_LEN]) -> Result<HelloAck, F
             proto::VERSION
         )));
     }
-    if ack.transport != proto::TRANSPORT_TCP {
+    let known = [proto::TRANSPORT_TCP, proto::TRANSPORT_VERBS].contains(&ack.transport);
+    if !known || ack.transport & offered == 0 {
         return Err(Failure::Protocol(format!("sidecar chose transport {}", ack.transport)));
     }
     if ack.max_inflight == 0 {
@@ -65,4 +75,56 @@ pub(super) fn stamp(frame: &mut [u8], kind: Kind, request_id: u32) {
     let body_len = (frame.len() - proto::FRAME_HEADER_LEN) as u32;
     let header = FrameHeader { kind, flags: 0, request_id, body_len };
     frame[..proto::FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+}
+
+/// Names the receive slot of a READ frame made by [`read_body`] (offset 0 in the slot).
+pub(super) fn set_dest(frame: &mut [u8], slot: u32) {
+    if let Some(field) = frame.get_mut(DEST_SLOT_AT..DEST_SLOT_AT + 8) {
+        field[..4].copy_from_slice(&slot.to_le_bytes());
+        field[4..].copy_from_slice(&0u32.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_dest_writes_the_fields_the_sidecar_decodes() {
+        let req =
+            ReadRequest { volume: 3, key: 9, length: 10, jwt: "t".into(), ..Default::default() };
+        let ack = HelloAck {
+            version: proto::VERSION,
+            transport: proto::TRANSPORT_VERBS,
+            max_inflight: 8,
+            max_frame: 1 << 16,
+            max_read: 1 << 20,
+            server_id: 1,
+        };
+        let mut frame = read_body(&req, &ack).expect("frame");
+        set_dest(&mut frame, 0x0102_0304);
+        let got = ReadRequest::decode(&frame[proto::FRAME_HEADER_LEN..]).expect("decodes");
+        assert_eq!(got, ReadRequest { dest_slot: 0x0102_0304, dest_offset: 0, ..req });
+    }
+
+    #[test]
+    fn an_ack_must_choose_an_offered_transport() {
+        let ack = |transport| {
+            HelloAck {
+                version: proto::VERSION,
+                transport,
+                max_inflight: 8,
+                max_frame: 1 << 16,
+                max_read: 1 << 20,
+                server_id: 1,
+            }
+            .encode()
+        };
+        let both = proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS;
+        assert!(accept_ack(&ack(proto::TRANSPORT_TCP), proto::TRANSPORT_TCP).is_ok());
+        assert!(accept_ack(&ack(proto::TRANSPORT_VERBS), proto::TRANSPORT_TCP).is_err());
+        assert!(accept_ack(&ack(proto::TRANSPORT_VERBS), both).is_ok());
+        assert!(accept_ack(&ack(proto::TRANSPORT_TCP), both).is_ok());
+        assert!(accept_ack(&ack(both), both).is_err(), "one transport, not a set");
+    }
 }

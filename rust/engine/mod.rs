@@ -1,5 +1,6 @@
 //! The in-process client engine: reads needle bytes from sidecars over the wire protocol
-//! (`docs/protocol.md`, tcp transport) straight into the caller's buffer.
+//! (`docs/protocol.md`) straight into the caller's buffer, over tcp or, where this host and
+//! the sidecar both have an RDMA device, verbs ([`EngineConfig::transport`]; see `verbs/`).
 //!
 //! # Shape
 //! An [`Engine`] owns a small tokio runtime (two worker threads named
@@ -47,6 +48,15 @@
 //! buffer goes back to the ticket only once the batch is over, and is dropped by the batch
 //! if the ticket is gone by then.
 //!
+//! # Verbs
+//! With [`Transport::Auto`] (the default) or [`Transport::Verbs`], the async connections
+//! offer verbs as well as tcp; the sidecar chooses. A verbs connection is the same TCP
+//! control stream, but each READ names one of the process's registered receive slots and
+//! the sidecar RDMA-writes the bytes there; the reader copies them into the caller's
+//! buffer once both the DATA frame and the receive completion are in (`verbs/rx.rs`). The
+//! lane stays tcp. Without a usable device, `Auto` is plain tcp and `Verbs` fails every op
+//! with [`Failure::Verbs`].
+//!
 //! # Fork
 //! The runtime's threads do not survive `fork()`; the first call in a child process builds
 //! a fresh runtime and pools (see `runtime.rs`).
@@ -63,6 +73,7 @@ mod stats;
 mod tasks;
 mod ticket;
 mod types;
+mod verbs;
 mod wire;
 
 #[cfg(test)]
@@ -82,7 +93,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use ticket::{DestBuffer, Ticket};
-pub use types::{EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, WholeNeedle, WholeOp};
+pub use types::{
+    EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, Transport, WholeNeedle, WholeOp,
+};
+pub use verbs::DEVICE_ENV;
 
 use crate::error::{Error, Result};
 use crate::proto::ReadRequest;
@@ -116,8 +130,14 @@ impl Engine {
         if cfg.backoff_min > cfg.backoff_max {
             return bad("backoff_min must not exceed backoff_max");
         }
+        if cfg.transport != Transport::Tcp && (cfg.verbs_slot_size == 0 || cfg.verbs_slots == 0) {
+            return bad("verbs_slot_size and verbs_slots must be at least 1");
+        }
         let current = Current::new().map_err(Error::Runtime)?;
-        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane: true };
+        // The lane speaks tcp only; an engine told to use verbs sends every batch through
+        // the async connections instead.
+        let use_lane = cfg.transport != Transport::Verbs;
+        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane };
         Ok(Engine { core, current })
     }
 

@@ -1,13 +1,14 @@
 //! One sidecar: its connection slots, its idle lane connections, and its health (up, or
 //! down until a back-off ends).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::stats::Stats;
-use super::types::{EngineConfig, Failure, SidecarHealth};
+use super::types::{EngineConfig, Failure, SidecarHealth, Transport};
+use super::verbs::Host;
 use super::wire::Wire;
 use crate::proto::Status;
 
@@ -33,9 +34,13 @@ pub(super) enum Weight {
 impl Weight {
     pub(super) fn of(failure: &Failure) -> Weight {
         match failure {
-            Failure::Down | Failure::BadOp(_) | Failure::Short { .. } | Failure::Compressed => {
-                Weight::None
-            }
+            // A verbs failure is this host's (no device, a slot too small) or closes its
+            // connection, which shows as `Lost` for whatever else was outstanding.
+            Failure::Down
+            | Failure::BadOp(_)
+            | Failure::Short { .. }
+            | Failure::Compressed
+            | Failure::Verbs(_) => Weight::None,
             Failure::Status(Status::Busy | Status::Internal) | Failure::Lost(_) => Weight::Light,
             Failure::Status(_) => Weight::None,
             Failure::Connect(_) | Failure::Timeout | Failure::Protocol(_) => Weight::Heavy,
@@ -50,6 +55,8 @@ struct Health {
     strikes: u32,
     down_until: Option<Instant>,
     server_id: Option<u64>,
+    /// Transport of the last async connection made (`None`: tcp so far).
+    transport: Option<&'static str>,
 }
 
 /// A sidecar's connections and health.
@@ -64,6 +71,9 @@ pub(super) struct Pool {
     /// Lane connections dropped broken and not yet replaced, for the `reconnects` count.
     lane_broken: AtomicUsize,
     health: Mutex<Health>,
+    /// Set under [`Transport::Auto`] once a verbs connection to this sidecar could not be
+    /// set up on this side: later connections offer tcp only.
+    tcp_only: AtomicBool,
 }
 
 impl Pool {
@@ -75,6 +85,7 @@ impl Pool {
             lane: Mutex::new(LaneSlots::default()),
             lane_broken: AtomicUsize::new(0),
             health: Mutex::new(Health::default()),
+            tcp_only: AtomicBool::new(false),
         }
     }
 
@@ -103,20 +114,34 @@ impl Pool {
     }
 
     /// The open connection in `slot`, connecting (and shaking hands) if there is none.
-    /// Bounded by `limit`. Records the outcome in the pool's health.
+    /// Bounded by `limit`. Records the outcome in the pool's health. `verbs` is what
+    /// [`Generation::verbs`](super::runtime::Generation::verbs) said for this engine.
     pub(super) async fn conn(
         self: Arc<Self>,
         slot: usize,
         cfg: EngineConfig,
         stats: Arc<Stats>,
         limit: Duration,
+        verbs: Result<Option<Arc<Host>>, Failure>,
     ) -> Result<Arc<Conn>, Failure> {
         let attempt = async {
             let mut held = self.slots[slot].lock().await;
             if let Some(conn) = held.as_ref().filter(|c| c.is_open()) {
                 return Ok(conn.clone());
             }
-            let conn = Conn::connect(&self.addr, cfg.max_inflight).await?;
+            let verbs = verbs?.filter(|_| !self.tcp_only.load(Ordering::Relaxed));
+            let conn =
+                match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), &stats).await {
+                    // The sidecar chose verbs but this side could not connect its queue pair
+                    // (no route between the GIDs, ...): under Auto, tcp from now on.
+                    Err(Failure::Verbs(why)) if cfg.transport == Transport::Auto => {
+                        tracing::warn!("engine: verbs to {} failed, using tcp: {why}", self.addr);
+                        self.tcp_only.store(true, Ordering::Relaxed);
+                        Conn::connect(&self.addr, cfg.max_inflight, None, &stats).await?
+                    }
+                    other => other?,
+                };
+            self.health().transport = Some(conn.transport());
             self.connected(conn.ack.server_id, held.is_some(), &cfg, &stats);
             *held = Some(conn.clone());
             Ok(conn)
@@ -214,7 +239,7 @@ impl Pool {
             h.down_until = Some(Instant::now() + backoff);
             stats.marked_down();
         } else if success {
-            *h = Health { server_id: h.server_id, ..Health::default() };
+            *h = Health { server_id: h.server_id, transport: h.transport, ..Health::default() };
         }
     }
 
@@ -225,7 +250,7 @@ impl Pool {
             up: h.down_until.is_none(),
             failures: h.failures,
             retry_in: h.down_until.map(|t| t.saturating_duration_since(now)),
-            transport: "tcp",
+            transport: h.transport.unwrap_or("tcp"),
             server_id: h.server_id,
         }
     }

@@ -9,11 +9,13 @@
 //! locks may have been held by a parent thread at the moment of the fork.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::runtime::Runtime;
 
 use super::pool::Pool;
+use super::types::{EngineConfig, Failure, Transport};
+use super::verbs::Host;
 
 /// Worker threads: the engine's tasks only shuffle bytes between sockets and buffers.
 const WORKERS: usize = 2;
@@ -29,6 +31,10 @@ pub(super) struct Generation {
     pid: u32,
     pub(super) rt: Runtime,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
+    /// This process's verbs state, or why there is none; tried once, on first verbs use.
+    /// Registered memory and device handles do not survive a fork either, so a child's
+    /// generation opens its own.
+    verbs: OnceLock<Result<Arc<Host>, String>>,
 }
 
 impl Generation {
@@ -40,7 +46,12 @@ impl Generation {
             .enable_io()
             .enable_time()
             .build()?;
-        Ok(Generation { pid: std::process::id(), rt, pools: Mutex::new(HashMap::new()) })
+        Ok(Generation {
+            pid: std::process::id(),
+            rt,
+            pools: Mutex::new(HashMap::new()),
+            verbs: OnceLock::new(),
+        })
     }
 
     fn pools_map(&self) -> MutexGuard<'_, HashMap<String, Arc<Pool>>> {
@@ -57,6 +68,29 @@ impl Generation {
         let pool = Arc::new(Pool::new(addr, conns));
         pools.insert(addr.to_owned(), pool.clone());
         pool
+    }
+
+    /// The verbs state new connections offer: `None` for tcp only. Under
+    /// [`Transport::Auto`] a host that cannot do verbs gets tcp (said once, in the log);
+    /// under [`Transport::Verbs`] it gets [`Failure::Verbs`] saying why.
+    pub(super) fn verbs(&self, cfg: &EngineConfig) -> Result<Option<Arc<Host>>, Failure> {
+        if cfg.transport == Transport::Tcp {
+            return Ok(None);
+        }
+        let host = self.verbs.get_or_init(|| {
+            let host = Host::open(cfg.verbs_slot_size, cfg.verbs_slots).map(Arc::new);
+            match (&host, cfg.transport) {
+                (Ok(_), _) => tracing::info!("engine: verbs transport ready"),
+                (Err(why), Transport::Verbs) => tracing::warn!("engine: verbs unavailable: {why}"),
+                (Err(why), _) => tracing::info!("engine: verbs unavailable, using tcp: {why}"),
+            }
+            host
+        });
+        match (host, cfg.transport) {
+            (Ok(host), _) => Ok(Some(host.clone())),
+            (Err(why), Transport::Verbs) => Err(Failure::Verbs(why.clone())),
+            (Err(_), _) => Ok(None),
+        }
     }
 
     /// Every pool, sorted by address.

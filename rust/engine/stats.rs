@@ -13,6 +13,7 @@ pub(super) struct Stats {
     lane_batches: AtomicU64,
     reads: AtomicU64,
     bytes: AtomicU64,
+    verbs_bytes: AtomicU64,
     whole_reads: AtomicU64,
     connects: AtomicU64,
     reconnects: AtomicU64,
@@ -36,6 +37,11 @@ impl Stats {
         if whole {
             self.whole_reads.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Bytes delivered over verbs (also counted in `bytes` by the batch that gets them).
+    pub(super) fn verbs_delivered(&self, bytes: u64) {
+        self.verbs_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(super) fn failed(&self, failure: &Failure) {
@@ -62,11 +68,16 @@ impl Stats {
 
     pub(super) fn snapshot(&self, sidecars: usize) -> EngineStats {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        // Read apart, so a delivery between the loads could make verbs look larger.
+        let verbs = self.verbs_bytes.load(Ordering::Relaxed).min(bytes);
+        let by_transport = [("tcp".to_owned(), bytes - verbs), ("verbs".to_owned(), verbs)];
         EngineStats {
             batches: self.batches.load(Ordering::Relaxed),
             lane_batches: self.lane_batches.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            bytes,
+            bytes_by_transport: by_transport.into_iter().collect(),
             whole_reads: self.whole_reads.load(Ordering::Relaxed),
             failures_by_reason: failures.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             connects: self.connects.load(Ordering::Relaxed),

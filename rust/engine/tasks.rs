@@ -13,7 +13,9 @@ use tokio::task::AbortHandle;
 
 use super::conn::{Delivered, Shared, Sink, Stage};
 use super::dest::Dest;
+use super::frames;
 use super::types::{Failure, WholeNeedle};
+use super::verbs::{rx, SlotLease, SlotPool};
 use crate::proto::{self, DataHeader, FrameHeader, Kind, Status};
 
 /// Needle flag: the data is gzip/zstd-compressed.
@@ -28,6 +30,8 @@ const COALESCE_LIMIT: usize = 256 * 1024;
 pub(super) struct Outgoing {
     pub(super) id: u32,
     pub(super) frame: Vec<u8>,
+    /// A verbs READ: it needs a receive slot before it is sent.
+    pub(super) slot: bool,
 }
 
 /// Fails the connection's entries and signals "gone" when the reader's future is dropped,
@@ -61,10 +65,11 @@ pub(super) fn spawn_writer(
     rx: UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
     sem: Arc<Semaphore>,
+    slots: Option<Arc<SlotPool>>,
     reader: AbortHandle,
 ) -> AbortHandle {
     tokio::spawn(async move {
-        if let Some(why) = write_loop(wr, rx, &shared, sem).await {
+        if let Some(why) = write_loop(wr, rx, &shared, sem, slots.as_ref()).await {
             shared.table().closed.get_or_insert(why);
             // The reader's exit guard fails the pending entries.
             reader.abort();
@@ -78,6 +83,7 @@ async fn write_loop(
     mut rx: UnboundedReceiver<Outgoing>,
     shared: &Shared,
     sem: Arc<Semaphore>,
+    slots: Option<&Arc<SlotPool>>,
 ) -> Option<Failure> {
     let mut held = None;
     let mut out = Vec::new();
@@ -87,11 +93,26 @@ async fn write_loop(
             None => rx.recv().await?, // the connection was dropped
         };
         let permit = sem.clone().acquire_owned().await.ok()?;
-        attach(shared, first, permit, &mut out);
+        // Verbs READs also wait for a receive slot (shared by the whole process).
+        let lease = match slots.filter(|_| first.slot) {
+            Some(pool) => Some(pool.acquire().await?),
+            None => None,
+        };
+        attach(shared, first, permit, lease, &mut out);
         while out.len() < COALESCE_LIMIT {
             let Ok(next) = rx.try_recv() else { break };
+            let lease = match slots.filter(|_| next.slot) {
+                Some(pool) => match pool.try_acquire() {
+                    Some(lease) => Some(lease),
+                    None => {
+                        held = Some(next);
+                        break;
+                    }
+                },
+                None => None,
+            };
             match sem.clone().try_acquire_owned() {
-                Ok(permit) => attach(shared, next, permit, &mut out),
+                Ok(permit) => attach(shared, next, permit, lease, &mut out),
                 Err(_) => {
                     held = Some(next);
                     break;
@@ -107,22 +128,32 @@ async fn write_loop(
     }
 }
 
-/// Marks a queued entry sent and gives it the permit; entries cancelled meanwhile are skipped
-/// (dropping the permit).
+/// Marks a queued entry sent and gives it the permit, and a verbs READ its slot; entries
+/// cancelled meanwhile are skipped (dropping the permit and the slot).
 fn attach(
     shared: &Shared,
-    o: Outgoing,
+    mut o: Outgoing,
     permit: tokio::sync::OwnedSemaphorePermit,
+    lease: Option<SlotLease>,
     out: &mut Vec<u8>,
 ) {
     let mut table = shared.table();
-    if let Some(entry) = table.map.get_mut(&o.id) {
-        if entry.stage == Stage::Queued {
-            entry.stage = Stage::Sent;
-            entry.permit = Some(permit);
-            out.extend_from_slice(&o.frame);
+    let Some(entry) = table.map.get_mut(&o.id) else { return };
+    if entry.stage != Stage::Queued {
+        return;
+    }
+    entry.stage = Stage::Sent;
+    entry.permit = Some(permit);
+    if let Some(lease) = lease {
+        frames::set_dest(&mut o.frame, lease.index());
+        if table.verbs.assign(o.id, lease).is_err() {
+            // Cannot happen: ids of pending entries are unique, and a slot is assigned
+            // only while its entry is pending. Refuse rather than share a slot.
+            table.finish(o.id, Err(Failure::Protocol("request id reused".into())));
+            return;
         }
     }
+    out.extend_from_slice(&o.frame);
 }
 
 type Reader = BufReader<OwnedReadHalf>;
@@ -190,6 +221,9 @@ async fn on_data(
     header: FrameHeader,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {
+    if let Some(link) = shared.link() {
+        return rx::on_data(rd, shared, link, header).await;
+    }
     let id = header.request_id;
     let payload = header
         .body_len

@@ -28,6 +28,9 @@ pub(super) fn cfg(conns: usize) -> EngineConfig {
         conns_per_sidecar: conns,
         backoff_min: Duration::from_millis(300),
         backoff_max: Duration::from_secs(2),
+        // The fake sidecar speaks tcp only (the verbs exchange is tested in `verbs/`).
+        transport: Transport::Tcp,
+        ..EngineConfig::default()
     }
 }
 

@@ -6,6 +6,34 @@ use std::time::Duration;
 
 use crate::proto::{ReadRequest, Status, READ_WHOLE};
 
+/// Which transport the engine's async connections use (`docs/protocol.md`, "verbs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Verbs where this host has a usable RDMA device and the sidecar chooses it, else
+    /// tcp. Without a device it behaves exactly as [`Transport::Tcp`] (after one failed
+    /// attempt to open the device, logged once).
+    #[default]
+    Auto,
+    /// Always tcp.
+    Tcp,
+    /// Verbs or nothing: when this host cannot do verbs, every op fails with
+    /// [`Failure::Verbs`] (the caller falls back to HTTP). A sidecar that answers tcp is
+    /// still used over tcp: it is the sidecar's choice, and the bytes are the same.
+    Verbs,
+}
+
+impl Transport {
+    /// Parses `"auto"`, `"tcp"` or `"verbs"`.
+    pub fn parse(name: &str) -> Option<Transport> {
+        match name {
+            "auto" => Some(Transport::Auto),
+            "tcp" => Some(Transport::Tcp),
+            "verbs" => Some(Transport::Verbs),
+            _ => None,
+        }
+    }
+}
+
 /// How an [`Engine`](super::Engine) behaves. Every wait it does is bounded by one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -23,6 +51,13 @@ pub struct EngineConfig {
     pub backoff_min: Duration,
     /// Longest back-off.
     pub backoff_max: Duration,
+    /// Transport of the async connections (small batches on the lane always use tcp).
+    pub transport: Transport,
+    /// Bytes per slot of the process's verbs receive pool: the largest range, or whole
+    /// needle, one verbs READ can carry (larger ones fail with a reason to fall back).
+    pub verbs_slot_size: u32,
+    /// Slots in that pool: verbs READs in flight at once, over all sidecars.
+    pub verbs_slots: u32,
 }
 
 impl Default for EngineConfig {
@@ -34,6 +69,9 @@ impl Default for EngineConfig {
             conns_per_sidecar: 2,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30),
+            transport: Transport::Auto,
+            verbs_slot_size: 1 << 20,
+            verbs_slots: 64,
         }
     }
 }
@@ -150,6 +188,9 @@ pub enum Failure {
     /// The op itself is invalid (destination outside the buffer or overlapping another,
     /// longer than the sidecar's `max_read`, ...).
     BadOp(String),
+    /// The verbs transport cannot carry this op (no usable device with
+    /// [`Transport::Verbs`], a read larger than a slot, a failed RDMA write...).
+    Verbs(String),
 }
 
 impl Failure {
@@ -165,6 +206,7 @@ impl Failure {
             Failure::Compressed => "compressed",
             Failure::Protocol(_) => "protocol",
             Failure::BadOp(_) => "bad_op",
+            Failure::Verbs(_) => "verbs",
         }
     }
 }
@@ -181,6 +223,7 @@ impl fmt::Display for Failure {
             Failure::Compressed => f.write_str("compressed"),
             Failure::Protocol(why) => write!(f, "protocol: {why}"),
             Failure::BadOp(why) => write!(f, "bad op: {why}"),
+            Failure::Verbs(why) => write!(f, "verbs: {why}"),
         }
     }
 }
@@ -196,7 +239,7 @@ pub struct SidecarHealth {
     pub failures: u32,
     /// Time left in the back-off; `Some(ZERO)` when the next batch will probe it.
     pub retry_in: Option<Duration>,
-    /// Transport in use (`"tcp"`).
+    /// Transport of its last async connection (`"tcp"` or `"verbs"`).
     pub transport: &'static str,
     /// The sidecar's process id from its last handshake (changes on restart).
     pub server_id: Option<u64>,
@@ -214,6 +257,8 @@ pub struct EngineStats {
     pub reads: u64,
     /// Bytes delivered.
     pub bytes: u64,
+    /// Of those, by transport: `"tcp"` and `"verbs"` (copied out of the receive slots).
+    pub bytes_by_transport: BTreeMap<String, u64>,
     /// Whole-needle ops delivered.
     pub whole_reads: u64,
     /// Failed ops by [`Failure::reason`].

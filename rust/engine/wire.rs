@@ -96,7 +96,7 @@ impl Wire {
         let mut stream = stream.ok_or_else(|| Failure::Connect(last.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
-        write_all(&mut stream, &frames::hello(want_inflight), deadline)
+        write_all(&mut stream, &frames::hello(want_inflight, proto::TRANSPORT_TCP), deadline)
             .map_err(|e| fail("HELLO", e))?;
         let mut raw = [0u8; proto::HELLO_ACK_LEN];
         let mut got = 0;
@@ -105,7 +105,7 @@ impl Wire {
             got += read_some(&mut stream, &mut raw[got..], deadline)
                 .map_err(|e| fail("HELLO_ACK", e))?;
         }
-        let ack = frames::accept_ack(&raw)?;
+        let ack = frames::accept_ack(&raw, proto::TRANSPORT_TCP)?;
         let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
         Ok(Wire { stream, ack, buf, pos: 0, end: 0, next_id: 0 })
     }

@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::to_py_err;
 use crate::engine::{
-    DestBuffer, Engine, EngineConfig, Failure, RangeOp, Ticket, WholeNeedle, WholeOp,
+    DestBuffer, Engine, EngineConfig, Failure, RangeOp, Ticket, Transport, WholeNeedle, WholeOp,
 };
 use crate::error::Error;
 
@@ -28,20 +28,43 @@ struct PyEngine {
 
 #[pymethods]
 impl PyEngine {
-    /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2)`.
+    /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2,
+    /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64)`. `transport`: "auto" (verbs
+    /// where this host and the sidecar can, else tcp), "tcp", or "verbs" (ops fail with
+    /// reason "verbs: ..." where this host cannot).
     #[new]
-    #[pyo3(signature = (timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2))]
+    #[pyo3(signature = (
+        timeout_ms=5000,
+        connect_timeout_ms=1000,
+        max_inflight=128,
+        conns_per_sidecar=2,
+        transport="auto",
+        verbs_slot_size=1048576,
+        verbs_slots=64,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         timeout_ms: u64,
         connect_timeout_ms: u64,
         max_inflight: u32,
         conns_per_sidecar: usize,
+        transport: &str,
+        verbs_slot_size: u32,
+        verbs_slots: u32,
     ) -> PyResult<Self> {
+        let Some(transport) = Transport::parse(transport) else {
+            return Err(PyValueError::new_err(format!(
+                "transport must be \"auto\", \"tcp\" or \"verbs\", not {transport:?}"
+            )));
+        };
         let cfg = EngineConfig {
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_inflight,
             conns_per_sidecar,
+            transport,
+            verbs_slot_size,
+            verbs_slots,
             ..EngineConfig::default()
         };
         Ok(Self { inner: Engine::new(cfg).map_err(to_py_err)? })
@@ -133,7 +156,8 @@ impl PyEngine {
             .collect()
     }
 
-    /// Counters since the engine was created, `failures_by_reason` as a nested dict.
+    /// Counters since the engine was created, `failures_by_reason` and
+    /// `bytes_by_transport` ("tcp", "verbs") as nested dicts.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
@@ -141,6 +165,7 @@ impl PyEngine {
         d.set_item("lane_batches", s.lane_batches)?;
         d.set_item("reads", s.reads)?;
         d.set_item("bytes", s.bytes)?;
+        d.set_item("bytes_by_transport", s.bytes_by_transport)?;
         d.set_item("whole_reads", s.whole_reads)?;
         d.set_item("failures_by_reason", s.failures_by_reason)?;
         d.set_item("connects", s.connects)?;
