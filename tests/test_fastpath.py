@@ -152,3 +152,33 @@ def test_sidecar_killed_during_concurrent_reads(cluster, sidecars, shapes):  # t
             time.sleep(0.5)
         else:
             pytest.fail("the fast path was not used again after the sidecars restarted")
+
+
+def test_fallbacks_are_logged_with_reasons(cluster, shapes):  # type: ignore[no-untyped-def]
+    """One Python log line per fallback says why, and the engine's own events (a sidecar
+    marked down) reach Python's logging too."""
+    import subprocess
+    import sys
+
+    from seaweed_rdma.cluster import free_port
+
+    s = shapes["multi_chunk"]
+    dead = f"127.0.0.1:{free_port()}"
+    script = (
+        "import logging, sys, hashlib\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stderr, "
+        "format='%(name)s %(levelname)s %(message)s')\n"
+        "import seaweed_rdma\n"
+        f"c = seaweed_rdma.Client({cluster.filer.grpc_address!r}, sidecar={dead!r}, "
+        "transport='tcp')\n"
+        f"print(hashlib.sha256(c.read({s.path!r})).hexdigest())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import hashlib
+
+    assert r.stdout.strip() == hashlib.sha256(s.data).hexdigest()
+    assert "seaweed_rdma.fastpath INFO fast path did not deliver" in r.stderr
+    assert "reading over HTTP" in r.stderr
+    assert "seaweed_rdma.engine" in r.stderr and "marked down" in r.stderr, r.stderr[-2000:]

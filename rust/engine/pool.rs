@@ -231,6 +231,7 @@ impl Pool {
             }
             _ => false,
         };
+        let mut note = None;
         if mark_down {
             h.strikes = 0;
             h.failures = h.failures.saturating_add(1);
@@ -238,8 +239,25 @@ impl Pool {
             let backoff = cfg.backoff_min.saturating_mul(1 << doublings).min(cfg.backoff_max);
             h.down_until = Some(Instant::now() + backoff);
             stats.marked_down();
+            let why = failures.iter().max_by_key(|f| Weight::of(f)).map(ToString::to_string);
+            note = Some((true, backoff, why.unwrap_or_default()));
         } else if success {
+            if h.failures > 0 {
+                note = Some((false, Duration::ZERO, String::new()));
+            }
             *h = Health { server_id: h.server_id, transport: h.transport, ..Health::default() };
+        }
+        // Logged after the health lock is released: in a Python process the log record is
+        // handed to Python's logging, which needs the GIL, and a Python thread may hold the
+        // GIL while it waits for this lock (health()).
+        drop(h);
+        match note {
+            Some((true, backoff, why)) => tracing::warn!(
+                "engine: sidecar {} marked down for {backoff:?} ({why}); its reads go over HTTP",
+                self.addr
+            ),
+            Some((false, ..)) => tracing::info!("engine: sidecar {} is back up", self.addr),
+            None => {}
         }
     }
 

@@ -17,6 +17,10 @@ pub(crate) use errors::to_py_err;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The engine's tracing events become `log` records when no tracing subscriber is set
+    // (tracing's "log" feature); this hands them to Python's logging, under loggers named
+    // after the Rust module (seaweed_rdma::engine...).
+    let _ = pyo3_log::try_init();
     engine::register(m)?;
     fid::register(m)?;
     manifest::register(m)?;
