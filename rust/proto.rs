@@ -29,35 +29,41 @@ fn bad(what: &str) -> Error {
     Error::Protocol(what.to_owned())
 }
 
-/// Reads little-endian integers off the front of a slice, failing on short input.
-struct Cursor<'a> {
+/// Reads little-endian integers off the front of a slice, failing on short input with
+/// "`what` truncated". Shared by every fixed-layout message of the wire protocol.
+pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
+    what: &'static str,
 }
 
 impl<'a> Cursor<'a> {
+    /// A cursor over `buf`; `what` names the message in errors.
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Cursor { buf, what }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
-            return Err(bad("message truncated"));
+            return Err(Error::Protocol(format!("{} truncated", self.what)));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16> {
+    pub(crate) fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 }
@@ -88,7 +94,7 @@ impl Hello {
     /// # Errors
     /// [`Error::Protocol`] on a wrong magic or short input.
     pub fn decode(b: &[u8]) -> Result<Hello> {
-        let mut c = Cursor { buf: b };
+        let mut c = Cursor::new(b, "message");
         if c.array::<4>()? != MAGIC {
             return Err(bad("not a seaweed-rdma client (bad magic)"));
         }
@@ -131,7 +137,7 @@ impl HelloAck {
     /// # Errors
     /// [`Error::Protocol`] on a wrong magic or short input.
     pub fn decode(b: &[u8]) -> Result<HelloAck> {
-        let mut c = Cursor { buf: b };
+        let mut c = Cursor::new(b, "message");
         if c.array::<4>()? != MAGIC {
             return Err(bad("not a seaweed-rdma sidecar (bad magic)"));
         }
@@ -201,7 +207,7 @@ impl FrameHeader {
     /// # Errors
     /// [`Error::Protocol`] on an unknown kind or an oversized body.
     pub fn decode(b: &[u8; FRAME_HEADER_LEN], max_body: u32) -> Result<FrameHeader> {
-        let mut c = Cursor { buf: b };
+        let mut c = Cursor::new(b, "message");
         let kind = Kind::try_from(c.u8()?)?;
         let flags = c.u8()?;
         let _reserved = c.u16()?;
@@ -269,7 +275,7 @@ impl ReadRequest {
     /// # Errors
     /// [`Error::Protocol`] on short input, trailing bytes or a JWT that is not UTF-8.
     pub fn decode(b: &[u8]) -> Result<ReadRequest> {
-        let mut c = Cursor { buf: b };
+        let mut c = Cursor::new(b, "message");
         let mut r = ReadRequest {
             volume: c.u32()?,
             cookie: c.u32()?,
@@ -377,7 +383,7 @@ impl DataHeader {
     /// # Errors
     /// [`Error::Protocol`] on short input or an unknown status.
     pub fn decode(b: &[u8]) -> Result<DataHeader> {
-        let mut c = Cursor { buf: b };
+        let mut c = Cursor::new(b, "message");
         let status = Status::try_from(c.u8()?)?;
         let needle_flags = c.u8()?;
         let _reserved = c.u16()?;

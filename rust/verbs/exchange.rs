@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::attrs::GidKind;
 use super::slots::RemotePool;
 use crate::error::{Error, Result};
+use crate::proto::Cursor;
 
 /// Size of [`Endpoint`] on the wire.
 pub const ENDPOINT_LEN: usize = 32;
@@ -54,30 +55,6 @@ fn bad(what: impl Into<String>) -> Error {
     Error::Protocol(what.into())
 }
 
-/// Splits fixed-size little-endian fields off the front of a slice.
-struct Fields<'a>(&'a [u8]);
-
-impl Fields<'_> {
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let (head, rest) =
-            self.0.split_first_chunk::<N>().ok_or_else(|| bad("verbs exchange truncated"))?;
-        self.0 = rest;
-        Ok(*head)
-    }
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-}
-
 impl Endpoint {
     /// Wire form.
     pub fn encode(&self) -> [u8; ENDPOINT_LEN] {
@@ -97,7 +74,7 @@ impl Endpoint {
     /// # Errors
     /// [`Error::Protocol`] on short input or a value out of range.
     pub fn decode(b: &[u8]) -> Result<Endpoint> {
-        let mut f = Fields(b);
+        let mut f = Cursor::new(b, "verbs exchange");
         let ep = Endpoint {
             qpn: f.u32()?,
             psn: f.u32()?,
@@ -145,7 +122,7 @@ impl ClientExchange {
         }
         let (endpoint, rest) = b.split_at(ENDPOINT_LEN);
         let endpoint = Endpoint::decode(endpoint)?;
-        let mut f = Fields(rest);
+        let mut f = Cursor::new(rest, "verbs exchange");
         let pool = RemotePool {
             addr: f.u64()?,
             len: f.u64()?,
