@@ -56,3 +56,18 @@ def test_sidecar_refuses_reads_without_a_token(jwt_cluster):  # type: ignore[no-
         with pytest.raises(Unauthorized):
             c.read("/jwt/h.bin")
         assert c.stats()["fallback_reasons"].get("unauthorized", 0) >= 1
+
+
+def test_sidecar_on_each_volume_host_by_port(jwt_cluster):  # type: ignore[no-untyped-def]
+    """``sidecar=":PORT"``: the sidecar at PORT on each volume server's host."""
+    data = random.Random(7).randbytes(300_000)
+    jwt_cluster.upload("/jwt/port.bin", data)
+    port = jwt_cluster.sidecars[0].port
+    with Client(jwt_cluster.filer.grpc_address, sidecar=f":{port}", transport="auto",
+                jwt_key=KEY) as c:
+        assert c.read("/jwt/port.bin") == data
+        st = c.stats()
+        assert st["fast"]["bytes"] == len(data) and st["http"]["bytes"] == 0
+    with Client(jwt_cluster.filer.grpc_address, sidecar=f"127.0.0.1:{port}", jwt_key=KEY) as c:
+        assert c.read("/jwt/port.bin") == data
+        assert c.stats()["http"]["bytes"] == 0
