@@ -20,8 +20,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::accept::next_connection;
 use super::service::{ReadAsk, Service};
 use super::stats::Source;
 use super::store::Span;
@@ -37,20 +38,9 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                warn!("accepting an HTTP connection failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) =
+        next_connection(&listener, &mut shutdown, &mut conns, "an HTTP connection").await
+    {
         let service = Arc::clone(&service);
         conns.spawn(async move {
             let handler = hyper::service::service_fn(move |req| {

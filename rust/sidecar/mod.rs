@@ -41,6 +41,7 @@
 //! [`run`] returns after SIGINT or SIGTERM: listeners close, open connections get up to
 //! two seconds to send the answers they owe, then the runtime stops.
 
+mod accept;
 mod config;
 mod handshake;
 mod http;

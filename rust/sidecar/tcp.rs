@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
+use super::accept::next_connection;
 use super::handshake::{handshake, Session};
 use super::service::{Answer, ReadAsk, Service};
 use super::staging::Lease;
@@ -93,21 +94,9 @@ pub(crate) async fn serve(
     let mut conns = JoinSet::new();
     let mut refused = 0u64;
     let mut last_warning: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Usually out of file descriptors; pausing lets connections close.
-                warn!("accepting a connection failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) =
+        next_connection(&listener, &mut shutdown, &mut conns, "a connection").await
+    {
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             service.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
             refused += 1;
