@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,42 @@ def clients_per_filer(shapes: dict[str, Shape], **kwargs: object) -> Iterator[di
     finally:
         for c in made.values():
             c.close()
+
+
+@contextlib.contextmanager
+def readers_running(client: Client, files: dict[str, bytes], threads: int = 6,
+                    sizes: tuple[int | None, ...] = (4096, 300_000, 1 << 20)
+                    ) -> Iterator[list[str]]:
+    """Threads that read random ranges (``None``: the whole file) of ``files`` through
+    ``client`` and check every byte, for as long as the block runs. Yields the list in
+    which they record wrong bytes and errors; it must be empty at the end."""
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        paths = sorted(files)
+        while not stop.is_set():
+            path = rng.choice(paths)
+            data = files[path]
+            size = rng.choice(sizes)
+            off = 0 if size is None else rng.randrange(0, max(1, len(data)))
+            want = data if size is None else data[off:off + size]
+            try:
+                if client.read(path, off, size) != want:
+                    errors.append(f"wrong bytes in {path} at {off}+{size}")
+            except Exception as e:  # any failure is a test failure
+                errors.append(repr(e))
+
+    pool = [threading.Thread(target=reader, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        for t in pool:
+            t.join(60)
 
 
 def shape_or_skip(shapes: dict[str, Shape], key: str) -> Shape:

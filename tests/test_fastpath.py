@@ -4,7 +4,6 @@ byte-exact, with stats proving the bytes came over the fast path, and the failur
 from __future__ import annotations
 
 import random
-import threading
 import time
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 from seaweed_rdma import Client
 from seaweed_rdma._core import format_fid, parse_fid
 
-from .conftest import clients_per_filer, shape_or_skip
+from .conftest import clients_per_filer, readers_running, shape_or_skip
 
 pytestmark = pytest.mark.cluster
 
@@ -112,32 +111,13 @@ def test_sidecar_http_endpoints(cluster, sidecars, shapes):  # type: ignore[no-u
 
 def test_sidecar_killed_during_concurrent_reads(cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
     s = shapes["multi_chunk"]
-    errors: list[str] = []
-    stop = threading.Event()
     with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp",
                 fast_timeout=2.0) as c:
-
-        def reader(seed: int) -> None:
-            rng = random.Random(seed)
-            while not stop.is_set():
-                off = rng.randrange(0, len(s.data))
-                size = rng.choice([4096, 300_000, 1 << 20])
-                try:
-                    if c.read(s.path, off, size) != s.data[off:off + size]:
-                        errors.append(f"wrong bytes at {off}+{size}")
-                except Exception as e:  # any failure is a test failure
-                    errors.append(repr(e))
-
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        for sc in cluster.sidecars:
-            sc.sigkill()
-        time.sleep(2.0)
-        stop.set()
-        for t in threads:
-            t.join(60)
+        with readers_running(c, {s.path: s.data}) as errors:
+            time.sleep(1.0)
+            for sc in cluster.sidecars:
+                sc.sigkill()
+            time.sleep(2.0)
         assert not errors, errors[:5]
         assert c.stats()["http"]["bytes"] > 0, "reads should have fallen back to HTTP"
         for sc in cluster.sidecars:

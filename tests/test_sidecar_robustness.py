@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import socket
 import struct
-import threading
 import time
 
 import httpx
@@ -14,6 +13,8 @@ import pytest
 
 from seaweed_rdma import Client
 from seaweed_rdma.cluster import LocalCluster
+
+from .conftest import readers_running
 
 pytestmark = [pytest.mark.cluster]
 
@@ -140,33 +141,13 @@ def test_vacuum_while_reading():  # type: ignore[no-untyped-def]
                     meta_ttl=0.0) as c:
             for i in range(30):
                 httpx.delete(f"{cl.filer.url}/vac/drop{i}.bin")
-            errors: list[str] = []
-            stop = threading.Event()
-
-            def reader(seed: int) -> None:
-                r = random.Random(seed)
-                paths = list(keep)
-                while not stop.is_set():
-                    p = r.choice(paths)
-                    try:
-                        got = c.read(p)
-                        if got != keep[p]:
-                            errors.append(f"wrong bytes for {p}")
-                    except Exception as e:
-                        errors.append(repr(e))
-
-            threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
-            for t in threads:
-                t.start()
-            time.sleep(0.5)
-            before = {d.name: d.stat().st_ino for d in vs.dir.glob("*.dat")}
-            r = httpx.get(f"{cl.master.url}/vol/vacuum", params={"garbageThreshold": "0.0001"},
-                          timeout=120)
-            assert r.status_code == 200, r.text
-            time.sleep(1.5)
-            stop.set()
-            for t in threads:
-                t.join(60)
+            with readers_running(c, keep, threads=4, sizes=(None,)) as errors:
+                time.sleep(0.5)
+                before = {d.name: d.stat().st_ino for d in vs.dir.glob("*.dat")}
+                r = httpx.get(f"{cl.master.url}/vol/vacuum",
+                              params={"garbageThreshold": "0.0001"}, timeout=120)
+                assert r.status_code == 200, r.text
+                time.sleep(1.5)
             after = {d.name: d.stat().st_ino for d in vs.dir.glob("*.dat")}
             assert any(before.get(k) != v for k, v in after.items()), "vacuum compacted nothing"
             assert not errors, errors[:5]

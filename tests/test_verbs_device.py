@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 
 import pytest
 
 from seaweed_rdma import Client, _core
 
-from .conftest import Shape
+from .conftest import Shape, readers_running
 
 REPORT = json.loads(_core.verbs_probe())
 pytestmark = [
@@ -47,31 +46,14 @@ def test_every_shape_over_verbs(shapes: dict[str, Shape], verbs_sidecars):  # ty
 
 def test_sidecar_killed_during_verbs_reads(cluster, shapes, verbs_sidecars):  # type: ignore[no-untyped-def]
     s = shapes["multi_chunk"]
-    errors: list[str] = []
-    stop = threading.Event()
     with Client(cluster.filer.grpc_address, sidecar=verbs_sidecars, transport="verbs",
                 fast_timeout=2.0) as c:
-        def reader(seed: int) -> None:
-            rng = random.Random(seed)
-            while not stop.is_set():
-                off = rng.randrange(0, len(s.data))
-                try:
-                    if c.read(s.path, off, 300_000) != s.data[off:off + 300_000]:
-                        errors.append(f"wrong bytes at {off}")
-                except Exception as e:
-                    errors.append(repr(e))
-
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
         victims = [sc for sc in cluster.sidecars if sc.address in verbs_sidecars.values()]
-        for sc in victims:
-            sc.sigkill()
-        time.sleep(2.0)
-        stop.set()
-        for t in threads:
-            t.join(60)
+        with readers_running(c, {s.path: s.data}, threads=4) as errors:
+            time.sleep(1.0)
+            for sc in victims:
+                sc.sigkill()
+            time.sleep(2.0)
         assert not errors, errors[:5]
         for sc in victims:
             sc.start()
