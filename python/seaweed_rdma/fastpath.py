@@ -55,6 +55,7 @@ class FastPath:
                  max_inflight: int = 128) -> None:
         self.spec = spec
         self.requested = transport
+        self._targets: dict[str, str] = {}  # volume server URL -> sidecar address
         self._master = master
         self._stats = stats
         self._jwt_key = jwt_key
@@ -76,7 +77,14 @@ class FastPath:
         except Exception as e:  # the HTTP path will report it properly
             log.debug("no location for %s: %s", chunk.file_id, e)
             return None
-        return sidecar_for(self.spec, locations[0]) if locations else None
+        if not locations:
+            return None
+        target = self._targets.get(locations[0])
+        if target is None:
+            target = sidecar_for(self.spec, locations[0])
+            if target is not None:
+                self._targets[locations[0]] = target
+        return target
 
     def _jwt(self, file_id: str) -> str:
         return mint_read_jwt(self._jwt_key, file_id) if self._jwt_key else ""
