@@ -162,3 +162,18 @@ def test_fallbacks_are_logged_with_reasons(cluster, shapes):  # type: ignore[no-
     assert "seaweed_rdma.fastpath INFO fast path did not deliver" in r.stderr
     assert "reading over HTTP" in r.stderr
     assert "seaweed_rdma.engine" in r.stderr and "marked down" in r.stderr, r.stderr[-2000:]
+
+
+def test_fallback_off_fails_instead_of_reading_http(cluster, shapes):  # type: ignore[no-untyped-def]
+    """``fallback=False`` (the mount's ``-rdma.fallback=false``): what the fast path cannot
+    deliver is an error naming the extent, not a silent HTTP read."""
+    from seaweed_rdma.cluster import free_port
+    from seaweed_rdma.errors import FastPathFailed
+
+    s = shapes["multi_chunk"]
+    dead = f"127.0.0.1:{free_port()}"
+    with Client(cluster.filer.grpc_address, sidecar=dead, transport="tcp",
+                fallback=False) as c:
+        with pytest.raises(FastPathFailed, match="HTTP fallback is off"):
+            c.read(s.path, 0, 4096)
+        assert c.stats()["http"]["bytes"] == 0

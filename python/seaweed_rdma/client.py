@@ -28,7 +28,9 @@ class Client:
     filer when not given. ``sidecar`` and ``transport`` choose the fast path (``None``: HTTP
     only). ``jwt_key`` is the cluster's read-JWT signing key, if reads need a token.
     ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
-    ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP.
+    ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
+    ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
+    requests in flight per sidecar connection.
     """
 
     def __init__(
@@ -43,6 +45,8 @@ class Client:
         meta_ttl: float = 1.0,
         max_workers: int = 16,
         fast_timeout: float = 5.0,
+        fast_max_inflight: int = 128,
+        fallback: bool = True,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -63,7 +67,9 @@ class Client:
                               self._stats, self._executor)
         if sidecar is not None and transport != "http":
             self._path.fast = FastPath(sidecar, transport, self.master, self._stats,
-                                       jwt_key=jwt_key, timeout=fast_timeout)
+                                       jwt_key=jwt_key, timeout=fast_timeout,
+                                       max_inflight=fast_max_inflight)
+            self._path.fallback = fallback
         self._meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}
         self._meta_lock = threading.Lock()

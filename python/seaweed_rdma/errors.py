@@ -97,6 +97,12 @@ class NoLiveLocation(SeaweedRdmaError):
     errno = errno.EIO
 
 
+class FastPathFailed(SeaweedRdmaError):
+    """The fast path could not deliver some bytes and HTTP fallback was turned off."""
+
+    errno = errno.EIO
+
+
 class ServerError(SeaweedRdmaError):
     """An unexpected HTTP answer from a SeaweedFS server."""
 

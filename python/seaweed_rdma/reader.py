@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ._core import Plan, decode_manifest
 from .codec import decode_chunk
-from .errors import CorruptManifestError, IsADirectory
+from .errors import CorruptManifestError, FastPathFailed, IsADirectory
 from .fastpath import FastPath, RangeRequest
 from .filer import Chunk, Entry
 from .stats import Stats
@@ -90,6 +90,7 @@ class ReadPath:
         self._executor = executor
         self._decoded = DecodedChunkCache(chunk_cache_bytes)
         self.fast: FastPath | None = None
+        self.fallback = True  # read over HTTP what the fast path did not deliver
 
     # -- chunks -------------------------------------------------------------------------
 
@@ -156,6 +157,12 @@ class ReadPath:
                ) -> None:
         """Whole chunks, and the ranges the fast path did not deliver, over the slower
         paths (in parallel when there are several)."""
+        if undelivered and not self.fallback:
+            first = undelivered[0]
+            raise FastPathFailed(
+                f"{len(undelivered)} extent(s) not delivered by the fast path (first: "
+                f"{first.chunk.file_id} [{first.in_chunk}+{first.length}]) and HTTP fallback "
+                f"is off")
         jobs = [self._whole_job(chunk, in_chunk, dest) for chunk, in_chunk, dest in work.whole]
         jobs += [self._range_job(r.chunk, r.in_chunk, buf[r.buf_offset:r.buf_offset + r.length])
                  for r in undelivered]

@@ -111,7 +111,9 @@ def run_mount(opts: MountOptions) -> int:
     client = Client(opts.filer, sidecar=sidecar, transport="auto" if sidecar else "http",
                     master=opts.master, jwt_key=opts.jwt_key, meta_ttl=opts.cache_meta_ttl_sec,
                     max_workers=max(4, opts.concurrent_readers),
-                    fast_timeout=opts.rdma_timeout_ms / 1000)
+                    fast_timeout=opts.rdma_timeout_ms / 1000,
+                    fast_max_inflight=max(1, opts.rdma_max_concurrent),
+                    fallback=opts.rdma_fallback or not sidecar)
     try:
         root = client.entry(opts.filer_path)
         if not root.is_dir:
