@@ -140,7 +140,7 @@ class Client:
     def stat(self, path: str) -> dict[str, Any]:
         """Attributes of ``path``: type, size, mode (POSIX), times, owner, inode, chunks."""
         entry, _ = self._cached(path)
-        size = self._view(path).size if not entry.is_dir else 0
+        size = entry.file_size
         kind = "directory" if entry.is_dir else "symlink" if entry.is_symlink else "file"
         return {
             "path": entry.path, "name": entry.name, "type": kind, "size": size,

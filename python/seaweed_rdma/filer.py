@@ -135,6 +135,18 @@ class Entry:
         return self.path.rstrip("/").rsplit("/", 1)[-1] or "/"
 
     @property
+    def file_size(self) -> int:
+        """Size as SeaweedFS defines it: the larger of the recorded size and the end of the
+        last chunk (inline content counts when there are no chunks); 0 for directories.
+        Needs no planning and no manifest fetch."""
+        if self.is_dir:
+            return 0
+        if self.content is not None and not self.chunks:
+            return len(self.content)
+        end = max((c.offset + c.size for c in self.chunks), default=0)
+        return max(self.size, end)
+
+    @property
     def is_dir(self) -> bool:
         """True for directories."""
         return stat_mod.S_ISDIR(self.mode)

@@ -72,8 +72,7 @@ class SeaweedFileSystem(AbstractFileSystem):
     # -- metadata ---------------------------------------------------------------------
 
     def _details(self, entry: Entry) -> dict[str, Any]:
-        size = 0 if entry.is_dir else self.client.stat(entry.path)["size"]
-        return {"name": entry.path, "size": size, "type": _kind(entry),
+        return {"name": entry.path, "size": entry.file_size, "type": _kind(entry),
                 "mtime": entry.mtime_ns / 1e9, "mode": entry.mode, "uid": entry.uid,
                 "gid": entry.gid, "mime": entry.mime, "inode": entry.inode,
                 "destination": entry.symlink_target or None}

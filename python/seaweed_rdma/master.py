@@ -73,17 +73,3 @@ class MasterClient:
         if not urls:
             raise NoLiveLocation(f"volume {volume_id} has no live location")
         return urls
-
-    def cluster_volume_servers(self) -> list[str]:
-        """Base URLs of all volume servers the master knows (``/dir/status`` topology)."""
-        try:
-            r = self._http.get(f"{self.base}/dir/status")
-        except httpx.HTTPError as e:
-            raise Unreachable(f"master {self.address} unreachable: {e!r}") from e
-        out: list[str] = []
-        topo = r.json().get("Topology", {})
-        for dc in topo.get("DataCenters") or []:
-            for rack in dc.get("Racks") or []:
-                for node in rack.get("DataNodes") or []:
-                    out.append(http_base(node["Url"]))
-        return out

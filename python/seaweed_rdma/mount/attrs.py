@@ -11,17 +11,6 @@ from ..filer import Entry
 BLOCK = 1 << 20
 
 
-def entry_size(entry: Entry) -> int:
-    """File size as SeaweedFS defines it: the larger of the recorded size and the end of
-    the last chunk (inline content counts when there are no chunks)."""
-    if entry.is_dir:
-        return 0
-    if entry.content is not None and not entry.chunks:
-        return len(entry.content)
-    end = max((c.offset + c.size for c in entry.chunks), default=0)
-    return max(entry.size, end)
-
-
 def to_attributes(entry: Entry, inode: int, ttl: float) -> pyfuse3.EntryAttributes:
     """``EntryAttributes`` for an entry, with kernel timeouts equal to the metadata TTL."""
     a = pyfuse3.EntryAttributes()
@@ -34,7 +23,7 @@ def to_attributes(entry: Entry, inode: int, ttl: float) -> pyfuse3.EntryAttribut
     a.st_uid = entry.uid
     a.st_gid = entry.gid
     a.st_rdev = 0
-    size = len(entry.symlink_target) if entry.is_symlink else entry_size(entry)
+    size = len(entry.symlink_target) if entry.is_symlink else entry.file_size
     a.st_size = size
     a.st_blksize = BLOCK
     a.st_blocks = (size + 511) // 512
