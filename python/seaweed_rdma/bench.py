@@ -23,6 +23,7 @@ import httpx
 
 from .client import Client
 from .cluster import LocalCluster, free_port
+from .extras import missing
 
 MIB = 1 << 20
 
@@ -228,7 +229,13 @@ def plot(res: dict[str, Any], path: str) -> None:
 
 def run_bench(cfg: BenchConfig, filer: str | None = None, sidecar: Any = None,
               path: str | None = None) -> int:
-    """Runs the bench, prints the table, writes JSON (and a PNG); returns the exit status."""
+    """Runs the bench, prints the table, writes JSON (and a PNG); returns the exit status.
+    A plot without matplotlib is refused before anything runs."""
+    if cfg.plot:
+        problem = missing("plot")
+        if problem:
+            print(f"seaweed-rdma bench: {problem}", file=sys.stderr)
+            return 1
     if filer is None:
         res = embedded(cfg)
     else:

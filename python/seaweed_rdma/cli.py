@@ -10,11 +10,14 @@ import sys
 from collections.abc import Sequence
 
 from .errors import SeaweedRdmaError
+from .extras import missing
+from .flagparse import FlagParser, go_spelling
+from .mount import flags as mount_flags
 
 log = logging.getLogger("seaweed_rdma")
 
 
-def _client_args(p: argparse.ArgumentParser) -> None:
+def _client_args(p: FlagParser) -> None:
     p.add_argument("--filer", default="127.0.0.1:8888",
                    help="filer address, host:port or host:port.grpcPort (default %(default)s)")
     p.add_argument("--master", default=None,
@@ -24,7 +27,8 @@ def _client_args(p: argparse.ArgumentParser) -> None:
                         "'HOST:PORT' (one sidecar for all); omitted: HTTP only")
     p.add_argument("--transport", default="auto", choices=["auto", "tcp", "verbs", "http"],
                    help="fast-path transport (default %(default)s)")
-    p.add_argument("--jwt-key", default=None, help="the cluster's read-JWT signing key")
+    p.add_argument("--jwt-key", "--jwtKey", dest="jwt_key", default=None,
+                   help="the cluster's read-JWT signing key")
 
 
 def _client(a: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -73,21 +77,23 @@ def cmd_ls(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sidecar(a: argparse.Namespace) -> int:
+def cmd_sidecar(argv: list[str]) -> int:
     from ._core import sidecar_main
 
     # The sidecar parses its own flags (clap) so the standalone Rust binary and this
-    # subcommand accept exactly the same command line.
-    return int(sidecar_main(list(a.args)))
+    # subcommand accept the same command line; here it also takes Go's one-dash spelling.
+    return int(sidecar_main(go_spelling(argv)[0]))
 
 
-def cmd_mount(argv: list[str]) -> int:
-    from .mount import parse_mount_args
+def cmd_mount(a: argparse.Namespace) -> int:
+    from .mount import options_from
 
-    debug = any(a.lstrip("-").split("=")[0] == "debug" for a in argv)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = parse_mount_args(argv)
+    logging.getLogger().setLevel(logging.DEBUG if a.debug else logging.INFO)
+    opts = options_from(a)
+    problem = missing("mount")
+    if problem:
+        print(f"seaweed-rdma mount: {problem}", file=sys.stderr)
+        return 1
     from .mount.main import run_mount
 
     try:
@@ -118,9 +124,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return run_demo(keep=a.keep)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    p = argparse.ArgumentParser(
+def build_parser() -> FlagParser:
+    """The argument parser for every subcommand (Go's flag spellings, see ``flagparse``)."""
+    p = FlagParser(
         prog="seaweed-rdma",
         description="Fast reads for SeaweedFS: a sidecar next to each volume server pushes "
                     "needle bytes to readers (RDMA or TCP); anything the fast path cannot "
@@ -135,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", help="file path on the filer")
     s.add_argument("--offset", type=int, default=0, help="start at this byte")
     s.add_argument("--size", type=int, default=None, help="read at most this many bytes")
-    s.add_argument("--stats", action="store_true", help="print read statistics to stderr")
+    s.add_bool("--stats", help="print read statistics to stderr")
     s.set_defaults(func=cmd_cat)
 
     s = sub.add_parser("stat", help="print a file's or directory's attributes as JSON")
@@ -146,20 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ls", help="list a directory")
     _client_args(s)
     s.add_argument("path", nargs="?", default="/")
-    s.add_argument("-l", "--long", action="store_true", help="mode and size too")
+    s.add_bool("-l", "--long", help="mode and size too")
     s.set_defaults(func=cmd_ls)
 
-    s = sub.add_parser("sidecar", add_help=False,
-                       help="serve local volumes' needles to readers (Rust; see "
-                            "`seaweed-rdma sidecar --help`)")
-    s.add_argument("args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_sidecar)
+    # The sidecar's flags are parsed by the Rust side (clap), which also answers --help;
+    # main() passes them on.
+    sub.add_parser("sidecar", add_help=False,
+                   help="serve local volumes' needles to readers (Rust; see "
+                        "`seaweed-rdma sidecar --help`)")
 
-    s = sub.add_parser("mount", add_help=False,
-                       help="mount a filer directory read-only with FUSE; flags as `weed "
-                            "mount` (see `seaweed-rdma mount --help`)")
-    s.add_argument("args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=lambda a: cmd_mount(a.args))
+    s = sub.add_parser("mount", help="mount a filer directory read-only with FUSE; flags as "
+                                     "`weed mount` (see `seaweed-rdma mount --help`)",
+                       description=mount_flags.DESCRIPTION,
+                       ignorable=mount_flags.IGNORED_WEED_FLAGS)
+    mount_flags.add_mount_flags(s)
+    s.set_defaults(func=cmd_mount)
 
     s = sub.add_parser("bench", help="fast path vs HTTP side by side: throughput, latency "
                                      "percentiles, ratios; JSON and an optional PNG")
@@ -174,18 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-reads", type=int, default=3000, help="4 KiB reads per path")
     s.add_argument("--out", default="bench-results/bench.json", help="JSON results")
     s.add_argument("--plot", default=None, metavar="FILE", help="also write a PNG plot")
-    s.add_argument("--quiet", action="store_true", help="no progress lines")
+    s.add_bool("--quiet", help="no progress lines")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("doctor", help="what this host can do: RDMA devices, ports, GIDs, "
                                       "memlock, rdma_rxe, FUSE (exit 1 when RDMA is unusable)")
-    s.add_argument("--json", action="store_true", help="machine-readable report")
+    s.add_bool("--json", help="machine-readable report")
     s.set_defaults(func=cmd_doctor)
 
     s = sub.add_parser("demo", help="start a local SeaweedFS, write sample files, read them "
                                     "back over each path and print a table")
-    s.add_argument("--keep", action="store_true",
-                   help="leave the cluster running until Enter is pressed")
+    s.add_bool("--keep", help="leave the cluster running until Enter is pressed")
     s.set_defaults(func=cmd_demo)
     return p
 
@@ -193,11 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``seaweed-rdma``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sidecar"]:
-        return cmd_sidecar(argparse.Namespace(args=argv[1:]))
-    if argv[:1] == ["mount"]:
-        return cmd_mount(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sidecar":
+        return cmd_sidecar(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

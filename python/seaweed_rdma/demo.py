@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .client import Client
 from .cluster import LocalCluster
+from .extras import missing
 
 
 @dataclass
@@ -74,9 +75,14 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 def _mount_and_cat(cluster: LocalCluster, files: list[Sample]) -> bool:
     """Mounts the filer with ``seaweed-rdma mount`` (fast path on), cats the files through
-    the mount, checks them and unmounts. Skipped, saying why, without FUSE."""
+    the mount, checks them and unmounts. Skipped, saying why, without FUSE or without the
+    mount's Python packages."""
     if not (os.path.exists("/dev/fuse") and shutil.which("fusermount3")):
         print("\nmount: skipped (needs /dev/fuse and fusermount3)")
+        return True
+    problem = missing("mount")
+    if problem:
+        print(f"\nmount: skipped: {problem}")
         return True
     sidecar = cluster.add_sidecar(cluster.volume_servers)  # one sidecar for all volumes
     with tempfile.TemporaryDirectory(prefix="seaweed-rdma-mnt-") as mnt:

@@ -7,11 +7,15 @@ import json
 from typing import Any
 
 from ._core import verbs_probe
+from .extras import EXTRAS, missing
 
 
 def report() -> dict[str, Any]:
-    """The probe as a dict (never raises on a host without RDMA)."""
-    return dict(json.loads(verbs_probe()))
+    """The probe as a dict (never raises on a host without RDMA), plus which optional
+    Python parts are missing (``extras``: name -> what to install, or None)."""
+    r = dict(json.loads(verbs_probe()))
+    r["extras"] = {name: missing(name) for name in EXTRAS}
+    return r
 
 
 def _mib(n: int | None) -> str:
@@ -45,6 +49,8 @@ def render(r: dict[str, Any]) -> str:
     f = r["fuse"]
     out.append(f"FUSE: /dev/fuse {'present' if f.get('dev_fuse') else 'missing'}, "
                f"fusermount3 {f.get('fusermount3') or 'missing'}")
+    for name, problem in r.get("extras", {}).items():
+        out.append(f"extra {name}: {problem or 'installed'}")
     if r["usable"]:
         out.append("RDMA: usable (transport=auto will use verbs where the sidecar can too)")
     else:

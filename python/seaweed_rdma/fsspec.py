@@ -13,7 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from .extras import missing
+
+try:
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+except ImportError as e:  # one line saying what to install, not a bare ModuleNotFoundError
+    raise ImportError(f"seaweed_rdma.fsspec: {missing('fsspec')}") from e
 
 from .client import Client
 from .errors import NotFound

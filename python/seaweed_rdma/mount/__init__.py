@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from .flags import MountOptions, parse_mount_args
+from .flags import (
+    DESCRIPTION,
+    IGNORED_WEED_FLAGS,
+    MountOptions,
+    add_mount_flags,
+    options_from,
+    parse_mount_args,
+)
 
-__all__ = ["MountOptions", "parse_mount_args"]
+__all__ = [
+    "DESCRIPTION",
+    "IGNORED_WEED_FLAGS",
+    "MountOptions",
+    "add_mount_flags",
+    "options_from",
+    "parse_mount_args",
+]
