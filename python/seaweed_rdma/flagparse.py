@@ -86,7 +86,7 @@ def go_spelling(argv: Sequence[str], kinds: Mapping[str, Kind] | None = None,
                 out += argv[i:]
                 break
             continue
-        if not arg.startswith("--") and len(arg) > 2:
+        if not arg.startswith("--") and len(arg.partition("=")[0]) > 2:
             arg = "-" + arg
         name, eq, value = arg.partition("=")
         if name.startswith("--") and name[2:] in ignorable:
