@@ -121,6 +121,59 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A stable, short name of the variant, for counters and for code that must tell
+    /// errors apart without parsing messages.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::BadFid { .. } => "bad_fid",
+            Error::CorruptNeedle(_) => "corrupt_needle",
+            Error::CrcMismatch { .. } => "crc_mismatch",
+            Error::NotFound { .. } => "not_found",
+            Error::Deleted { .. } => "deleted",
+            Error::Unsupported { .. } => "unsupported",
+            Error::StaleLocation { .. } => "stale_location",
+            Error::OutOfBounds { .. } => "out_of_bounds",
+            Error::BadPlan(_) => "bad_plan",
+            Error::BadManifest(_) => "bad_manifest",
+            Error::Protocol(_) => "protocol",
+            Error::Config(_) => "config",
+            Error::Network { .. } => "network",
+            Error::Runtime(_) => "runtime",
+            Error::Sidecar { .. } => "sidecar",
+            Error::Verbs(_) => "verbs",
+            Error::Io { .. } => "io",
+        }
+    }
+
+    /// One error of every variant (and of each I/O kind the Python side tells apart), for
+    /// tests of the mapping into Python exceptions.
+    #[doc(hidden)]
+    #[allow(deprecated)] // prost's DecodeError::new: the only way to make one without a blob
+    pub fn samples() -> Vec<Error> {
+        let os = |code: i32| io::Error::from_raw_os_error(code);
+        vec![
+            Error::BadFid { fid: "x".into(), reason: "sample".into() },
+            Error::CorruptNeedle("sample".into()),
+            Error::CrcMismatch { key: 1, stored: 2, computed: 3 },
+            Error::NotFound { volume: 1, key: 2 },
+            Error::Deleted { volume: 1, key: 2 },
+            Error::Unsupported { path: "/v/1.dat".into(), reason: "sample".into() },
+            Error::StaleLocation { volume: 1 },
+            Error::OutOfBounds { offset: 1, size: 2, limit: 0 },
+            Error::BadPlan("sample".into()),
+            Error::BadManifest(prost::DecodeError::new("sample")),
+            Error::Protocol("sample".into()),
+            Error::Config("sample".into()),
+            Error::Network { addr: "127.0.0.1:1".into(), source: os(111) },
+            Error::Runtime(os(11)),
+            Error::Sidecar { addr: "127.0.0.1:1".into(), reason: "sample".into() },
+            Error::Verbs(crate::verbs::VerbsError::NoDevices),
+            Error::io("/v/1.dat", os(2)),
+            Error::io("/v/1.dat", os(13)),
+            Error::io("/v/1.dat", os(5)),
+        ]
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io { path: path.into(), source }

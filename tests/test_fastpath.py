@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from seaweed_rdma import Client
-from seaweed_rdma._core import format_fid, parse_fid
+from seaweed_rdma._core import Engine, Needle, OpFailure, RangeOp, WholeOp, format_fid, parse_fid
 
 from .conftest import clients_per_filer, readers_running, shape_or_skip
 
@@ -61,19 +61,24 @@ def test_wrong_cookie_unknown_key_and_deleted(cluster, sidecars):  # type: ignor
         vid, key, cookie = parse_fid(chunk.file_id)
         vs = c.master.lookup(vid)[0]
         addr = sidecars[vs]
-        engine = c._path.fast.engine  # type: ignore[union-attr]
-        ok = engine.read_whole([(addr, vid, key, cookie, "")])[0]
-        assert not isinstance(ok, str) and ok[0] == payload
-        assert engine.read_whole([(addr, vid, key, cookie ^ 0x10, "")])[0] == "not_found"
-        assert engine.read_whole([(addr, vid, key + 99_999, cookie, "")])[0] == "not_found"
+    engine = Engine(transport="tcp")
+    try:
+        ok = engine.read_whole([WholeOp(addr, vid, key, cookie)])[0]
+        assert isinstance(ok, Needle) and ok.data == payload and ok.verify()
+        for wrong in (WholeOp(addr, vid, key, cookie ^ 0x10),
+                      WholeOp(addr, vid, key + 99_999, cookie)):
+            miss = engine.read_whole([wrong])[0]
+            assert isinstance(miss, OpFailure) and miss.reason == "not_found", miss
         buf = bytearray(10)
-        assert engine.read_into(buf, [(addr, vid, key, cookie ^ 1, 0, 10, 0, "")]) == \
-            ["not_found"]
+        [miss] = engine.read_into(buf, [RangeOp(addr, vid, key, cookie ^ 1, 0, 10, 0)])
+        assert miss is not None and miss.reason == "not_found"
         assert buf == bytearray(10), "no byte may arrive for a wrong cookie"
         r = httpx.delete(f"{vs}/{chunk.file_id}")
         assert r.status_code < 300
-        got = engine.read_whole([(addr, vid, key, cookie, "")])[0]
-        assert got == "deleted", got
+        got = engine.read_whole([WholeOp(addr, vid, key, cookie)])[0]
+        assert isinstance(got, OpFailure) and got.reason == "deleted", got
+    finally:
+        engine.close()
 
 
 def test_file_written_after_sidecar_start(cluster, sidecars):  # type: ignore[no-untyped-def]

@@ -77,7 +77,7 @@ def test_manifest_entry_reads_byte_exact(cluster, filer_pb):  # type: ignore[no-
         assert len(stored.chunks) < CHUNKS
 
         # The decoder reads the filer's own manifest blob.
-        blob = c._path.fetch_whole(manifests[0])
+        blob = c.reader.fetch_whole(manifests[0])
         inner = decode_manifest(blob)
         assert len(inner) >= 1000 and all(d["file_id"] in fids for d in inner)
 

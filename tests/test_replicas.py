@@ -50,10 +50,10 @@ def test_corrupt_replica_is_skipped(replicated):  # type: ignore[no-untyped-def]
         chunk = c.entry("/r/text.txt").chunks[0]
         locations = c.master.lookup(chunk.volume_id)
         assert len(locations) == 2, "replication 001 should give two replicas"
-        stored, _ = c._path.http.read_whole(chunk.file_id)
+        stored, _ = c.reader.http.read_whole(chunk.file_id)
         first = next(s for s in replicated.volume_servers if s.url == locations[0])
         assert _corrupt_on(first.dir, stored), "needle bytes not found in the first replica"
-        c._path._decoded = type(c._path._decoded)(1 << 20)  # forget decoded chunks
+        c.reader.forget_decoded()
         assert c.read("/r/text.txt") == text
 
 

@@ -1,12 +1,17 @@
 """Type stubs for the Rust extension module ``seaweed_rdma._core``."""
 
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Literal, TypeVar, final
 
 __all__ = [
+    "_error_samples",
     "Engine",
+    "Needle",
+    "OpFailure",
     "Plan",
+    "RangeOp",
     "Ticket",
     "Volume",
+    "WholeOp",
     "__version__",
     "decode_filer_masters",
     "decode_manifest",
@@ -15,6 +20,7 @@ __all__ = [
     "parse_fid",
     "sidecar_main",
     "verbs_probe",
+    "writable_bytes",
 ]
 
 __version__: str
@@ -64,9 +70,54 @@ class Volume:
     @property
     def needle_count(self) -> int: ...
 
-_RangeOp = tuple[str, int, int, int, int, int, int, str]
-_WholeOp = tuple[str, int, int, int, str]
 _R = TypeVar("_R", covariant=True)
+_Transport = Literal["auto", "tcp", "verbs"]
+
+@final
+class RangeOp:
+    """One ranged read: ``length`` bytes of a needle's data from ``offset``, into the
+    caller's buffer at ``buf_offset``."""
+
+    def __new__(cls, sidecar: str, volume: int, key: int, cookie: int, offset: int,
+                length: int, buf_offset: int, jwt: str = "") -> RangeOp: ...
+    @property
+    def sidecar(self) -> str: ...
+    @property
+    def length(self) -> int: ...
+    @property
+    def buf_offset(self) -> int: ...
+
+@final
+class WholeOp:
+    """One whole-needle read."""
+
+    def __new__(cls, sidecar: str, volume: int, key: int, cookie: int,
+                jwt: str = "") -> WholeOp: ...
+    @property
+    def sidecar(self) -> str: ...
+
+@final
+class Needle:
+    """A needle's whole data as a sidecar sent it; ``verify()`` before use."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def crc(self) -> int: ...
+    @property
+    def flags(self) -> int: ...
+    def verify(self) -> bool:
+        """Whether ``data`` matches the stored CRC32-C (either stored form)."""
+
+@final
+class OpFailure:
+    """Why one op was not delivered: a stable ``reason`` and a ``message`` for people.
+    Compares equal to its reason string."""
+
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
 
 @final
 class Ticket(Generic[_R]):
@@ -90,23 +141,35 @@ class Engine:
         connect_timeout_ms: int = 1000,
         max_inflight: int = 128,
         conns_per_sidecar: int = 2,
-        transport: str = "auto",
+        transport: _Transport = "auto",
         verbs_slot_size: int = 1048576,
         verbs_slots: int = 64,
     ) -> Engine: ...
-    def read_into(self, buffer: Any, ops: list[_RangeOp]) -> list[str | None]:
-        """Per op ``(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)``: None when
-        delivered into ``buffer[buf_offset:buf_offset+len]``, else a short reason."""
-    def read_whole(self, ops: list[_WholeOp]) -> list[tuple[bytes, int, int] | str]:
-        """Per op ``(data, crc, needle_flags)`` or a short reason."""
-    def submit_read_into(self, buffer: Any, ops: list[_RangeOp]) -> Ticket[str | None]:
+    def read_into(self, buffer: Any, ops: list[RangeOp]) -> list[OpFailure | None]:
+        """Per op: None when delivered into ``buffer[buf_offset:buf_offset+length]``, else
+        an ``OpFailure``."""
+    def read_whole(self, ops: list[WholeOp]) -> list[Needle | OpFailure]:
+        """Per op a ``Needle`` or an ``OpFailure``."""
+    def submit_read_into(self, buffer: Any, ops: list[RangeOp]) -> Ticket[OpFailure | None]:
         """``read_into`` on the engine's threads; ``buffer`` stays exported, and must be left
-        alone, until the ticket's results are in."""
-    def submit_read_whole(self, ops: list[_WholeOp]) -> Ticket[tuple[bytes, int, int] | str]:
+        alone, until the ticket's results are in (or, if the ticket is dropped, until the
+        batch's deadline)."""
+    def submit_read_whole(self, ops: list[WholeOp]) -> Ticket[Needle | OpFailure]:
         """``read_whole`` on the engine's threads."""
     def ping(self, addr: str) -> float: ...
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Closes connections and stops the engine's threads; later ops fail."""
+    @property
+    def closed(self) -> bool: ...
     def health(self) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]: ...
+
+def writable_bytes(size: int) -> tuple[bytes, memoryview]:
+    """A new, not yet initialised ``bytes`` of ``size`` bytes and a writable view of it, to
+    fill in place before handing the bytes out."""
+
+def _error_samples() -> list[tuple[str, Exception]]:
+    """One sample error of every Rust error variant, as raised in Python."""
 
 def sidecar_main(argv: list[str]) -> int:
     """Runs the sidecar with ``argv`` (no program name) until SIGINT/SIGTERM."""

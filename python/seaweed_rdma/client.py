@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from .discovery import discover_master
-from .errors import IsADirectory, NotADirectory, SeaweedRdmaError
+from .errors import ClientClosed, IsADirectory, NotADirectory
 from .fastpath import FastPath
 from .fileobj import SeaweedRawFile
 from .filer import Entry, FilerClient, normalize_path
@@ -30,7 +30,12 @@ class Client:
     ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
     ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
-    requests in flight per sidecar connection.
+    requests in flight per sidecar connection. ``verify=True`` reads every chunk whole and
+    checks it against the needle's CRC and the filer's MD5 ``e_tag``, so a sidecar or
+    replica that returns wrong bytes is caught (and skipped) at the cost of whole-chunk reads.
+
+    ``close()`` (or leaving a ``with`` block) releases the engine's threads and connections;
+    calls after it raise ``ClientClosed``.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class Client:
         fast_timeout: float = 5.0,
         fast_max_inflight: int = 128,
         fallback: bool = True,
+        verify: bool = False,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -63,13 +69,15 @@ class Client:
         self._stats = Stats()
         self._executor = ThreadPoolExecutor(max_workers=max_workers,
                                             thread_name_prefix="seaweed-rdma")
-        self._path = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
-                              self._stats, self._executor)
+        fast = None
         if sidecar is not None and transport != "http":
-            self._path.fast = FastPath(sidecar, transport, self.master, self._stats,
-                                       jwt_key=jwt_key, timeout=fast_timeout,
-                                       max_inflight=fast_max_inflight)
-            self._path.fallback = fallback
+            fast = FastPath(sidecar, transport, self.master, self._stats, jwt_key=jwt_key,
+                            timeout=fast_timeout, max_inflight=fast_max_inflight)
+        self.reader = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
+                               self._stats, self._executor, fast, fallback=fallback,
+                               verify=verify)
+        """The read path this client, its file objects, fsspec and the mount all use."""
+        self._closed = False
         self._meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}
         self._meta_lock = threading.Lock()
@@ -77,9 +85,24 @@ class Client:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Releases connections and threads."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Releases the engine (its threads, sidecar connections and eventfds), the HTTP
+        connections and the worker threads. Idempotent; later calls raise ``ClientClosed``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.reader.fast is not None:
+            self.reader.fast.close()
+        self._executor.shutdown(wait=True, cancel_futures=True)
         self._http.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this seaweed_rdma.Client is closed")
 
     def __enter__(self) -> Client:
         return self
@@ -94,6 +117,7 @@ class Client:
         return self._cached(path)[0]
 
     def _cached(self, path: str) -> tuple[Entry, FileView | None]:
+        self._check_open()
         path = normalize_path(path)
         now = time.monotonic()
         with self._meta_lock:
@@ -105,12 +129,14 @@ class Client:
             self._meta[path] = (now + self._meta_ttl, entry, None)
         return entry, None
 
-    def _view(self, path: str) -> FileView:
+    def view(self, path: str) -> FileView:
+        """``path`` planned for reading (cached with its entry for ``meta_ttl``); pass it to
+        ``reader`` methods to read the same version many times."""
         entry, view = self._cached(path)
         if view is None:
             if entry.is_dir:
                 raise IsADirectory(f"{entry.path}: is a directory")
-            view = self._path.view(entry)
+            view = self.reader.view(entry)
             with self._meta_lock:
                 hit = self._meta.get(entry.path)
                 if hit and hit[1] is entry:
@@ -166,35 +192,25 @@ class Client:
     def readinto(self, path: str, buffer: Any, offset: int = 0) -> int:
         """Reads into ``buffer`` (any writable contiguous buffer) from ``offset``; returns
         the number of bytes read, short at end of file as POSIX ``pread`` is."""
-        view = self._view(path)
-        return self._read_view(view, memoryview(buffer).cast("B"), offset)
+        view = self.view(path)
+        return self.reader.readinto(view, memoryview(buffer).cast("B"), offset)
 
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
-        """Reads ``size`` bytes (default: to the end) from ``offset``."""
+        """Reads ``size`` bytes (default: to the end) from ``offset``. The result is filled
+        in place by the engine: no copy between the network and the returned ``bytes``."""
         if offset < 0 or (size is not None and size < 0):
             raise ValueError("offset and size must be >= 0")
-        view = self._view(path)
+        view = self.view(path)
         if size is None:
             size = max(0, view.size - offset)
-        buf = bytearray(min(size, max(0, view.size - offset)))
-        n = self._read_view(view, memoryview(buf), offset)
-        del buf[n:]
-        return bytes(buf)
+        return self.reader.read(view, offset, size)
 
     def open(self, path: str, mode: str = "rb", buffering: int = 1 << 20) -> io.BufferedReader:
         """A seekable binary file object; only ``"rb"`` is supported."""
         if mode not in ("rb", "r"):
             raise ValueError(f"mode {mode!r} not supported: seaweed_rdma reads only ('rb')")
-        raw = SeaweedRawFile(self, normalize_path(path), self._view(path))
+        raw = SeaweedRawFile(self.reader, normalize_path(path), self.view(path))
         return io.BufferedReader(raw, buffer_size=buffering)
-
-    def _read_view(self, view: FileView, buf: memoryview, offset: int) -> int:
-        self._stats.count("file_reads")
-        try:
-            return self._path.readinto(view, buf, offset)
-        except SeaweedRdmaError:
-            self._stats.count("errors")
-            raise
 
     def read_fid(self, file_id: str, offset: int = 0, size: int | None = None) -> bytes:
         """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer.
@@ -204,10 +220,11 @@ class Client:
         """
         from ._core import parse_fid
 
+        self._check_open()
         parse_fid(file_id)
         if offset < 0 or (size is not None and size < 0):
             raise ValueError("offset and size must be >= 0")
-        stored, encoding = self._path.http.read_whole(file_id)
+        stored, encoding = self.reader.http.read_whole(file_id)
         from .codec import decompress
 
         data = decompress(stored, file_id) if encoding else stored
@@ -217,9 +234,10 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """Bytes and reads per path (fast, http), fallbacks, errors, latency percentiles."""
         snap = self._stats.snapshot()
-        fast = self._path.fast
+        fast = self.reader.fast
         snap["transport"] = fast.transport if fast is not None else "http"
         if fast is not None:
             snap["sidecars"] = fast.health()
             snap["engine"] = dict(fast.engine.stats())
+            snap["engine"]["closed"] = fast.engine.closed
         return snap

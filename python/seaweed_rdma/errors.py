@@ -8,9 +8,15 @@ import errno
 
 
 class SeaweedRdmaError(Exception):
-    """Base class of every error raised by seaweed_rdma."""
+    """Base class of every error raised by seaweed_rdma.
+
+    ``errno`` is the POSIX error the mount answers with; ``reason`` is a stable short name
+    of what went wrong (``"not_found"``, ``"crc_mismatch"``...), set on errors raised by
+    the Rust engine.
+    """
 
     errno: int | None = errno.EIO
+    reason: str = "error"
 
 
 class InvalidFileId(SeaweedRdmaError, ValueError):
@@ -65,6 +71,60 @@ class ChecksumError(SeaweedRdmaError):
     """Needle data whose CRC32-C does not match the stored one."""
 
     errno = errno.EIO
+
+
+class StaleLocation(SeaweedRdmaError):
+    """A needle location from before its volume was re-opened (vacuumed): locate it again."""
+
+    errno = errno.EAGAIN
+
+
+class ProtocolError(SeaweedRdmaError):
+    """A peer that broke the seaweed-rdma wire protocol."""
+
+    errno = errno.EPROTO
+
+
+class ConfigError(SeaweedRdmaError, ValueError):
+    """A setting that cannot work (a bad flag value, a missing directory...)."""
+
+    errno = errno.EINVAL
+
+
+class EngineUnavailable(SeaweedRdmaError):
+    """The engine's threads could not be started, or the engine was closed."""
+
+    errno = errno.EIO
+
+
+class VerbsError(SeaweedRdmaError):
+    """The RDMA verbs transport failed (library or device missing, a verb failed)."""
+
+    errno = errno.EIO
+
+
+class VolumeFileNotFound(SeaweedRdmaError, FileNotFoundError):
+    """A volume file (``.dat``/``.idx``) that does not exist."""
+
+    errno = errno.ENOENT
+
+
+class VolumeFileDenied(SeaweedRdmaError, PermissionError):
+    """A volume file this process may not read."""
+
+    errno = errno.EACCES
+
+
+class VolumeIoError(SeaweedRdmaError, OSError):
+    """Another I/O error on a volume file; ``errno`` is the one the OS gave."""
+
+    errno = errno.EIO
+
+
+class ClientClosed(SeaweedRdmaError, ValueError):
+    """A call on a ``Client`` after ``close()``."""
+
+    errno = errno.EBADF
 
 
 class CorruptManifestError(SeaweedRdmaError):

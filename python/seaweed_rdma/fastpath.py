@@ -1,15 +1,19 @@
-"""The fast path as the Python side sees it: which sidecar serves a volume, and batches of
-extents handed to the Rust engine (GIL released) with per-extent results. Whatever the
-engine reports as not delivered goes back to the caller for HTTP."""
+"""The fast path as the Python side sees it: which sidecars serve a volume (one per replica,
+the reader's own host first), and batches of extents handed to the Rust engine (GIL
+released) with per-extent results. An extent one replica's sidecar could not deliver is
+tried on the next replica's; what none delivered goes back to the caller for HTTP."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 import time
 from dataclasses import dataclass
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from ._core import Engine, parse_fid
+from ._core import Engine, Needle, OpFailure, RangeOp, WholeOp, parse_fid
 from .addresses import split_host_port
 from .filer import Chunk
 from .master import MasterClient
@@ -37,6 +41,36 @@ def sidecar_for(spec: str | dict[str, str], volume_url: str) -> str | None:
     return f"{h}:{port}"
 
 
+@functools.cache
+def local_hosts() -> frozenset[str]:
+    """Names and addresses of this host, to tell which replicas are local."""
+    names = {"localhost", "127.0.0.1", "::1"}
+    try:
+        hostname = socket.gethostname()
+        names.add(hostname)
+        names.update(str(info[4][0]) for info in socket.getaddrinfo(hostname, None))
+    except OSError:  # an unresolvable hostname only means fewer replicas count as local
+        pass
+    return frozenset(names)
+
+
+def by_locality(volume_urls: list[str], local: frozenset[str] | None = None) -> list[str]:
+    """``volume_urls`` with the ones on this host first (order kept otherwise)."""
+    local = local_hosts() if local is None else local
+    return sorted(volume_urls, key=lambda u: (urlsplit(u).hostname or "") not in local)
+
+
+def sidecars_for(spec: str | dict[str, str], volume_urls: list[str],
+                 local: frozenset[str] | None = None) -> list[str]:
+    """The distinct sidecars for a volume's replicas, this host's first."""
+    out: list[str] = []
+    for url in by_locality(volume_urls, local):
+        target = sidecar_for(spec, url)
+        if target is not None and target not in out:
+            out.append(target)
+    return out
+
+
 @dataclass
 class RangeRequest:
     """A plain extent to read into ``buf[buf_offset:buf_offset+length]``."""
@@ -47,6 +81,15 @@ class RangeRequest:
     buf_offset: int
 
 
+@dataclass
+class _Attempt:
+    """The engine ops of one round, and the request and candidates behind each."""
+
+    ops: list[RangeOp]
+    reqs: list[RangeRequest]
+    candidates: list[list[str]]
+
+
 class FastPath:
     """Reads over the sidecars through the Rust engine."""
 
@@ -55,14 +98,18 @@ class FastPath:
                  max_inflight: int = 128) -> None:
         self.spec = spec
         self.requested = transport
-        self._targets: dict[str, str] = {}  # volume server URL -> sidecar address
         self._master = master
         self._stats = stats
         self._jwt_key = jwt_key
         # auto: verbs where this host and the sidecar both can, else tcp (decided per
         # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
         self.engine = Engine(timeout_ms=int(timeout * 1000), connect_timeout_ms=1000,
-                             max_inflight=max_inflight, transport=transport)
+                             max_inflight=max_inflight,
+                             transport=cast(Literal["auto", "tcp", "verbs"], transport))
+
+    def close(self) -> None:
+        """Closes the engine's connections and stops its threads."""
+        self.engine.close()
 
     @property
     def transport(self) -> str:
@@ -71,109 +118,126 @@ class FastPath:
         used = {str(h.get("transport")) for h in self.engine.health()}
         return "verbs" if "verbs" in used else "tcp"
 
-    def _target(self, chunk: Chunk) -> str | None:
+    def targets(self, chunk: Chunk) -> list[str]:
+        """Sidecars that can serve ``chunk``, in the order to try them."""
         try:
             locations = self._master.lookup(chunk.volume_id)
         except Exception as e:  # the HTTP path will report it properly
             log.debug("no location for %s: %s", chunk.file_id, e)
-            return None
-        if not locations:
-            return None
-        target = self._targets.get(locations[0])
-        if target is None:
-            target = sidecar_for(self.spec, locations[0])
-            if target is not None:
-                self._targets[locations[0]] = target
-        return target
+            return []
+        return sidecars_for(self.spec, locations)
 
     def _jwt(self, file_id: str) -> str:
         return mint_read_jwt(self._jwt_key, file_id) if self._jwt_key else ""
 
-    def _ops(self, reqs: list[RangeRequest]
-             ) -> tuple[list[tuple[str, int, int, int, int, int, int, str]], list[RangeRequest],
-                        list[RangeRequest]]:
-        """Engine ops for the requests that have a sidecar; those that have none."""
-        ops = []
-        todo: list[RangeRequest] = []
-        undelivered: list[RangeRequest] = []
+    def _first_round(self, reqs: list[RangeRequest]
+                     ) -> tuple[list[tuple[RangeRequest, list[str]]], list[RangeRequest]]:
+        """Each request (cut into pieces of at most ``OP_BYTES``, which the engine keeps in
+        flight at once) with its sidecars; and the requests that have none."""
+        todo: list[tuple[RangeRequest, list[str]]] = []
+        none: list[RangeRequest] = []
         for r in reqs:
-            target = self._target(r.chunk)
-            if target is None:
-                self._stats.fallback("no sidecar")
-                undelivered.append(r)
+            candidates = self.targets(r.chunk)
+            if not candidates:
+                self._stats.fallback("no_sidecar")
+                none.append(r)
                 continue
-            vid, key, cookie = parse_fid(r.chunk.file_id)
-            jwt = self._jwt(r.chunk.file_id)
-            # Pieces of at most OP_BYTES: the engine keeps them all in flight at once, so
-            # one large extent is read in parallel rather than as one long transfer.
             for at in range(0, r.length, OP_BYTES):
                 n = min(OP_BYTES, r.length - at)
                 piece = r if n == r.length else RangeRequest(r.chunk, r.in_chunk + at, n,
                                                              r.buf_offset + at)
-                ops.append((target, vid, key, cookie, piece.in_chunk, n, piece.buf_offset, jwt))
-                todo.append(piece)
-        return ops, todo, undelivered
+                todo.append((piece, candidates))
+        return todo, none
 
-    def _account(self, todo: list[RangeRequest], results: list[str | None], elapsed: float,
-                 undelivered: list[RangeRequest]) -> list[RangeRequest]:
-        for r, reason in zip(todo, results, strict=True):
-            if reason is None:
+    def _attempt(self, todo: list[tuple[RangeRequest, list[str]]]) -> _Attempt:
+        att = _Attempt([], [], [])
+        for r, candidates in todo:
+            vid, key, cookie = parse_fid(r.chunk.file_id)
+            att.ops.append(RangeOp(candidates[0], vid, key, cookie, r.in_chunk, r.length,
+                                   r.buf_offset, self._jwt(r.chunk.file_id)))
+            att.reqs.append(r)
+            att.candidates.append(candidates)
+        return att
+
+    def _settle(self, att: _Attempt, results: list[OpFailure | None], elapsed: float,
+                undelivered: list[RangeRequest]) -> list[tuple[RangeRequest, list[str]]]:
+        """Records one round; returns what the next replica's sidecar should try, and adds
+        to ``undelivered`` what no sidecar is left for."""
+        retry: list[tuple[RangeRequest, list[str]]] = []
+        for r, candidates, why in zip(att.reqs, att.candidates, results, strict=True):
+            if why is None:
                 self._stats.record("fast", r.length, elapsed)
+            elif len(candidates) > 1 and why.reason not in ("compressed", "bad_op"):
+                self._stats.count("replica_retries")
+                log.info("sidecar %s did not deliver %s [%d+%d]: %s; trying %s",
+                         candidates[0], r.chunk.file_id, r.in_chunk, r.length, why.message,
+                         candidates[1])
+                retry.append((r, candidates[1:]))
             else:
-                self._stats.fallback(reason)
+                self._stats.fallback(why.reason)
                 log.info("fast path did not deliver %s [%d+%d]: %s; reading over HTTP",
-                         r.chunk.file_id, r.in_chunk, r.length, reason)
+                         r.chunk.file_id, r.in_chunk, r.length, why.message)
                 undelivered.append(r)
-        return undelivered
+        return retry
 
     def read_ranges(self, buf: memoryview, reqs: list[RangeRequest]) -> list[RangeRequest]:
         """Reads ``reqs`` into ``buf``; returns the ones not delivered."""
-        ops, todo, undelivered = self._ops(reqs)
-        if not ops:
-            return undelivered
-        t0 = time.perf_counter()
-        results = self.engine.read_into(buf, ops)
-        return self._account(todo, results, time.perf_counter() - t0, undelivered)
+        todo, undelivered = self._first_round(reqs)
+        while todo:
+            att = self._attempt(todo)
+            t0 = time.perf_counter()
+            results = self.engine.read_into(buf, att.ops)
+            todo = self._settle(att, results, time.perf_counter() - t0, undelivered)
+        return undelivered
 
     async def read_ranges_async(self, buf: memoryview, reqs: list[RangeRequest]
                                 ) -> list[RangeRequest]:
         """As ``read_ranges``, for trio: the engine runs the batch on its own threads and
-        signals an eventfd, which trio waits on, so no Python thread is involved."""
+        signals an eventfd, which trio waits on, so no Python thread is involved.
+
+        If the task is cancelled, the batch still owns ``buf`` until its deadline: the
+        caller must not reuse that memory for anything else (drop it instead).
+        """
         import trio
 
-        ops, todo, undelivered = self._ops(reqs)
-        if not ops:
-            return undelivered
-        t0 = time.perf_counter()
-        ticket = self.engine.submit_read_into(buf, ops)
-        await trio.lowlevel.wait_readable(ticket.fileno())
-        return self._account(todo, ticket.results(), time.perf_counter() - t0, undelivered)
+        todo, undelivered = self._first_round(reqs)
+        while todo:
+            att = self._attempt(todo)
+            t0 = time.perf_counter()
+            ticket = self.engine.submit_read_into(buf, att.ops)
+            await trio.lowlevel.wait_readable(ticket.fileno())
+            results: list[OpFailure | None] = ticket.results()
+            todo = self._settle(att, results, time.perf_counter() - t0, undelivered)
+        return undelivered
 
     def read_whole(self, chunk: Chunk) -> tuple[bytes, str | None] | None:
         """A needle's stored data over the fast path, CRC-checked, with the encoding to
-        decode it with; None when the fast path cannot deliver it."""
-        target = self._target(chunk)
-        if target is None:
-            self._stats.fallback("no sidecar")
+        decode it with; None when no replica's sidecar delivered it intact."""
+        candidates = self.targets(chunk)
+        if not candidates:
+            self._stats.fallback("no_sidecar")
             return None
         vid, key, cookie = parse_fid(chunk.file_id)
-        t0 = time.perf_counter()
-        result = self.engine.read_whole([(target, vid, key, cookie, self._jwt(chunk.file_id))])[0]
-        if isinstance(result, str):
-            self._stats.fallback(result)
-            log.info("fast path did not deliver %s whole: %s; reading over HTTP",
-                     chunk.file_id, result)
-            return None
-        data, crc, flags = result
-        from ._core import needle_crc_matches
-
-        if not needle_crc_matches(data, crc):
-            self._stats.fallback("crc mismatch")
-            log.warning("CRC mismatch on %s from sidecar %s; reading over HTTP",
-                        chunk.file_id, target)
-            return None
-        self._stats.record("fast", len(data), time.perf_counter() - t0)
-        return data, ("gzip" if flags & NEEDLE_COMPRESSED else None)
+        reason = "no_sidecar"
+        for target in candidates:
+            t0 = time.perf_counter()
+            op = WholeOp(target, vid, key, cookie, self._jwt(chunk.file_id))
+            result: Needle | OpFailure = self.engine.read_whole([op])[0]
+            if isinstance(result, OpFailure):
+                reason = result.reason
+                log.info("sidecar %s did not deliver %s whole: %s", target, chunk.file_id,
+                         result.message)
+                continue
+            if not result.verify():
+                reason = "crc_mismatch"
+                log.warning("CRC mismatch on %s from sidecar %s", chunk.file_id, target)
+                continue
+            self._stats.record("fast", len(result.data), time.perf_counter() - t0)
+            return result.data, ("gzip" if result.flags & NEEDLE_COMPRESSED else None)
+        self._stats.fallback(reason)
+        log.info("fast path did not deliver %s whole (%s); reading over HTTP", chunk.file_id,
+                 reason)
+        return None
 
     def health(self) -> list[dict[str, object]]:
         """Per-sidecar health as the engine sees it."""

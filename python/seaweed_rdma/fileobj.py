@@ -6,16 +6,15 @@ import io
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .reader import FileView
+    from .reader import FileView, ReadPath
 
 
 class SeaweedRawFile(io.RawIOBase):
-    """Raw reads go straight to the client's read path; wrap in ``io.BufferedReader``."""
+    """Raw reads go straight to the shared read path; wrap in ``io.BufferedReader``."""
 
-    def __init__(self, client: Client, path: str, view: FileView) -> None:
+    def __init__(self, reader: ReadPath, path: str, view: FileView) -> None:
         super().__init__()
-        self._client = client
+        self._reader = reader
         self._view = view
         self._pos = 0
         self.name = path
@@ -35,7 +34,7 @@ class SeaweedRawFile(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        n = self._client._read_view(self._view, memoryview(buffer).cast("B"), self._pos)
+        n = self._reader.readinto(self._view, memoryview(buffer).cast("B"), self._pos)
         self._pos += n
         return n
 
@@ -55,3 +54,11 @@ class SeaweedRawFile(io.RawIOBase):
 
     def tell(self) -> int:
         return self._pos
+
+    def readall(self) -> bytes:
+        """The rest of the file as one ``bytes``, filled in place (no intermediate copy)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        data = self._reader.read(self._view, self._pos, max(0, self.size - self._pos))
+        self._pos += len(data)
+        return data

@@ -6,16 +6,23 @@ once (a small LRU keeps them for neighbouring reads), and plain extents are read
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from ._core import Plan, decode_manifest
+from ._core import Plan, decode_manifest, writable_bytes
 from .codec import decode_chunk
-from .errors import CorruptManifestError, FastPathFailed, IsADirectory
+from .errors import (
+    CorruptManifestError,
+    FastPathFailed,
+    InvalidRange,
+    IsADirectory,
+    SeaweedRdmaError,
+)
 from .fastpath import FastPath, RangeRequest
 from .filer import Chunk, Entry
 from .stats import Stats
@@ -39,6 +46,11 @@ class DecodedChunkCache:
             if data is not None:
                 self._items.move_to_end(key)
             return data
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._used = 0
 
     def put(self, key: str, data: bytes) -> None:
         if len(data) > self._capacity:
@@ -64,33 +76,62 @@ class ReadWork:
 
 
 class FileView:
-    """A file's chunks resolved and planned, ready for many reads."""
+    """A file's chunks resolved and planned, ready for many reads. With ``whole_only``
+    every chunk is read whole (and so checked against its stored checksums)."""
 
-    def __init__(self, entry: Entry, chunks: list[Chunk]) -> None:
+    def __init__(self, entry: Entry, chunks: list[Chunk], whole_only: bool = False) -> None:
         self.entry = entry
         self.chunks = chunks
-        self.plan = Plan([(c.offset, c.size, c.modified_ts_ns, c.whole) for c in chunks],
-                         entry.size)
+        self.plan = Plan([(c.offset, c.size, c.modified_ts_ns, c.whole or whole_only)
+                          for c in chunks], entry.size)
+
+    @property
+    def inline(self) -> bytes | None:
+        """The file's bytes when the filer stores them in the entry itself."""
+        return self.entry.content if not self.chunks else None
 
     @property
     def size(self) -> int:
         """File size: the larger of the entry's size and the end of its chunks."""
-        if self.entry.content is not None and not self.chunks:
-            return len(self.entry.content)
+        if self.inline is not None:
+            return len(self.inline)
         return int(self.plan.file_size)
+
+    def read_len(self, offset: int, size: int) -> int:
+        """How many bytes a read of ``size`` at ``offset`` gives (short at end of file)."""
+        if self.inline is not None:
+            return max(0, min(size, len(self.inline) - offset))
+        return int(self.plan.read_len(offset, size))
+
+
+# Runs a blocking call off an event loop's thread (``trio.to_thread.run_sync`` with a limiter).
+OffLoop = Callable[[Callable[[], None]], Awaitable[None]]
 
 
 class ReadPath:
-    """Reads files over HTTP; the fast path plugs in through ``fast_reader``."""
+    """The one read path that ``Client``, its file objects, fsspec and the mount share:
+    plans reads, sends plain extents over the fast path (when there is one) and everything
+    else, or what the fast path did not deliver, over HTTP.
+
+    ``fallback=False`` turns would-be HTTP fallbacks into ``FastPathFailed``;
+    ``verify=True`` reads every chunk whole so that each is checked against the needle's
+    CRC and the filer's MD5 ``e_tag`` (see docs/trust.md).
+    """
 
     def __init__(self, http_reader: VolumeHttpReader, stats: Stats, executor: Executor,
+                 fast: FastPath | None = None, *, fallback: bool = True, verify: bool = False,
                  chunk_cache_bytes: int = 64 << 20) -> None:
         self.http = http_reader
         self.stats = stats
+        self.fast = fast
+        self.fallback = fallback  # read over HTTP what the fast path did not deliver
+        self.verify = verify
         self._executor = executor
         self._decoded = DecodedChunkCache(chunk_cache_bytes)
-        self.fast: FastPath | None = None
-        self.fallback = True  # read over HTTP what the fast path did not deliver
+
+    def forget_decoded(self) -> None:
+        """Drops the decoded-chunk cache (the next whole read fetches again)."""
+        self._decoded.clear()
 
     # -- chunks -------------------------------------------------------------------------
 
@@ -128,7 +169,7 @@ class ReadPath:
         """Plans an entry for reading."""
         if entry.is_dir:
             raise IsADirectory(f"{entry.path}: is a directory")
-        return FileView(entry, self.resolve(entry.chunks))
+        return FileView(entry, self.resolve(entry.chunks), whole_only=self.verify)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -137,12 +178,11 @@ class ReadPath:
         and returns what is left to fetch."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
-        entry = view.entry
-        if entry.content is not None and not view.chunks:
-            piece = entry.content[offset:offset + len(buf)]
+        if view.inline is not None:
+            piece = view.inline[offset:offset + len(buf)]
             buf[:len(piece)] = piece
             return ReadWork(len(piece), [], [])
-        n = int(view.plan.read_len(offset, len(buf)))
+        n = view.read_len(offset, len(buf))
         if n == 0:
             return ReadWork(0, [], [])
         extents = view.plan.extents(offset, n)
@@ -170,11 +210,46 @@ class ReadPath:
 
     def readinto(self, view: FileView, buf: memoryview, offset: int) -> int:
         """Fills ``buf`` from file offset ``offset``; returns the byte count (short at EOF)."""
-        work = self.prepare(view, buf, offset)
-        undelivered = work.ranged
-        if self.fast is not None and undelivered:
-            undelivered = self.fast.read_ranges(buf, undelivered)
-        self.finish(work, buf, undelivered)
+        self.stats.count("file_reads")
+        try:
+            work = self.prepare(view, buf, offset)
+            undelivered = work.ranged
+            if self.fast is not None and undelivered:
+                undelivered = self.fast.read_ranges(buf, undelivered)
+            self.finish(work, buf, undelivered)
+        except SeaweedRdmaError:
+            self.stats.count("errors")
+            raise
+        return work.n
+
+    def read(self, view: FileView, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (short at EOF) as a new ``bytes``, filled in place:
+        no zeroing pass before the read and no copy after it."""
+        n = view.read_len(offset, size)
+        out, dest = writable_bytes(n)
+        try:
+            got = self.readinto(view, dest, offset)
+        finally:
+            dest.release()
+        if got != n:  # the plan said n; anything else is a bug, and must not leak memory
+            raise InvalidRange(f"{view.entry.path}: read {got} bytes where {n} were planned")
+        return out
+
+    async def readinto_async(self, view: FileView, buf: memoryview, offset: int,
+                             off_loop: OffLoop) -> int:
+        """``readinto`` for trio: plain extents go to the engine and come back through an
+        eventfd (no thread hop); whole chunks and fallbacks run through ``off_loop``."""
+        self.stats.count("file_reads")
+        try:
+            work = self.prepare(view, buf, offset)
+            undelivered = work.ranged
+            if self.fast is not None and undelivered:
+                undelivered = await self.fast.read_ranges_async(buf, undelivered)
+            if work.whole or undelivered:
+                await off_loop(functools.partial(self.finish, work, buf, undelivered))
+        except SeaweedRdmaError:
+            self.stats.count("errors")
+            raise
         return work.n
 
     def http_range(self, chunk: Chunk, in_chunk: int, dest: memoryview) -> None:

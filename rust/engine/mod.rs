@@ -271,6 +271,21 @@ impl Engine {
         }
     }
 
+    /// Closes every connection and stops the engine's threads, waiting up to `wait` for
+    /// tasks still running. Batches after this fail at once (reason `"connect"`: "the engine
+    /// is closed"). A batch still running keeps the runtime until it ends, and stops it then.
+    /// Idempotent; must not be called from inside the engine's own runtime.
+    pub fn close(&self, wait: Duration) {
+        if let Some(generation) = self.current.close() {
+            runtime::shut_down(generation, wait);
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.current.is_closed()
+    }
+
     fn generation(&self) -> Option<Arc<Generation>> {
         self.current.peek()
     }

@@ -9,6 +9,7 @@
 //! locks may have been held by a parent thread at the moment of the fork.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use tokio::runtime::Runtime;
@@ -133,24 +134,52 @@ impl Drop for Lease {
     }
 }
 
-/// The current [`Generation`], replaced when the process id changes.
+/// The current [`Generation`], replaced when the process id changes, and gone for good
+/// once the engine is closed.
 #[derive(Debug)]
-pub(super) struct Current(Mutex<Option<Arc<Generation>>>);
+pub(super) struct Current {
+    slot: Mutex<Option<Arc<Generation>>>,
+    closed: AtomicBool,
+}
 
 impl Current {
     /// Builds the first generation.
     pub(super) fn new() -> std::io::Result<Current> {
-        Ok(Current(Mutex::new(Some(Arc::new(Generation::new()?)))))
+        Ok(Current {
+            slot: Mutex::new(Some(Arc::new(Generation::new()?))),
+            closed: AtomicBool::new(false),
+        })
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Arc<Generation>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes the generation away for good: later [`get`](Self::get)s fail. Returns it (if
+    /// this process built it) for the caller to shut down.
+    pub(super) fn close(&self) -> Option<Arc<Generation>> {
+        let mut slot = self.slot();
+        self.closed.store(true, Ordering::Release);
+        let generation = slot.take()?;
+        if generation.pid != std::process::id() {
+            std::mem::forget(generation); // inherited from a parent: see the module docs
+            return None;
+        }
+        Some(generation)
     }
 
     /// The generation for this process, building one after a fork.
     pub(super) fn get(&self) -> std::io::Result<Arc<Generation>> {
         let pid = std::process::id();
         let mut slot = self.slot();
+        if self.is_closed() {
+            return Err(std::io::Error::other("the engine is closed"));
+        }
         if let Some(generation) = slot.as_ref().filter(|g| g.pid == pid) {
             return Ok(generation.clone());
         }
@@ -170,9 +199,26 @@ impl Current {
     }
 }
 
+/// Shuts a closed engine's generation down: at once when nothing else holds it, waiting up
+/// to `wait` for its tasks; otherwise the batch still holding it (through its [`Lease`], or
+/// on the caller's thread) drops it when it ends, which stops the runtime then.
+pub(super) fn shut_down(generation: Arc<Generation>, wait: std::time::Duration) {
+    match Arc::try_unwrap(generation) {
+        Ok(generation) => {
+            let Generation { rt, pools, verbs, .. } = generation;
+            // Connections first (their sockets close as their tasks are dropped with the
+            // runtime), then the verbs state their queue pairs used.
+            drop(pools);
+            rt.shutdown_timeout(wait);
+            drop(verbs);
+        }
+        Err(shared) => drop(Lease::new(shared)),
+    }
+}
+
 impl Drop for Current {
     fn drop(&mut self) {
-        let slot = self.0.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(generation) = slot.take() {
             if generation.pid != std::process::id() {
                 std::mem::forget(generation); // inherited from a parent: see the module docs

@@ -1,5 +1,5 @@
-//! `Engine`: the client engine, with tuples in place of the Rust op structs and a short
-//! reason string (or None) in place of each op's `Result`; and `Ticket`, the handle on a
+//! `Engine`: the client engine, with small typed values (`RangeOp`, `WholeOp`, `Needle`,
+//! `OpFailure`) in place of the Rust op structs and results; and `Ticket`, the handle on a
 //! submitted batch, for event loops.
 
 use std::time::{Duration, Instant};
@@ -14,10 +14,139 @@ use crate::engine::{
 };
 use crate::error::Error;
 
-/// `(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)`.
-type RangeTuple = (String, u32, u64, u32, u64, u32, usize, String);
-/// `(sidecar, volume, key, cookie, jwt)`.
-type WholeTuple = (String, u32, u64, u32, String);
+/// One ranged read: `length` bytes of a needle's data from `offset`, into the caller's
+/// buffer at `buf_offset`.
+#[pyclass(frozen, name = "RangeOp", module = "seaweed_rdma._core")]
+struct PyRangeOp {
+    op: RangeOp,
+}
+
+#[pymethods]
+impl PyRangeOp {
+    #[new]
+    #[pyo3(
+        signature = (sidecar, volume, key, cookie, offset, length, buf_offset, jwt=String::new()),
+        text_signature = "(sidecar, volume, key, cookie, offset, length, buf_offset, jwt='')"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        sidecar: String,
+        volume: u32,
+        key: u64,
+        cookie: u32,
+        offset: u64,
+        length: u32,
+        buf_offset: usize,
+        jwt: String,
+    ) -> Self {
+        let op = RangeOp { sidecar, volume, key, cookie, offset, len: length, buf_offset, jwt };
+        Self { op }
+    }
+
+    #[getter]
+    fn sidecar(&self) -> &str {
+        &self.op.sidecar
+    }
+
+    #[getter]
+    fn length(&self) -> u32 {
+        self.op.len
+    }
+
+    #[getter]
+    fn buf_offset(&self) -> usize {
+        self.op.buf_offset
+    }
+
+    fn __repr__(&self) -> String {
+        let o = &self.op;
+        format!(
+            "RangeOp({:?}, volume={}, key={:#x}, offset={}, length={}, buf_offset={})",
+            o.sidecar, o.volume, o.key, o.offset, o.len, o.buf_offset
+        )
+    }
+}
+
+/// One whole-needle read.
+#[pyclass(frozen, name = "WholeOp", module = "seaweed_rdma._core")]
+struct PyWholeOp {
+    op: WholeOp,
+}
+
+#[pymethods]
+impl PyWholeOp {
+    #[new]
+    #[pyo3(
+        signature = (sidecar, volume, key, cookie, jwt=String::new()),
+        text_signature = "(sidecar, volume, key, cookie, jwt='')"
+    )]
+    fn new(sidecar: String, volume: u32, key: u64, cookie: u32, jwt: String) -> Self {
+        Self { op: WholeOp { sidecar, volume, key, cookie, jwt } }
+    }
+
+    #[getter]
+    fn sidecar(&self) -> &str {
+        &self.op.sidecar
+    }
+}
+
+/// A needle's whole data as a sidecar sent it: `data`, the stored `crc` and the needle's
+/// `flags`. Check `verify()` before using the bytes.
+#[pyclass(frozen, name = "Needle", module = "seaweed_rdma._core")]
+struct PyNeedle {
+    #[pyo3(get)]
+    data: Py<PyBytes>,
+    #[pyo3(get)]
+    crc: u32,
+    #[pyo3(get)]
+    flags: u8,
+}
+
+#[pymethods]
+impl PyNeedle {
+    /// Whether `data` matches the stored CRC32-C (either stored form).
+    fn verify(&self, py: Python<'_>) -> bool {
+        let data = self.data.bind(py).as_bytes();
+        py.detach(|| crate::needle::crc_matches(data, self.crc))
+    }
+}
+
+/// Why one op was not delivered: `reason` is a stable short name for counters
+/// (`"timeout"`, `"not_found"`, `"down"`...), `message` says it for people.
+#[pyclass(frozen, name = "OpFailure", module = "seaweed_rdma._core")]
+struct PyOpFailure {
+    #[pyo3(get)]
+    reason: &'static str,
+    #[pyo3(get)]
+    message: String,
+}
+
+#[pymethods]
+impl PyOpFailure {
+    fn __str__(&self) -> &str {
+        &self.message
+    }
+
+    fn __repr__(&self) -> String {
+        format!("OpFailure({:?}, {:?})", self.reason, self.message)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        // Compares equal to its reason, so `result == "not_found"` reads naturally.
+        match other.extract::<String>() {
+            Ok(text) => text == self.reason,
+            Err(_) => other
+                .cast::<PyOpFailure>()
+                .is_ok_and(|f| f.get().reason == self.reason && f.get().message == self.message),
+        }
+    }
+}
+
+impl PyOpFailure {
+    fn from_failure(why: &Failure) -> Self {
+        Self { reason: why.reason(), message: why.to_string() }
+    }
+}
 
 /// Reads needle bytes from sidecars into Python buffers; every call releases the GIL while
 /// it waits, and may be made from many threads at once.
@@ -31,7 +160,7 @@ impl PyEngine {
     /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2,
     /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64)`. `transport`: "auto" (verbs
     /// where this host and the sidecar can, else tcp), "tcp", or "verbs" (ops fail with
-    /// reason "verbs: ..." where this host cannot).
+    /// reason "verbs" where this host cannot).
     #[new]
     #[pyo3(signature = (
         timeout_ms=5000,
@@ -71,15 +200,15 @@ impl PyEngine {
     }
 
     /// Fills `buffer` (any writable C-contiguous buffer: bytearray, memoryview, mmap,
-    /// numpy array...) from the sidecars; returns, per op, None when delivered or a short
-    /// reason ("not_found", "timeout", "sidecar down"...).
+    /// numpy array...) from the sidecars; returns, per op, None when delivered or an
+    /// `OpFailure`.
     fn read_into(
         &self,
         py: Python<'_>,
         buffer: &Bound<'_, PyAny>,
-        ops: Vec<RangeTuple>,
-    ) -> PyResult<Vec<Option<String>>> {
-        let ops = range_ops(ops);
+        ops: Vec<Bound<'_, PyRangeOp>>,
+    ) -> PyResult<Vec<Option<PyOpFailure>>> {
+        let ops = range_ops(&ops);
         let view = WritableView::new(buffer)?;
         let target: &mut [u8] = match view.addr {
             0 => &mut [],
@@ -94,37 +223,37 @@ impl PyEngine {
         };
         let out = py.detach(|| self.inner.read_into(target, &ops));
         drop(view);
-        Ok(out.into_iter().map(|r| r.err().map(|why| why.to_string())).collect())
+        Ok(out.iter().map(|r| r.as_ref().err().map(PyOpFailure::from_failure)).collect())
     }
 
-    /// Whole needles: per op `(data, crc, needle_flags)` (verify the CRC before use) or a
-    /// short reason string.
+    /// Whole needles: per op a `Needle` (verify it before use) or an `OpFailure`.
     fn read_whole<'py>(
         &self,
         py: Python<'py>,
-        ops: Vec<WholeTuple>,
+        ops: Vec<Bound<'py, PyWholeOp>>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let ops = whole_ops(ops);
+        let ops = whole_ops(&ops);
         let out = py.detach(|| self.inner.read_whole(&ops));
         out.iter().map(|r| whole_result(py, r)).collect()
     }
 
     /// Starts `read_into` on the engine's threads and returns a `Ticket` at once. The
     /// ticket keeps `buffer` exported (so alive and not resizable) until the batch is over;
-    /// do not read or write it before `results()`.
+    /// do not read or write it before `results()`. A ticket dropped early leaves the
+    /// buffer to the batch, which may write it until its deadline.
     fn submit_read_into(
         &self,
         buffer: &Bound<'_, PyAny>,
-        ops: Vec<RangeTuple>,
+        ops: Vec<Bound<'_, PyRangeOp>>,
     ) -> PyResult<PyTicket> {
         let dest = WritableView::new(buffer)?.into_dest();
-        let ticket = self.inner.submit_read_into(dest, range_ops(ops))?;
+        let ticket = self.inner.submit_read_into(dest, range_ops(&ops))?;
         Ok(PyTicket { pending: Pending::Range(ticket) })
     }
 
     /// Starts `read_whole` on the engine's threads and returns a `Ticket` at once.
-    fn submit_read_whole(&self, ops: Vec<WholeTuple>) -> PyResult<PyTicket> {
-        let ticket = self.inner.submit_read_whole(whole_ops(ops))?;
+    fn submit_read_whole(&self, ops: Vec<Bound<'_, PyWholeOp>>) -> PyResult<PyTicket> {
+        let ticket = self.inner.submit_read_whole(whole_ops(&ops))?;
         Ok(PyTicket { pending: Pending::Whole(ticket) })
     }
 
@@ -135,6 +264,21 @@ impl PyEngine {
             Ok(rtt) => Ok(rtt.as_secs_f64()),
             Err(why) => Err(to_py_err(Error::Sidecar { addr, reason: why.to_string() })),
         }
+    }
+
+    /// Closes every connection and stops the engine's threads (waiting, without the GIL,
+    /// up to `timeout_s` for batches still running). Later reads fail with reason
+    /// "closed". Idempotent.
+    #[pyo3(signature = (timeout_s=2.0))]
+    fn close(&self, py: Python<'_>, timeout_s: f64) {
+        let wait = Duration::try_from_secs_f64(timeout_s.max(0.0)).unwrap_or(Duration::ZERO);
+        py.detach(|| self.inner.close(wait));
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// One dict per sidecar: addr, up, failures, retry_in (seconds or None), transport,
@@ -179,43 +323,78 @@ impl PyEngine {
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
-    m.add_class::<PyTicket>()
+    m.add_class::<PyTicket>()?;
+    m.add_class::<PyRangeOp>()?;
+    m.add_class::<PyWholeOp>()?;
+    m.add_class::<PyNeedle>()?;
+    m.add_class::<PyOpFailure>()?;
+    m.add_function(wrap_pyfunction!(writable_bytes, m)?)
 }
 
-fn range_ops(ops: Vec<RangeTuple>) -> Vec<RangeOp> {
-    ops.into_iter()
-        .map(|(sidecar, volume, key, cookie, offset, len, buf_offset, jwt)| RangeOp {
-            sidecar,
-            volume,
-            key,
-            cookie,
-            offset,
-            len,
-            buf_offset,
-            jwt,
-        })
-        .collect()
+fn range_ops(ops: &[Bound<'_, PyRangeOp>]) -> Vec<RangeOp> {
+    ops.iter().map(|o| o.get().op.clone()).collect()
 }
 
-fn whole_ops(ops: Vec<WholeTuple>) -> Vec<WholeOp> {
-    ops.into_iter()
-        .map(|(sidecar, volume, key, cookie, jwt)| WholeOp { sidecar, volume, key, cookie, jwt })
-        .collect()
+fn whole_ops(ops: &[Bound<'_, PyWholeOp>]) -> Vec<WholeOp> {
+    ops.iter().map(|o| o.get().op.clone()).collect()
 }
 
-/// `(data, crc, needle_flags)`, or the reason string.
+/// A `Needle`, or the `OpFailure`.
 fn whole_result<'py>(
     py: Python<'py>,
     r: &Result<WholeNeedle, Failure>,
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match r {
-        Ok(n) => (PyBytes::new(py, &n.data), n.crc, n.needle_flags).into_pyobject(py)?.into_any(),
-        Err(why) => why.to_string().into_pyobject(py)?.into_any(),
+        Ok(n) => {
+            let needle = PyNeedle {
+                data: PyBytes::new(py, &n.data).unbind(),
+                crc: n.crc,
+                flags: n.needle_flags,
+            };
+            Bound::new(py, needle)?.into_any()
+        }
+        Err(why) => Bound::new(py, PyOpFailure::from_failure(why))?.into_any(),
     })
 }
 
-/// How long past its deadline a dropped ticket waits for its batch; see `PyTicket`'s `Drop`.
-const DROP_GRACE: Duration = Duration::from_secs(1);
+/// A new `bytes` object of `size` bytes that nobody has seen yet, and a writable memoryview
+/// of its storage, so a read can fill the result in place instead of filling a bytearray
+/// and copying it. The view keeps the bytes alive. Every byte must be written before the
+/// bytes object is handed out (its contents start undefined), and the view released.
+#[pyfunction]
+fn writable_bytes(py: Python<'_>, size: usize) -> PyResult<(Bound<'_, PyBytes>, Bound<'_, PyAny>)> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(size)
+        .map_err(|_| PyValueError::new_err("size too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len` bytes;
+    // the call returns a new reference or NULL with an exception set, which
+    // `from_owned_ptr_or_err` turns into an owned `Bound` or that error.
+    let bytes = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len),
+        )?
+    }
+    .cast_into::<PyBytes>()?;
+    // `as_bytes` points at the object's own storage, which never moves while it lives.
+    let addr = bytes.as_bytes().as_ptr() as usize;
+    let view = if size == 0 {
+        py.import("builtins")?
+            .getattr("memoryview")?
+            .call1((pyo3::types::PyByteArray::new(py, &[]),))?
+    } else {
+        let ctypes = py.import("ctypes")?;
+        let array = ctypes.getattr("c_char")?.call_method1("__mul__", (size,))?;
+        let array = array.call_method1("from_address", (addr,))?;
+        // The array points into `bytes` without owning it; this reference keeps it alive
+        // for as long as the array, and so any view of it, lives.
+        array.setattr("_owner", &bytes)?;
+        py.import("builtins")?
+            .getattr("memoryview")?
+            .call1((array,))?
+            .call_method1("cast", ("B",))?
+    };
+    Ok((bytes, view))
+}
 
 /// The handle on a submitted batch.
 ///
@@ -268,10 +447,10 @@ impl PyTicket {
         })
     }
 
-    /// Per op: for `submit_read_into`, None when delivered or a short reason; for
-    /// `submit_read_whole`, `(data, crc, needle_flags)` or a short reason. Raises
-    /// RuntimeError before the batch has finished. A read_into ticket releases its buffer
-    /// here, so it may be resized again.
+    /// Per op: for `submit_read_into`, None when delivered or an `OpFailure`; for
+    /// `submit_read_whole`, a `Needle` or an `OpFailure`. Raises RuntimeError before the
+    /// batch has finished. A read_into ticket releases its buffer here, so it may be
+    /// resized again.
     fn results<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let not_done = || PyRuntimeError::new_err("the batch has not finished yet");
         match &self.pending {
@@ -280,7 +459,10 @@ impl PyTicket {
                 drop(t.take_buffer()); // the GIL is held: the export goes now
                 results
                     .iter()
-                    .map(|r| Ok(r.as_ref().err().map(Failure::to_string).into_pyobject(py)?))
+                    .map(|r| match r {
+                        Ok(()) => Ok(py.None().into_bound(py)),
+                        Err(why) => Ok(Bound::new(py, PyOpFailure::from_failure(why))?.into_any()),
+                    })
                     .collect()
             }
             Pending::Whole(t) => {
@@ -291,21 +473,16 @@ impl PyTicket {
 }
 
 impl Drop for PyTicket {
-    /// A ticket dropped while its batch runs (a cancelled task, an exception) waits, without
-    /// the GIL, for the batch to finish, so that once the ticket is gone the buffer is the
-    /// caller's again: reusing it cannot race a late write. The wait ends by the batch's
-    /// deadline (plus `DROP_GRACE`, for a batch that waited for a thread). Soundness does not
-    /// depend on it: the batch owns the export (`PyDest`) until it finishes, so should the
-    /// wait give up, the memory stays valid, and the batch drops the export when it is done
-    /// (pyo3 then defers the decref to the next time a thread holds the GIL).
+    /// Never waits: a ticket is dropped on an event loop's thread when its task is
+    /// cancelled, and a wait there would stall every other task. The batch owns its
+    /// destination (`PyDest`) until it finishes, so the memory stays valid whatever the
+    /// order; the batch drops the export when it is done (pyo3 then defers the decref to
+    /// the next time a thread holds the GIL). Until then the caller must not reuse the
+    /// buffer, which the batch may still write.
     fn drop(&mut self) {
-        let Pending::Range(ticket) = &self.pending else { return };
-        if !ticket.done() {
-            let until = ticket.deadline().checked_add(DROP_GRACE);
-            // Called from the object's deallocation, with the GIL held.
-            Python::attach(|py| py.detach(|| ticket.wait_until(until)));
+        if let Pending::Range(ticket) = &self.pending {
+            drop(ticket.take_buffer()); // finished: with the GIL held, the export goes now
         }
-        drop(ticket.take_buffer()); // with the GIL held: the export goes now
     }
 }
 

@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // after the Rust module (seaweed_rdma::engine...).
     let _ = pyo3_log::try_init();
     engine::register(m)?;
+    errors::register(m)?;
     fid::register(m)?;
     manifest::register(m)?;
     plan::register(m)?;

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
@@ -31,6 +32,7 @@ log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
 P = ParamSpec("P")
 
+STATS_XATTR = b"user.seaweed_rdma.stats"  # JSON of the mount's state, on its root only
 XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Extended
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
@@ -104,15 +106,20 @@ class SeaweedOperations(pyfuse3.Operations):
     async def _fetch(self, view: FileView, offset: int, buf: memoryview) -> int:
         """Fills ``buf`` from ``offset``. Plain extents go to the engine and come back
         through an eventfd (no thread hop); whole chunks and fallbacks run in a thread."""
-        path = self.client._path
-        work = path.prepare(view, buf, offset)
-        undelivered = work.ranged
-        fast = path.fast
-        if fast is not None and undelivered:
-            undelivered = await fast.read_ranges_async(buf, undelivered)
-        if work.whole or undelivered:
-            await self._off_loop(path.finish, work, buf, undelivered)
-        return work.n
+        return await self.client.reader.readinto_async(view, buf, offset, self._off_loop)
+
+    def stats(self) -> dict[str, Any]:
+        """The mount's own state, for the ``user.seaweed_rdma.stats`` xattr of its root."""
+        return {
+            "inodes": len(self.inodes),
+            "open_files": len(self._files),
+            "open_dirs": len(self._dirs),
+            "cache_blocks": len(self.cache),
+            "cache_bytes": self.cache.used,
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "client": self.client.stats(),
+        }
 
     # -- lookup and attributes ----------------------------------------------------------
 
@@ -124,10 +131,16 @@ class SeaweedOperations(pyfuse3.Operations):
             return await self.getattr(parent_inode)
         if text == "..":
             parent = self.inodes.path(parent_inode).rsplit("/", 1)[0] or "/"
-            return await self.getattr(self.inodes.inode(parent))
+            entry = await self._entry(parent)
+            return self._attrs(entry, self.inodes.ref(parent))
         path = self.inodes.child(parent_inode, text)
         entry = await self._entry(path)
-        return self._attrs(entry, self.inodes.inode(path))
+        return self._attrs(entry, self.inodes.ref(path))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, nlookup in inode_list:
+            if self.inodes.forget(inode, nlookup):
+                self._open_mtime.pop(inode, None)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -143,6 +156,8 @@ class SeaweedOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
+            return json.dumps(self.stats()).encode()
         entry = await self._entry(self.inodes.path(inode))
         value = entry.extended.get(XATTR_PREFIX + os.fsdecode(name))
         if value is None:
@@ -180,8 +195,11 @@ class SeaweedOperations(pyfuse3.Operations):
             name, entry = listing[index]
             inode = self.inodes.inode(entry.path)
             self.client.remember(entry)
+            # An entry the kernel took counts one lookup (readdirplus), like lookup().
             if not pyfuse3.readdir_reply(token, name, self._attrs(entry, inode), index + 1):
+                self.inodes.forget(inode, 0)  # drops it if nothing else refers to it
                 return
+            self.inodes.ref(entry.path)
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -193,7 +211,7 @@ class SeaweedOperations(pyfuse3.Operations):
         if flags & WRITE_FLAGS:
             raise _read_only()
         path = self.inodes.path(inode)
-        view = await self._off_loop(self.client._view, path)
+        view = await self._off_loop(self.client.view, path)
         fh = self._fh()
         self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
                                    self.cache)

@@ -30,8 +30,8 @@ Key = tuple[str, int, int, int]  # path, mtime_ns, size, block index
 
 @dataclass
 class Run:
-    """The buffer one fetch filled; it goes back to the pool when its last block leaves
-    the cache."""
+    """The buffer one fetch filled; it goes back to the pool once none of its blocks is
+    cached or pinned by a reader any more."""
 
     buf: mmap.mmap
     live: int
@@ -39,12 +39,20 @@ class Run:
 
 @dataclass
 class Block:
-    """One cached block, or a fetch still running."""
+    """One cached block, or a fetch still running.
+
+    ``pins`` counts readers that hold the block between taking it and copying its bytes
+    out. Those readers await (other blocks, or ``done.wait()``, which yields even when set),
+    so the block can be evicted meanwhile; its buffer is recycled only once it is both
+    evicted and unpinned, or a later fetch would overwrite bytes a reader is about to copy.
+    """
 
     data: memoryview | None = None
     done: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
     run: Run | None = None
+    pins: int = 0
+    evicted: bool = False
 
 
 class BlockCache:
@@ -91,17 +99,45 @@ class BlockCache:
                 del self._blocks[key]
             return
         self._used += len(data)
-        while self._used > self.capacity and len(self._blocks) > 1:
-            old_key, old = next(iter(self._blocks.items()))
-            if not old.done.is_set():  # never evict what someone waits for
-                self._blocks.move_to_end(old_key)
+        # Pending blocks cannot be evicted; stop once only those are left over the bound.
+        for old_key in list(self._blocks):
+            if self._used <= self.capacity or len(self._blocks) <= 1:
+                break
+            old = self._blocks[old_key]
+            if not old.done.is_set():
                 continue
             del self._blocks[old_key]
             self._used -= len(old.data or b"")
-            if old.run is not None:
-                old.run.live -= 1
-                if old.run.live == 0:
-                    self._give(old.run.buf)
+            old.evicted = True
+            self._release(old)
+
+    @staticmethod
+    def pin(blocks: list[Block]) -> None:
+        """Marks ``blocks`` as being read: their buffers are not recycled until ``unpin``."""
+        for b in blocks:
+            b.pins += 1
+
+    def unpin(self, blocks: list[Block]) -> None:
+        """Ends a ``pin``; an evicted block's buffer may go back to the pool now."""
+        for b in blocks:
+            b.pins -= 1
+            self._release(b)
+
+    def _release(self, b: Block) -> None:
+        if not b.evicted or b.pins or b.run is None:
+            return
+        run, b.run = b.run, None
+        run.live -= 1
+        if run.live == 0:
+            self._give(run.buf)
+
+    @property
+    def used(self) -> int:
+        """Bytes held by cached blocks."""
+        return self._used
+
+    def __len__(self) -> int:
+        return len(self._blocks)
 
 
 class OpenFile:
@@ -150,11 +186,17 @@ class OpenFile:
         probe = min(last + 1 + window // 2, end)
         if probe > last and self.cache.get(self._key(probe)) is None:
             self._ensure(last + 1, min(last + window, end), fetch, nursery)
-        for b in blocks:
-            await b.done.wait()
-        if any(b.failed for b in blocks):
-            return await self._exact(fetch, offset, size)  # raises the real error, or succeeds
-        return self._assemble(blocks, offset, size)
+        self.cache.pin(blocks)
+        try:
+            for b in blocks:
+                await b.done.wait()
+            if not any(b.failed for b in blocks):
+                # No checkpoint between here and pyfuse3's copy of the reply: the view
+                # stays valid although the pins go before the bytes are sent.
+                return self._assemble(blocks, offset, size)
+        finally:
+            self.cache.unpin(blocks)
+        return await self._exact(fetch, offset, size)  # raises the real error, or succeeds
 
     @staticmethod
     def _assemble(blocks: list[Block], offset: int, size: int) -> memoryview:
