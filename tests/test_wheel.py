@@ -83,3 +83,14 @@ def test_import_and_read_without_libibverbs(clean_venv, cluster, sidecars, shape
     assert got["len"] == len(s.data)
     assert got["sha"] == hashlib.sha256(s.data).hexdigest()
     assert got["transport"] == "tcp" and got["fast"] == len(s.data) and got["http"] == 0
+
+
+def test_fresh_install_without_extras_says_what_to_install(clean_venv, tmp_path):  # type: ignore[no-untyped-def]
+    """The wheel alone, as a new user installs it: the mount names its extra and pyfuse3's
+    build packages in one line instead of a ModuleNotFoundError."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([str(clean_venv / "bin" / "seaweed-rdma"), "mount", "-filer=127.0.0.1:1",
+                        f"-dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "pip install 'seaweed-rdma[mount]'" in r.stderr and "libfuse3-dev" in r.stderr
