@@ -18,16 +18,16 @@ log = logging.getLogger("seaweed_rdma")
 
 
 def _client_args(p: FlagParser) -> None:
-    p.add_argument("--filer", default="127.0.0.1:8888",
+    p.add_argument("--filer", default="127.0.0.1:8888", metavar="HOST:PORT",
                    help="filer address, host:port or host:port.grpcPort (default %(default)s)")
-    p.add_argument("--master", default=None,
+    p.add_argument("--master", default=None, metavar="HOST:PORT",
                    help="master address; found through the filer's gRPC port when omitted")
-    p.add_argument("--sidecar", default=None,
+    p.add_argument("--sidecar", default=None, metavar=":PORT|HOST:PORT",
                    help="fast path: ':PORT' (a sidecar on each volume server's host) or "
                         "'HOST:PORT' (one sidecar for all); omitted: HTTP only")
     p.add_argument("--transport", default="auto", choices=["auto", "tcp", "verbs", "http"],
                    help="fast-path transport (default %(default)s)")
-    p.add_argument("--jwt-key", "--jwtKey", dest="jwt_key", default=None,
+    p.add_argument("--jwt-key", "--jwtKey", dest="jwt_key", default=None, metavar="KEY",
                    help="the cluster's read-JWT signing key")
 
 
@@ -139,8 +139,9 @@ def build_parser() -> FlagParser:
     s = sub.add_parser("cat", help="write a file's bytes to stdout")
     _client_args(s)
     s.add_argument("path", help="file path on the filer")
-    s.add_argument("--offset", type=int, default=0, help="start at this byte")
-    s.add_argument("--size", type=int, default=None, help="read at most this many bytes")
+    s.add_argument("--offset", type=int, default=0, metavar="BYTES", help="start at this byte")
+    s.add_argument("--size", type=int, default=None, metavar="BYTES",
+                   help="read at most this many bytes")
     s.add_bool("--stats", help="print read statistics to stderr")
     s.set_defaults(func=cmd_cat)
 

@@ -69,39 +69,47 @@ def build_parser() -> FlagParser:
 
 def add_mount_flags(p: FlagParser) -> None:
     """Adds the mount's flags to ``p`` (made with ``ignorable=IGNORED_WEED_FLAGS``)."""
-    p.add_argument("--filer", required=True, help="filer host:port[.grpcPort]")
-    p.add_argument("--dir", required=True, help="mount point")
-    p.add_argument("--filer.path", dest="filer_path", default="/",
+    p.add_argument("--filer", required=True, metavar="HOST:PORT", help="filer host:port[.grpcPort]")
+    p.add_argument("--dir", required=True, metavar="MOUNTPOINT", help="mount point")
+    p.add_argument("--filer.path", dest="filer_path", default="/", metavar="PATH",
                    help="the filer directory to mount (default %(default)s)")
     p.add_bool("--rdma.enabled", dest="rdma_enabled", default=False,
                help="read over the sidecars' fast path")
     p.add_argument("--rdma.sidecar", dest="rdma_sidecar", default=None,
+                   metavar=":PORT|HOST:PORT",
                    help="':PORT' (a sidecar on each volume server's host) or 'HOST:PORT'")
     p.add_bool("--rdma.fallback", dest="rdma_fallback", default=True,
                help="read over HTTP what the fast path cannot (default on; reads never "
                     "fail because of the fast path)")
     p.add_argument("--rdma.maxConcurrent", dest="rdma_max_concurrent", type=int, default=64,
+                   metavar="N",
                    help="fast-path requests in flight per connection")
     p.add_argument("--rdma.timeoutMs", dest="rdma_timeout_ms", type=int, default=5000,
+                   metavar="MS",
                    help="deadline of one fast-path batch, in ms")
     p.add_bool("--readOnly", dest="read_only", default=True,
                help="always on: this mount is read-only")
     p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,
+                   metavar="SECS",
                    help="seconds metadata is cached (also the kernel's entry/attr timeout)")
     p.add_argument("--concurrentReaders", dest="concurrent_readers", type=int, default=32,
+                   metavar="N",
                    help="reads served at once")
     p.add_bool("--allowOthers", dest="allow_others", default=False,
                help="let other users see the mount (FUSE allow_other)")
     p.add_bool("--autoUnmount", dest="auto_unmount", default=True,
                help="unmount if this process dies (FUSE auto_unmount)")
     p.add_argument("--readaheadMiB", dest="readahead_mib", type=int, default=8,
+                   metavar="MIB",
                    help="prefetch this much ahead of a sequential reader")
     p.add_argument("--cacheCapacityMB", dest="cache_capacity_mb", type=int, default=128,
+                   metavar="MB",
                    help="memory for cached file blocks, shared by all files (default "
                         "%(default)s, as weed mount)")
-    p.add_argument("--master", default=None, help="master host:port (found via the filer "
-                                                  "when omitted)")
-    p.add_argument("--jwtKey", dest="jwt_key", default=None, help="read-JWT signing key")
+    p.add_argument("--master", default=None, metavar="HOST:PORT",
+                   help="master host:port (found via the filer when omitted)")
+    p.add_argument("--jwtKey", dest="jwt_key", default=None, metavar="KEY",
+                   help="read-JWT signing key")
     p.add_bool("--debug", default=False, help="log every FUSE operation")
 
 
