@@ -3,13 +3,20 @@ sidecar; without the key reads are refused with a clear error."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import random
+import time
 
+import httpx
 import pytest
 
 from seaweed_rdma import Client
 from seaweed_rdma.cluster import LocalCluster
 from seaweed_rdma.errors import Unauthorized
+from seaweed_rdma._core import parse_fid
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -71,3 +78,55 @@ def test_sidecar_on_each_volume_host_by_port(jwt_cluster):  # type: ignore[no-un
     with Client(jwt_cluster.filer.grpc_address, sidecar=f"127.0.0.1:{port}", jwt_key=KEY) as c:
         assert c.read("/jwt/port.bin") == data
         assert c.stats()["http"]["bytes"] == 0
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _token(claims: dict[str, object], key: str = KEY, alg: str = "HS256") -> str:
+    """A JWT signed by hand, so that any claim (even a malformed one) can be tried."""
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    signing = (_b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "."
+               + _b64(json.dumps(claims).encode()))
+    signature = hmac.new(key.encode(), signing.encode(), digest).digest()
+    return f"{signing}.{_b64(signature)}"
+
+
+def test_sidecar_checks_tokens_as_the_volume_server_does(jwt_cluster):  # type: ignore[no-untyped-def]
+    """Every token gets the same verdict (200 or 401) from the sidecar's ``/read`` as from
+    the volume server itself: signature, ``exp``, ``nbf`` and the ``fid`` claim."""
+    data = random.Random(9).randbytes(5_000)
+    jwt_cluster.upload("/jwt/verdicts.bin", data)
+    with Client(jwt_cluster.filer.grpc_address, jwt_key=KEY) as c:
+        fid = c.entry("/jwt/verdicts.bin").chunks[0].file_id
+    vid, key, cookie = parse_fid(fid)
+    other = f"{vid},{key + 1:x}{cookie:08x}"
+    now = int(time.time())
+    cases: dict[str, tuple[str, int]] = {
+        "valid": (_token({"fid": fid, "exp": now + 60}), 200),
+        "no expiry": (_token({"fid": fid}), 200),
+        "nbf in an hour": (_token({"fid": fid, "nbf": now + 3600, "exp": now + 7200}), 401),
+        "nbf passed": (_token({"fid": fid, "nbf": now - 5, "exp": now + 60}), 200),
+        "expired": (_token({"fid": fid, "exp": now - 5}), 401),
+        "wrong key": (_token({"fid": fid, "exp": now + 60}, key="not-the-key"), 401),
+        "other fid": (_token({"fid": other, "exp": now + 60}), 401),
+        "no fid": (_token({"exp": now + 60}), 401),
+        "HS512": (_token({"fid": fid, "exp": now + 60}, alg="HS512"), 200),
+        "iat in an hour": (_token({"fid": fid, "iat": now + 3600}), 200),
+        "aud and iss": (_token({"fid": fid, "aud": "elsewhere", "iss": "someone"}), 200),
+        "exp as numeric text": (_token({"fid": fid, "exp": str(now + 60)}), 200),
+        "exp as words": (_token({"fid": fid, "exp": "soon"}), 401),
+        "garbage": ("not.a.token", 401),
+    }
+    vs = jwt_cluster.volume_servers[0]
+    sc = jwt_cluster.sidecars[0]
+    verdicts = {}
+    for name, (token, expected) in cases.items():
+        auth = {"Authorization": f"Bearer {token}"}
+        by_volume = httpx.get(f"{vs.url}/{fid}", headers=auth, timeout=10).status_code
+        by_sidecar = httpx.get(f"{sc.http_url}/read", params={"file_id": fid}, headers=auth,
+                               timeout=10).status_code
+        verdicts[name] = (by_volume, by_sidecar, expected)
+    assert {n: v for n, v in verdicts.items() if v[0] != v[1]} == {}, verdicts
+    assert {n: v for n, v in verdicts.items() if v[1] != v[2]} == {}, verdicts

@@ -162,6 +162,17 @@ fn busy_beyond_max_inflight_and_unauthorized_without_token() {
     let other = super::super::mint_jwt("k3y", &FileId::new(3, 2, 0x637037d6), None).expect("mint");
     let (answer, _) = client.read(&crate::proto::ReadRequest { jwt: other, ..whole(fid) });
     assert_eq!(answer.status, Status::Unauthorized, "token for another fid");
+    // Signed with the right key for the right fid, but valid only from an hour on: the
+    // volume server answers 401 to it, and so must the sidecar.
+    let now = jsonwebtoken::get_current_timestamp();
+    let early = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "fid": fid.to_string(), "nbf": now + 3600, "exp": now + 7200 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"k3y"),
+    )
+    .expect("sign");
+    let (answer, _) = client.read(&crate::proto::ReadRequest { jwt: early, ..whole(fid) });
+    assert_eq!(answer.status, Status::Unauthorized, "token not valid yet (nbf)");
     let right = super::super::mint_jwt("k3y", &fid, None).expect("mint");
     let (answer, _) = client.read(&crate::proto::ReadRequest { jwt: right, ..whole(fid) });
     assert_eq!(answer.status, Status::Internal, "accepted, then upstream unreachable");
