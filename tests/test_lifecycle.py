@@ -1,0 +1,133 @@
+"""Lifecycle of the client and the engine: close() releases threads, descriptors and sidecar
+connections; a dropped ticket never blocks its thread; every Rust error has its own Python
+class with an errno; fallback counters are keyed by stable reasons."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+
+import pytest
+
+from seaweed_rdma import Client, _core
+from seaweed_rdma._core import Engine, RangeOp, Volume
+from seaweed_rdma.errors import ClientClosed, SeaweedRdmaError
+
+REASONS = {"down", "connect", "lost", "timeout", "short", "compressed", "protocol", "bad_op",
+           "verbs", "not_found", "deleted", "unauthorized", "busy", "internal", "bad_request",
+           "no_sidecar", "crc_mismatch"}
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _sidecar_conns(sidecar_addr: str) -> int:
+    """Established TCP connections from this process to ``sidecar_addr``."""
+    port = int(sidecar_addr.rsplit(":", 1)[1])
+    count = 0
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if state == "01" and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count  # the sidecar ends have the port as local, not remote, port
+
+
+@pytest.mark.cluster
+def test_close_releases_threads_fds_and_connections(cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
+    s = shapes["multi_chunk"]
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as warm:
+        assert warm.read(s.path) == s.data  # imports, first connections, caches
+    threads0, fds0 = threading.active_count(), _fds()
+    conns0 = sum(_sidecar_conns(a) for a in set(sidecars.values()))
+    kept = []
+    for _ in range(20):
+        c = Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp")
+        assert c.read(s.path, 1000, 300_000) == s.data[1000:301_000]
+        assert c.stats()["fast"]["bytes"] > 0
+        c.close()
+        kept.append(c)  # kept alive: close() alone must free everything
+    assert threading.active_count() <= threads0 + 1, threading.enumerate()
+    assert _fds() <= fds0 + 2
+    assert sum(_sidecar_conns(a) for a in set(sidecars.values())) <= conns0
+    with pytest.raises(ClientClosed):
+        kept[0].read(s.path)
+    assert kept[0].closed and kept[0].stats()["engine"]["closed"]
+    kept[0].close()  # idempotent
+
+
+def test_dropped_ticket_does_not_wait_for_its_batch() -> None:
+    """A listener that accepts and never answers holds the batch until its deadline; the
+    ticket dropped meanwhile must come back at once, with the batch still running."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    addr = "%s:%d" % silent.getsockname()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    engine = Engine(timeout_ms=30_000, connect_timeout_ms=20_000, transport="tcp")
+    try:
+        buf = bytearray(4096)
+        ticket = engine.submit_read_into(buf, [RangeOp(addr, 1, 2, 3, 0, 4096, 0)])
+        del ticket
+        # Had the drop waited for the batch, the batch would have failed by now.
+        assert engine.stats()["failures_by_reason"] == {}
+    finally:
+        engine.close(timeout_s=0.1)
+        stop.set()
+        acceptor.join()
+        for conn in accepted:
+            conn.close()
+        silent.close()
+
+
+def test_every_rust_error_has_its_own_class_and_errno() -> None:
+    samples = _core._error_samples()
+    assert len(samples) >= 17
+    for reason, err in samples:
+        assert isinstance(err, SeaweedRdmaError), (reason, err)
+        assert type(err) is not SeaweedRdmaError, f"{reason} maps to the base class"
+        assert isinstance(err.errno, int) and err.errno > 0, (reason, err)
+        assert err.reason == reason
+    by_reason = {r: type(e).__name__ for r, e in samples}
+    assert by_reason["not_found"] == "NeedleNotFound"
+    ios = [e for r, e in samples if r == "io"]
+    assert [e.errno for e in ios] == [errno.ENOENT, errno.EACCES, errno.EIO]
+    assert isinstance(ios[0], FileNotFoundError) and isinstance(ios[1], PermissionError)
+
+
+def test_missing_volume_file_is_file_not_found(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(FileNotFoundError) as e:
+        Volume(str(tmp_path / "7.dat"))
+    assert isinstance(e.value, SeaweedRdmaError)
+    assert e.value.errno == errno.ENOENT
+
+
+@pytest.mark.cluster
+def test_fallback_counters_use_stable_reasons(cluster, shapes):  # type: ignore[no-untyped-def]
+    s = shapes["multi_chunk"]
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens there: every op fails to connect
+    with Client(cluster.filer.grpc_address, sidecar=f"127.0.0.1:{port}", transport="tcp") as c:
+        for off in range(0, len(s.data), 123_457):
+            assert c.read(s.path, off, 777) == s.data[off:off + 777]
+        st = c.stats()
+    reasons = st["fallback_reasons"]
+    assert reasons and set(reasons) <= REASONS, reasons
+    assert sum(reasons.values()) == st["fallbacks"]
