@@ -8,6 +8,7 @@ import errno
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ def _sidecar_conns(sidecar_addr: str) -> int:
     """Established TCP connections from this process to ``sidecar_addr``."""
     port = int(sidecar_addr.rsplit(":", 1)[1])
     count = 0
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         remote, state = fields[2], fields[3]
         if state == "01" and int(remote.split(":")[1], 16) == port:
@@ -65,7 +66,8 @@ def test_dropped_ticket_does_not_wait_for_its_batch() -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
-    addr = "%s:%d" % silent.getsockname()
+    host, port = silent.getsockname()
+    addr = f"{host}:{port}"
     accepted: list[socket.socket] = []
     stop = threading.Event()
 

@@ -57,6 +57,70 @@ def test_corrupt_replica_is_skipped(replicated):  # type: ignore[no-untyped-def]
         assert c.read("/r/text.txt") == text
 
 
+@pytest.fixture(scope="module")
+def replica_sidecars(replicated):  # type: ignore[no-untyped-def]
+    for vs in replicated.volume_servers:
+        replicated.add_sidecar(vs)
+    return replicated.sidecar_map()
+
+
+def test_down_sidecar_is_replaced_by_the_other_replicas(replicated, replica_sidecars):  # type: ignore[no-untyped-def]
+    data = random.Random(7).randbytes(2_500_000)
+    replicated.upload("/r/fast.bin", data, max_mb=1)
+    with Client(replicated.filer.grpc_address, sidecar=replica_sidecars, transport="tcp",
+                fast_timeout=2.0) as c:
+        chunks = c.entry("/r/fast.bin").chunks
+        assert all(len(c.master.lookup(ch.volume_id)) == 2 for ch in chunks)
+        # One sidecar down: with two volume servers, every volume has a replica on the other.
+        first = replica_sidecars[c.master.lookup(chunks[0].volume_id)[0]]
+        victims = [s for s in replicated.sidecars if s.address == first]
+        for s in victims:
+            s.sigkill()
+        try:
+            for off in (0, 1_000_000, 2_000_000):
+                assert c.read("/r/fast.bin", off, 400_000) == data[off:off + 400_000]
+            assert c.read("/r/fast.bin") == data
+            st = c.stats()
+        finally:
+            for s in victims:
+                s.start()
+    assert st["http"]["bytes"] == 0, st["fallback_reasons"]
+    assert st["fallbacks"] == 0, st["fallback_reasons"]
+    assert st["replica_retries"] > 0
+    assert st["fast"]["bytes"] >= len(data)
+
+
+def test_corrupt_replica_is_caught_on_the_fast_path(replicated, replica_sidecars):  # type: ignore[no-untyped-def]
+    """A flipped byte in one replica's .dat: whole reads (compressed chunks) catch it by
+    CRC and take the other replica's sidecar; with verify=True, so do ranged reads, which
+    without it would believe the sidecar."""
+    rng = random.Random(8)
+    data = rng.randbytes(200_000)
+    text = b"".join(b"line %d of the corrupt-replica test\n" % i for i in range(20_000))
+    replicated.upload("/r/cplain.bin", data)
+    replicated.upload("/r/ctext.txt", text, mime="text/plain")
+    with Client(replicated.filer.grpc_address) as c:
+        plain, compressed = c.entry("/r/cplain.bin").chunks[0], c.entry("/r/ctext.txt").chunks[0]
+        for chunk in (plain, compressed):
+            stored, _ = c.reader.http.read_whole(chunk.file_id)
+            first = next(s for s in replicated.volume_servers
+                         if s.url == c.master.lookup(chunk.volume_id)[0])
+            assert _corrupt_on(first.dir, stored), "needle bytes not found in the replica"
+    with Client(replicated.filer.grpc_address, sidecar=replica_sidecars,
+                transport="tcp") as c:
+        assert c.read("/r/ctext.txt") == text
+        st = c.stats()
+        assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] > 0, st
+        # Ranged reads trust the sidecar: the flipped byte comes through.
+        assert c.read("/r/cplain.bin") != data
+    with Client(replicated.filer.grpc_address, sidecar=replica_sidecars, transport="tcp",
+                verify=True) as c:
+        assert c.read("/r/cplain.bin") == data
+        assert c.read("/r/cplain.bin", 5000, 777) == data[5000:5777]
+        st = c.stats()
+        assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] >= len(data), st
+
+
 def test_dead_replica_then_no_live_location(replicated):  # type: ignore[no-untyped-def]
     data = random.Random(6).randbytes(200_000)
     replicated.upload("/r/dead.bin", data)

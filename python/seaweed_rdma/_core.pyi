@@ -3,7 +3,6 @@
 from typing import Any, Generic, Literal, TypeVar, final
 
 __all__ = [
-    "_error_samples",
     "Engine",
     "Needle",
     "OpFailure",
@@ -13,6 +12,7 @@ __all__ = [
     "Volume",
     "WholeOp",
     "__version__",
+    "_error_samples",
     "decode_filer_masters",
     "decode_manifest",
     "format_fid",

@@ -26,6 +26,10 @@ NEEDLE_COMPRESSED = 0x01
 OP_BYTES = 1 << 20
 
 
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def sidecar_for(spec: str | dict[str, str], volume_url: str) -> str | None:
     """The sidecar address for a volume server, per the ``sidecar=`` spec:
     ``":PORT"`` (on the volume server's host), ``"HOST:PORT"`` (one for all), or a mapping
@@ -36,9 +40,9 @@ def sidecar_for(spec: str | dict[str, str], volume_url: str) -> str | None:
         return spec.get(volume_url) or spec.get(netloc) or spec.get(f"http://{netloc}")
     if spec.startswith(":"):
         _, port = split_host_port("127.0.0.1" + spec)
-        return f"{host}:{port}"
+        return _join(host, port)
     h, port = split_host_port(spec)
-    return f"{h}:{port}"
+    return _join(h, port)
 
 
 @functools.cache
