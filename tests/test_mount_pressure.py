@@ -105,3 +105,23 @@ def test_forgotten_names_leave_the_inode_table(cluster, sidecars, tmp_path):  # 
         assert (mnt / "names" / "n0007").read_bytes() == b"x7"
     finally:
         assert m.stop() == 0, m.log.read_text()[-3000:]
+
+
+def test_verified_mount_reads_whole_checked_chunks(cluster, sidecars, pressure_files,
+                                                   tmp_path):  # type: ignore[no-untyped-def]
+    all_sidecar = cluster.add_sidecar(cluster.volume_servers)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount([f"-filer={cluster.filer.grpc_address}", "-rdma.enabled", "-rdma.verify",
+               f"-rdma.sidecar={all_sidecar.address}"], mnt, tmp_path / "mount.log")
+    try:
+        path, data = sorted(pressure_files.items())[0]
+        with open(mnt / path.lstrip("/"), "rb") as f:
+            assert f.read() == data
+            f.seek(5_000_123)
+            assert f.read(4096) == data[5_000_123:5_004_219]
+        engine = m.state()["client"]["engine"]
+    finally:
+        assert m.stop() == 0, m.log.read_text()[-3000:]
+        all_sidecar.kill()
+    assert engine["whole_reads"] >= len(data) // (4 << 20), engine

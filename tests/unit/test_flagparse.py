@@ -152,6 +152,7 @@ class TestMount:
         assert (o.filer, o.dir, o.filer_path) == ("h:8888", "/mnt", "/sub")
         assert (o.rdma_enabled, o.rdma_sidecar, o.rdma_fallback) == (True, ":18515", True)
         assert (o.rdma_max_concurrent, o.rdma_timeout_ms, o.cache_capacity_mb) == (16, 900, 64)
+        assert not o.rdma_verify
 
     def test_two_dashes_and_booleans(self) -> None:
         o = parse_mount_args(["--filer", "h:1", "--dir", "/m", "--rdma.fallback=false",

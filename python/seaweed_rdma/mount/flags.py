@@ -40,6 +40,7 @@ class MountOptions:
     rdma_fallback: bool = True
     rdma_max_concurrent: int = 64
     rdma_timeout_ms: int = 5000
+    rdma_verify: bool = False
     read_only: bool = True
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -87,6 +88,10 @@ def add_mount_flags(p: FlagParser) -> None:
     p.add_argument("--rdma.timeoutMs", dest="rdma_timeout_ms", type=int, default=5000,
                    metavar="MS",
                    help="deadline of one fast-path batch, in ms")
+    p.add_bool("--rdma.verify", dest="rdma_verify", default=False,
+               help="read every chunk whole and check it against its CRC and the filer's "
+                    "MD5 e_tag, so wrong bytes from a sidecar or replica are caught "
+                    "(costs whole-chunk reads; see docs/trust.md)")
     p.add_bool("--readOnly", dest="read_only", default=True,
                help="always on: this mount is read-only")
     p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,

@@ -113,7 +113,8 @@ def run_mount(opts: MountOptions) -> int:
                     max_workers=max(4, opts.concurrent_readers),
                     fast_timeout=opts.rdma_timeout_ms / 1000,
                     fast_max_inflight=max(1, opts.rdma_max_concurrent),
-                    fallback=opts.rdma_fallback or not sidecar)
+                    fallback=opts.rdma_fallback or not sidecar,
+                    verify=opts.rdma_verify)
     try:
         root = client.entry(opts.filer_path)
         if not root.is_dir:
