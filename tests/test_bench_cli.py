@@ -19,10 +19,11 @@ def test_bench_writes_table_json_and_plot(tmp_path):  # type: ignore[no-untyped-
                         "--out", str(out), "--plot", str(png)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "fast / path" in r.stdout and "http_volume" in r.stdout
+    assert "/ filer GET" in r.stdout and "http_volume" in r.stdout
     assert "sequential, fast path over tcp" in r.stderr  # progress lines
     res = json.loads(out.read_text())
-    assert {"fast_tcp", "http_volume", "http_filer"} <= set(res["sequential_bytes_per_s"])
+    assert {"fast_tcp", "fast_tcp_read", "fast_tcp_whole", "fsspec_cat_tcp", "fast_tcp_verify",
+            "http_volume", "http_filer"} <= set(res["sequential_bytes_per_s"])
     tcp = res["fast_stats"]["tcp"]
     assert tcp["fast"]["bytes"] > 0 and tcp["fallbacks"] == 0 and tcp["transport"] == "tcp"
     if res["verbs_unavailable"]:

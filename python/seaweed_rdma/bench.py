@@ -85,6 +85,24 @@ def sequential(client: Client, path: str, size: int, block: int, rounds: int,
     return best
 
 
+def best_of(fn: Any, size: int, rounds: int) -> float:
+    """Best-of-``rounds`` bytes/s of ``fn()``, which reads ``size`` bytes once."""
+    best = 0.0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = max(best, size / (time.perf_counter() - t0))
+    return best
+
+
+def fresh_reads(client: Client, path: str, size: int, block: int) -> None:
+    """``path`` front to back with ``Client.read``: a new ``bytes`` per ``block``, as
+    users call it (so page faults on fresh memory are part of the cost)."""
+    for off in range(0, size, block):
+        if len(client.read(path, off, block)) != min(block, size - off):
+            raise RuntimeError(f"{path}: short read at {off}")
+
+
 def filer_get(url: str, size: int, rounds: int) -> float:
     """Best-of-``rounds`` bytes/s of a plain GET through the filer."""
     best = 0.0
@@ -116,6 +134,16 @@ def random_reads(client: Client, path: str, size: int, count: int, io: int = 409
             "p99_us": lat[int(n * 0.99)] * 1e6, "mean_us": statistics.fmean(lat) * 1e6}
 
 
+def fsspec_filesystem(filer: str, sidecar: Any, transport: str) -> Any:
+    """A ``seaweedfs://`` filesystem over the fast path, or None without fsspec."""
+    try:
+        from .fsspec import SeaweedFileSystem
+    except ImportError:
+        return None
+    return SeaweedFileSystem(filer=filer, sidecar=sidecar, transport=transport,
+                             skip_instance_cache=True)
+
+
 def fast_transports() -> tuple[list[str], str | None]:
     """The fast-path transports this host can measure, and why verbs is missing if it is."""
     from .doctor import report
@@ -141,10 +169,28 @@ def run_against(cfg: BenchConfig, filer: str, sidecar: Any, path: str, size: int
             cfg.say(f"sequential, fast path over {t} ...")
             seq[f"fast_{t}"] = sequential(fast, path, size, cfg.block_mib * MIB, cfg.rounds,
                                           cfg.say)
+            cfg.say(f"sequential, fast path over {t}, read() into new bytes ...")
+            seq[f"fast_{t}_read"] = best_of(
+                lambda c=fast: fresh_reads(c, path, size, cfg.block_mib * MIB), size,
+                cfg.rounds)
+            cfg.say(f"whole file, fast path over {t}, read() ...")
+            seq[f"fast_{t}_whole"] = best_of(lambda c=fast: c.read(path), size, cfg.rounds)
             cfg.say(f"{cfg.random_reads} random 4 KiB reads, fast path over {t} ...")
             rnd[f"fast_{t}"] = random_reads(fast, path, size, cfg.random_reads)
             st = fast.stats()
             fast_stats[t] = {k: st[k] for k in ("fast", "http", "fallbacks", "transport")}
+    t = transports[-1]
+    fsspec_fs = fsspec_filesystem(filer, sidecar, t)
+    if fsspec_fs is not None:
+        cfg.say(f"whole file, fsspec cat_file over {t} ...")
+        seq[f"fsspec_cat_{t}"] = best_of(lambda: fsspec_fs.cat_file(path), size, cfg.rounds)
+        fsspec_fs.client.close()
+    with Client(filer, sidecar=sidecar, transport=t, verify=True) as verified:
+        cfg.say(f"sequential, fast path over {t} with verify=True ...")
+        seq[f"fast_{t}_verify"] = sequential(verified, path, size, cfg.block_mib * MIB,
+                                             cfg.rounds, cfg.say)
+        cfg.say(f"{cfg.random_reads // 3} random 4 KiB reads with verify=True ...")
+        rnd[f"fast_{t}_verify"] = random_reads(verified, path, size, cfg.random_reads // 3)
     with Client(filer) as http:
         cfg.say("sequential, HTTP to the volume servers ...")
         seq["http_volume"] = sequential(http, path, size, cfg.block_mib * MIB, cfg.rounds,
@@ -179,22 +225,29 @@ def embedded(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any]) -> str:
-    """The table with ratios (each path against the best fast-path transport)."""
+    """The table with ratios: each path against HTTP to the volume servers and against a
+    GET through the filer (the peers a user would otherwise read through)."""
     seq, rnd = res["sequential_bytes_per_s"], res["random_4k"]
+    vol, filer = seq.get("http_volume"), seq.get("http_filer")
     best = max(v for k, v in seq.items() if k.startswith("fast_"))
     best_rnd = min(r["p50_us"] for k, r in rnd.items() if k.startswith("fast_"))
-    lines = [f"sequential read of {res['size_bytes'] / MIB:.0f} MiB",
-             f"  {'path':14s} {'MB/s':>9s} {'fast / path':>12s}"]
+
+    def ratio(v: float, peer: float | None) -> str:
+        return f"{v / peer:10.2f}x" if peer else f"{'-':>11s}"
+
+    lines = [f"sequential read of {res['size_bytes'] / MIB:.0f} MiB "
+             "(_read: read() into new bytes per block; _whole: read() of the whole file)",
+             f"  {'path':20s} {'MB/s':>9s} {'/ http_vol':>11s} {'/ filer GET':>11s}"]
     for name, v in seq.items():
-        lines.append(f"  {name:14s} {v / 1e6:9.1f} {best / v:11.2f}x")
+        lines.append(f"  {name:20s} {v / 1e6:9.1f} {ratio(v, vol)} {ratio(v, filer)}")
     loop = res.get("iperf3_loopback_bytes_per_s")
     if loop:
-        lines.append(f"  {'iperf3 loop':14s} {loop / 1e6:9.1f} {best / loop:11.2f} "
-                     "(share of loopback TCP)")
+        lines.append(f"  {'iperf3 loopback':20s} {loop / 1e6:9.1f} (best fast path is "
+                     f"{best / loop:.0%} of it)")
     lines += ["4 KiB random reads, one thread",
-              f"  {'path':14s} {'p50 us':>9s} {'p90 us':>9s} {'p99 us':>9s} {'p50 / fast':>11s}"]
+              f"  {'path':20s} {'p50 us':>9s} {'p90 us':>9s} {'p99 us':>9s} {'p50 / fast':>11s}"]
     for name, r in rnd.items():
-        lines.append(f"  {name:14s} {r['p50_us']:9.1f} {r['p90_us']:9.1f} {r['p99_us']:9.1f} "
+        lines.append(f"  {name:20s} {r['p50_us']:9.1f} {r['p90_us']:9.1f} {r['p99_us']:9.1f} "
                      f"{r['p50_us'] / best_rnd:10.2f}x")
     if res.get("verbs_unavailable"):
         lines.append(f"verbs: not measured here: {res['verbs_unavailable']}")
