@@ -96,6 +96,21 @@ pub struct Config {
     /// Close a connection with nothing in flight after this many idle seconds (0: never).
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub idle_timeout_secs: u64,
+    /// Close a connection whose client has taken no bytes of its answers for this many
+    /// seconds while answers wait (0: never); the staging they held is released.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub write_timeout_secs: u64,
+    /// Staging one protocol connection may hold at once, in MiB (0: a quarter of
+    /// --staging-mib; raised to fit one --max-read). Its reads beyond it wait, then BUSY.
+    #[arg(long, default_value_t = 0, value_name = "MIB")]
+    pub conn_staging_mib: usize,
+    /// Close an HTTP connection that has not sent a whole request header within this many
+    /// seconds (also how long an idle keep-alive connection stays open).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub http_header_timeout_secs: u64,
+    /// Open HTTP connections; more are closed on accept.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub http_max_connections: usize,
     /// Size of one staging slab in KiB (reads up to this size use one slab).
     #[arg(long, default_value_t = 1024, value_name = "KIB")]
     pub staging_slab_kib: usize,
@@ -154,6 +169,11 @@ impl Config {
                 "--max-read, --max-inflight, --max-connections and --staging-slab-kib must be positive".into(),
             ));
         }
+        if self.http_header_timeout_secs == 0 || self.http_max_connections == 0 {
+            return Err(Error::Config(
+                "--http-header-timeout-secs and --http-max-connections must be positive".into(),
+            ));
+        }
         if !(self.rescan_secs.is_finite() && self.rescan_secs > 0.0) {
             return Err(Error::Config("--rescan-secs must be a positive number".into()));
         }
@@ -167,6 +187,18 @@ impl Config {
         let wanted = self.staging_mib.saturating_mul(1024 * 1024) / slab;
         let for_one_read = (self.max_read as usize).div_ceil(slab);
         (slab, wanted.max(for_one_read).max(1))
+    }
+
+    /// Slabs one protocol connection may hold at once: `--conn-staging-mib` (default a
+    /// quarter of the pool), at least one `--max-read`, at most the pool.
+    pub fn conn_staging_slabs(&self) -> usize {
+        let (slab, count) = self.staging_layout();
+        let for_one_read = (self.max_read as usize).div_ceil(slab);
+        let wanted = match self.conn_staging_mib {
+            0 => count / 4,
+            mib => mib.saturating_mul(1024 * 1024) / slab,
+        };
+        wanted.max(for_one_read).clamp(1, count)
     }
 }
 
@@ -191,6 +223,11 @@ mod tests {
         );
         assert_eq!(c.transport, TransportChoice::Auto);
         assert_eq!(c.staging_layout(), (1 << 20, 256));
+        assert_eq!(c.conn_staging_slabs(), 64, "a quarter of the pool, one --max-read");
+        assert_eq!(
+            (c.write_timeout_secs, c.http_header_timeout_secs, c.http_max_connections),
+            (30, 10, 256)
+        );
         let missing = Config::from_args(["--dir", "/tmp", "--listen", "127.0.0.1:0"])
             .expect_err("no upstream");
         assert_eq!(missing.exit_code(), 2);
@@ -215,5 +252,17 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(big.staging_layout(), (1 << 20, 954));
+        assert_eq!(big.conn_staging_slabs(), 954, "one --max-read fills the pool");
+        let capped = Config::from_args(
+            ["--dir", "/tmp", "--max-read", "1048576", "--conn-staging-mib", "8"]
+                .iter()
+                .chain(&base),
+        )
+        .expect("parses");
+        assert_eq!(capped.conn_staging_slabs(), 8);
+        let zero =
+            Config::from_args(["--dir", "/tmp", "--http-max-connections", "0"].iter().chain(&base))
+                .expect("parses");
+        assert!(zero.validate().expect_err("no HTTP connections").to_string().contains("http"));
     }
 }

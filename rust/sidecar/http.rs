@@ -6,24 +6,32 @@
 //! `[offset, offset+size)` of the needle's data as stored (compressed needles stay
 //! compressed); `size` 0 or omitted means to the end. The token goes in
 //! `Authorization: Bearer` or `?jwt=`.
+//!
+//! Like the protocol port, the listener keeps what one client can hold bounded: at most
+//! `--http-max-connections` are open (more are closed on accept), a connection that has
+//! not sent a whole request header within `--http-header-timeout-secs` is closed (a
+//! slowloris client, or a keep-alive connection left idle), and one whose client stops
+//! taking the response for `--write-timeout-secs` is closed with its staging released.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::accept::next_connection;
 use super::service::{ReadAsk, Service};
+use super::stall::{caused_by_stall, WriteDeadline};
 use super::stats::Source;
 use super::store::Span;
 use crate::fid::FileId;
@@ -31,30 +39,90 @@ use crate::proto::Status;
 
 type Reply = Response<Full<Bytes>>;
 
+/// At most one "too many HTTP connections" warning per this interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What one HTTP client may hold.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// A whole request header must arrive within this (from when the connection is ready
+    /// for the next request, so it also closes idle keep-alive connections).
+    pub(crate) header_timeout: Duration,
+    /// Open connections; more are closed on accept.
+    pub(crate) max_connections: usize,
+    /// Close a connection whose client takes no response bytes for this long.
+    pub(crate) write_timeout: Option<Duration>,
+}
+
 /// Serves HTTP until `shutdown` flips.
 pub(crate) async fn serve(
     listener: TcpListener,
     service: Arc<Service>,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
+    let mut refused = 0u64;
+    let mut last_warning: Option<Instant> = None;
     while let Some((stream, peer)) =
         next_connection(&listener, &mut shutdown, &mut conns, "an HTTP connection").await
     {
-        let service = Arc::clone(&service);
-        conns.spawn(async move {
-            let handler = hyper::service::service_fn(move |req| {
-                let service = Arc::clone(&service);
-                async move { Ok::<_, Infallible>(handle(&service, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), handler);
-            if let Err(e) = conn.await {
-                debug!(%peer, "HTTP connection ended: {e}");
+        let stats = &service.stats;
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.http_connections_refused.fetch_add(1, Ordering::Relaxed);
+            refused += 1;
+            if last_warning.map_or(true, |t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                let max = limits.max_connections;
+                warn!(%peer, refused, "at --http-max-connections {max}: closing new HTTP connections");
+                last_warning = Some(Instant::now());
+                refused = 0;
             }
+            drop(stream);
+            continue;
+        };
+        stats.http_connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.http_connections_open.fetch_add(1, Ordering::Relaxed);
+        let service = Arc::clone(&service);
+        let limits = limits.clone();
+        conns.spawn(async move {
+            connection(stream, peer, &service, &limits).await;
+            service.stats.http_connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
         });
     }
     conns.abort_all();
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    service: &Arc<Service>,
+    limits: &Limits,
+) {
+    let handler = {
+        let service = Arc::clone(service);
+        hyper::service::service_fn(move |req| {
+            let service = Arc::clone(&service);
+            async move { Ok::<_, Infallible>(handle(&service, req).await) }
+        })
+    };
+    let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(io, handler);
+    let Err(e) = conn.await else { return };
+    let stats = &service.stats;
+    if e.is_timeout() {
+        stats.http_header_timeouts.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, "HTTP connection closed: no whole request header within {:?}", limits.header_timeout);
+    } else if caused_by_stall(&e) {
+        stats.http_connections_stalled.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, "closing HTTP connection: {e}; releasing its staging");
+    } else {
+        debug!(%peer, "HTTP connection ended: {e}");
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {

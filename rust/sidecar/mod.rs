@@ -37,6 +37,15 @@
 //! last brought up to date (one `stat`), refreshing the map if it has. The periodic
 //! refresh keeps idle volumes current, so reads rarely find work to do.
 //!
+//! # Clients that hold on
+//! Every answer waits in staging slabs until the client's socket takes it, so each
+//! protocol connection draws its slabs through its own capped view of the pool
+//! (`--conn-staging-mib`, default a quarter of it), and a connection whose client has taken
+//! no bytes for `--write-timeout-secs` while answers wait is closed, releasing them
+//! (`stall.rs`; counted as `connections.stalled`). The HTTP listener has the same write
+//! deadline, a connection cap (`--http-max-connections`) and a header-read timeout
+//! (`--http-header-timeout-secs`) against slowloris clients and idle keep-alives.
+//!
 //! # Shutdown
 //! [`run`] returns after SIGINT or SIGTERM: listeners close, open connections get up to
 //! two seconds to send the answers they owe, then the runtime stops.
@@ -49,6 +58,7 @@ mod jwt;
 mod rdma;
 mod service;
 mod staging;
+mod stall;
 mod stats;
 mod store;
 mod tcp;
@@ -176,8 +186,11 @@ impl Sidecar {
             jwt: config.jwt_key.as_deref().map(JwtCheck::new),
             stats,
             max_read: config.max_read,
+            conn_staging_slabs: config.conn_staging_slabs(),
             rdma_device: rdma_device.clone(),
         });
+        let write_timeout =
+            (config.write_timeout_secs > 0).then(|| Duration::from_secs(config.write_timeout_secs));
         let limits = Arc::new(tcp::Limits {
             max_frame: config.max_frame,
             max_read: config.max_read,
@@ -185,6 +198,8 @@ impl Sidecar {
             max_connections: config.max_connections,
             idle: (config.idle_timeout_secs > 0)
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
+            write_timeout,
+            conn_staging_slabs: config.conn_staging_slabs(),
             server_id: random_id(),
             verbs,
         });
@@ -193,7 +208,13 @@ impl Sidecar {
         let mut tasks =
             vec![tokio::spawn(tcp::serve(listener, Arc::clone(&service), limits, watcher.clone()))];
         if let Some(l) = http_listener {
-            tasks.push(tokio::spawn(http::serve(l, Arc::clone(&service), watcher.clone())));
+            let http_limits = http::Limits {
+                header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+                max_connections: config.http_max_connections,
+                write_timeout,
+            };
+            let serving = http::serve(l, Arc::clone(&service), http_limits, watcher.clone());
+            tasks.push(tokio::spawn(serving));
         }
         let every = Duration::from_secs_f64(config.rescan_secs);
         tasks.push(tokio::spawn(maintain(store, every, watcher)));

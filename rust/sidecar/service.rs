@@ -70,14 +70,16 @@ pub(crate) struct Service {
     pub(crate) jwt: Option<JwtCheck>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) max_read: u32,
+    /// Slabs one protocol connection may hold at once (for the stats).
+    pub(crate) conn_staging_slabs: usize,
     /// The RDMA device serving verbs connections, if any (for the stats).
     pub(crate) rdma_device: Option<String>,
 }
 
 impl Service {
-    /// Answers one read and counts it.
+    /// Answers one read from the shared staging pool and counts it.
     pub(crate) async fn read(self: &Arc<Self>, ask: ReadAsk) -> Answer {
-        let answer = self.answer(ask).await;
+        let answer = self.answer(ask, &self.pool).await;
         let bytes = answer.payload.as_ref().map_or(0, Lease::len);
         self.stats.record(answer.header.status, answer.source, bytes);
         answer
@@ -88,34 +90,36 @@ impl Service {
             staging_slabs: self.pool.slab_count(),
             staging_slab_size: self.pool.slab_size(),
             staging_in_use: self.pool.in_use(),
+            staging_per_connection: self.conn_staging_slabs,
             rdma_device: self.rdma_device.clone(),
         }
     }
 
     /// Answers one read without counting it: the protocol listener counts it once the
     /// bytes are delivered, since delivery can still refuse it (a verbs slot too small).
-    pub(crate) async fn answer(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+    /// The bytes are staged through `pool`: a connection's capped view of [`Service::pool`].
+    pub(crate) async fn answer(self: &Arc<Self>, ask: ReadAsk, pool: &StagingPool) -> Answer {
         if let Some(check) = &self.jwt {
             if !check.allows(&ask.jwt, &ask.fid) {
                 return Answer::refuse(Status::Unauthorized);
             }
         }
-        match self.read_local(&ask).await {
+        match self.read_local(&ask, pool).await {
             Ok(answer) => answer,
-            Err(()) => self.read_upstream(ask).await,
+            Err(()) => self.read_upstream(ask, pool).await,
         }
     }
 
     /// The answer from the local volume files; `Err` when they cannot give one (the
     /// volume is not here, or reading it failed in a way the volume server may not).
-    async fn read_local(self: &Arc<Self>, ask: &ReadAsk) -> Result<Answer, ()> {
+    async fn read_local(self: &Arc<Self>, ask: &ReadAsk, pool: &StagingPool) -> Result<Answer, ()> {
         let FileId { volume, key, cookie } = ask.fid;
         let span = ask.span;
         // The common case, a range of at most one slab, draws its slab up front and needs
         // one trip to a blocking thread; others learn their length first.
         let mut lease = None;
-        if span.len <= self.pool.slab_size() as u64 {
-            match self.pool.acquire(span.len as usize, STAGING_WAIT).await {
+        if span.len <= pool.slab_size() as u64 {
+            match pool.acquire(span.len as usize, STAGING_WAIT).await {
                 Some(l) => lease = Some(l),
                 None => return Ok(Answer::refuse(Status::Busy)),
             }
@@ -141,12 +145,10 @@ impl Service {
                 Ok(LocalRead::Done { meta, lease }) => {
                     return Ok(Answer::data(meta, lease, Source::Local))
                 }
-                Ok(LocalRead::NeedLease { len }) => {
-                    match self.pool.acquire(len, STAGING_WAIT).await {
-                        Some(l) => lease = Some(l),
-                        None => return Ok(Answer::refuse(Status::Busy)),
-                    }
-                }
+                Ok(LocalRead::NeedLease { len }) => match pool.acquire(len, STAGING_WAIT).await {
+                    Some(l) => lease = Some(l),
+                    None => return Ok(Answer::refuse(Status::Busy)),
+                },
                 Ok(LocalRead::TooLarge { len }) => {
                     debug!(%ask.fid, len, "read larger than --max-read");
                     return Ok(Answer::refuse(Status::BadRequest));
@@ -163,13 +165,14 @@ impl Service {
         Err(())
     }
 
-    async fn read_upstream(self: &Arc<Self>, ask: ReadAsk) -> Answer {
+    async fn read_upstream(self: &Arc<Self>, ask: ReadAsk, pool: &StagingPool) -> Answer {
         let service = Arc::clone(self);
+        let pool = pool.clone();
         let rt = Handle::current();
         let fid = ask.fid;
         let fetched = tokio::task::spawn_blocking(move || {
             let max_read = u64::from(service.max_read);
-            service.upstream.fetch(&ask.fid, ask.span, &ask.jwt, &service.pool, &rt, max_read)
+            service.upstream.fetch(&ask.fid, ask.span, &ask.jwt, &pool, &rt, max_read)
         })
         .await;
         match fetched {

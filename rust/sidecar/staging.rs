@@ -8,6 +8,11 @@
 //! one slab draws a single slab and allocates nothing; a larger read draws several and
 //! fills them in order. A semaphore with one permit per slab makes callers wait for free
 //! slabs, and bounds what the sidecar holds in memory however many reads are in flight.
+//!
+//! [`StagingPool::limited`] gives one holder (a protocol connection) a view of the pool that
+//! can hold at most a set number of slabs at once. Answers wait in their slabs until the
+//! socket takes them, so without it two clients that send reads and never read the answers
+//! could hold every slab, and everyone else would be answered BUSY.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -45,6 +50,14 @@ impl std::ops::DerefMut for Slab {
 #[derive(Clone)]
 pub struct StagingPool {
     inner: Arc<Inner>,
+    /// This view's own cap, in slabs, on top of the pool's ([`StagingPool::limited`]).
+    quota: Option<Quota>,
+}
+
+#[derive(Clone)]
+struct Quota {
+    slabs: usize,
+    permits: Arc<Semaphore>,
 }
 
 struct Inner {
@@ -98,7 +111,24 @@ impl StagingPool {
                 free: Mutex::new(free),
                 permits: Arc::new(Semaphore::new(slab_count)),
             }),
+            quota: None,
         }
+    }
+
+    /// A view of the same slabs through which at most `slabs` can be lent at once (and no
+    /// more than this view's own cap, if it has one). Leases drawn through it count against
+    /// both it and the pool; they return to both when dropped.
+    pub fn limited(&self, slabs: usize) -> StagingPool {
+        let slabs = self.quota.as_ref().map_or(slabs, |q| q.slabs.min(slabs));
+        StagingPool {
+            inner: Arc::clone(&self.inner),
+            quota: Some(Quota { slabs, permits: Arc::new(Semaphore::new(slabs)) }),
+        }
+    }
+
+    /// Slabs this view can hold at once: its cap, or the whole pool.
+    pub fn limit(&self) -> usize {
+        self.quota.as_ref().map_or(self.inner.slab_count, |q| q.slabs)
     }
 
     /// Bytes per slab.
@@ -121,21 +151,37 @@ impl StagingPool {
         self.inner.slab_size.saturating_mul(self.inner.slab_count)
     }
 
-    /// Draws enough slabs for `len` bytes, waiting up to `wait` for them to be free.
+    /// Draws enough slabs for `len` bytes, waiting up to `wait` for them to be free (and,
+    /// through a [`StagingPool::limited`] view, for its cap to allow them).
     ///
     /// `None` when they did not come free in time, or when `len` exceeds
-    /// [`StagingPool::capacity`]; the caller answers BUSY then.
+    /// [`StagingPool::capacity`] or this view's cap; the caller answers BUSY then.
     pub async fn acquire(&self, len: usize, wait: Duration) -> Option<Lease> {
         let slabs = len.div_ceil(self.inner.slab_size);
         if slabs == 0 {
-            return Some(Lease { slabs: Slabs::None, len: 0, pool: None, _permit: None });
+            return Some(Lease {
+                slabs: Slabs::None,
+                len: 0,
+                pool: None,
+                _permit: None,
+                _quota: None,
+            });
         }
-        if slabs > self.inner.slab_count || self.inner.slab_count == 0 {
+        if slabs > self.limit() || self.inner.slab_count == 0 {
             return None;
         }
         let count = u32::try_from(slabs).ok()?;
+        let deadline = tokio::time::Instant::now() + wait;
+        // The view's cap first: a holder at its cap waits on its own leases, not the pool's.
+        let quota = match &self.quota {
+            Some(q) => {
+                let acquire = Arc::clone(&q.permits).acquire_many_owned(count);
+                Some(tokio::time::timeout_at(deadline, acquire).await.ok()?.ok()?)
+            }
+            None => None,
+        };
         let acquire = Arc::clone(&self.inner.permits).acquire_many_owned(count);
-        let permit = tokio::time::timeout(wait, acquire).await.ok()?.ok()?;
+        let permit = tokio::time::timeout_at(deadline, acquire).await.ok()?.ok()?;
         let mut free = self.inner.free.lock().unwrap_or_else(PoisonError::into_inner);
         if free.len() < slabs {
             // Cannot happen while leases return slabs before permits; refuse rather than panic.
@@ -153,6 +199,7 @@ impl StagingPool {
             len,
             pool: Some(Arc::clone(&self.inner)),
             _permit: Some(permit),
+            _quota: quota,
         })
     }
 }
@@ -188,6 +235,8 @@ pub struct Lease {
     pool: Option<Arc<Inner>>,
     // Released after `Drop::drop` has put the slabs back (fields drop after it runs).
     _permit: Option<OwnedSemaphorePermit>,
+    /// The [`StagingPool::limited`] view's permits, released with the pool's.
+    _quota: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -367,6 +416,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
             drop(first);
             assert_eq!(waiter.await.expect("task"), Some(8));
+        });
+    }
+
+    #[test]
+    fn a_limited_view_holds_at_most_its_cap() {
+        rt().block_on(async {
+            let pool = StagingPool::new(4, 8);
+            let view = pool.limited(3);
+            assert_eq!((view.limit(), pool.limit()), (3, 8));
+            assert_eq!(view.limited(5).limit(), 3, "a view of a view keeps the smaller cap");
+            let wait = Duration::from_millis(20);
+            let two = view.acquire(8, wait).await.expect("two slabs");
+            let one = view.acquire(1, wait).await.expect("a third");
+            assert!(view.acquire(1, wait).await.is_none(), "the view is at its cap");
+            assert!(view.acquire(16, wait).await.is_none(), "more than the cap, ever");
+            assert_eq!(pool.in_use(), 3);
+            let others = pool.limited(3);
+            let theirs = others.acquire(12, wait).await.expect("another view is not held up");
+            assert_eq!(pool.in_use(), 6);
+            drop(two);
+            let again = view.acquire(8, wait).await.expect("returned slabs count again");
+            assert_eq!(pool.in_use(), 6);
+            drop((one, again, theirs));
+            assert_eq!(pool.in_use(), 0);
+            assert!(view.acquire(12, wait).await.is_some(), "the whole cap at once");
         });
     }
 }

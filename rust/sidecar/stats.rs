@@ -79,8 +79,18 @@ pub(crate) struct Stats {
     pub(crate) connections_open: AtomicU64,
     pub(crate) connections_total: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
+    /// Protocol connections closed because the client stopped taking its answers.
+    pub(crate) connections_stalled: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) http_requests: AtomicU64,
+    pub(crate) http_connections_open: AtomicU64,
+    pub(crate) http_connections_total: AtomicU64,
+    /// HTTP connections closed on accept at `--http-max-connections`.
+    pub(crate) http_connections_refused: AtomicU64,
+    /// HTTP connections closed for not sending a whole request header in time.
+    pub(crate) http_header_timeouts: AtomicU64,
+    /// HTTP connections closed because the client stopped taking the response.
+    pub(crate) http_connections_stalled: AtomicU64,
     pub(crate) volumes: AtomicU64,
     by_status: [AtomicU64; 7],
     local: PerSource,
@@ -97,6 +107,8 @@ pub(crate) struct Gauges {
     pub(crate) staging_slabs: usize,
     pub(crate) staging_slab_size: usize,
     pub(crate) staging_in_use: usize,
+    /// Slabs one protocol connection may hold at once.
+    pub(crate) staging_per_connection: usize,
     /// The RDMA device serving verbs connections; `None` when serving tcp only.
     pub(crate) rdma_device: Option<String>,
 }
@@ -112,8 +124,14 @@ impl Stats {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_stalled: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
+            http_connections_open: AtomicU64::new(0),
+            http_connections_total: AtomicU64::new(0),
+            http_connections_refused: AtomicU64::new(0),
+            http_header_timeouts: AtomicU64::new(0),
+            http_connections_stalled: AtomicU64::new(0),
             volumes: AtomicU64::new(0),
             by_status: Default::default(),
             local: PerSource::default(),
@@ -203,9 +221,17 @@ impl Stats {
                 "open": get(&self.connections_open),
                 "total": get(&self.connections_total),
                 "refused": get(&self.connections_refused),
+                "stalled": get(&self.connections_stalled),
             },
             "protocol_errors": get(&self.protocol_errors),
             "http_requests": get(&self.http_requests),
+            "http_connections": {
+                "open": get(&self.http_connections_open),
+                "total": get(&self.http_connections_total),
+                "refused": get(&self.http_connections_refused),
+                "header_timeouts": get(&self.http_header_timeouts),
+                "stalled": get(&self.http_connections_stalled),
+            },
             "reads": self.reads(),
             "bytes": self.bytes(),
             "sources": { "local": source(Source::Local), "upstream": source(Source::Upstream) },
@@ -214,6 +240,7 @@ impl Stats {
                 "slabs": g.staging_slabs,
                 "slab_size": g.staging_slab_size,
                 "in_use": g.staging_in_use,
+                "per_connection": g.staging_per_connection,
             },
         })
     }
@@ -269,6 +296,12 @@ impl Stats {
             "Connections closed on accept at the limit.",
             refused,
         );
+        metric(
+            "connections_stalled_total",
+            "counter",
+            "Protocol connections closed because the client took no answer bytes for --write-timeout-secs.",
+            one(get(&self.connections_stalled)),
+        );
         let errors = one(get(&self.protocol_errors));
         metric(
             "protocol_errors_total",
@@ -318,6 +351,36 @@ impl Stats {
             "HTTP requests served.",
             one(get(&self.http_requests)),
         );
+        metric(
+            "http_connections_open",
+            "gauge",
+            "Open HTTP connections.",
+            one(get(&self.http_connections_open)),
+        );
+        metric(
+            "http_connections_total",
+            "counter",
+            "HTTP connections accepted.",
+            one(get(&self.http_connections_total)),
+        );
+        metric(
+            "http_connections_refused_total",
+            "counter",
+            "HTTP connections closed on accept at --http-max-connections.",
+            one(get(&self.http_connections_refused)),
+        );
+        metric(
+            "http_header_timeouts_total",
+            "counter",
+            "HTTP connections closed without a whole request header within --http-header-timeout-secs.",
+            one(get(&self.http_header_timeouts)),
+        );
+        metric(
+            "http_connections_stalled_total",
+            "counter",
+            "HTTP connections closed because the client took no response bytes for --write-timeout-secs.",
+            one(get(&self.http_connections_stalled)),
+        );
         metric("volumes", "gauge", "Volumes readable locally.", one(get(&self.volumes)));
         metric("staging_slabs", "gauge", "Slabs in the staging pool.", one(g.staging_slabs as u64));
         metric(
@@ -351,6 +414,7 @@ mod tests {
             staging_slabs: 4,
             staging_slab_size: 1024,
             staging_in_use: 1,
+            staging_per_connection: 2,
             rdma_device: Some("rxe0".into()),
         };
         let json = stats.json(&g);

@@ -8,6 +8,12 @@
 //! verbs the bytes are RDMA-written into the client's slot first and the DATA frame carries
 //! only the header. A peer that breaks the protocol, or a verbs write that fails, loses its
 //! connection and nothing else.
+//!
+//! A client that sends READs and does not read the answers cannot hold the sidecar's
+//! staging: a connection draws its slabs through its own capped view of the pool
+//! (`--conn-staging-mib`), so its reads wait on its own answers, and once the client has
+//! taken no bytes for `--write-timeout-secs` while answers wait, the connection is closed
+//! (logged, and counted as `stalled`) and every slab it held goes back.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,7 +32,8 @@ use tracing::{debug, warn};
 use super::accept::next_connection;
 use super::handshake::{handshake, Session};
 use super::service::{Answer, ReadAsk, Service};
-use super::staging::Lease;
+use super::staging::{Lease, StagingPool};
+use super::stall::{is_stall, WriteDeadline};
 use super::store::Span;
 use super::transport::{deliver, Dest, Pusher, VerbsBackend};
 use crate::fid::FileId;
@@ -49,6 +56,10 @@ pub(crate) struct Limits {
     pub(crate) max_inflight: u32,
     pub(crate) max_connections: usize,
     pub(crate) idle: Option<Duration>,
+    /// Close a connection whose client has taken no bytes for this long while answers wait.
+    pub(crate) write_timeout: Option<Duration>,
+    /// Staging slabs one connection may hold at once.
+    pub(crate) conn_staging_slabs: usize,
     pub(crate) server_id: u64,
     /// The RDMA device's side of verbs connections; `None` serves tcp only.
     pub(crate) verbs: Option<Arc<dyn VerbsBackend>>,
@@ -63,6 +74,9 @@ pub(crate) enum End {
     /// The verbs transport failed (a write, its completion, or connecting the queue pair):
     /// logged as a warning; the client falls back.
     Transport(String),
+    /// The client stopped taking its answers for `--write-timeout-secs`: logged as a
+    /// warning, counted, and the staging its answers held is released.
+    Stalled(String),
 }
 
 pub(crate) fn protocol(reason: impl std::fmt::Display) -> End {
@@ -145,6 +159,10 @@ async fn connection(
             stats.verbs_failures.fetch_add(1, Ordering::Relaxed);
             warn!(%peer, "closing connection: {reason}");
         }
+        Err(End::Stalled(reason)) => {
+            stats.connections_stalled.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, "closing connection: {reason}; releasing its staging");
+        }
     }
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
@@ -177,6 +195,7 @@ async fn serve_session(
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), End> {
     let (tx, rx) = mpsc::channel(session.granted + 16);
+    let wr = WriteDeadline::new(wr, limits.write_timeout);
     let mut writer = tokio::spawn(write_loop(wr, rx));
     let reading = read_loop(&mut rd, peer, tx, &session, service, limits, shutdown);
     let result = tokio::select! {
@@ -209,6 +228,8 @@ async fn read_loop(
 ) -> Result<(), End> {
     let granted = session.granted;
     let inflight = Arc::new(Semaphore::new(granted));
+    // This connection's answers wait in these slabs until the socket takes them.
+    let staging = service.pool.limited(limits.conn_staging_slabs);
     let mut header = [0u8; FRAME_HEADER_LEN];
     let mut body = Vec::new();
     loop {
@@ -235,7 +256,8 @@ async fn read_loop(
         let reply = match frame.kind {
             Kind::Ping => Reply::Pong { request_id: frame.request_id },
             Kind::Read => {
-                let read = Read { request_id: frame.request_id, peer, pusher: &session.pusher };
+                let (request_id, pusher) = (frame.request_id, &session.pusher);
+                let read = Read { request_id, peer, pusher, staging: &staging };
                 match dispatch(&body, read, &tx, &inflight, service, limits) {
                     Some(reply) => reply,
                     None => continue,
@@ -256,12 +278,14 @@ struct Read<'a> {
     request_id: u32,
     peer: SocketAddr,
     pusher: &'a Arc<dyn Pusher>,
+    /// The connection's capped view of the staging pool.
+    staging: &'a StagingPool,
 }
 
 /// Starts a READ; returns an immediate answer for one that cannot start.
 fn dispatch(
     body: &[u8],
-    Read { request_id, peer, pusher }: Read<'_>,
+    Read { request_id, peer, pusher, staging }: Read<'_>,
     tx: &mpsc::Sender<Reply>,
     inflight: &Arc<Semaphore>,
     service: &Arc<Service>,
@@ -299,8 +323,9 @@ fn dispatch(
     };
     let ask = ReadAsk { fid: FileId::new(req.volume, req.key, req.cookie), span, jwt: req.jwt };
     let (tx, service, pusher) = (tx.clone(), Arc::clone(service), Arc::clone(pusher));
+    let staging = staging.clone();
     tokio::spawn(async move {
-        let Answer { header, payload, source } = service.answer(ask).await;
+        let Answer { header, payload, source } = service.answer(ask, &staging).await;
         let reply = match deliver(&*pusher, request_id, dest, header, payload).await {
             Ok((header, payload)) => {
                 let delivered = header.status == Status::Ok;
@@ -337,8 +362,22 @@ async fn read_full(rd: &mut OwnedReadHalf, buf: &mut [u8], what: &str) -> Result
     }
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) -> Result<(), End> {
+type Out = BufWriter<WriteDeadline<OwnedWriteHalf>>;
+
+async fn write_loop(
+    wr: WriteDeadline<OwnedWriteHalf>,
+    mut rx: mpsc::Receiver<Reply>,
+) -> Result<(), End> {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
+    // Returning drops `rx`, and with it the answers still queued and their slabs; the
+    // READ tasks still running find the channel closed and drop theirs.
+    let failed = |e: io::Error, rx: &mpsc::Receiver<Reply>| {
+        if is_stall(&e) {
+            End::Stalled(format!("{e}, with {} answers waiting", rx.len() + 1))
+        } else {
+            End::Io(e)
+        }
+    };
     while let Some(mut reply) = rx.recv().await {
         // Answers that are already waiting share one flush.
         loop {
@@ -347,18 +386,18 @@ async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Reply>) -> Result
                 let _ = out.flush().await;
                 return Err(End::Transport(reason));
             }
-            write_reply(&mut out, reply).await.map_err(End::Io)?;
+            write_reply(&mut out, reply).await.map_err(|e| failed(e, &rx))?;
             match rx.try_recv() {
                 Ok(next) => reply = next,
                 Err(_) => break,
             }
         }
-        out.flush().await.map_err(End::Io)?;
+        out.flush().await.map_err(|e| failed(e, &rx))?;
     }
     out.shutdown().await.map_err(End::Io)
 }
 
-async fn write_reply(out: &mut BufWriter<OwnedWriteHalf>, reply: Reply) -> io::Result<()> {
+async fn write_reply(out: &mut Out, reply: Reply) -> io::Result<()> {
     match reply {
         Reply::Close(_) => Ok(()), // write_loop ends the connection before getting here
         Reply::Pong { request_id } => {

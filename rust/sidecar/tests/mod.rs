@@ -3,6 +3,7 @@
 //! cluster from [`crate::testutil`].
 
 mod fake_volume;
+mod hostile;
 mod local;
 mod protocol;
 mod upstream;
