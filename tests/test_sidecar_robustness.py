@@ -1,18 +1,24 @@
 """The sidecar under bad input and churn: garbage, truncated and oversized frames, a flood
-of connections, a vacuum while reads run. It must stay up and keep serving others."""
+of connections, clients that never read their answers, slowloris HTTP clients, a vacuum
+while reads run. It must stay up and keep serving others."""
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import struct
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from seaweed_rdma import Client
-from seaweed_rdma.cluster import LocalCluster
+from seaweed_rdma._core import parse_fid
+from seaweed_rdma.cluster import LocalCluster, Server, Sidecar, free_port
 
 from .conftest import readers_running
 
@@ -27,9 +33,9 @@ def _connect(addr: str) -> socket.socket:
     return s
 
 
-def _handshake(addr: str) -> socket.socket:
+def _handshake(addr: str, inflight: int = 64) -> socket.socket:
     s = _connect(addr)
-    s.sendall(HELLO)
+    s.sendall(HELLO[:8] + struct.pack("<I", inflight) + HELLO[12:])
     ack = b""
     while len(ack) < 32:
         piece = s.recv(32 - len(ack))
@@ -154,3 +160,127 @@ def test_vacuum_while_reading():  # type: ignore[no-untyped-def]
             for p, data in keep.items():
                 assert c.read(p) == data
             assert c.stats()["fast"]["bytes"] > 0
+
+
+def _read_frame(request_id: int, fid: str, offset: int, length: int) -> bytes:
+    """A READ frame for ``length`` bytes at ``offset`` of the needle ``fid`` (tcp)."""
+    vid, key, cookie = parse_fid(fid)
+    body = struct.pack("<IIQQIIIIH", vid, cookie, key, offset, length, 0, 0, 0, 0)
+    return struct.pack("<BBHIII", 1, 0, 0, request_id, len(body), 0) + body
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _wait_for(what: str, check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """Polls ``check()`` until it returns something true, for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() >= deadline:
+            assert got, f"{what}: not within {timeout}s (last: {got!r})"
+            return got
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def own_sidecar(cluster, target, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Starts a sidecar of its own (not in ``cluster.sidecars``, so other tests never see it)
+    over the volume server that holds the target's first chunk, with the flags given."""
+    started: list[Sidecar] = []
+
+    def start(*extra: str) -> tuple[Sidecar, Server, str]:
+        with Client(cluster.filer.grpc_address) as c:
+            fid = c.entry(target[0]).chunks[0].file_id
+            vs_url = c.master.lookup(parse_fid(fid)[0])[0]
+        vs = next(v for v in cluster.volume_servers if v.url == vs_url)
+        port, http_port = free_port(), free_port()
+        argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar", f"--dir={vs.dir}",
+                f"--listen=127.0.0.1:{port}", f"--volume-server={vs.url}",
+                f"--http=127.0.0.1:{http_port}", *extra]
+        sc = Sidecar("sidecar", port, http_port, vs.dir, None,  # type: ignore[arg-type]
+                     tmp_path / f"sidecar{len(started)}.log", argv, vs)
+        sc.start()
+        started.append(sc)
+        return sc, vs, fid
+
+    yield start
+    for sc in started:
+        sc.kill()
+
+
+def _stats(sc: Sidecar) -> dict:  # type: ignore[type-arg]
+    return httpx.get(f"{sc.http_url}/stats", timeout=10).json()  # type: ignore[no-any-return]
+
+
+def test_readers_that_never_read_do_not_starve_others(cluster, target, own_sidecar):  # type: ignore[no-untyped-def]
+    """Two connections each ask for 256 x 1 MiB and read nothing. Before, they held all 256
+    staging slabs and every other client got BUSY for as long as they stayed connected."""
+    sc, vs, fid = own_sidecar("--write-timeout-secs=3")
+    path, data = target
+    chunk = 1 << 20
+    hogs = []
+    for _ in range(2):
+        s = _handshake(sc.address, inflight=256)
+        s.sendall(b"".join(_read_frame(i + 1, fid, 0, chunk) for i in range(256)))
+        hogs.append(s)
+    try:
+        per_connection = _stats(sc)["staging"]["per_connection"]
+        held = _wait_for("the hogs take staging",
+                         lambda: _stats(sc)["staging"]["in_use"] >= per_connection)
+        assert held
+        assert _stats(sc)["staging"]["in_use"] <= 2 * per_connection < 256
+        # Another client is served on the fast path, without a single BUSY fallback.
+        with Client(cluster.filer.grpc_address, sidecar={vs.url: sc.address},
+                    transport="tcp") as c:
+            assert c.read(path, 0, chunk) == data[:chunk]
+            st = c.stats()
+            assert st["fallbacks"] == 0, st["fallback_reasons"]
+        # Having taken nothing for --write-timeout-secs, both are closed and their slabs
+        # come back.
+        stats = _wait_for("the stalled connections are closed", lambda: (
+            (st := _stats(sc))["connections"]["stalled"] == 2
+            and st["staging"]["in_use"] == 0 and st))
+        assert stats["connections"]["refused"] == 0
+        metrics = httpx.get(f"{sc.http_url}/metrics", timeout=10).text
+        assert "seaweed_rdma_sidecar_connections_stalled_total 2\n" in metrics
+        for s in hogs:
+            assert _closed_by_peer(s, timeout=10)
+    finally:
+        for s in hogs:
+            s.close()
+
+
+def test_http_slowloris(own_sidecar):  # type: ignore[no-untyped-def]
+    """300 connections that send a partial request header. Before, every one stayed open
+    for good (the sidecar went from 26 to 326 fds)."""
+    sc, _, _ = own_sidecar("--http-header-timeout-secs=2")
+    pid = sc.proc.pid
+    before = _fds(pid)
+    started = time.monotonic()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", sc.grpc_port), timeout=5)
+            try:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: sidecar\r\nX-Slow: 1")
+            except OSError:
+                pass  # refused at the cap already
+            held.append(s)
+        during = _fds(pid)
+        # At most --http-max-connections (256) are held, and only until the timeout.
+        assert during <= before + 256 + 8, (before, during)
+        for s in held:
+            assert _closed_by_peer(s, timeout=15)
+        assert time.monotonic() - started < 20
+        after = _wait_for("fds back to where they were",
+                          lambda: (n := _fds(pid)) <= before + 4 and n)
+        print(f"sidecar fds: {before} before, {during} under 300 slowloris connections, "
+              f"{after} after")
+        stats = _stats(sc)["http_connections"]
+        assert stats["header_timeouts"] + stats["refused"] >= 300, stats
+        assert httpx.get(f"{sc.http_url}/health", timeout=5).status_code == 200
+    finally:
+        for s in held:
+            s.close()
