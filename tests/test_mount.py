@@ -114,8 +114,9 @@ def test_symlink_from_weed_mount(fast_mount, shapes):  # type: ignore[no-untyped
     assert link.read_bytes() == shapes["multi_chunk"].data
 
 
-def test_writes_get_erofs(fast_mount):  # type: ignore[no-untyped-def]
-    target = fast_mount.mnt / "shapes"
+def test_writes_get_erofs_with_read_only(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    m = _mount(cluster, tmp_path, "-readOnly")
+    target = m.mnt / "shapes"
     for attempt in (
         lambda: os.open(target / "new.bin", os.O_WRONLY | os.O_CREAT),
         lambda: os.open(target / "multi.bin", os.O_RDWR),
@@ -126,6 +127,7 @@ def test_writes_get_erofs(fast_mount):  # type: ignore[no-untyped-def]
         with pytest.raises(OSError) as e:
             attempt()
         assert e.value.errno == errno.EROFS
+    assert m.stop() == 0
 
 
 def test_replaced_file_shows_after_ttl(fast_mount, cluster):  # type: ignore[no-untyped-def]
@@ -182,13 +184,13 @@ def test_sidecar_killed_during_cat(cluster, shapes, tmp_path):  # type: ignore[n
 
 def test_weed_mount_command_line_and_unknown_flags(cluster, tmp_path):  # type: ignore[no-untyped-def]
     m = _mount(cluster, tmp_path, "-filer.path=/shapes", "-chunkSizeLimitMB=4",
-               "-cacheCapacityMB=0", "--readOnly", "-concurrentReaders=4")
+               "-cacheCapacityMB=0", "--readOnly", "-concurrentReaders=4", "-cacheDir=/tmp")
     try:
         assert "multi.bin" in os.listdir(m.mnt)
     finally:
         assert m.stop() == 0
     text = m.log.read_text()
-    assert "chunkSizeLimitMB is accepted but not implemented" in text
+    assert "cacheDir is accepted but not implemented" in text
     assert "READ-ONLY" in text
 
 

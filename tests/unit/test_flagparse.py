@@ -161,19 +161,30 @@ class TestMount:
             (False, True, False, True)
 
     def test_unimplemented_weed_flags_are_ignored(self) -> None:
-        o = parse_mount_args(["-filer=h:1", "-dir=/m", "-chunkSizeLimitMB=4", "-cacheDir",
+        o = parse_mount_args(["-filer=h:1", "-dir=/m", "-collectionQuotaMB=4", "-cacheDir",
                               "/c", "-nonempty", "-concurrentReaders", "8"])
-        assert o.ignored == ["chunkSizeLimitMB", "cacheDir", "nonempty"]
+        assert o.ignored == ["collectionQuotaMB", "cacheDir", "nonempty"]
         assert o.concurrent_readers == 8
 
-    def test_read_only_is_forced(self) -> None:
-        assert parse_mount_args(["-filer=h:1", "-dir=/m", "-readOnly=false"]).read_only
+    def test_read_write_by_default_like_weed_mount(self) -> None:
+        assert not parse_mount_args(["-filer=h:1", "-dir=/m"]).read_only
+        assert parse_mount_args(["-filer=h:1", "-dir=/m", "-readOnly"]).read_only
+
+    def test_write_flags(self) -> None:
+        o = parse_mount_args(["-filer=h:1", "-dir=/m", "-chunkSizeLimitMB=4",
+                              "-concurrentWriters", "8", "-collection=c", "-replication=001",
+                              "-ttl=60", "-disk=ssd", "-umask=027", "-dataCenter=dc1"])
+        assert (o.chunk_size_limit_mb, o.concurrent_writers, o.collection, o.replication,
+                o.ttl_sec, o.disk_type, o.umask_bits, o.data_center, o.ignored) == \
+            (4, 8, "c", "001", 60, "ssd", 0o027, "dc1", [])
+        assert parse_mount_args(["-filer=h:1", "-dir=/m"]).umask_bits == 0o022
+        assert parse_mount_args(["-filer=h:1", "-dir=/m", "-diskType=hdd"]).disk_type == "hdd"
 
     def test_mount_subcommand_is_the_same_parser(self) -> None:
         a = build_parser().parse_args(["mount", "-filer=h:1", "-dir", "/m", "-rdma.enabled",
-                                       "-ttl=3"])
-        assert (a.command, a.filer, a.dir, a.rdma_enabled, a.ignored) == \
-            ("mount", "h:1", "/m", True, ["ttl"])
+                                       "-ttl=3", "-nonempty"])
+        assert (a.command, a.filer, a.dir, a.rdma_enabled, a.ttl_sec, a.ignored) == \
+            ("mount", "h:1", "/m", True, 3, ["nonempty"])
 
     def test_help_lists_every_flag(self) -> None:
         from seaweed_rdma.mount.flags import build_parser as mount_parser

@@ -16,11 +16,11 @@ log = logging.getLogger("seaweed_rdma.mount")
 # about, never an error, so existing command lines keep working. The value says whether
 # the flag takes a value.
 IGNORED_WEED_FLAGS: dict[str, bool] = {
-    "cacheDir": True, "cacheDirWrite": True, "cacheSymlink": False, "chunkSizeLimitMB": True,
-    "collection": True, "collectionQuotaMB": True, "concurrentWriters": True, "dataCenter": True,
-    "disk": True, "disableXAttr": False, "dirAutoCreate": False, "filer.path.cache": True,
+    "cacheDir": True, "cacheDirWrite": True, "cacheSymlink": False,
+    "collectionQuotaMB": True, "disableXAttr": False, "dirAutoCreate": False,
+    "filer.path.cache": True,
     "localSocket": True, "map.gid": True, "map.uid": True, "memprofile": True, "cpuprofile": True,
-    "nonempty": False, "replication": True, "ttl": True, "umask": True, "volumeServerAccess": True,
+    "nonempty": False, "volumeServerAccess": True,
     "asyncDio": False, "cacheMetaTtlSec.dir": True, "writebackCache": False,
     "includeSystemEntries": False, "subscribeMetaDir": True, "fuse.maxBackground": True,
     "fuse.congestionThreshold": True, "dirListCacheLimit": True, "sys.max_readahead": True,
@@ -41,7 +41,7 @@ class MountOptions:
     rdma_max_concurrent: int = 64
     rdma_timeout_ms: int = 5000
     rdma_verify: bool = False
-    read_only: bool = True
+    read_only: bool = False
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
     allow_others: bool = False
@@ -51,11 +51,26 @@ class MountOptions:
     jwt_key: str | None = None
     readahead_mib: int = 8
     cache_capacity_mb: int = 128
+    chunk_size_limit_mb: int = 2
+    concurrent_writers: int = 128
+    collection: str = ""
+    replication: str = ""
+    ttl_sec: int = 0
+    disk_type: str = ""
+    data_center: str = ""
+    umask: str = "022"
     ignored: list[str] = field(default_factory=list)
 
+    @property
+    def umask_bits(self) -> int:
+        """``-umask`` as permission bits."""
+        return int(self.umask, 8) & 0o7777
 
-DESCRIPTION = ("Mount a SeaweedFS filer read-only, with reads over the fast path (sidecars) "
-               "and HTTP fallback. Flags are spelled like `weed mount`; other `weed mount` "
+
+DESCRIPTION = ("Mount a SeaweedFS filer, with reads over the fast path (sidecars) and HTTP "
+               "fallback, and writes the way weed mount makes them (volumes assigned through "
+               "the filer, chunks POSTed to volume servers, entries over gRPC). Flags are "
+               "spelled like `weed mount`; other `weed mount` "
                "flags are accepted with a warning.")
 
 
@@ -92,8 +107,27 @@ def add_mount_flags(p: FlagParser) -> None:
                help="read every chunk whole and check it against its CRC and the filer's "
                     "MD5 e_tag, so wrong bytes from a sidecar or replica are caught "
                     "(costs whole-chunk reads; see docs/trust.md)")
-    p.add_bool("--readOnly", dest="read_only", default=True,
-               help="always on: this mount is read-only")
+    p.add_bool("--readOnly", dest="read_only", default=False,
+               help="refuse every write with EROFS")
+    p.add_argument("--chunkSizeLimitMB", dest="chunk_size_limit_mb", type=int, default=2,
+                   metavar="MB",
+                   help="write buffer per chunk; files are uploaded in chunks of this size "
+                        "(default %(default)s, as weed mount)")
+    p.add_argument("--concurrentWriters", dest="concurrent_writers", type=int, default=128,
+                   metavar="N", help="chunk uploads in flight at once (default %(default)s)")
+    p.add_argument("--collection", default="", metavar="NAME",
+                   help="collection to create files in")
+    p.add_argument("--replication", default="", metavar="XYZ",
+                   help="replication of new chunks (e.g. 001); empty: the filer decides")
+    p.add_argument("--ttl", dest="ttl_sec", type=int, default=0, metavar="SECS",
+                   help="time to live of new files, in seconds")
+    p.add_argument("--disk", "--diskType", dest="disk_type", default="", metavar="TYPE",
+                   help="[hdd|ssd|<tag>] disk type of new chunks")
+    p.add_argument("--dataCenter", dest="data_center", default="", metavar="DC",
+                   help="prefer volumes in this data center for writes")
+    p.add_argument("--umask", default="022", metavar="OCTAL",
+                   help="octal umask applied to created files and directories "
+                        "(default %(default)s)")
     p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,
                    metavar="SECS",
                    help="seconds metadata is cached (also the kernel's entry/attr timeout)")
@@ -131,9 +165,10 @@ def options_from(ns: argparse.Namespace) -> MountOptions:
     for name in opts.ignored:
         log.warning("weed mount flag -%s is accepted but not implemented by this mount; "
                     "ignored", name)
-    if not opts.read_only:
-        log.warning("-readOnly=false: this mount is read-only for now; writes get EROFS")
-        opts.read_only = True
+    try:
+        opts.umask_bits  # noqa: B018 (validates the octal text)
+    except ValueError:
+        raise SystemExit(f"seaweed-rdma mount: -umask={opts.umask!r} is not octal") from None
     if opts.rdma_sidecar and not opts.rdma_enabled:
         log.info("-rdma.sidecar given without -rdma.enabled: fast path off")
     return opts

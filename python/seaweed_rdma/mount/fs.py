@@ -1,9 +1,10 @@
-"""The FUSE operations: a read-only view of a filer directory tree.
+"""The FUSE operations over a filer directory tree.
 
 Metadata comes from the filer (cached for ``-cacheMetaTtlSec``, which is also the kernel's
 entry/attr timeout); reads go through ``Client``'s read path (fast path first, per-extent
 HTTP fallback). Filer and engine calls run off the trio thread, so the loop never blocks.
-Every handler turns errors into a ``FUSEError`` with the matching errno.
+Every handler turns errors into a ``FUSEError`` with the matching errno. The handlers that
+change the tree (and write file bytes) are implemented in ``write_ops`` (see there).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from .attrs import to_attributes
 from .flags import MountOptions
 from .handles import BlockCache, OpenFile
 from .inodes import InodeTable
+from .write_ops import XATTR_PREFIX, WriteHandlers
 
 log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
 P = ParamSpec("P")
 
 STATS_XATTR = b"user.seaweed_rdma.stats"  # JSON of the mount's state, on its root only
-XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Extended
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -62,11 +63,7 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, T]]
     return wrapper
 
 
-def _read_only() -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(errno.EROFS)
-
-
-class SeaweedOperations(pyfuse3.Operations):
+class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     """pyfuse3 operations over a ``Client``."""
 
     supports_dot_lookup = False
@@ -85,6 +82,7 @@ class SeaweedOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._open_mtime: dict[int, int] = {}
         self.cache = BlockCache(opts.cache_capacity_mb << 20)
+        self._init_writes()
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -96,6 +94,9 @@ class SeaweedOperations(pyfuse3.Operations):
         return await self._off_loop(self.client.entry, path)
 
     def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:
+        w = self.writers.get(inode)
+        if w is not None:  # being written here: its size and times as written
+            entry = w.attributes_entry()
         return to_attributes(entry, inode, self.ttl)
 
     def _fh(self) -> int:
@@ -119,6 +120,7 @@ class SeaweedOperations(pyfuse3.Operations):
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
             "client": self.client.stats(),
+            "writes": self.write_stats(),
         }
 
     # -- lookup and attributes ----------------------------------------------------------
@@ -209,7 +211,7 @@ class SeaweedOperations(pyfuse3.Operations):
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         if flags & WRITE_FLAGS:
-            raise _read_only()
+            return await self.op_open_write(inode, flags)
         path = self.inodes.path(inode)
         view = await self._off_loop(self.client.view, path)
         fh = self._fh()
@@ -223,6 +225,9 @@ class SeaweedOperations(pyfuse3.Operations):
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
         f = self._files.get(fh)
+        w = self.writers.get(f.inode if f is not None else self._write_fhs.get(fh, -1))
+        if w is not None:  # written here and not yet closed: dirty bytes included
+            return memoryview(await w.read(off, size, self.client.reader))
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         assert self.nursery is not None
@@ -230,41 +235,71 @@ class SeaweedOperations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         self._files.pop(fh, None)
+        await self.op_release_write(fh)
 
-    # -- everything that writes is refused ----------------------------------------------
+    # -- writes (implemented in write_ops.WriteHandlers) ---------------------------------
 
-    async def setattr(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise _read_only()
+    @fuse_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        return await self.op_create(parent_inode, name, mode, flags, ctx)
 
-    async def mknod(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise _read_only()
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return await self.op_write(fh, off, buf)
 
-    async def mkdir(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise _read_only()
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        await self.op_flush(fh)
 
-    async def unlink(self, *args: Any) -> None:
-        raise _read_only()
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.op_fsync(fh, datasync)
 
-    async def rmdir(self, *args: Any) -> None:
-        raise _read_only()
+    @fuse_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None, ctx: Any = None
+                      ) -> pyfuse3.EntryAttributes:
+        return await self.op_setattr(inode, attr, fields)
 
-    async def symlink(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise _read_only()
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return await self.op_mknod(parent_inode, name, mode, rdev, ctx)
 
-    async def rename(self, *args: Any) -> None:
-        raise _read_only()
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
+                    ) -> pyfuse3.EntryAttributes:
+        return await self.op_mkdir(parent_inode, name, mode, ctx)
 
-    async def link(self, *args: Any) -> pyfuse3.EntryAttributes:
-        raise _read_only()
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.op_unlink(parent_inode, name, ctx)
 
-    async def create(self, *args: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise _read_only()
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.op_rmdir(parent_inode, name, ctx)
 
-    async def write(self, *args: Any) -> int:
-        raise _read_only()
+    @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
+                      ) -> pyfuse3.EntryAttributes:
+        return await self.op_symlink(parent_inode, name, target, ctx)
 
-    async def setxattr(self, *args: Any) -> None:
-        raise _read_only()
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+        await self.op_rename(parent_inode_old, name_old, parent_inode_new, name_new, flags,
+                             ctx)
 
-    async def removexattr(self, *args: Any) -> None:
-        raise _read_only()
+    @fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
+                   ) -> pyfuse3.EntryAttributes:
+        return await self.op_link(inode, new_parent_inode, new_name, ctx)
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        await self.op_setxattr(inode, name, value, ctx)
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.op_removexattr(inode, name, ctx)

@@ -111,6 +111,22 @@ class BlockCache:
             old.evicted = True
             self._release(old)
 
+    def invalidate_path(self, path: str) -> int:
+        """Drops the finished blocks of every version of ``path`` (the file changed, was
+        written through the mount or by another client); returns how many. Blocks still
+        being fetched stay: their keys name the old version, which nothing asks for."""
+        dropped = 0
+        for key in [k for k in self._blocks if k[0] == path]:
+            b = self._blocks[key]
+            if not b.done.is_set():
+                continue
+            del self._blocks[key]
+            self._used -= len(b.data or b"")
+            b.evicted = True
+            self._release(b)
+            dropped += 1
+        return dropped
+
     @staticmethod
     def pin(blocks: list[Block]) -> None:
         """Marks ``blocks`` as being read: their buffers are not recycled until ``unpin``."""

@@ -58,6 +58,28 @@ class InodeTable:
             del self._by_path[path]
         return True
 
+    def find(self, path: str) -> int | None:
+        """The inode of ``path`` if it has one (never assigns one)."""
+        return self._by_path.get(path)
+
+    def detach(self, path: str) -> None:
+        """Unbinds ``path`` from its inode (the file went away): the inode keeps its path
+        for the kernel's remaining references, and a new file at ``path`` gets a new
+        number."""
+        self._by_path.pop(path, None)
+
+    def rename(self, old: str, new: str) -> None:
+        """Moves ``old`` (and, for a directory, every path under it) to ``new``, keeping
+        inode numbers, as the kernel expects after a rename."""
+        prefix = old.rstrip("/") + "/"
+        moved = [(p, i) for p, i in self._by_path.items() if p == old or p.startswith(prefix)]
+        for p, ino in moved:
+            target = new + p[len(old):]
+            if self._by_path.get(p) == ino:
+                del self._by_path[p]
+            self._by_path[target] = ino
+            self._by_inode[ino] = target
+
     def path(self, inode: int) -> str:
         """The path of a known inode; ``KeyError`` for one never handed out or forgotten."""
         return self._by_inode[inode]

@@ -93,6 +93,7 @@ async def _serve(ops: SeaweedOperations) -> None:
 
         nursery.start_soon(on_signals)
         nursery.start_soon(read_ahead)
+        nursery.start_soon(ops.background)  # metadata subscription and uploads
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -123,7 +124,9 @@ def run_mount(opts: MountOptions) -> int:
         ops = SeaweedOperations(client, opts)
         fuse_options = set(pyfuse3.default_options)
         fuse_options |= {f"fsname=seaweedfs:{opts.filer}{opts.filer_path}",
-                         "subtype=seaweed-rdma", "ro"}
+                         "subtype=seaweed-rdma"}
+        if opts.read_only:
+            fuse_options.add("ro")
         if opts.allow_others:
             fuse_options.add("allow_other")
         if opts.auto_unmount:
@@ -132,8 +135,11 @@ def run_mount(opts: MountOptions) -> int:
             fuse_options.add("debug")
         pyfuse3.init(ops, opts.dir, fuse_options)
         path = "fast path over " + str(sidecar) if sidecar else "HTTP only"
-        msg = (f"mounted {opts.filer}{opts.filer_path} on {opts.dir} READ-ONLY (writes get "
-               f"EROFS); reads: {path}; metadata TTL {opts.cache_meta_ttl_sec}s")
+        writes = ("READ-ONLY (writes get EROFS)" if opts.read_only else
+                  f"read-write (chunks of {opts.chunk_size_limit_mb} MiB, "
+                  f"{opts.concurrent_writers} uploads at once)")
+        msg = (f"mounted {opts.filer}{opts.filer_path} on {opts.dir} {writes}; reads: {path}; "
+               f"metadata TTL {opts.cache_meta_ttl_sec}s, changes pushed by the filer")
         log.warning("%s", msg) if not log.isEnabledFor(logging.INFO) else log.info("%s", msg)
         print(f"seaweed-rdma mount: {msg}", flush=True)
         try:

@@ -1,0 +1,460 @@
+"""The FUSE operations that change the tree, as ``weed mount`` answers them.
+
+A mixin of ``SeaweedOperations`` (fs.py), kept apart from the read side. Entries are
+written through the filer's gRPC API (``CreateEntry``, ``UpdateEntry``, ``DeleteEntry``,
+``AtomicRenameEntry``), file bytes through ``writes.FileWriter``; metadata events pushed
+by the filer (``subscribe.MetaSubscriber``) drop what the mount and the kernel cached.
+With ``-readOnly`` every handler here answers EROFS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import random
+import stat
+import time
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+import trio
+
+from ..filer_grpc import (
+    PB,
+    FilerGrpc,
+    entry_from_pb,
+    join_path,
+    posix_to_go_mode,
+    split_path,
+)
+from .handles import OpenFile
+from .subscribe import MetaSubscriber
+from .writes import FileWriter, WriteMount, WriteOptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..client import Client
+    from .flags import MountOptions
+    from .handles import BlockCache
+    from .inodes import InodeTable
+
+log = logging.getLogger("seaweed_rdma.mount")
+
+XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Extended
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+_PERM_BITS = 0o777 | (1 << 23) | (1 << 22) | (1 << 20)  # rwx plus Go's setuid/setgid/sticky
+
+
+def _now_pb(a: Any) -> None:
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    a.mtime, a.mtime_ns = sec, ns
+    a.ctime, a.ctime_ns = sec, ns
+    a.atime, a.atime_ns = sec, ns
+
+
+class WriteHandlers:
+    """Write-side handlers; ``SeaweedOperations`` inherits them (``self`` is one) and
+    wraps each ``op_*`` in its FUSE handler, which maps errors to errnos."""
+
+    # Provided by SeaweedOperations.
+    client: Client
+    opts: MountOptions
+    inodes: InodeTable
+    cache: BlockCache
+    nursery: trio.Nursery | None
+    _files: dict[int, OpenFile]
+
+    if TYPE_CHECKING:
+        async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+        def _fh(self) -> int: ...
+        def _attrs(self, entry: Any, inode: int) -> pyfuse3.EntryAttributes: ...
+
+    def _init_writes(self) -> None:
+        self.writers: dict[int, FileWriter] = {}
+        self._write_fhs: dict[int, int] = {}  # write handle -> inode
+        # Our own requests carry this signature, so the filer's events for them are skipped.
+        self.signature = random.randint(1, 2**31 - 1)
+        self.grpc: FilerGrpc | None = None
+        self.wm: WriteMount | None = None
+        self.subscriber: MetaSubscriber | None = None
+        self.grpc = FilerGrpc(self.opts.filer, signature=self.signature)
+        self.subscriber = MetaSubscriber(self.grpc, self.inodes.path(pyfuse3.ROOT_INODE),
+                                         time.time_ns(), self._on_meta_event)
+        if not self.opts.read_only:
+            o = self.opts
+            self.wm = WriteMount(self.grpc, WriteOptions(
+                chunk_size=max(1, o.chunk_size_limit_mb) << 20,
+                concurrent_writers=max(1, o.concurrent_writers), collection=o.collection,
+                replication=o.replication, ttl_sec=o.ttl_sec, disk_type=o.disk_type,
+                data_center=o.data_center), self._on_commit)
+
+    async def background(self) -> None:
+        """Runs for the life of the mount: the metadata subscription, and the nursery in
+        which uploads run. Closes the write side's connections when cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.wm is not None:
+                    self.wm.nursery = nursery
+                if self.subscriber is not None:
+                    nursery.start_soon(self.subscriber.run)
+                await trio.sleep_forever()
+        finally:
+            if self.wm is not None:
+                self.wm.close()
+            if self.grpc is not None:
+                self.grpc.close()
+
+    def write_stats(self) -> dict[str, Any]:
+        """Writers, uploads and subscription state, for the stats xattr."""
+        out: dict[str, Any] = {"writers": len(self.writers)}
+        if self.wm is not None:
+            out.update(self.wm.stats())
+        if self.subscriber is not None:
+            out.update(self.subscriber.stats())
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _writable(self) -> WriteMount:
+        if self.wm is None or self.grpc is None:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return self.wm
+
+    def _new_entry(self, name: str, mode: int, ctx: Any, kind: str) -> Any:
+        e = PB["Entry"](name=name, is_directory=kind == "dir")
+        a = e.attributes
+        perm = mode & 0o7777 & ~self.opts.umask_bits if kind != "symlink" else 0o777
+        a.file_mode = posix_to_go_mode(perm, kind)
+        a.uid, a.gid = (ctx.uid, ctx.gid) if ctx is not None else (os.getuid(), os.getgid())
+        _now_pb(a)
+        a.crtime, a.crtime_ns = a.mtime, a.mtime_ns
+        if self.opts.ttl_sec and kind == "file":
+            a.ttl_sec = self.opts.ttl_sec
+        return e
+
+    async def _lookup_pb(self, path: str) -> Any:
+        assert self.grpc is not None
+        pb = await self._off_loop(self.grpc.lookup, path)
+        if pb is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return pb
+
+    def _forget_path(self, path: str) -> None:
+        """Drops what the mount cached about ``path`` (not the kernel's view)."""
+        self.client.invalidate(path)
+        self.cache.invalidate_path(path)
+
+    def _writer(self, inode: int, path: str, pb: Any) -> FileWriter:
+        w = self.writers.get(inode)
+        if w is None:
+            w = self.writers[inode] = FileWriter(path, pb, self._writable())
+        return w
+
+    def _on_commit(self, w: FileWriter) -> None:
+        self._forget_path(w.path)
+
+    async def _refresh_open_files(self, inode: int, path: str) -> None:
+        """Gives read handles of ``inode`` the file's current version."""
+        handles = [fh for fh, f in self._files.items() if f.inode == inode]
+        if not handles:
+            return
+        try:
+            view = await self._off_loop(self.client.view, path)
+        except OSError:
+            return
+        for fh in handles:
+            if fh in self._files:
+                self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
+                                           self.cache)
+
+    def _kernel_forget(self, path: str, inode: int | None,
+                       data: bool = True) -> None:
+        """Tells the kernel that ``path`` changed: its name (and, with ``data``, the inode's
+        attributes and pages). Runs in a worker thread, never from within a handler,
+        since the kernel may wait for a request that is being handled."""
+        directory, name = split_path(path)
+        parent = self.inodes.find(directory)
+        nursery = self.nursery
+
+        def work() -> None:
+            # OSError: the kernel did not know the name or inode, so nothing to drop.
+            if parent is not None:
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_entry(parent, os.fsencode(name))
+            if inode is not None:
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_inode(inode, not data)
+
+        if nursery is not None:
+            nursery.start_soon(trio.to_thread.run_sync, work)
+
+    # -- metadata events -------------------------------------------------------------------
+
+    def _on_meta_event(self, ev: Any) -> None:
+        n = ev.event_notification
+        if self.signature in n.signatures:
+            return  # ours: already applied
+        paths: list[str] = []
+        if n.old_entry.name:
+            paths.append(join_path(ev.directory, n.old_entry.name))
+        if n.new_entry.name:
+            paths.append(join_path(n.new_parent_path or ev.directory, n.new_entry.name))
+        if n.old_entry.is_directory or n.new_entry.is_directory:
+            self.client.invalidate()  # a directory moved or went: every path under it
+        for path in paths:
+            self._forget_path(path)
+            inode = self.inodes.find(path)
+            if inode is not None and inode in self.writers:
+                continue  # being written here: our version stands until it is committed
+            self._kernel_forget(path, inode)
+            if inode is not None and self.nursery is not None:
+                self.nursery.start_soon(self._refresh_open_files, inode, path)
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def op_create(self, parent_inode: int, name: bytes, mode: int,
+                      flags: int, ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        self._writable()
+        assert self.grpc is not None
+        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        pb = self._new_entry(os.fsdecode(name), mode, ctx, "file")
+        await self._off_loop(self.grpc.create, split_path(path)[0], pb,
+                             bool(flags & os.O_EXCL))
+        self._forget_path(path)
+        self.inodes.detach(path)  # a new file: a new inode number
+        inode = self.inodes.ref(path)
+        w = self._writer(inode, path, pb)
+        w.handles += 1
+        fh = self._fh()
+        self._write_fhs[fh] = inode
+        return (pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False),
+                self._attrs(entry_from_pb(pb, path), inode))
+
+    async def op_open_write(self, inode: int, flags: int
+                             ) -> pyfuse3.FileInfo:
+        """``open`` with a write flag: the file's writer, shared by its write handles."""
+        self._writable()
+        path = self.inodes.path(inode)
+        w = self.writers.get(inode)
+        if w is None:
+            pb = await self._lookup_pb(path)
+            if pb.is_directory:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            w = self._writer(inode, path, pb)
+        w.handles += 1
+        fh = self._fh()
+        self._write_fhs[fh] = inode
+        if flags & os.O_TRUNC and w.size:
+            try:
+                await w.truncate(0)
+                await w.commit()
+            except BaseException:
+                await self.op_release_write(fh)
+                raise
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False)
+
+    def writer_of_fh(self, fh: int) -> FileWriter | None:
+        """The writer behind a write handle, if ``fh`` is one."""
+        inode = self._write_fhs.get(fh)
+        return self.writers.get(inode) if inode is not None else None
+
+    async def op_write(self, fh: int, off: int, buf: bytes) -> int:
+        w = self.writer_of_fh(fh)
+        if w is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return await w.write(off, buf)
+
+    async def op_flush(self, fh: int) -> None:
+        w = self.writer_of_fh(fh)
+        if w is not None:
+            await w.commit()
+
+    async def op_fsync(self, fh: int, datasync: bool) -> None:
+        await self.op_flush(fh)
+
+    async def op_release_write(self, fh: int) -> None:
+        """Ends a write handle; the last one commits and drops the file's writer."""
+        inode = self._write_fhs.pop(fh, None)
+        if inode is None:
+            return
+        w = self.writers.get(inode)
+        if w is None:
+            return
+        w.handles -= 1
+        if w.handles > 0:
+            return
+        try:
+            await w.commit()
+        except Exception as e:  # reported by flush already (close returns EIO)
+            log.warning("release of %s: %s", w.path, e)
+        finally:
+            if self.writers.get(inode) is w and w.handles == 0:
+                del self.writers[inode]
+                self._forget_path(w.path)
+                await self._refresh_open_files(inode, w.path)
+
+    # -- attributes ------------------------------------------------------------------------
+
+    async def op_setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                       fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
+        wm = self._writable()
+        assert self.grpc is not None
+        path = self.inodes.path(inode)
+        w = self.writers.get(inode)
+        temporary = w is None
+        if w is None:
+            pb = await self._lookup_pb(path)
+            if fields.update_size and pb.is_directory:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            w = FileWriter(path, pb, wm)
+        if fields.update_size:
+            await w.truncate(attr.st_size)
+        await w.commit()  # bytes first, so explicit times below are not overwritten
+        async with w.lock:
+            a = w.entry.attributes
+            if fields.update_mode:
+                a.file_mode = (a.file_mode & ~_PERM_BITS) | posix_to_go_mode(attr.st_mode)
+            if fields.update_uid:
+                a.uid = attr.st_uid
+            if fields.update_gid:
+                a.gid = attr.st_gid
+            if fields.update_atime:
+                a.atime, a.atime_ns = divmod(attr.st_atime_ns, 1_000_000_000)
+            if fields.update_mtime:
+                a.mtime, a.mtime_ns = divmod(attr.st_mtime_ns, 1_000_000_000)
+            if (fields.update_mode or fields.update_uid or fields.update_gid
+                    or fields.update_atime or fields.update_mtime):
+                a.ctime, a.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
+                w.meta_dirty = True
+        await w.commit()
+        self._forget_path(path)
+        entry = w.attributes_entry()
+        if temporary:
+            entry = entry_from_pb(w.entry, path)
+            entry.size = w.size
+        return self._attrs(entry, inode)
+
+    async def op_setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: Any = None) -> None:
+        await self._set_extended(inode, XATTR_PREFIX + os.fsdecode(name), value)
+
+    async def op_removexattr(self, inode: int, name: bytes,
+                          ctx: Any = None) -> None:
+        await self._set_extended(inode, XATTR_PREFIX + os.fsdecode(name), None)
+
+    async def _set_extended(self, inode: int, key: str,
+                            value: bytes | None) -> None:
+        wm = self._writable()
+        path = self.inodes.path(inode)
+        w = self.writers.get(inode)
+        if w is None:
+            w = FileWriter(path, await self._lookup_pb(path), wm)
+        async with w.lock:
+            ext = w.entry.extended
+            if value is None:
+                if key not in ext:
+                    raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+                del ext[key]
+            else:
+                ext[key] = value
+            w.meta_dirty = True
+        await w.commit()
+        self._forget_path(path)
+
+    # -- names -----------------------------------------------------------------------------
+
+    async def _make(self, parent_inode: int, name: bytes, pb: Any
+                    ) -> pyfuse3.EntryAttributes:
+        assert self.grpc is not None
+        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
+        self._forget_path(path)
+        self.inodes.detach(path)
+        return self._attrs(entry_from_pb(pb, path), self.inodes.ref(path))
+
+    async def op_mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self._writable()
+        return await self._make(parent_inode, name,
+                                self._new_entry(os.fsdecode(name), mode, ctx, "dir"))
+
+    async def op_symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self._writable()
+        pb = self._new_entry(os.fsdecode(name), 0o777, ctx, "symlink")
+        pb.attributes.symlink_target = os.fsdecode(target)
+        return await self._make(parent_inode, name, pb)
+
+    async def op_mknod(self, parent_inode: int, name: bytes, mode: int,
+                    rdev: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self._writable()
+        if not stat.S_ISREG(mode):
+            raise pyfuse3.FUSEError(errno.EPERM)  # only regular files are stored
+        return await self._make(parent_inode, name,
+                                self._new_entry(os.fsdecode(name), mode, ctx, "file"))
+
+    async def op_link(self, inode: int, new_parent_inode: int,
+                   new_name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self._writable()
+        raise pyfuse3.FUSEError(errno.EPERM)  # hard links are not implemented (yet)
+
+    async def op_unlink(self, parent_inode: int, name: bytes,
+                     ctx: Any = None) -> None:
+        self._writable()
+        assert self.grpc is not None
+        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
+        self._gone(path)
+
+    async def op_rmdir(self, parent_inode: int, name: bytes,
+                    ctx: Any = None) -> None:
+        self._writable()
+        assert self.grpc is not None
+        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        if await self._off_loop(self.grpc.list, path, 1):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
+        self._gone(path)
+
+    def _gone(self, path: str) -> None:
+        self._forget_path(path)
+        inode = self.inodes.find(path)
+        if inode is not None and inode in self.writers:
+            self.writers[inode].unlinked = True  # its handles write nowhere now
+        self.inodes.detach(path)
+
+    async def op_rename(self, parent_inode_old: int, name_old: bytes,
+                     parent_inode_new: int, name_new: bytes, flags: int, ctx: Any = None
+                     ) -> None:
+        self._writable()
+        assert self.grpc is not None
+        if flags & RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        old = self.inodes.child(parent_inode_old, os.fsdecode(name_old))
+        new = self.inodes.child(parent_inode_new, os.fsdecode(name_new))
+        target = await self._off_loop(self.grpc.lookup, new)
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise pyfuse3.FUSEError(errno.EEXIST)
+            if target.is_directory and await self._off_loop(self.grpc.list, new, 1):
+                raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        # Bytes still buffered for files being moved go to the filer first, so the entry
+        # that moves is the written one.
+        prefix = old + "/"
+        for w in list(self.writers.values()):
+            if w.path == old or w.path.startswith(prefix):
+                await w.commit()
+        await self._off_loop(self.grpc.rename, old, new)
+        self._gone(new)
+        self.inodes.rename(old, new)
+        for w in self.writers.values():
+            if w.path == old:
+                w.path = new
+            elif w.path.startswith(prefix):
+                w.path = new + w.path[len(old):]
+        self.client.invalidate()  # every cached path under a moved directory is stale
+        self.cache.invalidate_path(old)
