@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from seaweed_rdma import Client
+from seaweed_rdma._core import parse_fid
 from seaweed_rdma.cluster import LocalCluster
 from seaweed_rdma.errors import Unauthorized
-from seaweed_rdma._core import parse_fid
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -96,8 +96,8 @@ pub struct Config {
     /// Close a connection with nothing in flight after this many idle seconds (0: never).
     #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub idle_timeout_secs: u64,
-    /// Close a connection whose client has taken no bytes of its answers for this many
-    /// seconds while answers wait (0: never); the staging they held is released.
+    /// Close a connection (protocol or HTTP) whose client has taken no bytes of its answers
+    /// for this many seconds while answers wait (0: never), releasing the staging they hold.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub write_timeout_secs: u64,
     /// Staging one protocol connection may hold at once, in MiB (0: a quarter of
