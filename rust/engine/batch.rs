@@ -10,8 +10,10 @@ use std::time::Instant;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
-use super::conn::{Conn, Delivered, Done, Reply, Sink};
+use super::answer::Delivered;
+use super::conn::Conn;
 use super::dest::Dest;
+use super::pending::{Done, Recipient, Reply};
 use super::pool::Pool;
 use super::runtime::Generation;
 use super::stats::Stats;
@@ -81,8 +83,8 @@ impl Drop for Registry {
 /// One job's outcome.
 pub(super) type Outcome = Result<Delivered, Failure>;
 
-/// A connection slot as a batch starts: open already, or being connected by a task.
-enum Slot {
+/// A connection seat as a batch starts: open already, or being connected by a task.
+enum Seat {
     Open(Arc<Conn>),
     Connecting(JoinHandle<Result<Arc<Conn>, Failure>>),
 }
@@ -179,37 +181,37 @@ impl Io<'_, '_> {
             .cfg
             .connect_timeout
             .min(self.deadline.saturating_duration_since(Instant::now()));
-        // Open connections are taken as they are; a task (and its wake-up) only for a slot
+        // Open connections are taken as they are; a task (and its wake-up) only for a seat
         // that needs connecting.
-        let slots: Vec<Vec<Slot>> = groups
+        let seats: Vec<Vec<Seat>> = groups
             .iter()
             .map(|(pool, idxs)| {
-                pool.pick_slots(idxs.len())
+                pool.pick_seats(idxs.len())
                     .into_iter()
-                    .map(|slot| match pool.open_conn(slot) {
-                        Some(conn) => Slot::Open(conn),
+                    .map(|seat| match pool.open_conn(seat) {
+                        Some(conn) => Seat::Open(conn),
                         None => {
                             let cfg = *self.ctx.cfg;
                             let verbs = self.ctx.generation.verbs(&cfg);
                             let stats = self.ctx.stats.clone();
-                            let job = pool.clone().conn(slot, cfg, stats, limit, verbs);
-                            Slot::Connecting(tokio::spawn(job))
+                            let job = pool.clone().conn(seat, cfg, stats, limit, verbs);
+                            Seat::Connecting(tokio::spawn(job))
                         }
                     })
                     .collect()
             })
             .collect();
         let mut outstanding = 0usize;
-        for ((_, idxs), slots) in groups.iter().zip(slots) {
+        for ((_, idxs), seats) in groups.iter().zip(seats) {
             let mut open = Vec::new();
             let mut first_error = None;
-            for slot in slots {
-                let handle = match slot {
-                    Slot::Open(conn) => {
+            for seat in seats {
+                let handle = match seat {
+                    Seat::Open(conn) => {
                         open.push(conn);
                         continue;
                     }
-                    Slot::Connecting(handle) => handle,
+                    Seat::Connecting(handle) => handle,
                 };
                 match handle.await {
                     Ok(Ok(conn)) => open.push(conn),
@@ -254,8 +256,10 @@ impl Io<'_, '_> {
         let reply = Reply { tag: i, tx: self.tx.clone() };
         let owner = self.reg.owner;
         let id = match job.want {
-            Want::Range(dest) => conn.submit_read(&job.req, Sink::Range(dest), reply, owner)?,
-            Want::Whole => conn.submit_read(&job.req, Sink::Whole, reply, owner)?,
+            Want::Range(dest) => {
+                conn.submit_read(&job.req, Recipient::Range(dest), reply, owner)?
+            }
+            Want::Whole => conn.submit_read(&job.req, Recipient::Whole, reply, owner)?,
             Want::Ping => conn.submit_ping(reply, owner)?,
         };
         self.reg.entries[i] = Some((conn.clone(), id));

@@ -18,14 +18,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::answer::{self, Asked, Delivered, Verdict};
 use super::batch::{Ctx, Outcome};
-use super::conn::Delivered;
 use super::frames;
 use super::pool::{LaneTicket, Pool};
 use super::types::{Failure, WholeNeedle};
 use super::wire::{timed_out, Wire};
-use crate::needle::FLAG_COMPRESSED;
-use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest, Status};
+use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest};
 
 /// Most ops a batch may have to take the lane: a handful of requests pipelined on one
 /// connection; larger batches gain from spreading over the async connections.
@@ -36,7 +35,7 @@ pub(super) const LANE_MAX_LEN: u32 = 1 << 20;
 
 /// Where an answer goes.
 #[derive(Debug)]
-pub(super) enum Sink<'b> {
+pub(super) enum Target<'b> {
     /// Into this slice of the caller's buffer.
     Range(&'b mut [u8]),
     /// Into a fresh `Vec` (whole-needle reads).
@@ -47,7 +46,7 @@ pub(super) enum Sink<'b> {
 #[derive(Debug)]
 pub(super) struct LaneOp<'b> {
     pub(super) req: ReadRequest,
-    pub(super) sink: Sink<'b>,
+    pub(super) target: Target<'b>,
 }
 
 /// The sidecar a batch should go to over the lane, given each op's sidecar and length
@@ -161,7 +160,7 @@ fn io_failure(e: io::Error) -> Failure {
 }
 
 fn protocol(what: impl Into<String>) -> Failure {
-    Failure::Protocol(what.into())
+    Failure::protocol(what)
 }
 
 /// One batch's requests and answers on one connection.
@@ -237,45 +236,30 @@ impl Exchange<'_> {
             .position(|&(pending, _)| pending == id)
             .ok_or_else(|| protocol(format!("answer to request {id}, which is not pending")))?;
         let (_, i) = self.pending.swap_remove(at);
-        let payload = header
-            .body_len
-            .checked_sub(proto::DATA_HEADER_LEN as u32)
-            .ok_or_else(|| protocol("DATA body shorter than its header"))?;
+        let payload = answer::payload_len(&header)?;
         let mut raw = [0u8; proto::DATA_HEADER_LEN];
         self.wire.read_exact(&mut raw, deadline).map_err(io_failure)?;
         let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
-        if data.status == Status::Ok && data.data_len != payload {
-            return Err(protocol(format!(
-                "DATA says {} bytes but carries {payload}",
-                data.data_len
-            )));
-        }
+        answer::check_len(&data, payload)?;
         let n = payload as usize;
-        let result = match &mut ops[i].sink {
-            _ if data.status != Status::Ok => {
+        let asked = match &ops[i].target {
+            Target::Range(dest) => Asked::Range(dest.len()),
+            Target::Whole => Asked::Whole,
+        };
+        let result = match (answer::judge(&data, n, asked)?, &mut ops[i].target) {
+            (Verdict::Refuse(why), _) => {
                 self.wire.skip(n, deadline).map_err(io_failure)?;
-                Err(Failure::Status(data.status))
+                Err(why)
             }
-            Sink::Range(_) if data.needle_flags & FLAG_COMPRESSED != 0 => {
-                self.wire.skip(n, deadline).map_err(io_failure)?;
-                Err(Failure::Compressed)
-            }
-            Sink::Range(dest) if n > dest.len() => {
-                return Err(protocol(format!("{n} bytes for a {}-byte read", dest.len())));
-            }
-            Sink::Range(dest) => {
+            (Verdict::Write, Target::Range(dest)) => {
                 if let Err(e) = self.wire.read_exact(&mut dest[..n], deadline) {
                     let why = io_failure(e);
                     self.aborted = why == Failure::Timeout;
                     return Err(why);
                 }
-                if n < dest.len() {
-                    Err(Failure::Short { got: payload, want: dest.len() as u32 })
-                } else {
-                    Ok(Delivered::Range(payload))
-                }
+                answer::range_outcome(n, dest.len())
             }
-            Sink::Whole => {
+            _ => {
                 let mut bytes = Vec::new();
                 bytes
                     .try_reserve_exact(n)

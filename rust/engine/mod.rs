@@ -61,14 +61,17 @@
 //! The runtime's threads do not survive `fork()`; the first call in a child process builds
 //! a fresh runtime and pools (see `runtime.rs`).
 
+mod answer;
 mod batch;
 mod conn;
 mod dest;
 mod frames;
 mod lane;
+mod pending;
 mod pool;
 mod reads;
 mod runtime;
+mod shared;
 mod stats;
 mod tasks;
 mod ticket;
@@ -81,7 +84,7 @@ mod e2e;
 #[cfg(test)]
 mod lane_tests;
 #[cfg(test)]
-mod probe;
+mod latency_tests;
 #[cfg(test)]
 mod test_server;
 #[cfg(test)]

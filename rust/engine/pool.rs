@@ -1,4 +1,4 @@
-//! One sidecar: its connection slots, its idle lane connections, and its health (up, or
+//! One sidecar: its connections (one per seat), its idle lane connections, and its health (up, or
 //! down until a back-off ends).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -64,8 +64,8 @@ struct Health {
 pub(super) struct Pool {
     pub(super) addr: String,
     /// One async mutex per connection, so concurrent batches share one connect attempt.
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
-    next_slot: AtomicUsize,
+    seats: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    next_seat: AtomicUsize,
     /// Lane connections (see [`super::lane`]).
     lane: Mutex<LaneSlots>,
     /// Lane connections dropped broken and not yet replaced, for the `reconnects` count.
@@ -80,8 +80,8 @@ impl Pool {
     pub(super) fn new(addr: &str, conns: usize) -> Pool {
         Pool {
             addr: addr.to_owned(),
-            slots: (0..conns.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next_slot: AtomicUsize::new(0),
+            seats: (0..conns.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            next_seat: AtomicUsize::new(0),
             lane: Mutex::new(LaneSlots::default()),
             lane_broken: AtomicUsize::new(0),
             health: Mutex::new(Health::default()),
@@ -99,33 +99,33 @@ impl Pool {
         self.health().down_until.is_some_and(|t| now < t)
     }
 
-    /// `n` slot indexes to spread a batch over, rotating so batches share the load.
-    pub(super) fn pick_slots(&self, n: usize) -> Vec<usize> {
-        let count = self.slots.len();
-        let start = self.next_slot.fetch_add(1, Ordering::Relaxed);
+    /// `n` seat indexes to spread a batch over, rotating so batches share the load.
+    pub(super) fn pick_seats(&self, n: usize) -> Vec<usize> {
+        let count = self.seats.len();
+        let start = self.next_seat.fetch_add(1, Ordering::Relaxed);
         (0..n.min(count)).map(|i| (start + i) % count).collect()
     }
 
-    /// The open connection in `slot`, if there is one and no batch is connecting it right
+    /// The open connection in `seat`, if there is one and no batch is connecting it right
     /// now; lets a batch skip a task and its wake-up when the connection is already up.
-    pub(super) fn open_conn(&self, slot: usize) -> Option<Arc<Conn>> {
-        let held = self.slots[slot].try_lock().ok()?;
+    pub(super) fn open_conn(&self, seat: usize) -> Option<Arc<Conn>> {
+        let held = self.seats[seat].try_lock().ok()?;
         held.as_ref().filter(|c| c.is_open()).cloned()
     }
 
-    /// The open connection in `slot`, connecting (and shaking hands) if there is none.
+    /// The open connection in `seat`, connecting (and shaking hands) if there is none.
     /// Bounded by `limit`. Records the outcome in the pool's health. `verbs` is what
     /// [`Generation::verbs`](super::runtime::Generation::verbs) said for this engine.
     pub(super) async fn conn(
         self: Arc<Self>,
-        slot: usize,
+        seat: usize,
         cfg: EngineConfig,
         stats: Arc<Stats>,
         limit: Duration,
         verbs: Result<Option<Arc<Host>>, Failure>,
     ) -> Result<Arc<Conn>, Failure> {
         let attempt = async {
-            let mut held = self.slots[slot].lock().await;
+            let mut held = self.seats[seat].lock().await;
             if let Some(conn) = held.as_ref().filter(|c| c.is_open()) {
                 return Ok(conn.clone());
             }

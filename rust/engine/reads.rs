@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::answer::Delivered;
 use super::batch::{self, Ctx, Job, Outcome, Want};
-use super::conn::Delivered;
 use super::dest;
 use super::lane::{self, LaneOp};
 use super::pool;
@@ -129,7 +129,9 @@ impl Batch<'_> {
     ) -> (Vec<usize>, Vec<Outcome>) {
         let dests = dest::split(buf, ops, out);
         let (index, mut lane_ops): (Vec<usize>, Vec<LaneOp<'_>>) = with_dests(ops, dests, out)
-            .map(|(i, op, dest)| (i, LaneOp { req: op.request(), sink: lane::Sink::Range(dest) }))
+            .map(|(i, op, dest)| {
+                (i, LaneOp { req: op.request(), target: lane::Target::Range(dest) })
+            })
             .unzip();
         (index, self.run_lane(lane, &mut lane_ops))
     }
@@ -160,7 +162,7 @@ impl Batch<'_> {
             Some(lane) => {
                 let mut lane_ops: Vec<LaneOp<'_>> = ops
                     .iter()
-                    .map(|op| LaneOp { req: op.request(), sink: lane::Sink::Whole })
+                    .map(|op| LaneOp { req: op.request(), target: lane::Target::Whole })
                     .collect();
                 self.run_lane(lane, &mut lane_ops)
             }

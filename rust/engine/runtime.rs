@@ -138,7 +138,7 @@ impl Drop for Lease {
 /// once the engine is closed.
 #[derive(Debug)]
 pub(super) struct Current {
-    slot: Mutex<Option<Arc<Generation>>>,
+    current: Mutex<Option<Arc<Generation>>>,
     closed: AtomicBool,
 }
 
@@ -146,13 +146,13 @@ impl Current {
     /// Builds the first generation.
     pub(super) fn new() -> std::io::Result<Current> {
         Ok(Current {
-            slot: Mutex::new(Some(Arc::new(Generation::new()?))),
+            current: Mutex::new(Some(Arc::new(Generation::new()?))),
             closed: AtomicBool::new(false),
         })
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<Arc<Generation>>> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -218,7 +218,7 @@ pub(super) fn shut_down(generation: Arc<Generation>, wait: std::time::Duration) 
 
 impl Drop for Current {
     fn drop(&mut self) {
-        let slot = self.slot.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let slot = self.current.get_mut().unwrap_or_else(PoisonError::into_inner);
         if let Some(generation) = slot.take() {
             if generation.pid != std::process::id() {
                 std::mem::forget(generation); // inherited from a parent: see the module docs

@@ -11,15 +11,14 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
-use super::conn::{Delivered, Shared, Sink, Stage};
-use super::dest::Dest;
+use super::answer::{self, Delivered};
 use super::frames;
+use super::pending::{Claim, Send};
+use super::shared::Shared;
 use super::types::{Failure, WholeNeedle};
 use super::verbs::{rx, SlotLease, SlotPool};
-use crate::proto::{self, DataHeader, FrameHeader, Kind, Status};
+use crate::proto::{self, DataHeader, FrameHeader, Kind};
 
-/// Needle flag: the data is gzip/zstd-compressed.
-const FLAG_COMPRESSED: u8 = 0x01;
 /// Scratch space for payloads nobody wants any more.
 const DISCARD_CHUNK: usize = 64 * 1024;
 /// Stop coalescing request frames into one write past this many bytes.
@@ -55,7 +54,7 @@ pub(super) fn spawn_reader(
         let exit = exit;
         let mut rd = rd;
         let why = read_loop(&mut rd, &exit.0, max_body).await;
-        exit.0.table().closed.get_or_insert(why);
+        exit.0.table().close(why);
     })
     .abort_handle()
 }
@@ -70,7 +69,7 @@ pub(super) fn spawn_writer(
 ) -> AbortHandle {
     tokio::spawn(async move {
         if let Some(why) = write_loop(wr, rx, &shared, sem, slots.as_ref()).await {
-            shared.table().closed.get_or_insert(why);
+            shared.table().close(why);
             // The reader's exit guard fails the pending entries.
             reader.abort();
         }
@@ -137,33 +136,21 @@ fn attach(
     lease: Option<SlotLease>,
     out: &mut Vec<u8>,
 ) {
-    let mut table = shared.table();
-    let Some(entry) = table.map.get_mut(&o.id) else { return };
-    if entry.stage != Stage::Queued {
-        return;
-    }
-    entry.stage = Stage::Sent;
-    entry.permit = Some(permit);
-    if let Some(lease) = lease {
-        frames::set_dest(&mut o.frame, lease.index());
-        if table.verbs.assign(o.id, lease).is_err() {
-            // Cannot happen: ids of pending entries are unique, and a slot is assigned
-            // only while its entry is pending. Refuse rather than share a slot.
-            table.finish(o.id, Err(Failure::Protocol("request id reused".into())));
-            return;
+    match shared.table().mark_sent(o.id, permit, lease) {
+        Send::Skip => {}
+        Send::Go { slot } => {
+            if let Some(slot) = slot {
+                frames::set_dest(&mut o.frame, slot);
+            }
+            out.extend_from_slice(&o.frame);
         }
     }
-    out.extend_from_slice(&o.frame);
 }
 
 type Reader = BufReader<OwnedReadHalf>;
 
 fn lost(e: std::io::Error) -> Failure {
     Failure::Lost(e.to_string())
-}
-
-fn protocol(what: impl Into<String>) -> Failure {
-    Failure::Protocol(what.into())
 }
 
 /// Reads frames until the connection fails; returns why.
@@ -176,43 +163,18 @@ async fn read_loop(rd: &mut Reader, shared: &Shared, max_body: u32) -> Failure {
         }
         let header = match FrameHeader::decode(&raw, max_body) {
             Ok(h) => h,
-            Err(e) => return protocol(e.to_string()),
+            Err(e) => return Failure::protocol(e.to_string()),
         };
         let step = match header.kind {
             Kind::Data => on_data(rd, shared, header, &mut scratch).await,
-            Kind::Pong if header.body_len == 0 => on_pong(shared, header.request_id),
-            Kind::Pong => Err(protocol("PONG with a body")),
-            Kind::Read | Kind::Ping => Err(protocol("sidecar sent a request frame")),
+            Kind::Pong if header.body_len == 0 => shared.table().pong(header.request_id),
+            Kind::Pong => Err(Failure::protocol("PONG with a body")),
+            Kind::Read | Kind::Ping => Err(Failure::protocol("sidecar sent a request frame")),
         };
         if let Err(why) = step {
             return why;
         }
     }
-}
-
-fn on_pong(shared: &Shared, id: u32) -> Result<(), Failure> {
-    let mut table = shared.table();
-    match table.map.get(&id).map(|e| &e.sink) {
-        Some(Sink::Pong) => table.finish(id, Ok(Delivered::Pong)),
-        Some(Sink::Discard) => {
-            table.map.remove(&id);
-        }
-        Some(_) => return Err(protocol("PONG answering a READ")),
-        None => {} // a PING whose batch gave up and whose entry is gone
-    }
-    Ok(())
-}
-
-/// What to do with a DATA payload, decided under the table lock.
-enum Plan {
-    /// Nobody waits for it.
-    Skip {
-        remove: bool,
-    },
-    Whole,
-    /// A ranged read whose answer will not be written (an error status, compressed data).
-    Refuse(Failure),
-    Write(Dest),
 }
 
 async fn on_data(
@@ -225,83 +187,38 @@ async fn on_data(
         return rx::on_data(rd, shared, link, header).await;
     }
     let id = header.request_id;
-    let payload = header
-        .body_len
-        .checked_sub(proto::DATA_HEADER_LEN as u32)
-        .ok_or_else(|| protocol("DATA body shorter than its header"))?;
+    let payload = answer::payload_len(&header)?;
     let mut raw = [0u8; proto::DATA_HEADER_LEN];
     rd.read_exact(&mut raw).await.map_err(lost)?;
-    let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
-    if data.status == Status::Ok && data.data_len != payload {
-        return Err(protocol(format!("DATA says {} bytes but carries {payload}", data.data_len)));
-    }
-    let plan = {
-        let mut table = shared.table();
-        match table.map.get_mut(&id) {
-            None => Plan::Skip { remove: false },
-            Some(entry) => match &entry.sink {
-                Sink::Discard => Plan::Skip { remove: true },
-                Sink::Pong => return Err(protocol("DATA answering a PING")),
-                Sink::Whole => Plan::Whole,
-                Sink::Range(_) if data.status != Status::Ok => {
-                    Plan::Refuse(Failure::Status(data.status))
-                }
-                Sink::Range(_) if data.needle_flags & FLAG_COMPRESSED != 0 => {
-                    Plan::Refuse(Failure::Compressed)
-                }
-                Sink::Range(dest) if payload as usize > dest.len() => {
-                    return Err(protocol(format!("{payload} bytes for a {}-byte read", dest.len())))
-                }
-                Sink::Range(dest) => {
-                    let dest = *dest;
-                    entry.stage = Stage::Writing;
-                    Plan::Write(dest)
-                }
-            },
-        }
-    };
-    match plan {
-        Plan::Skip { remove } => {
-            skip(rd, payload, scratch).await?;
-            if remove {
-                shared.table().map.remove(&id);
-            }
-        }
-        Plan::Refuse(why) => {
+    let data = DataHeader::decode(&raw).map_err(|e| Failure::protocol(e.to_string()))?;
+    answer::check_len(&data, payload)?;
+    let claim = shared.table().claim(id, &data, payload)?;
+    match claim {
+        Claim::Skip => skip(rd, payload, scratch).await?,
+        Claim::Refuse(why) => {
             skip(rd, payload, scratch).await?;
             shared.table().finish(id, Err(why));
         }
-        Plan::Whole => {
-            let result = if data.status == Status::Ok {
-                let mut bytes = Vec::new();
-                bytes
-                    .try_reserve_exact(payload as usize)
-                    .map_err(|_| protocol(format!("cannot allocate {payload} bytes")))?;
-                bytes.resize(payload as usize, 0);
-                rd.read_exact(&mut bytes).await.map_err(lost)?;
-                let needle =
-                    WholeNeedle { data: bytes, crc: data.crc, needle_flags: data.needle_flags };
-                Ok(Delivered::Whole(needle))
-            } else {
-                skip(rd, payload, scratch).await?;
-                Err(Failure::Status(data.status))
-            };
-            shared.table().finish(id, result);
+        Claim::Whole => {
+            let mut bytes = Vec::new();
+            bytes
+                .try_reserve_exact(payload as usize)
+                .map_err(|_| Failure::protocol(format!("cannot allocate {payload} bytes")))?;
+            bytes.resize(payload as usize, 0);
+            rd.read_exact(&mut bytes).await.map_err(lost)?;
+            let needle =
+                WholeNeedle { data: bytes, crc: data.crc, needle_flags: data.needle_flags };
+            shared.table().finish(id, Ok(Delivered::Whole(needle)));
         }
-        Plan::Write(dest) => {
+        Claim::Write(dest) => {
             let want = dest.len();
             // SAFETY: the entry holding `dest` is marked Writing, so no batch will release
             // it (a cancelling batch kills this task and waits for it to be gone instead),
             // and this task is the only one that holds it; `payload <= dest.len()` was
-            // checked above. The slice is dropped before the entry is finished below.
+            // checked by the claim. The slice is dropped before the entry is finished below.
             let target = unsafe { dest.slice() };
             rd.read_exact(&mut target[..payload as usize]).await.map_err(lost)?;
-            let result = if (payload as usize) < want {
-                Err(Failure::Short { got: payload, want: want as u32 })
-            } else {
-                Ok(Delivered::Range(payload))
-            };
-            shared.table().finish(id, result);
+            shared.table().finish(id, answer::range_outcome(payload as usize, want));
         }
     }
     Ok(())

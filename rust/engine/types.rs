@@ -194,6 +194,11 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// A protocol violation by the sidecar (its connection is closed).
+    pub(crate) fn protocol(what: impl Into<String>) -> Failure {
+        Failure::Protocol(what.into())
+    }
+
     /// A stable, short name for counters (`"timeout"`, `"not_found"`, `"down"`, ...).
     pub fn reason(&self) -> &'static str {
         match self {

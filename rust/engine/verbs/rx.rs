@@ -16,30 +16,28 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::matcher::{CompletionStep, FrameStep, Matcher};
 use super::{Link, RecvEvent, RecvQueue, SlotLease};
-use crate::engine::conn::{Delivered, Shared, Sink};
-use crate::engine::types::{Failure, WholeNeedle};
+use crate::engine::shared::Shared;
+use crate::engine::types::Failure;
 use crate::proto::{self, DataHeader, FrameHeader, Status};
 use crate::verbs::{Backoff, Pause};
 
-/// Needle flag: the data is gzip/zstd-compressed.
-const FLAG_COMPRESSED: u8 = 0x01;
 /// Longest wait for a receive completion once its frame is in. The sidecar itself gives a
 /// write 10 seconds before it closes the connection; the completion of one that succeeded
 /// follows the frame's send by microseconds.
 const WRITE_WAIT: Duration = Duration::from_secs(5);
 
 fn protocol(what: impl Into<String>) -> Failure {
-    Failure::Protocol(what.into())
+    Failure::protocol(what)
 }
 
 /// Why a verbs READ was refused: BAD_REQUEST there is almost always the slot (a whole
 /// needle larger than `verbs_slot_size`), so the op is marked for another transport.
-fn refused(status: Status, slot_size: u32) -> Failure {
-    match status {
-        Status::BadRequest => Failure::Verbs(format!(
+fn refused(why: Failure, slot_size: u32) -> Failure {
+    match why {
+        Failure::Status(Status::BadRequest) => Failure::Verbs(format!(
             "sidecar refused the read (BAD_REQUEST): larger than the {slot_size}-byte slot?"
         )),
-        other => Failure::Status(other),
+        other => other,
     }
 }
 
@@ -87,7 +85,7 @@ async fn wait_written(shared: &Shared, link: &Link, id: u32) -> Result<(SlotLeas
     let mut backoff = Backoff::default();
     let mut events = Vec::new();
     loop {
-        let found = pump(&*link.recv, &mut shared.table().verbs, id, &mut events)?;
+        let found = pump(&*link.recv, shared.table().verbs(), id, &mut events)?;
         if let Some(done) = found {
             return Ok(done);
         }
@@ -120,7 +118,7 @@ pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
     rd.read_exact(&mut raw).await.map_err(|e| Failure::Lost(e.to_string()))?;
     let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
     let wrote = data.status == Status::Ok && data.data_len > 0;
-    let step = shared.table().verbs.frame(id, wrote, data.data_len);
+    let step = shared.table().verbs().frame(id, wrote, data.data_len);
     let (lease, len) = match step {
         FrameStep::Unknown => return Err(protocol(format!("DATA for no verbs READ ({id})"))),
         FrameStep::NoWrite(lease) => {
@@ -146,45 +144,11 @@ fn answer(
     data: &DataHeader,
     written: Option<(&SlotLease, u32)>,
 ) -> Result<(), Failure> {
-    let mut table = shared.table();
     let bytes = written.map_or(&[][..], |(lease, len)| &lease.bytes()[..len as usize]);
-    let Some(entry) = table.map.get(&id) else { return Ok(()) };
-    let result = match &entry.sink {
-        Sink::Discard => {
-            table.map.remove(&id);
-            return Ok(());
-        }
-        Sink::Pong => return Err(protocol("DATA answering a PING")),
-        _ if data.status != Status::Ok => Err(refused(data.status, link.slots.slot_size())),
-        Sink::Whole => {
-            let needle = WholeNeedle {
-                data: bytes.to_vec(),
-                crc: data.crc,
-                needle_flags: data.needle_flags,
-            };
-            Ok(Delivered::Whole(needle))
-        }
-        Sink::Range(_) if data.needle_flags & FLAG_COMPRESSED != 0 => Err(Failure::Compressed),
-        Sink::Range(dest) if bytes.len() > dest.len() => {
-            return Err(protocol(format!("{} bytes for a {}-byte read", bytes.len(), dest.len())))
-        }
-        Sink::Range(dest) => {
-            // SAFETY: the entry holding `dest` is in the table with a Range sink and the
-            // table lock is held: a batch releases a destination only under this lock (it
-            // removes the entry or turns it into Discard), so the caller's buffer is still
-            // borrowed and nothing else touches these bytes until the lock is dropped.
-            let target = unsafe { dest.slice() };
-            target[..bytes.len()].copy_from_slice(bytes);
-            if bytes.len() < dest.len() {
-                Err(Failure::Short { got: bytes.len() as u32, want: dest.len() as u32 })
-            } else {
-                Ok(Delivered::Range(bytes.len() as u32))
-            }
-        }
-    };
-    if result.is_ok() {
-        link.stats.verbs_delivered(bytes.len() as u64);
+    let slot_size = link.slots.slot_size();
+    let delivered = shared.table().settle_copied(id, data, bytes, |why| refused(why, slot_size))?;
+    if let Some(n) = delivered {
+        link.stats.verbs_delivered(n as u64);
     }
-    table.finish(id, result);
     Ok(())
 }

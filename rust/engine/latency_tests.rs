@@ -1,6 +1,6 @@
-//! `latency_probe`: times the engine against the real sidecar serving a real cluster's
+//! `engine_latency`: times the engine against the real sidecar serving a real cluster's
 //! volume. Ignored by default (it starts SeaweedFS and takes seconds); run it with
-//! `cargo test --release latency_probe -- --ignored --nocapture`.
+//! `cargo test --release engine_latency -- --ignored --nocapture`.
 //!
 //! The default engine (small batches on the lane) and one with every batch on the async
 //! path take turns call by call, so both see the same background noise.
@@ -78,7 +78,7 @@ fn big_reads(engines: &[Engine], addr: &str, fid: FileId, per_batch: usize) -> V
 
 #[test]
 #[ignore = "starts SeaweedFS and the sidecar; run explicitly to measure"]
-fn latency_probe() {
+fn engine_latency() {
     let cluster = Cluster::start();
     let data = Rng::new(41).bytes(NEEDLE);
     let plain = Upload { name: "probe.bin", mime: None, gzip: false };
