@@ -202,10 +202,18 @@ class FilerClient:
         self._page_size = page_size
 
     def _get(self, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.get(url, **kwargs)
-        except httpx.HTTPError as e:
-            raise Unreachable(f"filer {self.address} unreachable: {e!r}") from e
+        # GETs are idempotent: a pooled keep-alive connection that the filer (or the pool,
+        # under many threads) closed under us is worth one retry on a fresh connection
+        # before the filer is called unreachable. Timeouts are not retried.
+        for attempt in (1, 2):
+            try:
+                return self._http.get(url, **kwargs)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as e:
+                if attempt == 2:
+                    raise Unreachable(f"filer {self.address} unreachable: {e!r}") from e
+            except httpx.HTTPError as e:
+                raise Unreachable(f"filer {self.address} unreachable: {e!r}") from e
+        raise AssertionError("unreachable")
 
     def get_entry(self, path: str) -> Entry:
         """The entry at ``path``. Raises ``NotFound`` (a ``FileNotFoundError``) when absent."""
