@@ -105,6 +105,9 @@ class FastPath:
         self._master = master
         self._stats = stats
         self._jwt_key = jwt_key
+        # The master's location list for a volume -> its sidecars in the order to try:
+        # computed once per distinct list, as this sits on every read's path.
+        self._order: dict[tuple[str, ...], list[str]] = {}
         # auto: verbs where this host and the sidecar both can, else tcp (decided per
         # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
         self.engine = Engine(timeout_ms=int(timeout * 1000), connect_timeout_ms=1000,
@@ -129,7 +132,11 @@ class FastPath:
         except Exception as e:  # the HTTP path will report it properly
             log.debug("no location for %s: %s", chunk.file_id, e)
             return []
-        return sidecars_for(self.spec, locations)
+        key = tuple(locations)
+        order = self._order.get(key)
+        if order is None:
+            order = self._order[key] = sidecars_for(self.spec, locations)
+        return order
 
     def _jwt(self, file_id: str) -> str:
         return mint_read_jwt(self._jwt_key, file_id) if self._jwt_key else ""
