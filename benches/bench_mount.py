@@ -3,9 +3,12 @@ from cold caches: sequential 1 MiB reads, and 4 KiB random reads (4 jobs) both b
 with O_DIRECT (so the page cache cannot serve them). The two mounts run alternately,
 ``--rounds`` times each; min and median of each, and the ratio of medians, are printed and
 written as JSON. A mount that rejects O_DIRECT is reported as such, not as a number.
-Needs root, /dev/fuse and fio.
+Writes, the same way: fio psync sequential 1 MiB writes of ``--write-mib`` with a final
+fsync, and ``--small-files`` files of 4 KiB each created, written and closed one after
+another (files per second). Needs root, /dev/fuse and fio.
 
     .venv/bin/python benches/bench_mount.py [--size-mib 256] [--random-secs 15] [--rounds 3]
+        [--write-mib 128] [--small-files 500] [--only all|reads|writes]
 """
 
 from __future__ import annotations
@@ -91,6 +94,62 @@ def read_round(target: Path, size: int, secs: int) -> dict[str, dict]:
     return out
 
 
+def fio_write(path: Path, size: int) -> dict:
+    """fio sequential 1 MiB writes of ``size`` bytes, with an fsync at the end."""
+    args = ["fio", "--name=w", f"--filename={path}", "--ioengine=psync", "--rw=write",
+            "--bs=1M", "--numjobs=1", f"--size={size}", "--end_fsync=1",
+            "--output-format=json"]
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise Rejected((out.stderr or out.stdout).strip().splitlines()[-1:] or ["fio failed"])
+    job = json.loads(out.stdout)["jobs"][0]["write"]
+    return {"bw_bytes": job["bw_bytes"]}
+
+
+def small_files(target: Path, count: int) -> dict:
+    """Creates ``count`` 4 KiB files one by one (open, write, close); files per second."""
+    target.mkdir(parents=True, exist_ok=True)
+    block = random.Random(1).randbytes(4096)
+    t0 = time.perf_counter()
+    for i in range(count):
+        fd = os.open(target / f"f{i:06d}", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, block)
+        finally:
+            os.close(fd)
+    return {"files_per_s": count / (time.perf_counter() - t0)}
+
+
+# name: what is measured
+WRITE_TESTS = {"seq_write_1m": "bw_bytes", "small_files_4k": "files_per_s"}
+
+
+def write_round(base: Path, tag: str, size: int, count: int) -> dict[str, dict]:
+    """One run of every write test on one mount, into fresh names."""
+    out: dict[str, dict] = {}
+    drop_caches()
+    try:
+        out["seq_write_1m"] = fio_write(base / f"w-{tag}.bin", size)
+    except Rejected as e:
+        out["seq_write_1m"] = {"rejected": str(e)}
+    out["small_files_4k"] = small_files(base / f"small-{tag}", count)
+    return out
+
+
+def summarize_writes(runs: list[dict[str, dict]]) -> dict[str, dict]:
+    """Min and median per write test over the rounds."""
+    out: dict[str, dict] = {}
+    for test, key in WRITE_TESTS.items():
+        got = [r[test] for r in runs]
+        rejected = [g["rejected"] for g in got if "rejected" in g]
+        if rejected:
+            out[test] = {"rejected": rejected[0]}
+            continue
+        values = sorted(g[key] for g in got)
+        out[test] = {"min": values[0], "median": statistics.median(values), "runs": got}
+    return out
+
+
 def metric(test: str) -> str:
     return "bw_bytes" if test.startswith("seq") else "iops"
 
@@ -115,6 +174,9 @@ def main() -> int:
     ap.add_argument("--chunk-mib", type=int, default=4)
     ap.add_argument("--random-secs", type=int, default=15)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--write-mib", type=int, default=128)
+    ap.add_argument("--small-files", type=int, default=500)
+    ap.add_argument("--only", choices=["all", "reads", "writes"], default="all")
     ap.add_argument("--out", default="bench-results/mount.json")
     a = ap.parse_args()
     if not shutil.which("fio"):
@@ -122,6 +184,7 @@ def main() -> int:
         return 1
     size = a.size_mib * MIB
     runs: dict[str, list[dict[str, dict]]] = {}
+    wruns: dict[str, list[dict[str, dict]]] = {}
     with LocalCluster(volumes=2, volume_size_limit_mb=1024) as cl, \
             tempfile.TemporaryDirectory() as tmp:
         sc = cl.add_sidecar(cl.volume_servers)
@@ -152,18 +215,38 @@ def main() -> int:
             for r in range(a.rounds):
                 for name, (mnt, _) in procs.items():
                     print(f"round {r + 1}/{a.rounds}: {name} ...", flush=True)
-                    runs.setdefault(name, []).append(
-                        read_round(mnt / "bench" / "file.bin", size, a.random_secs))
+                    if a.only in ("all", "reads"):
+                        runs.setdefault(name, []).append(
+                            read_round(mnt / "bench" / "file.bin", size, a.random_secs))
+                    if a.only in ("all", "writes"):
+                        tag = f"{name.replace(' ', '_')}-{r}"
+                        wruns.setdefault(name, []).append(
+                            write_round(mnt / "bench", tag, a.write_mib * MIB, a.small_files))
         finally:
             for mnt, proc in procs.values():
                 unmount(mnt, proc)
             for log in logs:
                 log.close()
     results = {name: summarize(r) for name, r in runs.items()}
-    ours, peer = results["seaweed-rdma"], results["weed mount"]
+    wresults = {name: summarize_writes(r) for name, r in wruns.items()}
     print(f"\n{'test':16s} {'mount':14s} {'min':>12s} {'median':>12s}   unit")
     ratios: dict[str, float | None] = {}
-    for test in READ_TESTS:
+    for test, key in WRITE_TESTS.items() if wresults else ():
+        unit, scale = ("MB/s", 1e6) if key == "bw_bytes" else ("files/s", 1.0)
+        for name, res in wresults.items():
+            w = res[test]
+            if "rejected" in w:
+                print(f"{test:16s} {name:14s} rejected: {w['rejected']}")
+            else:
+                print(f"{test:16s} {name:14s} {w['min'] / scale:12.1f} "
+                      f"{w['median'] / scale:12.1f}   {unit}")
+        mine, theirs = wresults["seaweed-rdma"][test], wresults["weed mount"][test]
+        both = "median" in mine and "median" in theirs
+        ratios[test] = mine["median"] / theirs["median"] if both else None
+        shown = f"{ratios[test]:.2f}x" if ratios[test] is not None else "n/a"
+        print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
+    for test in READ_TESTS if results else ():
+        ours, peer = results["seaweed-rdma"], results["weed mount"]
         unit = "MB/s" if metric(test) == "bw_bytes" else "IOPS"
         scale = 1e6 if unit == "MB/s" else 1.0
         for name, res in results.items():
@@ -179,8 +262,10 @@ def main() -> int:
         print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"results": results, "ratio_of_medians": ratios,
-                               "rounds": a.rounds, "size_mib": a.size_mib}, indent=2))
+    out.write_text(json.dumps({"results": results, "write_results": wresults,
+                               "ratio_of_medians": ratios, "rounds": a.rounds,
+                               "size_mib": a.size_mib, "write_mib": a.write_mib,
+                               "small_files": a.small_files}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -66,6 +66,15 @@ def _tree(root: Path) -> dict[str, tuple[str, int, int, bytes]]:
 
 # -- fsx: random operations in lock step with a local directory ---------------------------
 
+def _brief(value: object) -> str:
+    """A result, with byte strings shown by length and a prefix (not in full)."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes {value[:8].hex()}>"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(_brief(v) for v in value) + ")"
+    return repr(value)
+
+
 class Fsx:
     """Runs each operation on the mount and on a local directory and compares."""
 
@@ -96,7 +105,9 @@ class Fsx:
                 results.append(("ok", fn(root)))
             except OSError as e:
                 results.append(("err", e.errno))
-        assert results[0] == results[1], f"{what}: mount {results[0]} vs local {results[1]}"
+        if results[0] != results[1]:
+            raise AssertionError(f"{what}: mount {_brief(results[0])} vs local "
+                                 f"{_brief(results[1])}")
         return []
 
     def step(self) -> list[str]:
@@ -215,6 +226,7 @@ class Fsx:
 def test_fsx_random_operations_in_lock_step(wmount, tmp_path):  # type: ignore[no-untyped-def]
     seed = int(os.environ.get("SEAWEED_FSX_SEED", random.randrange(1 << 30)))
     ops = int(os.environ.get("SEAWEED_FSX_OPS", "500"))
+    print(f"fsx seed {seed} (SEAWEED_FSX_SEED={seed} reruns it), {ops} operations")
     root = wmount.mnt / f"fsx-{seed}"
     local = tmp_path / "local"
     os.mkdir(root)

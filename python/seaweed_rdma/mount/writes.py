@@ -188,6 +188,7 @@ class FileWriter:
         self.lock = trio.Lock()
         self._view: FileView | None = None
         self._view_key: tuple[int, int] | None = None
+        self._chunks_version = 0  # bumped whenever entry.chunks changes
         if entry.content and not entry.chunks:
             # Inline content becomes dirty bytes: once chunks exist readers ignore it.
             content = bytes(entry.content)
@@ -273,6 +274,7 @@ class FileWriter:
                     if c.offset < self.size:
                         c.size = min(c.size, self.size - c.offset)
                         self.entry.chunks.append(c)
+                self._chunks_version += 1
                 self.meta_dirty = True
 
     async def drain(self) -> None:
@@ -321,6 +323,7 @@ class FileWriter:
                     keep.append(c)
                 del self.entry.chunks[:]
                 self.entry.chunks.extend(keep)
+                self._chunks_version += 1
             self.size = size
             self.data_dirty = self.meta_dirty = True
 
@@ -346,7 +349,7 @@ class FileWriter:
         return bytes(buf)
 
     async def _base_view(self, reader: ReadPath) -> FileView:
-        key = (len(self.entry.chunks), self.size)
+        key = (self._chunks_version, self.size)
         if self._view is None or self._view_key != key:
             entry = entry_from_pb(self.entry, self.path)
             entry.size = self.size
