@@ -30,10 +30,11 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use super::accept::next_connection;
-use super::service::{ReadAsk, Service};
+use super::read::ReadAsk;
+use super::read::Span;
+use super::service::Service;
 use super::stall::{caused_by_stall, WriteDeadline};
 use super::stats::Source;
-use super::store::Span;
 use crate::fid::FileId;
 use crate::proto::Status;
 

@@ -56,6 +56,7 @@ mod handshake;
 mod http;
 mod jwt;
 mod rdma;
+mod read;
 mod service;
 mod staging;
 mod stall;

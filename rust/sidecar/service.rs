@@ -7,59 +7,15 @@ use tokio::runtime::Handle;
 use tracing::{debug, warn};
 
 use super::jwt::JwtCheck;
+use super::read::{Answer, ReadAsk};
 use super::staging::{Lease, StagingPool};
 use super::stats::{Gauges, Source, Stats};
-use super::store::{LocalRead, Span, Store};
+use super::store::{LocalRead, Store};
 use super::upstream::{Fetched, Upstream};
 use super::STAGING_WAIT;
 use crate::error::Error;
 use crate::fid::FileId;
-use crate::proto::{DataHeader, Status};
-
-/// What a DATA answer says about the needle besides its bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct DataMeta {
-    /// The flags byte (0 where the record has none).
-    pub(crate) flags: u8,
-    /// The CRC as stored in the tail.
-    pub(crate) crc: u32,
-    /// Bytes of data in the whole needle.
-    pub(crate) data_size: u32,
-}
-
-/// A read as either front end asks for it.
-#[derive(Debug, Clone)]
-pub(crate) struct ReadAsk {
-    pub(crate) fid: FileId,
-    pub(crate) span: Span,
-    pub(crate) jwt: String,
-}
-
-/// The answer: the DATA header, and for OK the bytes and where they came from.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) header: DataHeader,
-    pub(crate) payload: Option<Lease>,
-    pub(crate) source: Option<Source>,
-}
-
-impl Answer {
-    pub(crate) fn refuse(status: Status) -> Answer {
-        Answer { header: DataHeader::error(status), payload: None, source: None }
-    }
-
-    fn data(meta: DataMeta, lease: Lease, source: Source) -> Answer {
-        let header = DataHeader {
-            status: Status::Ok,
-            needle_flags: meta.flags,
-            // A lease never exceeds max_read, which is a u32.
-            data_len: u32::try_from(lease.len()).unwrap_or(u32::MAX),
-            needle_size: meta.data_size,
-            crc: meta.crc,
-        };
-        Answer { header, payload: Some(lease), source: Some(source) }
-    }
-}
+use crate::proto::Status;
 
 /// Everything a read needs, shared by all connections.
 #[derive(Debug)]

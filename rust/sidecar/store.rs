@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::service::DataMeta;
+use super::read::{DataMeta, Span};
 use super::staging::Lease;
 use super::stats::Stats;
 use crate::error::{Error, Result};
@@ -22,25 +22,6 @@ use crate::volume::{scan_dir, RefreshOutcome, Volume};
 
 /// A lookup for an unknown volume id re-scans the directories at most this often.
 const MISS_RESCAN_INTERVAL: Duration = Duration::from_millis(250);
-
-/// A byte range of a needle's data; `len` may run past the end (it is clamped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Span {
-    pub(crate) offset: u64,
-    pub(crate) len: u64,
-}
-
-impl Span {
-    /// All of the data.
-    pub(crate) const WHOLE: Span = Span { offset: 0, len: u64::MAX };
-
-    /// `(start, len)` of this span inside data of `size` bytes.
-    pub(crate) fn clamp(self, size: u32) -> (u64, u64) {
-        let size = u64::from(size);
-        let start = self.offset.min(size);
-        (start, self.len.min(size - start))
-    }
-}
 
 /// What a local read came to.
 #[derive(Debug)]
@@ -55,7 +36,7 @@ pub(crate) enum LocalRead {
 
 /// One local volume.
 #[derive(Debug)]
-pub(crate) struct Slot {
+pub(crate) struct OpenVolume {
     volume: RwLock<Volume>,
     /// `.dat` inode, `.idx` inode and `.idx` length at the last refresh.
     seen: Mutex<Option<FileState>>,
@@ -63,10 +44,10 @@ pub(crate) struct Slot {
 
 type FileState = (u64, u64, u64);
 
-impl Slot {
-    fn new(volume: Volume) -> Slot {
+impl OpenVolume {
+    fn new(volume: Volume) -> OpenVolume {
         let seen = Mutex::new(file_state(&volume));
-        Slot { volume: RwLock::new(volume), seen }
+        OpenVolume { volume: RwLock::new(volume), seen }
     }
 
     /// Refreshes only when the files look changed. A refresh takes the volume exclusively,
@@ -170,7 +151,7 @@ fn file_state(volume: &Volume) -> Option<FileState> {
 
 #[derive(Debug, Default)]
 struct Known {
-    volumes: HashMap<u32, Arc<Slot>>,
+    volumes: HashMap<u32, Arc<OpenVolume>>,
     ec: HashSet<u32>,
 }
 
@@ -242,7 +223,7 @@ impl Store {
         known.volumes.retain(|vid, _| present.contains(vid));
         for volume in opened {
             debug!(volume = volume.id(), needles = volume.needle_count(), "volume opened");
-            known.volumes.entry(volume.id()).or_insert_with(|| Arc::new(Slot::new(volume)));
+            known.volumes.entry(volume.id()).or_insert_with(|| Arc::new(OpenVolume::new(volume)));
         }
         known.ec = ec;
         self.stats.volumes.store(known.volumes.len() as u64, Ordering::Relaxed);
@@ -251,7 +232,7 @@ impl Store {
 
     /// Catches every volume up with its `.idx` (and notices vacuums).
     pub(crate) fn refresh_all(&self) {
-        let slots: Vec<Arc<Slot>> = self
+        let slots: Vec<Arc<OpenVolume>> = self
             .known
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -269,7 +250,7 @@ impl Store {
 
     /// The volume `vid` when it is local; an unknown id triggers a (rate-limited) re-scan,
     /// so a volume created since the last scan is found.
-    pub(crate) fn get(&self, vid: u32) -> Option<Arc<Slot>> {
+    pub(crate) fn get(&self, vid: u32) -> Option<Arc<OpenVolume>> {
         {
             let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(slot) = known.volumes.get(&vid) {

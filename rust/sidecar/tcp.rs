@@ -31,10 +31,11 @@ use tracing::{debug, warn};
 
 use super::accept::next_connection;
 use super::handshake::{handshake, Session};
-use super::service::{Answer, ReadAsk, Service};
+use super::read::Span;
+use super::read::{Answer, ReadAsk};
+use super::service::Service;
 use super::staging::{Lease, StagingPool};
 use super::stall::{is_stall, WriteDeadline};
-use super::store::Span;
 use super::transport::{deliver, Dest, Pusher, VerbsBackend};
 use crate::fid::FileId;
 use crate::proto::{
@@ -122,10 +123,14 @@ pub(crate) async fn serve(
             drop(stream);
             continue;
         };
-        let (service, limits, shutdown) =
-            (Arc::clone(&service), Arc::clone(&limits), shutdown.clone());
+        let handler = Handler {
+            peer,
+            service: Arc::clone(&service),
+            limits: Arc::clone(&limits),
+            shutdown: shutdown.clone(),
+        };
         conns.spawn(async move {
-            connection(stream, peer, &service, &limits, shutdown).await;
+            handler.run(stream).await;
             drop(permit);
         });
     }
@@ -137,211 +142,210 @@ pub(crate) async fn serve(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+/// One protocol connection: what every step of serving it needs.
+struct Handler {
     peer: SocketAddr,
-    service: &Arc<Service>,
-    limits: &Limits,
+    service: Arc<Service>,
+    limits: Arc<Limits>,
     shutdown: watch::Receiver<bool>,
-) {
-    let stats = &service.stats;
-    stats.connections_total.fetch_add(1, Ordering::Relaxed);
-    stats.connections_open.fetch_add(1, Ordering::Relaxed);
-    debug!(%peer, "connection open");
-    match handle(stream, peer, service, limits, shutdown).await {
-        Ok(()) => debug!(%peer, "connection closed"),
-        Err(End::Protocol(reason)) => {
-            stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, "closing connection: {reason}");
-        }
-        Err(End::Io(e)) => debug!(%peer, "connection closed: {e}"),
-        Err(End::Transport(reason)) => {
-            stats.verbs_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, "closing connection: {reason}");
-        }
-        Err(End::Stalled(reason)) => {
-            stats.connections_stalled.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, "closing connection: {reason}; releasing its staging");
-        }
-    }
-    stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    service: &Arc<Service>,
-    limits: &Limits,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), End> {
-    // Answers are latency-bound small frames as often as bulk data.
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let session = handshake(&mut rd, &mut wr, limits).await?;
-    let transport = session.pusher.transport();
-    service.stats.opened(transport);
-    let result = serve_session(rd, wr, session, peer, service, limits, shutdown).await;
-    service.stats.closed(transport);
-    result
-}
-
-async fn serve_session(
-    mut rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    session: Session,
-    peer: SocketAddr,
-    service: &Arc<Service>,
-    limits: &Limits,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), End> {
-    let (tx, rx) = mpsc::channel(session.granted + 16);
-    let wr = WriteDeadline::new(wr, limits.write_timeout);
-    let mut writer = tokio::spawn(write_loop(wr, rx));
-    let reading = read_loop(&mut rd, peer, tx, &session, service, limits, shutdown);
-    let result = tokio::select! {
-        result = reading => result,
-        // The writer stops early only when the socket or a verbs write failed.
-        written = &mut writer => return match written {
-            Ok(result) => result,
-            Err(e) => Err(End::Io(io::Error::other(e))),
-        },
-    };
-    if result.is_ok() {
-        if timeout(DRAIN_DEADLINE, &mut writer).await.is_err() {
-            writer.abort();
-        }
-    } else {
-        // Dropping the write half sends FIN; answers still in flight are discarded.
-        writer.abort();
-    }
-    result
-}
-
-async fn read_loop(
-    rd: &mut OwnedReadHalf,
-    peer: SocketAddr,
-    tx: mpsc::Sender<Reply>,
-    session: &Session,
-    service: &Arc<Service>,
-    limits: &Limits,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), End> {
-    let granted = session.granted;
-    let inflight = Arc::new(Semaphore::new(granted));
-    // This connection's answers wait in these slabs until the socket takes them.
-    let staging = service.pool.limited(limits.conn_staging_slabs);
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    let mut body = Vec::new();
-    loop {
-        // `read` (unlike `read_exact`) loses nothing when the idle timer or shutdown wins.
-        let first = tokio::select! {
-            read = maybe_timeout(limits.idle, rd.read(&mut header)) => read,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let n = match first {
-            Some(read) => read.map_err(End::Io)?,
-            None if inflight.available_permits() == granted => {
-                debug!(%peer, "idle connection timed out");
-                return Ok(());
-            }
-            None => continue,
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        read_full(rd, &mut header[n..], "frame header").await?;
-        let frame = FrameHeader::decode(&header, limits.max_frame).map_err(protocol)?;
-        body.resize(frame.body_len as usize, 0);
-        read_full(rd, &mut body, "frame body").await?;
-        let reply = match frame.kind {
-            Kind::Ping => Reply::Pong { request_id: frame.request_id },
-            Kind::Read => {
-                let (request_id, pusher) = (frame.request_id, &session.pusher);
-                let read = Read { request_id, peer, pusher, staging: &staging };
-                match dispatch(&body, read, &tx, &inflight, service, limits) {
-                    Some(reply) => reply,
-                    None => continue,
-                }
-            }
-            Kind::Data | Kind::Pong => {
-                return Err(protocol(format!("a client may not send {:?} frames", frame.kind)))
-            }
-        };
-        if tx.send(reply).await.is_err() {
-            return Ok(()); // The writer is gone: the socket failed.
-        }
-    }
-}
-
-/// The READ being dispatched and its connection.
+/// The READ being dispatched, and this connection's per-session state it needs.
 struct Read<'a> {
     request_id: u32,
-    peer: SocketAddr,
     pusher: &'a Arc<dyn Pusher>,
     /// The connection's capped view of the staging pool.
     staging: &'a StagingPool,
+    tx: &'a mpsc::Sender<Reply>,
+    inflight: &'a Arc<Semaphore>,
 }
 
-/// Starts a READ; returns an immediate answer for one that cannot start.
-fn dispatch(
-    body: &[u8],
-    Read { request_id, peer, pusher, staging }: Read<'_>,
-    tx: &mpsc::Sender<Reply>,
-    inflight: &Arc<Semaphore>,
-    service: &Arc<Service>,
-    limits: &Limits,
-) -> Option<Reply> {
-    let refuse = |status: Status| {
-        service.stats.record(status, None, 0);
-        Some(Reply::Data {
-            request_id,
-            header: DataHeader::error(status),
-            payload: None,
-            permit: None,
-        })
-    };
-    let req = match ReadRequest::decode(body) {
-        Ok(req) => req,
-        Err(e) => {
-            // The frame itself was whole, so the stream is still in step: answer, keep going.
-            warn!(%peer, request_id, "malformed READ: {e}");
+impl Handler {
+    /// Serves the connection to its end, counting and logging how it ended.
+    async fn run(mut self, stream: TcpStream) {
+        let peer = self.peer;
+        let service = Arc::clone(&self.service);
+        let stats = &service.stats;
+        stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        debug!(%peer, "connection open");
+        match self.handle(stream).await {
+            Ok(()) => debug!(%peer, "connection closed"),
+            Err(End::Protocol(reason)) => {
+                stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "closing connection: {reason}");
+            }
+            Err(End::Io(e)) => debug!(%peer, "connection closed: {e}"),
+            Err(End::Transport(reason)) => {
+                stats.verbs_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "closing connection: {reason}");
+            }
+            Err(End::Stalled(reason)) => {
+                stats.connections_stalled.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "closing connection: {reason}; releasing its staging");
+            }
+        }
+        stats.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    async fn handle(&mut self, stream: TcpStream) -> Result<(), End> {
+        // Answers are latency-bound small frames as often as bulk data.
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let session = handshake(&mut rd, &mut wr, &self.limits).await?;
+        let transport = session.pusher.transport();
+        self.service.stats.opened(transport);
+        let result = self.serve_session(rd, wr, session).await;
+        self.service.stats.closed(transport);
+        result
+    }
+
+    async fn serve_session(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        wr: OwnedWriteHalf,
+        session: Session,
+    ) -> Result<(), End> {
+        let (tx, rx) = mpsc::channel(session.granted + 16);
+        let wr = WriteDeadline::new(wr, self.limits.write_timeout);
+        let mut writer = tokio::spawn(write_loop(wr, rx));
+        let reading = self.read_loop(&mut rd, tx, &session);
+        let result = tokio::select! {
+            result = reading => result,
+            // The writer stops early only when the socket or a verbs write failed.
+            written = &mut writer => return match written {
+                Ok(result) => result,
+                Err(e) => Err(End::Io(io::Error::other(e))),
+            },
+        };
+        if result.is_ok() {
+            if timeout(DRAIN_DEADLINE, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        } else {
+            // Dropping the write half sends FIN; answers still in flight are discarded.
+            writer.abort();
+        }
+        result
+    }
+
+    async fn read_loop(
+        &mut self,
+        rd: &mut OwnedReadHalf,
+        tx: mpsc::Sender<Reply>,
+        session: &Session,
+    ) -> Result<(), End> {
+        let (peer, limits) = (self.peer, Arc::clone(&self.limits));
+        let granted = session.granted;
+        let inflight = Arc::new(Semaphore::new(granted));
+        // This connection's answers wait in these slabs until the socket takes them.
+        let staging = self.service.pool.limited(limits.conn_staging_slabs);
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        let mut body = Vec::new();
+        loop {
+            // `read` (unlike `read_exact`) loses nothing when the idle timer or shutdown wins.
+            let first = tokio::select! {
+                read = maybe_timeout(limits.idle, rd.read(&mut header)) => read,
+                _ = self.shutdown.changed() => return Ok(()),
+            };
+            let n = match first {
+                Some(read) => read.map_err(End::Io)?,
+                None if inflight.available_permits() == granted => {
+                    debug!(%peer, "idle connection timed out");
+                    return Ok(());
+                }
+                None => continue,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            read_full(rd, &mut header[n..], "frame header").await?;
+            let frame = FrameHeader::decode(&header, limits.max_frame).map_err(protocol)?;
+            body.resize(frame.body_len as usize, 0);
+            read_full(rd, &mut body, "frame body").await?;
+            let reply = match frame.kind {
+                Kind::Ping => Reply::Pong { request_id: frame.request_id },
+                Kind::Read => {
+                    let read = Read {
+                        request_id: frame.request_id,
+                        pusher: &session.pusher,
+                        staging: &staging,
+                        tx: &tx,
+                        inflight: &inflight,
+                    };
+                    match self.dispatch(&body, read) {
+                        Some(reply) => reply,
+                        None => continue,
+                    }
+                }
+                Kind::Data | Kind::Pong => {
+                    return Err(protocol(format!("a client may not send {:?} frames", frame.kind)))
+                }
+            };
+            if tx.send(reply).await.is_err() {
+                return Ok(()); // The writer is gone: the socket failed.
+            }
+        }
+    }
+
+    /// Starts a READ; returns an immediate answer for one that cannot start.
+    fn dispatch(&self, body: &[u8], read: Read<'_>) -> Option<Reply> {
+        let Read { request_id, pusher, staging, tx, inflight } = read;
+        let (peer, service) = (self.peer, &self.service);
+        let refuse = |status: Status| {
+            service.stats.record(status, None, 0);
+            Some(Reply::Data {
+                request_id,
+                header: DataHeader::error(status),
+                payload: None,
+                permit: None,
+            })
+        };
+        let req = match ReadRequest::decode(body) {
+            Ok(req) => req,
+            Err(e) => {
+                // The frame itself was whole, so the stream is still in step: answer, go on.
+                warn!(%peer, request_id, "malformed READ: {e}");
+                return refuse(Status::BadRequest);
+            }
+        };
+        if !req.whole() && req.length > self.limits.max_read {
             return refuse(Status::BadRequest);
         }
-    };
-    if !req.whole() && req.length > limits.max_read {
-        return refuse(Status::BadRequest);
-    }
-    let dest = Dest { slot: req.dest_slot, offset: req.dest_offset };
-    if let Err(status) = pusher.check(dest) {
-        return refuse(status);
-    }
-    let Ok(permit) = Arc::clone(inflight).try_acquire_owned() else { return refuse(Status::Busy) };
-    let span = if req.whole() {
-        Span::WHOLE
-    } else {
-        Span { offset: req.offset, len: u64::from(req.length) }
-    };
-    let ask = ReadAsk { fid: FileId::new(req.volume, req.key, req.cookie), span, jwt: req.jwt };
-    let (tx, service, pusher) = (tx.clone(), Arc::clone(service), Arc::clone(pusher));
-    let staging = staging.clone();
-    tokio::spawn(async move {
-        let Answer { header, payload, source } = service.answer(ask, &staging).await;
-        let reply = match deliver(&*pusher, request_id, dest, header, payload).await {
-            Ok((header, payload)) => {
-                let delivered = header.status == Status::Ok;
-                let bytes = if delivered { header.data_len as usize } else { 0 };
-                service.stats.record(header.status, source.filter(|_| delivered), bytes);
-                if delivered {
-                    service.stats.delivered(pusher.transport(), bytes);
-                }
-                Reply::Data { request_id, header, payload, permit: Some(permit) }
-            }
-            Err(reason) => Reply::Close(format!("READ {request_id}: {reason}")),
+        let dest = Dest { slot: req.dest_slot, offset: req.dest_offset };
+        if let Err(status) = pusher.check(dest) {
+            return refuse(status);
+        }
+        let Ok(permit) = Arc::clone(inflight).try_acquire_owned() else {
+            return refuse(Status::Busy);
         };
-        // A send error means the connection is closing; the answer has nowhere to go.
-        let _ = tx.send(reply).await;
-    });
-    None
+        let span = if req.whole() {
+            Span::WHOLE
+        } else {
+            Span { offset: req.offset, len: u64::from(req.length) }
+        };
+        let ask = ReadAsk { fid: FileId::new(req.volume, req.key, req.cookie), span, jwt: req.jwt };
+        let (tx, service, pusher) = (tx.clone(), Arc::clone(service), Arc::clone(pusher));
+        let staging = staging.clone();
+        tokio::spawn(async move {
+            let Answer { header, payload, source } = service.answer(ask, &staging).await;
+            let reply = match deliver(&*pusher, request_id, dest, header, payload).await {
+                Ok((header, payload)) => {
+                    let delivered = header.status == Status::Ok;
+                    let bytes = if delivered { header.data_len as usize } else { 0 };
+                    service.stats.record(header.status, source.filter(|_| delivered), bytes);
+                    if delivered {
+                        service.stats.delivered(pusher.transport(), bytes);
+                    }
+                    Reply::Data { request_id, header, payload, permit: Some(permit) }
+                }
+                Err(reason) => Reply::Close(format!("READ {request_id}: {reason}")),
+            };
+            // A send error means the connection is closing; the answer has nowhere to go.
+            let _ = tx.send(reply).await;
+        });
+        None
+    }
 }
 
 async fn maybe_timeout<F: std::future::Future>(limit: Option<Duration>, f: F) -> Option<F::Output> {

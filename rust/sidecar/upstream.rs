@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
-use super::service::DataMeta;
+use super::read::DataMeta;
+use super::read::Span;
 use super::staging::{Lease, StagingPool};
-use super::store::Span;
 use crate::fid::FileId;
 use crate::needle::FLAG_COMPRESSED;
 use crate::proto::Status;
