@@ -238,10 +238,10 @@ def test_readers_that_never_read_do_not_starve_others(cluster, target, own_sidec
             st = c.stats()
             assert st["fallbacks"] == 0, st["fallback_reasons"]
         # Having taken nothing for --write-timeout-secs, both are closed and their slabs
-        # come back.
+        # come back; the closed client left no connection behind either.
         stats = _wait_for("the stalled connections are closed", lambda: (
             (st := _stats(sc))["connections"]["stalled"] == 2
-            and st["staging"]["in_use"] == 0 and st))
+            and st["staging"]["in_use"] == 0 and st["connections"]["open"] == 0 and st))
         assert stats["connections"]["refused"] == 0
         metrics = httpx.get(f"{sc.http_url}/metrics", timeout=10).text
         assert "seaweed_rdma_sidecar_connections_stalled_total 2\n" in metrics
