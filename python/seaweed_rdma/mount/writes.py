@@ -335,10 +335,13 @@ class FileWriter:
         if n == 0:
             return b""
         buf = bytearray(n)
+        # The pages to lay over the chunks are taken before any await: an upload that
+        # finishes meanwhile leaves the sealed list, while the chunk list read below may
+        # still be the one without it. A page taken here keeps its bytes either way.
+        layers = [s.page for s in self.sealed] + list(self.pages.values())
         if self.entry.chunks:
             view = await self._base_view(reader)
             await reader.readinto_async(view, memoryview(buf), offset, self.mount.off_loop)
-        layers = [s.page for s in self.sealed] + list(self.pages.values())
         cs = self.mount.opts.chunk_size
         for page in layers:
             base = page.index * cs
