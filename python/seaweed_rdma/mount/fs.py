@@ -91,6 +91,9 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
                                              limiter=self._limiter)
 
     async def _entry(self, path: str) -> Entry:
+        pending = self.pending_entry(path)  # created here, on the filer at its first commit
+        if pending is not None:
+            return pending  # type: ignore[no-any-return]
         return await self._off_loop(self.client.entry, path)
 
     def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:

@@ -148,11 +148,20 @@ class WriteHandlers:
         self.client.invalidate(path)
         self.cache.invalidate_path(path)
 
-    def _writer(self, inode: int, path: str, pb: Any) -> FileWriter:
+    def _writer(self, inode: int, path: str, pb: Any, created: bool = True) -> FileWriter:
         w = self.writers.get(inode)
         if w is None:
-            w = self.writers[inode] = FileWriter(path, pb, self._writable())
+            w = self.writers[inode] = FileWriter(path, pb, self._writable(), created)
         return w
+
+    def pending_entry(self, path: str) -> Any | None:
+        """The entry of a file created here that the filer does not have yet (its first
+        commit writes it), for lookups; None for every other path."""
+        inode = self.inodes.find(path)
+        w = self.writers.get(inode) if inode is not None else None
+        if w is None or w.created or w.unlinked:
+            return None
+        return w.attributes_entry()
 
     def _on_commit(self, w: FileWriter) -> None:
         self._forget_path(w.path)
@@ -222,12 +231,13 @@ class WriteHandlers:
         assert self.grpc is not None
         path = self.inodes.child(parent_inode, os.fsdecode(name))
         pb = self._new_entry(os.fsdecode(name), mode, ctx, "file")
-        await self._off_loop(self.grpc.create, split_path(path)[0], pb,
-                             bool(flags & os.O_EXCL))
+        exclusive = bool(flags & os.O_EXCL)
+        if exclusive:  # the filer decides, now; otherwise the first commit creates it
+            await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
         self._forget_path(path)
         self.inodes.detach(path)  # a new file: a new inode number
         inode = self.inodes.ref(path)
-        w = self._writer(inode, path, pb)
+        w = self._writer(inode, path, pb, created=exclusive)
         w.handles += 1
         fh = self._fh()
         self._write_fhs[fh] = inode
@@ -415,7 +425,10 @@ class WriteHandlers:
         self._writable()
         assert self.grpc is not None
         path = self.inodes.child(parent_inode, os.fsdecode(name))
-        if await self._off_loop(self.grpc.list, path, 1):
+        prefix = path + "/"
+        pending = any(w.path.startswith(prefix) and not w.created and not w.unlinked
+                      for w in self.writers.values())  # files here the filer has not seen
+        if pending or await self._off_loop(self.grpc.list, path, 1):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
         self._gone(path)

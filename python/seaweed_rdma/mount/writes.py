@@ -39,12 +39,13 @@ import httpx
 import trio
 
 from ..errors import SeaweedRdmaError
-from ..filer_grpc import FilerGrpc, FilerRpcError, entry_from_pb, split_path
+from ..filer_grpc import Assignment, FilerGrpc, FilerRpcError, entry_from_pb, split_path
 from ..reader import FileView, ReadPath
 
 log = logging.getLogger("seaweed_rdma.mount")
 
 UPLOAD_ATTEMPTS = 3  # each on a new assignment, as weed mount retries
+ASSIGNMENT_FRESH_S = 10.0  # an assignment made ahead is used only this soon
 MAX_DIRTY_PAGES = 16  # per file; beyond it the least recently written page is uploaded
 
 class WriteFailed(SeaweedRdmaError):
@@ -87,9 +88,18 @@ class Uploader:
         """Closes the HTTP connections."""
         self.http.close()
 
-    def upload(self, path: str, data: bytes) -> tuple[str, str]:
+    def assign(self, path: str) -> Assignment:
+        """One assignment for a chunk of ``path``, with the mount's placement flags."""
+        return self.grpc.assign(path=path, collection=self.opts.collection,
+                                replication=self.opts.replication, ttl_sec=self.opts.ttl_sec,
+                                disk_type=self.opts.disk_type,
+                                data_center=self.opts.data_center)
+
+    def upload(self, path: str, data: bytes, first: Assignment | None = None
+               ) -> tuple[str, str]:
         """Stores ``data`` as one needle; returns ``(file_id, e_tag)``, the e_tag being the
-        base64 MD5 of the bytes as the filer records it. Raises ``WriteFailed``."""
+        base64 MD5 of the bytes as the filer records it. ``first`` is an assignment made
+        ahead for the first attempt. Raises ``WriteFailed``."""
         etag = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         reasons: list[str] = []
         for attempt in range(UPLOAD_ATTEMPTS):
@@ -97,10 +107,7 @@ class Uploader:
                 self.retries += 1
                 time.sleep(0.2 * attempt)
             try:
-                a = self.grpc.assign(path=path, collection=self.opts.collection,
-                                     replication=self.opts.replication,
-                                     ttl_sec=self.opts.ttl_sec, disk_type=self.opts.disk_type,
-                                     data_center=self.opts.data_center)
+                a = first if (first is not None and attempt == 0) else self.assign(path)
             except FilerRpcError as e:
                 reasons.append(f"assign: {e}")
                 continue
@@ -173,8 +180,12 @@ class FileWriter:
     """The write state of one file (see the module docs). All methods run on the trio
     thread; blocking work goes through ``off_loop``."""
 
-    def __init__(self, path: str, entry: Any, mount: WriteMount) -> None:
+    def __init__(self, path: str, entry: Any, mount: WriteMount, created: bool = True) -> None:
         self.path = path
+        # False for a file created here whose entry is not on the filer yet: the first
+        # commit writes it with CreateEntry (one call for create+write+close of a small
+        # file), or the first upload does, so a large file shows while it is written.
+        self.created = created
         self.entry = entry  # the protobuf entry: committed chunks plus uploaded ones
         self.size = _pb_size(entry)
         self.mount = mount
@@ -182,13 +193,18 @@ class FileWriter:
         self.pages: OrderedDict[int, Page] = OrderedDict()
         self.sealed: list[Sealed] = []
         self.data_dirty = False  # bytes changed since the last commit (mtime moves)
-        self.meta_dirty = False  # the entry differs from the filer's
+        self.meta_dirty = not created  # the entry differs from the filer's
         self.unlinked = False
         self.error: BaseException | None = None
         self.lock = trio.Lock()
         self._view: FileView | None = None
         self._view_key: tuple[int, int] | None = None
         self._chunks_version = 0  # bumped whenever entry.chunks changes
+        # One assignment asked for at the first write, so the first upload (often the only
+        # one: a small file) does not wait for AssignVolume at close.
+        self._ahead: Assignment | None = None
+        self._ahead_at = 0.0
+        self._ahead_done: trio.Event | None = None
         if entry.content and not entry.chunks:
             # Inline content becomes dirty bytes: once chunks exist readers ignore it.
             content = bytes(entry.content)
@@ -219,6 +235,9 @@ class FileWriter:
         if self.error is not None:
             raise WriteFailed(f"{self.path}: an earlier upload failed: {self.error}")
         self._put(offset, memoryview(data))
+        if self._ahead_done is None and self.mount.nursery is not None:
+            self._ahead_done = trio.Event()
+            self.mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
         cs = self.mount.opts.chunk_size
         full = [i for i, p in self.pages.items() if p.ranges == [(0, cs)]]
         while len(self.pages) - len(full) > MAX_DIRTY_PAGES:
@@ -228,15 +247,47 @@ class FileWriter:
             await self._seal(index)
         return len(data)
 
+    async def _ensure_created(self) -> None:
+        """Writes the entry, empty, if the filer has none yet."""
+        if self.created or self.unlinked:
+            return
+        from ..filer_grpc import PB
+
+        empty = PB["Entry"]()
+        empty.CopyFrom(self.entry)
+        del empty.chunks[:]
+        empty.attributes.file_size = 0
+        await self.mount.off_loop(self.mount.grpc.create, split_path(self.path)[0], empty)
+        self.created = True
+
     async def _seal(self, index: int) -> None:
         page = self.pages.pop(index, None)
         if page is None or not page.ranges:
             return
+        await self._ensure_created()
         s = Sealed(page, self.mount.next_ts())
         self.sealed.append(s)
         await self.mount.upload_slots.acquire()  # back-pressure: bounded uploads in flight
         assert self.mount.nursery is not None
         self.mount.nursery.start_soon(self._upload, s)
+
+    async def _assign_ahead(self, done: trio.Event) -> None:
+        try:
+            self._ahead = await self.mount.off_loop(self.mount.uploader.assign, self.path)
+            self._ahead_at = time.monotonic()
+        except Exception:  # the upload asks again, and reports what fails then
+            self._ahead = None
+        finally:
+            done.set()
+
+    async def _take_ahead(self) -> Assignment | None:
+        if self._ahead_done is None:
+            return None
+        await self._ahead_done.wait()
+        a, self._ahead = self._ahead, None
+        if a is None or time.monotonic() - self._ahead_at > ASSIGNMENT_FRESH_S:
+            return None
+        return a
 
     async def _upload(self, s: Sealed) -> None:
         from ..filer_grpc import PB
@@ -246,8 +297,9 @@ class FileWriter:
         try:
             for start, end in s.page.ranges:
                 data = bytes(s.page.buf[start:end])
+                first = await self._take_ahead()
                 fid, etag = await self.mount.off_loop(self.mount.uploader.upload, self.path,
-                                                      data)
+                                                      data, first)
                 s.chunks.append(PB["FileChunk"](file_id=fid, offset=base + start,
                                                 size=end - start, modified_ts_ns=s.ts_ns,
                                                 e_tag=etag))
@@ -304,7 +356,11 @@ class FileWriter:
                 a.ctime, a.ctime_ns = a.mtime, a.mtime_ns
             a.file_size = self.size
             directory, _ = split_path(self.path)
-            await self.mount.off_loop(self.mount.grpc.update, directory, self.entry)
+            if self.created:
+                await self.mount.off_loop(self.mount.grpc.update, directory, self.entry)
+            else:
+                await self.mount.off_loop(self.mount.grpc.create, directory, self.entry)
+                self.created = True
             self.data_dirty = self.meta_dirty = False
             self.mount.committed(self)
 
