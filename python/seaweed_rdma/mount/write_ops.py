@@ -238,6 +238,7 @@ class WriteHandlers:
         self.inodes.detach(path)  # a new file: a new inode number
         inode = self.inodes.ref(path)
         w = self._writer(inode, path, pb, created=exclusive)
+        w.assign_ahead()
         w.handles += 1
         fh = self._fh()
         self._write_fhs[fh] = inode

@@ -235,14 +235,14 @@ class FileWriter:
         if self.error is not None:
             raise WriteFailed(f"{self.path}: an earlier upload failed: {self.error}")
         self._put(offset, memoryview(data))
-        if self._ahead_done is None and self.mount.nursery is not None:
-            self._ahead_done = trio.Event()
-            self.mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
+        self.assign_ahead()
         cs = self.mount.opts.chunk_size
         full = [i for i, p in self.pages.items() if p.ranges == [(0, cs)]]
         while len(self.pages) - len(full) > MAX_DIRTY_PAGES:
             oldest = next(i for i in self.pages if i not in full)
             full.append(oldest)
+        if full:
+            await self._ensure_created()  # a file larger than a chunk shows while written
         for index in full:
             await self._seal(index)
         return len(data)
@@ -264,12 +264,18 @@ class FileWriter:
         page = self.pages.pop(index, None)
         if page is None or not page.ranges:
             return
-        await self._ensure_created()
         s = Sealed(page, self.mount.next_ts())
         self.sealed.append(s)
         await self.mount.upload_slots.acquire()  # back-pressure: bounded uploads in flight
         assert self.mount.nursery is not None
         self.mount.nursery.start_soon(self._upload, s)
+
+    def assign_ahead(self) -> None:
+        """Asks for the first chunk's assignment now, in the background (once): called at
+        the first write, and at create, since a new file is about to be written."""
+        if self._ahead_done is None and self.mount.nursery is not None:
+            self._ahead_done = trio.Event()
+            self.mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
 
     async def _assign_ahead(self, done: trio.Event) -> None:
         try:
