@@ -475,3 +475,43 @@ def test_kill_9_during_writes_leaves_only_whole_files(cluster, tmp_path):  # typ
         if "partial.bin" in names:  # created at open, never committed: empty, not torn
             assert c.stat("/kill9/partial.bin")["size"] == 0
     shutil.rmtree(tmp_path / "mnt", ignore_errors=True)
+
+
+def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    sc = cluster.add_sidecar(cluster.volume_servers)
+    m = _mount(cluster.filer.grpc_address, tmp_path, "-rdma.enabled",
+               f"-rdma.sidecar={sc.address}", "-rdma.timeoutMs=1000", "-chunkSizeLimitMB=1")
+    try:
+        base = m.mnt / "mixed"
+        base.mkdir()
+        rng = random.Random(11)
+        want: dict[str, bytes] = {}
+        for i in range(4):
+            want[f"r{i}"] = rng.randbytes(2 * MIB + i)
+            (base / f"r{i}").write_bytes(want[f"r{i}"])
+        for step in range(24):
+            if step == 6:
+                sc.sigkill()
+            name = f"w{step % 5}"
+            data = rng.randbytes(rng.choice([4096, MIB + 7, 3 * MIB]))
+            (base / name).write_bytes(data)  # acknowledged at close
+            want[name] = data
+            Path("/proc/sys/vm/drop_caches").write_text("3")
+            for k in rng.sample(sorted(want), 3):
+                assert (base / k).read_bytes() == want[k], (step, k)
+    finally:
+        assert m.stop() == 0
+        sc.kill()
+
+
+def test_collection_and_replication_flags_reach_the_volumes(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    m = _mount(cluster.filer.grpc_address, tmp_path, "-collection=wcoll", "-replication=000")
+    try:
+        (m.mnt / "coll").mkdir(exist_ok=True)
+        (m.mnt / "coll" / "c.bin").write_bytes(b"z" * 100_000)
+    finally:
+        assert m.stop() == 0
+    r = httpx.get(f"{cluster.filer.url}/coll/c.bin", params={"metadata": "true"}, timeout=30)
+    vids = {int(c["file_id"].split(",")[0]) for c in r.json()["chunks"]}
+    files = {p.name for vs in cluster.volume_servers for p in vs.dir.glob("wcoll_*.dat")}
+    assert vids and all(f"wcoll_{v}.dat" in files for v in vids), (vids, files)
