@@ -7,10 +7,12 @@ import random
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 import seaweed_rdma
 from seaweed_rdma import Client
+from seaweed_rdma.filer import FilerClient
 
 from .conftest import Shape, clients_per_filer, shape_or_skip
 
@@ -104,9 +106,12 @@ def test_listdir_and_stat(shapes, clients, cluster):  # type: ignore[no-untyped-
 def test_listing_paginates(cluster):  # type: ignore[no-untyped-def]
     for i in range(25):
         cluster.upload(f"/paged/f{i:03d}", b"x" * i)
+    want = [f"f{i:03d}" for i in range(25)]
+    with httpx.Client() as http:
+        small_pages = FilerClient(cluster.filer.grpc_address, http, page_size=7)
+        assert [e.name for e in small_pages.iter_dir("/paged")] == want
     with Client(cluster.filer.grpc_address) as c:
-        c.filer._page_size = 7
-        assert c.listdir("/paged") == [f"f{i:03d}" for i in range(25)]
+        assert c.listdir("/paged") == want
 
 
 def test_cli_cat_everyshape_or_skip(shapes, tmp_path):  # type: ignore[no-untyped-def]

@@ -377,6 +377,7 @@ fn writable_bytes(py: Python<'_>, size: usize) -> PyResult<(Bound<'_, PyBytes>, 
     .cast_into::<PyBytes>()?;
     // `as_bytes` points at the object's own storage, which never moves while it lives.
     let addr = bytes.as_bytes().as_ptr() as usize;
+    advise_huge_pages(addr, size);
     let view = if size == 0 {
         py.import("builtins")?
             .getattr("memoryview")?
@@ -394,6 +395,27 @@ fn writable_bytes(py: Python<'_>, size: usize) -> PyResult<(Bound<'_, PyBytes>, 
             .call_method1("cast", ("B",))?
     };
     Ok((bytes, view))
+}
+
+/// Asks for transparent huge pages over a large fresh buffer: the engine's first writes
+/// into it fault pages in one by one, and with 4 KiB pages a 256 MiB read takes 65,536
+/// faults (a third of its time on a fast path); with 2 MiB pages, 128. Advisory: a kernel
+/// without THP (or with it off) just ignores it.
+fn advise_huge_pages(addr: usize, size: usize) {
+    const HUGE: usize = 2 << 20;
+    if size < 4 * HUGE {
+        return;
+    }
+    let start = addr.next_multiple_of(HUGE);
+    let end = (addr + size) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: [start, end) lies inside the `size` bytes at `addr`, which the new bytes
+        // object owns and nobody else has seen; MADV_HUGEPAGE changes how the kernel backs
+        // the range, never its contents or mapping, and on failure changes nothing.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
 }
 
 /// The handle on a submitted batch.
