@@ -114,9 +114,16 @@ def test_symlink_from_weed_mount(fast_mount, shapes):  # type: ignore[no-untyped
     assert link.read_bytes() == shapes["multi_chunk"].data
 
 
-def test_writes_get_erofs_with_read_only(cluster, tmp_path):  # type: ignore[no-untyped-def]
+def test_writes_get_erofs_with_read_only(cluster, shapes, tmp_path):  # type: ignore[no-untyped-def]
     m = _mount(cluster, tmp_path, "-readOnly")
     target = m.mnt / "shapes"
+    try:
+        _all_refused(target)
+    finally:
+        assert m.stop() == 0
+
+
+def _all_refused(target: Path) -> None:
     for attempt in (
         lambda: os.open(target / "new.bin", os.O_WRONLY | os.O_CREAT),
         lambda: os.open(target / "multi.bin", os.O_RDWR),
@@ -127,7 +134,6 @@ def test_writes_get_erofs_with_read_only(cluster, tmp_path):  # type: ignore[no-
         with pytest.raises(OSError) as e:
             attempt()
         assert e.value.errno == errno.EROFS
-    assert m.stop() == 0
 
 
 def test_replaced_file_shows_after_ttl(fast_mount, cluster):  # type: ignore[no-untyped-def]
@@ -182,7 +188,7 @@ def test_sidecar_killed_during_cat(cluster, shapes, tmp_path):  # type: ignore[n
         sc.kill()
 
 
-def test_weed_mount_command_line_and_unknown_flags(cluster, tmp_path):  # type: ignore[no-untyped-def]
+def test_weed_mount_command_line_and_unknown_flags(cluster, shapes, tmp_path):  # type: ignore[no-untyped-def]
     m = _mount(cluster, tmp_path, "-filer.path=/shapes", "-chunkSizeLimitMB=4",
                "-cacheCapacityMB=0", "--readOnly", "-concurrentReaders=4", "-cacheDir=/tmp")
     try:
