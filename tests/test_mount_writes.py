@@ -225,7 +225,7 @@ class Fsx:
 
 def test_fsx_random_operations_in_lock_step(wmount, tmp_path):  # type: ignore[no-untyped-def]
     seed = int(os.environ.get("SEAWEED_FSX_SEED", random.randrange(1 << 30)))
-    ops = int(os.environ.get("SEAWEED_FSX_OPS", "500"))
+    ops = int(os.environ.get("SEAWEED_FSX_OPS", "1000"))
     print(f"fsx seed {seed} (SEAWEED_FSX_SEED={seed} reruns it), {ops} operations")
     root = wmount.mnt / f"fsx-{seed}"
     local = tmp_path / "local"
