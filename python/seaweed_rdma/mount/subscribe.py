@@ -34,6 +34,7 @@ class MetaSubscriber:
         self.events = 0
         self.breaks = 0
         self.connected = False
+        self.call: Any = None  # the current stream (cancel() breaks it, as a fault would)
 
     def stats(self) -> dict[str, Any]:
         """Events seen, stream breaks, and whether the stream is up."""
@@ -61,7 +62,7 @@ class MetaSubscriber:
         name = f"seaweed-rdma-mount-{os.getpid()}"
         while True:
             seen = self.events
-            call = self.grpc.subscribe(name, self.prefix, self.last_ts)
+            call = self.call = self.grpc.subscribe(name, self.prefix, self.last_ts)
             try:
                 await trio.to_thread.run_sync(self._pump, call, token, abandon_on_cancel=True)
                 reason = "the filer ended the stream"
