@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from ..client import Client
-from ..errors import SeaweedRdmaError
+from ..errors import NotFound, SeaweedRdmaError
 from ..filer import Entry
 from ..reader import FileView
 from .attrs import to_attributes
@@ -94,6 +94,8 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         pending = self.pending_entry(path)  # created here, on the filer at its first commit
         if pending is not None:
             return pending  # type: ignore[no-any-return]
+        if self.known_absent(path):  # in a directory made here whose names are all known
+            raise NotFound(f"{path}: no such file or directory")
         return await self._off_loop(self.client.entry, path)
 
     def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:

@@ -26,11 +26,13 @@ class MetaSubscriber:
     ``on_event`` (on the trio thread) for each."""
 
     def __init__(self, grpc: FilerGrpc, prefix: str, since_ns: int,
-                 on_event: Callable[[Any], None]) -> None:
+                 on_event: Callable[[Any], None],
+                 on_break: Callable[[], None] | None = None) -> None:
         self.grpc = grpc
         self.prefix = prefix
         self.last_ts = since_ns
         self.on_event = on_event
+        self.on_break = on_break  # told when the stream breaks (what it kept may be stale)
         self.events = 0
         self.breaks = 0
         self.connected = False
@@ -72,6 +74,8 @@ class MetaSubscriber:
                 call.cancel()
                 self.connected = False
             self.breaks += 1
+            if self.on_break is not None:
+                self.on_break()
             if self.events > seen:
                 pause = 0.2
             log.warning("metadata stream from %s broke (%s); resubscribing from %d in %.1fs "

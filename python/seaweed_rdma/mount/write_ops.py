@@ -83,7 +83,13 @@ class WriteHandlers:
         self.subscriber: MetaSubscriber | None = None
         self.grpc = FilerGrpc(self.opts.filer, signature=self.signature)
         self.subscriber = MetaSubscriber(self.grpc, self.inodes.path(pyfuse3.ROOT_INODE),
-                                         time.time_ns(), self._on_meta_event)
+                                         time.time_ns(), self._on_meta_event,
+                                         on_break=self._listed_clear)
+        # Directories made here whose every name this mount knows (kept by our own changes
+        # and dropped at any other client's change in them, or when the metadata stream
+        # breaks): a name not in them is answered ENOENT without asking the filer, which
+        # is what most lookups of a create are.
+        self._listed: dict[str, set[str]] = {}
         if not self.opts.read_only:
             o = self.opts
             self.wm = WriteMount(self.grpc, WriteOptions(
@@ -154,6 +160,30 @@ class WriteHandlers:
             w = self.writers[inode] = FileWriter(path, pb, self._writable(), created)
         return w
 
+    def known_absent(self, path: str) -> bool:
+        """True when ``path`` is surely not there: its directory was made here and no
+        name of that directory has changed elsewhere since."""
+        directory, name = split_path(path)
+        names = self._listed.get(directory)
+        return names is not None and name not in names
+
+    def _listed_clear(self) -> None:
+        self._listed.clear()
+
+    def _listed_add(self, path: str) -> None:
+        directory, name = split_path(path)
+        names = self._listed.get(directory)
+        if names is not None:
+            names.add(name)
+
+    def _listed_drop(self, path: str) -> None:
+        """Forgets the names of ``path``'s directory, and of ``path`` and everything
+        under it (it may be a directory)."""
+        self._listed.pop(split_path(path)[0], None)
+        prefix = path + "/"
+        for d in [d for d in self._listed if d == path or d.startswith(prefix)]:
+            del self._listed[d]
+
     def pending_entry(self, path: str) -> Any | None:
         """The entry of a file created here that the filer does not have yet (its first
         commit writes it), for lookups; None for every other path."""
@@ -215,6 +245,7 @@ class WriteHandlers:
         if n.old_entry.is_directory or n.new_entry.is_directory:
             self.client.invalidate()  # a directory moved or went: every path under it
         for path in paths:
+            self._listed_drop(path)
             self._forget_path(path)
             inode = self.inodes.find(path)
             if inode is not None and inode in self.writers:
@@ -236,6 +267,7 @@ class WriteHandlers:
             await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
         self._forget_path(path)
         self.inodes.detach(path)  # a new file: a new inode number
+        self._listed_add(path)
         inode = self.inodes.ref(path)
         w = self._writer(inode, path, pb, created=exclusive)
         w.assign_ahead()
@@ -385,6 +417,9 @@ class WriteHandlers:
         await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
         self._forget_path(path)
         self.inodes.detach(path)
+        self._listed_add(path)
+        if pb.is_directory:
+            self._listed[path] = set()  # made just now: empty
         return self._attrs(entry_from_pb(pb, path), self.inodes.ref(path))
 
     async def op_mkdir(self, parent_inode: int, name: bytes, mode: int,
@@ -434,8 +469,18 @@ class WriteHandlers:
         await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
         self._gone(path)
 
+    def _listed_remove(self, path: str) -> None:
+        """``path`` went away here: out of its directory's names; names under it dropped."""
+        names = self._listed.get(split_path(path)[0])
+        if names is not None:
+            names.discard(split_path(path)[1])
+        prefix = path + "/"
+        for d in [d for d in self._listed if d == path or d.startswith(prefix)]:
+            del self._listed[d]
+
     def _gone(self, path: str) -> None:
         self._forget_path(path)
+        self._listed_remove(path)
         inode = self.inodes.find(path)
         if inode is not None and inode in self.writers:
             self.writers[inode].unlinked = True  # its handles write nowhere now
@@ -464,6 +509,8 @@ class WriteHandlers:
                 await w.commit()
         await self._off_loop(self.grpc.rename, old, new)
         self._gone(new)
+        self._listed_remove(old)
+        self._listed_add(new)
         self.inodes.rename(old, new)
         for w in self.writers.values():
             if w.path == old:
