@@ -260,8 +260,8 @@ def test_errnos_and_attributes(wmount, cluster):  # type: ignore[no-untyped-def]
     with pytest.raises(FileExistsError):
         os.open(d / "sub" / "x", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with pytest.raises(OSError) as e:
-        os.link(d / "sub" / "x", d / "hard")
-    assert e.value.errno == errno.EPERM  # hard links are not implemented
+        os.link(d / "sub", d / "hard")
+    assert e.value.errno == errno.EPERM  # no hard links to directories
     # umask 022 (weed mount's default) on top of the caller's mode; owner is the caller
     fd = os.open(d / "wide", os.O_CREAT | os.O_WRONLY, 0o777)
     os.close(fd)
@@ -515,3 +515,25 @@ def test_collection_and_replication_flags_reach_the_volumes(cluster, tmp_path): 
     vids = {int(c["file_id"].split(",")[0]) for c in r.json()["chunks"]}
     files = {p.name for vs in cluster.volume_servers for p in vs.dir.glob("wcoll_*.dat")}
     assert vids and all(f"wcoll_{v}.dat" in files for v in vids), (vids, files)
+
+
+def test_hard_links_share_content_with_weed_mount(wmount, cluster, tmp_path):  # type: ignore[no-untyped-def]
+    d = wmount.mnt / "hardlinks"
+    d.mkdir()
+    data = random.Random(5).randbytes(2 * MIB + 11)
+    (d / "a").write_bytes(data)
+    os.link(d / "a", d / "b")
+    assert (d / "b").read_bytes() == data and (d / "a").read_bytes() == data
+    with weed_mount(cluster.filer, tmp_path) as wm:
+        assert (wm / "hardlinks" / "b").read_bytes() == data
+        assert sorted(os.listdir(wm / "hardlinks")) == ["a", "b"]
+    with open(d / "a", "r+b") as f:  # a change through one name shows through the other
+        f.seek(MIB)
+        f.write(b"CHANGED" * 1000)
+    data = data[:MIB] + b"CHANGED" * 1000 + data[MIB + 7000:]
+    with Client(cluster.filer.grpc_address, meta_ttl=0) as c:
+        assert c.read("/hardlinks/b") == data
+    os.unlink(d / "a")
+    assert os.listdir(d) == ["b"]
+    with Client(cluster.filer.grpc_address, meta_ttl=0) as c:
+        assert c.read("/hardlinks/b") == data

@@ -445,8 +445,34 @@ class WriteHandlers:
 
     async def op_link(self, inode: int, new_parent_inode: int,
                    new_name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        """A hard link the filer's way: both entries carry one ``hard_link_id`` (16 random
+        bytes and the 0x01 marker) and the link count; the filer keeps their shared
+        content. The new name gets its own inode number here."""
         self._writable()
-        raise pyfuse3.FUSEError(errno.EPERM)  # hard links are not implemented (yet)
+        assert self.grpc is not None
+        old = self.inodes.path(inode)
+        new = self.inodes.child(new_parent_inode, os.fsdecode(new_name))
+        w = self.writers.get(inode)
+        if w is not None:
+            await w.commit()  # the link shares what is written so far
+        pb = await self._lookup_pb(old)
+        if pb.is_directory:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if not pb.hard_link_id:
+            pb.hard_link_id = os.urandom(16) + b"\x01"
+            pb.hard_link_counter = 1
+        pb.hard_link_counter += 1
+        _now_pb(pb.attributes)
+        await self._off_loop(self.grpc.update, split_path(old)[0], pb)
+        twin = PB["Entry"]()
+        twin.CopyFrom(pb)
+        twin.name = os.fsdecode(new_name)
+        await self._off_loop(self.grpc.create, split_path(new)[0], twin, True)
+        self._forget_path(old)
+        self._forget_path(new)
+        self.inodes.detach(new)
+        self._listed_add(new)
+        return self._attrs(entry_from_pb(twin, new), self.inodes.ref(new))
 
     async def op_unlink(self, parent_inode: int, name: bytes,
                      ctx: Any = None) -> None:
