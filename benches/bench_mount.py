@@ -168,6 +168,30 @@ def summarize(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+UNITS = {"bw_bytes": ("MB/s", 1e6), "iops": ("IOPS", 1.0), "files_per_s": ("files/s", 1.0)}
+
+
+def print_table(results: dict[str, dict], tests: dict[str, str]) -> dict[str, float | None]:
+    """Prints min and median per test and mount (``tests``: test -> metric), and returns the
+    ratio of medians, ours / weed mount (None where a mount could not run the test)."""
+    ratios: dict[str, float | None] = {}
+    for test, key in tests.items():
+        unit, scale = UNITS[key]
+        for name, res in results.items():
+            r = res[test]
+            if "rejected" in r:
+                print(f"{test:16s} {name:14s} rejected: {r['rejected']}")
+            else:
+                print(f"{test:16s} {name:14s} {r['min'] / scale:12.1f} "
+                      f"{r['median'] / scale:12.1f}   {unit}")
+        ours, peer = results["seaweed-rdma"][test], results["weed mount"][test]
+        both = "median" in ours and "median" in peer
+        ratios[test] = ours["median"] / peer["median"] if both else None
+        shown = f"{ratios[test]:.2f}x" if ratios[test] is not None else "n/a"
+        print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
+    return ratios
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=256)
@@ -231,35 +255,10 @@ def main() -> int:
     wresults = {name: summarize_writes(r) for name, r in wruns.items()}
     print(f"\n{'test':16s} {'mount':14s} {'min':>12s} {'median':>12s}   unit")
     ratios: dict[str, float | None] = {}
-    for test, key in WRITE_TESTS.items() if wresults else ():
-        unit, scale = ("MB/s", 1e6) if key == "bw_bytes" else ("files/s", 1.0)
-        for name, res in wresults.items():
-            w = res[test]
-            if "rejected" in w:
-                print(f"{test:16s} {name:14s} rejected: {w['rejected']}")
-            else:
-                print(f"{test:16s} {name:14s} {w['min'] / scale:12.1f} "
-                      f"{w['median'] / scale:12.1f}   {unit}")
-        mine, theirs = wresults["seaweed-rdma"][test], wresults["weed mount"][test]
-        both = "median" in mine and "median" in theirs
-        ratios[test] = mine["median"] / theirs["median"] if both else None
-        shown = f"{ratios[test]:.2f}x" if ratios[test] is not None else "n/a"
-        print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
-    for test in READ_TESTS if results else ():
-        ours, peer = results["seaweed-rdma"], results["weed mount"]
-        unit = "MB/s" if metric(test) == "bw_bytes" else "IOPS"
-        scale = 1e6 if unit == "MB/s" else 1.0
-        for name, res in results.items():
-            r = res[test]
-            if "rejected" in r:
-                print(f"{test:16s} {name:14s} rejected: {r['rejected']}")
-            else:
-                print(f"{test:16s} {name:14s} {r['min'] / scale:12.1f} "
-                      f"{r['median'] / scale:12.1f}   {unit}")
-        both = "median" in ours[test] and "median" in peer[test]
-        ratios[test] = ours[test]["median"] / peer[test]["median"] if both else None
-        shown = f"{ratios[test]:.2f}x" if ratios[test] is not None else "n/a"
-        print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
+    if wresults:
+        ratios |= print_table(wresults, WRITE_TESTS)
+    if results:
+        ratios |= print_table(results, {t: metric(t) for t in READ_TESTS})
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "write_results": wresults,
