@@ -182,3 +182,19 @@ def test_fallback_off_fails_instead_of_reading_http(cluster, shapes):  # type: i
         with pytest.raises(FastPathFailed, match="HTTP fallback is off"):
             c.read(s.path, 0, 4096)
         assert c.stats()["http"]["bytes"] == 0
+
+
+def test_read_fid_over_the_fast_path(cluster, sidecars):  # type: ignore[no-untyped-def]
+    payload = random.Random(12).randbytes(300_000)
+    text = b"".join(b"fid line %d\n" % i for i in range(30_000))
+    cluster.upload("/fast/fid.bin", payload)
+    cluster.upload("/fast/fid.txt", text, mime="text/plain")
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
+        plain = c.entry("/fast/fid.bin").chunks[0].file_id
+        packed = c.entry("/fast/fid.txt").chunks[0]
+        assert packed.is_compressed
+        assert c.read_fid(plain) == payload
+        assert c.read_fid(plain, 1000, 500) == payload[1000:1500]
+        assert c.read_fid(packed.file_id) == text
+        st = c.stats()
+        assert st["http"]["bytes"] == 0 and st["fast"]["reads"] >= 3, st

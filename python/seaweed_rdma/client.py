@@ -213,7 +213,8 @@ class Client:
         return io.BufferedReader(raw, buffer_size=buffering)
 
     def read_fid(self, file_id: str, offset: int = 0, size: int | None = None) -> bytes:
-        """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer.
+        """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer: over
+        the fast path when there is one (whole needle, CRC-checked), else over HTTP.
 
         Raises ``InvalidFileId`` for a malformed id and ``NeedleNotFound`` when no replica
         has it (a wrong cookie reads as not found, as on the volume server).
@@ -224,12 +225,7 @@ class Client:
         parse_fid(file_id)
         if offset < 0 or (size is not None and size < 0):
             raise ValueError("offset and size must be >= 0")
-        stored, encoding = self.reader.http.read_whole(file_id)
-        from .codec import decompress
-
-        data = decompress(stored, file_id) if encoding else stored
-        end = len(data) if size is None else offset + size
-        return data[offset:end]
+        return self.reader.read_fid(file_id, offset, size)
 
     def stats(self) -> dict[str, Any]:
         """Bytes and reads per path (fast, http), fallbacks, errors, latency percentiles."""

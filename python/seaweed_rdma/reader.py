@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from ._core import Plan, decode_manifest, writable_bytes
-from .codec import decode_chunk
+from .codec import decode_chunk, decompress
 from .errors import (
     CorruptManifestError,
     FastPathFailed,
@@ -148,6 +148,23 @@ class ReadPath:
         data = decode_chunk(got[0], chunk, got[1])
         self._decoded.put(chunk.file_id, data)
         return data
+
+    def read_fid(self, file_id: str, offset: int, size: int | None) -> bytes:
+        """A needle's file bytes by file id: whole over the fast path (CRC-checked, each
+        replica's sidecar in turn), else over HTTP; decompressed; then sliced."""
+        chunk = Chunk(file_id, 0, 0, 0)
+        got = self.fast.read_whole(chunk) if self.fast is not None else None
+        if got is None:
+            if self.fast is not None and not self.fallback:
+                raise FastPathFailed(f"{file_id}: not delivered by the fast path and HTTP "
+                                     "fallback is off")
+            t0 = time.perf_counter()
+            got = self.http.read_whole(file_id)
+            self.stats.record("http", len(got[0]), time.perf_counter() - t0)
+        stored, encoding = got
+        data = decompress(stored, file_id) if encoding else stored
+        end = len(data) if size is None else offset + size
+        return data[offset:end]
 
     def resolve(self, chunks: list[Chunk], depth: int = 0) -> list[Chunk]:
         """Expands chunk manifests (recursively) into the data chunks they stand for."""
