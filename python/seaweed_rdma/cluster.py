@@ -25,6 +25,8 @@ import httpx
 from .errors import SeaweedRdmaError
 
 WEED_VERSION = "4.48"
+#: The RDMA device every sidecar this module starts uses (``--rdma-device``), when set.
+SIDECAR_DEVICE_ENV = "SEAWEED_RDMA_SIDECAR_DEVICE"
 
 
 def find_weed() -> str:
@@ -248,9 +250,15 @@ class LocalCluster:
         port, http_port = free_port(), free_port()
         upstream = (f"--volume-server={servers[0].url}" if len(servers) == 1
                     else f"--master={self.master.address}")
+        extra = list(extra or [])
+        # Where a host has several RDMA devices (the soft-RoCE guest of ci/guest.sh has one
+        # on each end of a veth pair), sidecars may be put on one and readers on another.
+        device = os.environ.get(SIDECAR_DEVICE_ENV)
+        if device and not any(a.startswith("--rdma-device") for a in extra):
+            extra.append(f"--rdma-device={device}")
         argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
                 *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}", upstream,
-                f"--http=127.0.0.1:{http_port}", *(extra or [])]
+                f"--http=127.0.0.1:{http_port}", *extra]
         # A sidecar over several volume servers belongs to none of them in sidecar_map().
         sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
                           self.base_dir / f"sidecar{index}.log", argv,

@@ -35,6 +35,7 @@ class MountOptions:
     rdma_fallback: bool = True
     rdma_max_concurrent: int = 64
     rdma_timeout_ms: int = 5000
+    rdma_transport: str = "auto"
     read_only: bool = True
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast-path requests in flight per connection")
     p.add_argument("--rdma.timeoutMs", dest="rdma_timeout_ms", type=int, default=5000,
                    help="deadline of one fast-path batch, in ms")
+    p.add_argument("--rdma.transport", dest="rdma_transport", default="auto",
+                   choices=("auto", "verbs", "tcp"),
+                   help="fast-path transport: auto (verbs where both ends can, else tcp), "
+                        "verbs (RDMA only: with -rdma.fallback=false a read fails rather "
+                        "than use anything else) or tcp")
     p.add_argument("--readOnly", dest="read_only", nargs="?", const=True, default=True,
                    type=_bool, help="always on: this mount is read-only")
     p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,
