@@ -118,7 +118,12 @@ fi
 say "building the release wheel into .venv and the Rust test binary"
 SEAWEED_RDMA_RELEASE=1 bash ci/install.sh
 export PATH="$HOME/.cargo/bin:$PATH"
-testbin=$(cargo test --release --lib --no-run --message-format=json 2>/dev/null |
+# The same pyo3 settings maturin built with: pyo3's build scripts rerun when these change,
+# and would then rebuild the whole crate for the test binary and again for the next wheel.
+pyo3_config=$(ls target/maturin/pyo3-config-*.txt 2>/dev/null | head -n 1)
+[ -n "$pyo3_config" ] || die "maturin left no target/maturin/pyo3-config-*.txt to build the tests with"
+testbin=$(PYO3_CONFIG_FILE=$root/$pyo3_config PYO3_BUILD_EXTENSION_MODULE=1 \
+    cargo test --release --lib --no-run --message-format=json 2>"$root/target/guest-test-build.log" |
     "$root/.venv/bin/python" -c '
 import json, sys
 for line in sys.stdin:
@@ -126,7 +131,10 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["profile"]["test"] and m.get("executable"):
         print(m["executable"])
 ' | tail -n 1)
-[ -x "$testbin" ] || die "could not build the Rust test binary (cargo test --release --lib --no-run)"
+if [ ! -x "$testbin" ]; then
+    tail -n 30 "$root/target/guest-test-build.log" >&2
+    die "could not build the Rust test binary (cargo test --release --lib --no-run; log above)"
+fi
 python_bin=$(readlink -f .venv/bin/python)
 python_prefix=$(dirname "$(dirname "$python_bin")")
 [ -d "$python_prefix/lib" ] || die "cannot tell which Python install .venv uses ($python_bin)"
@@ -163,7 +171,8 @@ timeout --kill-after=20 "$limit" "${qemu[@]}" \
 qemu_rc=$?
 set -e
 elapsed=$((SECONDS - t0))
-grep -E '^\[guest-in\]|^(PASSED|FAILED|ERROR)|passed|failed|test result:|SRG-GUEST-EXIT' "$log" | tail -n 60 || true
+grep -E '^\[guest-(in|bench)\]|^test result:|^=+ .*(passed|failed|error).* =+$|^(FAILED|ERROR) |SRG-GUEST-EXIT' \
+    "$log" | tail -n 60 || true
 if [ -f "$out/rc" ]; then
     rc=$(tr -dc '0-9' <"$out/rc")
 elif [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then

@@ -9,7 +9,7 @@ set -uo pipefail
 out=${1:?usage: bench.sh OUT_DIR}
 say() { echo "[guest-bench] $*"; }
 size=${SRG_PERFTEST_SIZE:-1048576}
-iters=${SRG_PERFTEST_ITERS:-100}
+iters=${SRG_PERFTEST_ITERS:-50}
 
 # Average bandwidth in MiB/s (perftest's MB are 2^20 bytes) from perftest's result line,
 # the one starting with the message size; empty when it ran no iterations.
@@ -30,9 +30,9 @@ printf '{"message_bytes": %s, "iterations": %s, "ib_write_bw_MiBps": %s, "ib_rea
     "$size" "$iters" "${write_bw:-null}" "${read_bw:-null}" >"$out/perftest.json"
 
 say "seaweed-rdma bench (sidecars on rxe0, clients on rxe1)"
-SEAWEED_RDMA_DEVICE=rxe1 SEAWEED_RDMA_SIDECAR_DEVICE=rxe0 timeout 480 \
-    seaweed-rdma bench --size-mib "${SRG_BENCH_MIB:-64}" --chunk-mib 4 --rounds 2 \
-    --random-reads "${SRG_BENCH_RANDOM:-300}" --out "$out/bench.json" || {
+SEAWEED_RDMA_DEVICE=rxe1 SEAWEED_RDMA_SIDECAR_DEVICE=rxe0 timeout 300 \
+    seaweed-rdma bench --size-mib "${SRG_BENCH_MIB:-32}" --chunk-mib 4 --rounds 2 \
+    --random-reads "${SRG_BENCH_RANDOM:-200}" --out "$out/bench.json" || {
     say "seaweed-rdma bench failed"
     exit 1
 }
