@@ -42,6 +42,10 @@ pytestmark = [
 
 CLIENT_DEVICE = os.environ.get("SEAWEED_RDMA_DEVICE", "")
 SIDECAR_DEVICE = os.environ.get(SIDECAR_DEVICE_ENV, "")
+# Generous deadlines: a verbs handshake and a batch take far longer on soft-RoCE under
+# emulation than on hardware, and with fallback off a missed deadline fails the read.
+CONNECT_TIMEOUT = 60.0
+READ_TIMEOUT = 60.0
 TWO_DEVICES = bool(CLIENT_DEVICE and SIDECAR_DEVICE and CLIENT_DEVICE != SIDECAR_DEVICE)
 
 
@@ -62,7 +66,8 @@ def mapping(sidecars: list[Sidecar]) -> dict[str, str]:
 def verbs_client(filer: str, sidecars: list[Sidecar], **kw: Any) -> Client:
     """A client that may only use verbs: no tcp, and no HTTP fallback either, so an extent
     verbs cannot deliver fails the read instead of hiding."""
-    return Client(filer, sidecar=mapping(sidecars), transport="verbs", fallback=False, **kw)
+    return Client(filer, sidecar=mapping(sidecars), transport="verbs", fallback=False,
+                  fast_connect_timeout=CONNECT_TIMEOUT, fast_timeout=READ_TIMEOUT, **kw)
 
 
 def sidecar_bytes(sidecars: list[Sidecar]) -> dict[str, int]:
@@ -166,7 +171,7 @@ def test_sidecar_killed_during_verbs_reads_then_verbs_comes_back(
     same client reads over verbs again."""
     s = shapes["multi_chunk"]
     with Client(s.filer, sidecar=mapping(verbs_sidecars), transport="verbs",
-                fast_timeout=2.0) as c:
+                fast_timeout=2.0, fast_connect_timeout=CONNECT_TIMEOUT) as c:
         with readers_running(c, {s.path: s.data}, threads=4) as errors:
             time.sleep(1.0)
             for sc in verbs_sidecars:
@@ -204,7 +209,9 @@ def test_mount_cats_shapes_over_verbs(cluster: LocalCluster, shapes: dict[str, S
         mnt.mkdir()
         m = Mount([f"-filer={cluster.filer.grpc_address}", "-rdma.enabled",
                    f"-rdma.sidecar={sc.address}", "-rdma.transport=verbs",
-                   "-rdma.fallback=false"], mnt, tmp_path / "mount.log")
+                   "-rdma.fallback=false", f"-rdma.connectTimeoutMs={CONNECT_TIMEOUT * 1000:.0f}",
+                   f"-rdma.timeoutMs={READ_TIMEOUT * 1000:.0f}"],
+                  mnt, tmp_path / "mount.log", timeout=300)
         try:
             before = sidecar_bytes([sc])
             names = ["multi_chunk", "boundary_1048577", "compressed_text", "appended",

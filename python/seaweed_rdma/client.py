@@ -30,7 +30,8 @@ class Client:
     ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
     ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
-    requests in flight per sidecar connection.
+    requests in flight per sidecar connection. ``fast_connect_timeout`` bounds a sidecar
+    connection's handshake (over verbs it includes connecting the queue pair).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Client:
         fast_timeout: float = 5.0,
         fast_max_inflight: int = 128,
         fallback: bool = True,
+        fast_connect_timeout: float = 1.0,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -68,7 +70,8 @@ class Client:
         if sidecar is not None and transport != "http":
             self._path.fast = FastPath(sidecar, transport, self.master, self._stats,
                                        jwt_key=jwt_key, timeout=fast_timeout,
-                                       max_inflight=fast_max_inflight)
+                                       max_inflight=fast_max_inflight,
+                                       connect_timeout=fast_connect_timeout)
             self._path.fallback = fallback
         self._meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}

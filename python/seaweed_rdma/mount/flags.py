@@ -36,6 +36,7 @@ class MountOptions:
     rdma_max_concurrent: int = 64
     rdma_timeout_ms: int = 5000
     rdma_transport: str = "auto"
+    rdma_connect_timeout_ms: int = 1000
     read_only: bool = True
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fast-path requests in flight per connection")
     p.add_argument("--rdma.timeoutMs", dest="rdma_timeout_ms", type=int, default=5000,
                    help="deadline of one fast-path batch, in ms")
+    p.add_argument("--rdma.connectTimeoutMs", dest="rdma_connect_timeout_ms", type=int,
+                   default=1000, help="deadline of a connection's handshake with a sidecar, "
+                                      "in ms (a verbs handshake includes the queue pair)")
     p.add_argument("--rdma.transport", dest="rdma_transport", default="auto",
                    choices=("auto", "verbs", "tcp"),
                    help="fast-path transport: auto (verbs where both ends can, else tcp), "

@@ -113,6 +113,7 @@ def run_mount(opts: MountOptions) -> int:
                     master=opts.master, jwt_key=opts.jwt_key, meta_ttl=opts.cache_meta_ttl_sec,
                     max_workers=max(4, opts.concurrent_readers),
                     fast_timeout=opts.rdma_timeout_ms / 1000,
+                    fast_connect_timeout=opts.rdma_connect_timeout_ms / 1000,
                     fast_max_inflight=max(1, opts.rdma_max_concurrent),
                     fallback=opts.rdma_fallback or not sidecar)
     try:
