@@ -46,12 +46,14 @@ SIDECAR_DEVICE = os.environ.get(SIDECAR_DEVICE_ENV, "")
 # emulation than on hardware, and with fallback off a missed deadline fails the read.
 CONNECT_TIMEOUT = 60.0
 READ_TIMEOUT = 60.0
+START_TIMEOUT = 300.0  # a verbs sidecar registers its staging pool before it serves
 TWO_DEVICES = bool(CLIENT_DEVICE and SIDECAR_DEVICE and CLIENT_DEVICE != SIDECAR_DEVICE)
 
 
 @pytest.fixture(scope="module")
 def verbs_sidecars(cluster: LocalCluster, shapes: dict[str, Shape]) -> Iterator[list[Sidecar]]:
-    made = [cluster.add_sidecar(vs, extra=["--transport=verbs"]) for vs in cluster.volume_servers]
+    made = [cluster.add_sidecar(vs, extra=["--transport=verbs"], start_timeout=START_TIMEOUT)
+            for vs in cluster.volume_servers]
     yield made
     for sc in made:
         sc.kill()
@@ -203,7 +205,8 @@ def test_mount_cats_shapes_over_verbs(cluster: LocalCluster, shapes: dict[str, S
                                       tmp_path: Path) -> None:
     """``seaweed-rdma mount -rdma.enabled -rdma.transport=verbs -rdma.fallback=false``:
     ``cat`` of several shapes is byte-exact, and the sidecar served them over verbs only."""
-    sc = cluster.add_sidecar(cluster.volume_servers, extra=["--transport=verbs"])
+    sc = cluster.add_sidecar(cluster.volume_servers, extra=["--transport=verbs"],
+                             start_timeout=START_TIMEOUT)
     try:
         mnt = tmp_path / "mnt"
         mnt.mkdir()
