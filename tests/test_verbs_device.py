@@ -46,6 +46,9 @@ SIDECAR_DEVICE = os.environ.get(SIDECAR_DEVICE_ENV, "")
 # emulation than on hardware, and with fallback off a missed deadline fails the read.
 CONNECT_TIMEOUT = 60.0
 READ_TIMEOUT = 60.0
+# The shapes' chunks are at most 1 MiB; encrypted ones are stored 28 bytes longer and are
+# read whole, so they need slots larger than the 1 MiB default.
+SLOT_SIZE = 2 << 20
 START_TIMEOUT = 300.0  # a verbs sidecar registers its staging pool before it serves
 TWO_DEVICES = bool(CLIENT_DEVICE and SIDECAR_DEVICE and CLIENT_DEVICE != SIDECAR_DEVICE)
 
@@ -69,7 +72,8 @@ def verbs_client(filer: str, sidecars: list[Sidecar], **kw: Any) -> Client:
     """A client that may only use verbs: no tcp, and no HTTP fallback either, so an extent
     verbs cannot deliver fails the read instead of hiding."""
     return Client(filer, sidecar=mapping(sidecars), transport="verbs", fallback=False,
-                  fast_connect_timeout=CONNECT_TIMEOUT, fast_timeout=READ_TIMEOUT, **kw)
+                  fast_connect_timeout=CONNECT_TIMEOUT, fast_timeout=READ_TIMEOUT,
+                  fast_verbs_slot_size=SLOT_SIZE, **kw)
 
 
 def sidecar_bytes(sidecars: list[Sidecar]) -> dict[str, int]:

@@ -32,6 +32,9 @@ class Client:
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
     requests in flight per sidecar connection. ``fast_connect_timeout`` bounds a sidecar
     connection's handshake (over verbs it includes connecting the queue pair).
+    ``fast_verbs_slot_size`` is the size of each registered receive slot over verbs: a
+    compressed or encrypted chunk is read whole, so one stored larger than a slot (an
+    encrypted chunk is 28 bytes longer than its plaintext) goes over HTTP instead.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class Client:
         fast_max_inflight: int = 128,
         fallback: bool = True,
         fast_connect_timeout: float = 1.0,
+        fast_verbs_slot_size: int = 1 << 20,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -71,7 +75,8 @@ class Client:
             self._path.fast = FastPath(sidecar, transport, self.master, self._stats,
                                        jwt_key=jwt_key, timeout=fast_timeout,
                                        max_inflight=fast_max_inflight,
-                                       connect_timeout=fast_connect_timeout)
+                                       connect_timeout=fast_connect_timeout,
+                                       verbs_slot_size=fast_verbs_slot_size)
             self._path.fallback = fallback
         self._meta_ttl = meta_ttl
         self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}

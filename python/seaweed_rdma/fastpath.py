@@ -52,7 +52,8 @@ class FastPath:
 
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
-                 max_inflight: int = 128, connect_timeout: float = 1.0) -> None:
+                 max_inflight: int = 128, connect_timeout: float = 1.0,
+                 verbs_slot_size: int = 1 << 20) -> None:
         self.spec = spec
         self.requested = transport
         self._targets: dict[str, str] = {}  # volume server URL -> sidecar address
@@ -63,6 +64,7 @@ class FastPath:
         # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
         self.engine = Engine(timeout_ms=int(timeout * 1000),
                              connect_timeout_ms=max(1, int(connect_timeout * 1000)),
+                             verbs_slot_size=verbs_slot_size,
                              max_inflight=max_inflight, transport=transport)
 
     @property
