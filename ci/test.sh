@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then Rust checks and tests, Python lint,
-# and pytest against real SeaweedFS clusters and FUSE mounts.
+# and pytest against real SeaweedFS clusters and FUSE mounts; then the verbs suite on
+# soft-RoCE in a qemu guest (ci/guest.sh; it skips, saying why, where qemu cannot run, and
+# SEAWEED_RDMA_GUEST=0 skips it on purpose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install.sh
@@ -17,3 +19,5 @@ mypy
 python -m mypy.stubtest seaweed_rdma._core
 echo "[test] pytest"
 python -m pytest -q -p no:cacheprovider "$@"
+echo "[test] verbs suite on soft-RoCE (ci/guest.sh)"
+bash ci/guest.sh

@@ -15,14 +15,14 @@ from typing import Any
 class Mount:
     """A ``seaweed-rdma mount`` subprocess, always unmounted at the end."""
 
-    def __init__(self, args: list[str], mnt: Path, log: Path) -> None:
+    def __init__(self, args: list[str], mnt: Path, log: Path, timeout: float = 30.0) -> None:
         self.mnt = mnt
         self.log = log
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "seaweed_rdma.cli", "mount", *args, f"-dir={mnt}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while not os.path.ismount(mnt):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()

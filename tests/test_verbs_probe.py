@@ -51,3 +51,16 @@ class TestDoctor:
         r = subprocess.run([sys.executable, "-m", "seaweed_rdma.cli", "doctor", "--json"],
                            capture_output=True, text=True, timeout=60)
         assert json.loads(r.stdout)["reasons"] == json.loads(_core.verbs_probe())["reasons"]
+
+    def test_doctor_prints_mtus_in_bytes(self) -> None:
+        """The probe reports `enum ibv_mtu` codes; doctor shows them as bytes."""
+        from seaweed_rdma.doctor import mtu_text, render
+
+        assert [mtu_text(c) for c in (1, 2, 3, 4, 5)] == ["256", "512", "1024", "2048", "4096"]
+        assert mtu_text(0) == "unknown (0)" and mtu_text(None) == "unknown"
+        report = json.loads(_core.verbs_probe())
+        port = {"port": 1, "state": "ACTIVE", "link_layer": "Ethernet", "active_mtu": 5,
+                "max_mtu": 3, "gids": []}
+        report["devices"] = [{"name": "rxe0", "ports": [port]}]
+        text = render(report)
+        assert "active MTU 4096, max MTU 1024" in text, text

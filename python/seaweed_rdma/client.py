@@ -36,6 +36,11 @@ class Client:
 
     ``close()`` (or leaving a ``with`` block) releases the engine's threads and connections;
     calls after it raise ``ClientClosed``.
+    ``fast_connect_timeout`` bounds a sidecar connection's handshake (over verbs it
+    includes connecting the queue pair). ``fast_verbs_slot_size`` is the size of each
+    registered receive slot over verbs: a compressed or encrypted chunk is read whole, so one
+    stored larger than a slot (an encrypted chunk is 28 bytes longer than its plaintext) goes
+    over HTTP instead.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class Client:
         fast_max_inflight: int = 128,
         fallback: bool = True,
         verify: bool = False,
+        fast_connect_timeout: float = 1.0,
+        fast_verbs_slot_size: int = 1 << 20,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -72,7 +79,9 @@ class Client:
         fast = None
         if sidecar is not None and transport != "http":
             fast = FastPath(sidecar, transport, self.master, self._stats, jwt_key=jwt_key,
-                            timeout=fast_timeout, max_inflight=fast_max_inflight)
+                            timeout=fast_timeout, max_inflight=fast_max_inflight,
+                            connect_timeout=fast_connect_timeout,
+                            verbs_slot_size=fast_verbs_slot_size)
         self.reader = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
                                self._stats, self._executor, fast, fallback=fallback,
                                verify=verify)

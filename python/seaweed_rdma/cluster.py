@@ -25,6 +25,8 @@ import httpx
 from .errors import SeaweedRdmaError
 
 WEED_VERSION = "4.48"
+#: The RDMA device every sidecar this module starts uses (``--rdma-device``), when set.
+SIDECAR_DEVICE_ENV = "SEAWEED_RDMA_SIDECAR_DEVICE"
 
 
 def find_weed() -> str:
@@ -104,14 +106,19 @@ class Sidecar(Server):
     its HTTP (health/stats/metrics) port."""
 
     volume_server: Server | None = None
+    #: Seconds ``start`` waits for ``/health`` unless told otherwise (registering a verbs
+    #: staging pool is slow on soft-RoCE under emulation).
+    start_timeout: float = 30.0
 
     @property
     def http_url(self) -> str:
         """Base URL of the sidecar's HTTP listener."""
         return f"http://127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout: float = 30.0) -> None:
-        """(Re)starts the process with the same arguments and waits for ``/health``."""
+    def start(self, timeout: float | None = None) -> None:
+        """(Re)starts the process with the same arguments and waits for ``/health`` (at
+        most ``timeout`` seconds, default ``start_timeout``)."""
+        timeout = self.start_timeout if timeout is None else timeout
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -238,7 +245,7 @@ class LocalCluster:
         return server
 
     def add_sidecar(self, volume_server: Server | list[Server],
-                    extra: list[str] | None = None) -> Sidecar:
+                    extra: list[str] | None = None, start_timeout: float = 30.0) -> Sidecar:
         """Starts a sidecar over one volume server's directory (or, given a list, one
         sidecar over all of theirs, finding volume servers through the master) and waits
         for its ``/health``."""
@@ -248,13 +255,19 @@ class LocalCluster:
         port, http_port = free_port(), free_port()
         upstream = (f"--volume-server={servers[0].url}" if len(servers) == 1
                     else f"--master={self.master.address}")
+        extra = list(extra or [])
+        # Where a host has several RDMA devices (the soft-RoCE guest of ci/guest.sh has one
+        # on each end of a veth pair), sidecars may be put on one and readers on another.
+        device = os.environ.get(SIDECAR_DEVICE_ENV)
+        if device and not any(a.startswith("--rdma-device") for a in extra):
+            extra.append(f"--rdma-device={device}")
         argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
                 *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}", upstream,
-                f"--http=127.0.0.1:{http_port}", *(extra or [])]
+                f"--http=127.0.0.1:{http_port}", *extra]
         # A sidecar over several volume servers belongs to none of them in sidecar_map().
         sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
                           self.base_dir / f"sidecar{index}.log", argv,
-                          servers[0] if len(servers) == 1 else None)
+                          servers[0] if len(servers) == 1 else None, start_timeout)
         sidecar.start()
         self.sidecars.append(sidecar)
         return sidecar

@@ -24,6 +24,13 @@ def _mib(n: int | None) -> str:
     return f"{n / (1 << 20):.0f} MiB"
 
 
+def mtu_text(code: object) -> str:
+    """An ``enum ibv_mtu`` code (1 = 256 .. 5 = 4096) as bytes; anything else as given."""
+    if isinstance(code, int) and not isinstance(code, bool) and 1 <= code <= 5:
+        return str(128 << code)
+    return "unknown" if code is None else f"unknown ({code})"
+
+
 def render(r: dict[str, Any]) -> str:
     """Human-readable lines."""
     lib = r["libibverbs"]
@@ -36,7 +43,8 @@ def render(r: dict[str, Any]) -> str:
         out.append(f"device {d.get('name')}:")
         for p in d.get("ports", []):
             out.append(f"  port {p.get('port')}: {p.get('state')}, {p.get('link_layer')}, "
-                       f"active MTU {p.get('active_mtu')}")
+                       f"active MTU {mtu_text(p.get('active_mtu'))}, "
+                       f"max MTU {mtu_text(p.get('max_mtu'))}")
             for g in p.get("gids", []):
                 out.append(f"    gid[{g.get('index')}] {g.get('gid')} {g.get('kind', '')}")
     k = r["kernel"]

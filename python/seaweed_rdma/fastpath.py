@@ -99,7 +99,8 @@ class FastPath:
 
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
-                 max_inflight: int = 128) -> None:
+                 max_inflight: int = 128, connect_timeout: float = 1.0,
+                 verbs_slot_size: int = 1 << 20) -> None:
         self.spec = spec
         self.requested = transport
         self._master = master
@@ -110,8 +111,9 @@ class FastPath:
         self._order: dict[tuple[str, ...], list[str]] = {}
         # auto: verbs where this host and the sidecar both can, else tcp (decided per
         # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
-        self.engine = Engine(timeout_ms=int(timeout * 1000), connect_timeout_ms=1000,
-                             max_inflight=max_inflight,
+        self.engine = Engine(timeout_ms=int(timeout * 1000),
+                             connect_timeout_ms=max(1, int(connect_timeout * 1000)),
+                             verbs_slot_size=verbs_slot_size, max_inflight=max_inflight,
                              transport=cast(Literal["auto", "tcp", "verbs"], transport))
 
     def close(self) -> None:

@@ -38,12 +38,15 @@ impl Conn {
     /// Connects, shakes hands and starts the reader and writer tasks. Must run inside the
     /// engine's runtime; the caller bounds it with the connect timeout.
     ///
-    /// With `verbs`, the HELLO offers tcp and verbs and carries this connection's queue
-    /// pair; the sidecar's choice decides which the connection is.
+    /// With `verbs`, the HELLO carries this connection's queue pair and offers verbs, plus
+    /// tcp when `tcp_ok`; the sidecar's choice decides which the connection is. Without
+    /// `tcp_ok` (an engine told to use verbs) no byte ever travels over tcp: a sidecar that
+    /// cannot connect the queue pair closes the connection, and that is a verbs failure.
     pub(super) async fn connect(
         addr: &str,
         want_inflight: u32,
         verbs: Option<&Arc<Host>>,
+        tcp_ok: bool,
         stats: &Arc<Stats>,
     ) -> Result<Arc<Conn>, Failure> {
         let io = |what: &str, e: std::io::Error| Failure::Connect(format!("{what}: {e}"));
@@ -53,7 +56,8 @@ impl Conn {
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
         let (rd, mut wr) = stream.into_split();
         let offered = match prepared {
-            Some(_) => proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS,
+            Some(_) if tcp_ok => proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS,
+            Some(_) => proto::TRANSPORT_VERBS,
             None => proto::TRANSPORT_TCP,
         };
         let mut hello = frames::hello(want_inflight, offered).to_vec();
@@ -63,7 +67,16 @@ impl Conn {
         wr.write_all(&hello).await.map_err(|e| io("HELLO", e))?;
         let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut raw = [0u8; proto::HELLO_ACK_LEN];
-        rd.read_exact(&mut raw).await.map_err(|e| io("HELLO_ACK", e))?;
+        rd.read_exact(&mut raw).await.map_err(|e| {
+            if offered == proto::TRANSPORT_VERBS && e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Failure::Verbs(format!(
+                    "the sidecar closed a verbs-only handshake (no verbs there, or its queue \
+                     pair could not connect; see its log): {e}"
+                ))
+            } else {
+                io("HELLO_ACK", e)
+            }
+        })?;
         let ack = frames::accept_ack(&raw, offered)?;
         let permits = frames::window(&ack, want_inflight);
         // After a tcp ack nothing follows, and dropping `prepared` destroys the queue pair.

@@ -130,14 +130,17 @@ impl Pool {
                 return Ok(conn.clone());
             }
             let verbs = verbs?.filter(|_| !self.tcp_only.load(Ordering::Relaxed));
+            let tcp_ok = cfg.transport != Transport::Verbs;
             let conn =
-                match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), &stats).await {
+                match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), tcp_ok, &stats)
+                    .await
+                {
                     // The sidecar chose verbs but this side could not connect its queue pair
                     // (no route between the GIDs, ...): under Auto, tcp from now on.
                     Err(Failure::Verbs(why)) if cfg.transport == Transport::Auto => {
                         tracing::warn!("engine: verbs to {} failed, using tcp: {why}", self.addr);
                         self.tcp_only.store(true, Ordering::Relaxed);
-                        Conn::connect(&self.addr, cfg.max_inflight, None, &stats).await?
+                        Conn::connect(&self.addr, cfg.max_inflight, None, true, &stats).await?
                     }
                     other => other?,
                 };

@@ -41,6 +41,8 @@ class MountOptions:
     rdma_max_concurrent: int = 64
     rdma_timeout_ms: int = 5000
     rdma_verify: bool = False
+    rdma_transport: str = "auto"
+    rdma_connect_timeout_ms: int = 1000
     read_only: bool = False
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -128,6 +130,15 @@ def add_mount_flags(p: FlagParser) -> None:
     p.add_argument("--umask", default="022", metavar="OCTAL",
                    help="octal umask applied to created files and directories "
                         "(default %(default)s)")
+    p.add_argument("--rdma.connectTimeoutMs", dest="rdma_connect_timeout_ms", type=int,
+                   default=1000, metavar="MS",
+                   help="deadline of a connection's handshake with a sidecar, in ms (a verbs "
+                        "handshake includes connecting the queue pair)")
+    p.add_argument("--rdma.transport", dest="rdma_transport", default="auto",
+                   choices=("auto", "verbs", "tcp"),
+                   help="fast-path transport: auto (verbs where both ends can, else tcp), "
+                        "verbs (RDMA only: with -rdma.fallback=false a read fails rather "
+                        "than use anything else) or tcp")
     p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,
                    metavar="SECS",
                    help="seconds metadata is cached (also the kernel's entry/attr timeout)")

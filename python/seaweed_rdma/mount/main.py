@@ -109,10 +109,12 @@ def run_mount(opts: MountOptions) -> int:
     sidecar = opts.rdma_sidecar if opts.rdma_enabled else None
     if opts.rdma_enabled and not sidecar:
         log.warning("-rdma.enabled without -rdma.sidecar: reads go over HTTP")
-    client = Client(opts.filer, sidecar=sidecar, transport="auto" if sidecar else "http",
+    transport = opts.rdma_transport if sidecar else "http"
+    client = Client(opts.filer, sidecar=sidecar, transport=transport,
                     master=opts.master, jwt_key=opts.jwt_key, meta_ttl=opts.cache_meta_ttl_sec,
                     max_workers=max(4, opts.concurrent_readers),
                     fast_timeout=opts.rdma_timeout_ms / 1000,
+                    fast_connect_timeout=opts.rdma_connect_timeout_ms / 1000,
                     fast_max_inflight=max(1, opts.rdma_max_concurrent),
                     fallback=opts.rdma_fallback or not sidecar,
                     verify=opts.rdma_verify)
