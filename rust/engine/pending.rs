@@ -194,6 +194,24 @@ impl Table {
         Ok(())
     }
 
+    /// What the entry `id` awaits from a DATA answer, and its destination for a range.
+    /// `None` when nobody waits (no such entry, or its batch gave up: then it is removed).
+    ///
+    /// # Errors
+    /// The entry is a PING.
+    fn awaiting(&mut self, id: u32) -> Result<Option<(Asked, Option<Dest>)>, Failure> {
+        let Some(entry) = self.entries.get(&id) else { return Ok(None) };
+        Ok(Some(match &entry.recipient {
+            None => {
+                self.withdraw(id);
+                return Ok(None);
+            }
+            Some(Recipient::Pong) => return Err(Failure::protocol("DATA answering a PING")),
+            Some(Recipient::Whole) => (Asked::Whole, None),
+            Some(Recipient::Range(dest)) => (Asked::Range(dest.len()), Some(*dest)),
+        }))
+    }
+
     /// A DATA answer of `payload` bytes arrived for `id` (tcp): what to do with the bytes.
     /// An entry whose batch gave up is removed here.
     ///
@@ -205,27 +223,17 @@ impl Table {
         data: &DataHeader,
         payload: u32,
     ) -> Result<Claim, Failure> {
-        let Some(entry) = self.entries.get_mut(&id) else { return Ok(Claim::Skip) };
-        let asked = match &entry.recipient {
-            None => {
-                self.withdraw(id);
-                return Ok(Claim::Skip);
-            }
-            Some(Recipient::Pong) => return Err(Failure::protocol("DATA answering a PING")),
-            Some(Recipient::Whole) => Asked::Whole,
-            Some(Recipient::Range(dest)) => Asked::Range(dest.len()),
-        };
-        Ok(match answer::judge(data, payload as usize, asked)? {
-            Verdict::Refuse(why) => Claim::Refuse(why),
-            Verdict::Whole => Claim::Whole,
-            Verdict::Write => match &entry.recipient {
-                Some(Recipient::Range(dest)) => {
-                    let dest = *dest;
+        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(Claim::Skip) };
+        Ok(match (answer::judge(data, payload as usize, asked)?, dest) {
+            (Verdict::Refuse(why), _) => Claim::Refuse(why),
+            (Verdict::Write, Some(dest)) => {
+                if let Some(entry) = self.entries.get_mut(&id) {
                     entry.stage = Stage::Writing;
-                    Claim::Write(dest)
                 }
-                _ => Claim::Whole, // unreachable: Write is only judged for ranges
-            },
+                Claim::Write(dest)
+            }
+            // `judge` says Write only for a range, which has a destination.
+            (Verdict::Whole | Verdict::Write, _) => Claim::Whole,
         })
     }
 
@@ -243,19 +251,10 @@ impl Table {
         bytes: &[u8],
         refused: impl FnOnce(Failure) -> Failure,
     ) -> Result<Option<usize>, Failure> {
-        let Some(entry) = self.entries.get(&id) else { return Ok(None) };
-        let asked = match &entry.recipient {
-            None => {
-                self.withdraw(id);
-                return Ok(None);
-            }
-            Some(Recipient::Pong) => return Err(Failure::protocol("DATA answering a PING")),
-            Some(Recipient::Whole) => Asked::Whole,
-            Some(Recipient::Range(dest)) => Asked::Range(dest.len()),
-        };
-        let result = match (answer::judge(data, bytes.len(), asked)?, &entry.recipient) {
+        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(None) };
+        let result = match (answer::judge(data, bytes.len(), asked)?, dest) {
             (Verdict::Refuse(why), _) => Err(refused(why)),
-            (Verdict::Write, Some(Recipient::Range(dest))) => {
+            (Verdict::Write, Some(dest)) => {
                 // SAFETY: the entry holding `dest` is in the table with a Range recipient
                 // and the table lock is held (`&mut self`): a batch releases a destination
                 // only under this lock (it removes the entry or drops its recipient), so
@@ -265,7 +264,7 @@ impl Table {
                 target[..bytes.len()].copy_from_slice(bytes);
                 answer::range_outcome(bytes.len(), dest.len())
             }
-            _ => Ok(Delivered::Whole(WholeNeedle {
+            (Verdict::Whole | Verdict::Write, _) => Ok(Delivered::Whole(WholeNeedle {
                 data: bytes.to_vec(),
                 crc: data.crc,
                 needle_flags: data.needle_flags,
