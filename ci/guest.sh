@@ -171,8 +171,10 @@ timeout --kill-after=20 "$limit" "${qemu[@]}" \
 qemu_rc=$?
 set -e
 elapsed=$((SECONDS - t0))
-grep -E '^\[guest-(in|bench)\]|^test result:|^=+ .*(passed|failed|error).* =+$|^(FAILED|ERROR) |SRG-GUEST-EXIT' \
-    "$log" | tail -n 60 || true
+# The serial console ends its lines with \r\n: strip the \r, or the anchored patterns miss.
+tr -d '\r' <"$log" |
+    grep -E '^\[guest-(in|bench)\]|^test result:|^=+ .*(passed|failed|error).* =+$|^(FAILED|ERROR) |SRG-GUEST-EXIT' |
+    tail -n 200 || true
 if [ -f "$out/rc" ]; then
     rc=$(tr -dc '0-9' <"$out/rc")
 elif [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then

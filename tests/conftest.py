@@ -178,6 +178,19 @@ def _sparse_through_mount(mnt: Path, name: str, rng: random.Random) -> bytes:
     return head + bytes(gap) + tail + bytes(500_000)
 
 
+def _until_filer_serves(filer: Server, shape: Shape, limit_s: float = 180) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        r = httpx.get(f"{filer.url}{shape.path}", timeout=60)
+        if r.status_code == 200 and r.content == shape.data:
+            return
+        assert time.monotonic() < deadline, (
+            f"the filer still serves other bytes for {shape.path} ({r.status_code}, "
+            f"{len(r.content)} of {len(shape.data)} bytes) {limit_s:.0f} s after weed mount "
+            "wrote it")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def shapes(cluster: LocalCluster, enc_filer: Server, inline_filer: Server,
            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Shape]:
@@ -226,14 +239,11 @@ def shapes(cluster: LocalCluster, enc_filer: Server, inline_filer: Server,
             data = _sparse_through_mount(mnt, "shapes/sparse.bin", rng)
             out["sparse"] = Shape("/shapes/sparse.bin", data, main.grpc_address)
             os.symlink("multi.bin", mnt / "shapes" / "link-to-multi")
-        # weed mount flushes metadata asynchronously; wait until the filer shows it.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            r = httpx.get(f"{main.url}/shapes/overwritten.bin", params={"metadata": "true"})
-            if r.status_code == 200 and int(r.json().get("FileSize", 0)) == len(
-                    out["overlapping"].data):
-                break
-            time.sleep(0.2)
+        # weed mount saves entries to the filer in the background: wait until the filer
+        # serves exactly the bytes written (the size alone can be right before the content
+        # is), for as long as a slow machine (the TCG guest) may take.
+        for key in ("overlapping", "sparse"):
+            _until_filer_serves(main, out[key])
     return out
 
 

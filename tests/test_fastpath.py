@@ -181,7 +181,13 @@ def test_fallback_off_fails_instead_of_reading_http(cluster, shapes):  # type: i
                 fallback=False) as c:
         with pytest.raises(FastPathFailed, match="HTTP fallback is off"):
             c.read(s.path, 0, 4096)
+        # Chunks read whole (compressed ones) too, and the error says why.
+        z = shapes["compressed_text"]
+        assert z.filer == s.filer
+        with pytest.raises(FastPathFailed, match=r"\(whole\).*last reason: (connect|down)"):
+            c.read(z.path)
         assert c.stats()["http"]["bytes"] == 0
+        assert c.stats()["last_fallback"]["reason"] in ("connect", "down")
 
 
 def test_read_fid_over_the_fast_path(cluster, sidecars):  # type: ignore[no-untyped-def]

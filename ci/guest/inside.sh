@@ -17,6 +17,7 @@ out=/srg/out
 say() { echo "[guest-in] $*"; }
 t_start=$SECONDS
 
+modprobe sch_netem || say "modprobe sch_netem failed: the link-fault tests will fail at tc"
 for m in fuse veth rdma_rxe ib_uverbs; do
     modprobe "$m" || {
         say "modprobe $m failed"
@@ -85,6 +86,9 @@ SEAWEED_RDMA_DEVICE=rxe0 timeout 600 "$SRG_TESTBIN" --ignored --test-threads 1 d
     2>&1 | tee "$out/rust-device-tests.log"
 rc=${PIPESTATUS[0]}
 say "Rust device tests: exit $rc in $((SECONDS - t0)) s"
+if [ "$rc" -ne 0 ]; then
+    grep -A30 -E "^---- |panicked" "$out/rust-device-tests.log" | tail -n 100 | sed 's/^/[guest-in] | /'
+fi
 [ "$rc" -eq 0 ] || status=1
 
 # --- pytest -m rdma (sidecars on rxe0, clients on rxe1: across the veth) ------------------
@@ -92,11 +96,15 @@ say "pytest -m rdma (sidecar on rxe0, client on rxe1)"
 say "rxe counters: $(rxe_counts)"
 t0=$SECONDS
 SEAWEED_RDMA_DEVICE=rxe1 SEAWEED_RDMA_SIDECAR_DEVICE=rxe0 \
-    timeout 1000 python -m pytest -p no:cacheprovider -m rdma -rs -v --durations=0 \
+    timeout 1000 python -m pytest -p no:cacheprovider -m rdma -rfEs -v --tb=short --durations=0 \
     -o timeout=900 \
     --junitxml="$out/pytest-rdma.xml" "${SRG_PYTEST_ARGS[@]}" tests 2>&1 | tee "$out/pytest-rdma.log"
 rc=${PIPESTATUS[0]}
 say "pytest -m rdma: exit $rc in $((SECONDS - t0)) s"
+if [ "$rc" -ne 0 ]; then
+    # The host relays only tagged lines: tag the failures so CI's log shows why.
+    sed -n '/^=* FAILURES =*$/,$p' "$out/pytest-rdma.log" | tail -n 150 | sed 's/^/[guest-in] | /'
+fi
 say "rxe counters after pytest: $(rxe_counts)"
 [ "$rc" -eq 0 ] || status=1
 

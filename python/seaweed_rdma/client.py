@@ -12,7 +12,7 @@ import httpx
 
 from .discovery import discover_master
 from .errors import ClientClosed, IsADirectory, NotADirectory
-from .fastpath import FastPath
+from .fastpath import VERBS_SLOT_SIZE, FastPath
 from .fileobj import SeaweedRawFile
 from .filer import Entry, FilerClient, normalize_path
 from .master import MasterClient
@@ -39,8 +39,10 @@ class Client:
     ``fast_connect_timeout`` bounds a sidecar connection's handshake (over verbs it
     includes connecting the queue pair). ``fast_verbs_slot_size`` is the size of each
     registered receive slot over verbs: a compressed or encrypted chunk is read whole, so one
-    stored larger than a slot (an encrypted chunk is 28 bytes longer than its plaintext) goes
-    over HTTP instead.
+    stored larger than a slot goes over HTTP instead (or fails, with ``fallback=False``).
+    The default, 1 MiB + 4 KiB, holds a 1 MiB chunk stored encrypted (28 bytes longer than
+    its plaintext). ``fast_verbs_slots`` caps the slots of each verbs connection (its reads
+    in flight); reads beyond them wait for a free slot.
     """
 
     def __init__(
@@ -59,7 +61,8 @@ class Client:
         fallback: bool = True,
         verify: bool = False,
         fast_connect_timeout: float = 1.0,
-        fast_verbs_slot_size: int = 1 << 20,
+        fast_verbs_slot_size: int = VERBS_SLOT_SIZE,
+        fast_verbs_slots: int = 64,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -81,7 +84,8 @@ class Client:
             fast = FastPath(sidecar, transport, self.master, self._stats, jwt_key=jwt_key,
                             timeout=fast_timeout, max_inflight=fast_max_inflight,
                             connect_timeout=fast_connect_timeout,
-                            verbs_slot_size=fast_verbs_slot_size)
+                            verbs_slot_size=fast_verbs_slot_size,
+                            verbs_slots=fast_verbs_slots)
         self.reader = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
                                self._stats, self._executor, fast, fallback=fallback,
                                verify=verify)

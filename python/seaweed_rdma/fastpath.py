@@ -24,6 +24,9 @@ log = logging.getLogger("seaweed_rdma.fastpath")
 
 NEEDLE_COMPRESSED = 0x01
 OP_BYTES = 1 << 20
+# A 1 MiB chunk stored encrypted (a 12-byte nonce and a 16-byte tag more) is read whole, so
+# the default slot leaves a page of room past OP_BYTES.
+VERBS_SLOT_SIZE = OP_BYTES + 4096
 
 
 def _join(host: str, port: int) -> str:
@@ -100,12 +103,15 @@ class FastPath:
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
                  max_inflight: int = 128, connect_timeout: float = 1.0,
-                 verbs_slot_size: int = 1 << 20) -> None:
+                 verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 64) -> None:
         self.spec = spec
         self.requested = transport
         self._master = master
         self._stats = stats
         self._jwt_key = jwt_key
+        # A ranged piece must fit one verbs receive slot.
+        self._op_bytes = OP_BYTES if transport == "tcp" else max(1, min(OP_BYTES,
+                                                                        verbs_slot_size))
         # The master's location list for a volume -> its sidecars in the order to try:
         # computed once per distinct list, as this sits on every read's path.
         self._order: dict[tuple[str, ...], list[str]] = {}
@@ -113,7 +119,8 @@ class FastPath:
         # sidecar at connect time by the engine); verbs: RDMA or HTTP, never tcp.
         self.engine = Engine(timeout_ms=int(timeout * 1000),
                              connect_timeout_ms=max(1, int(connect_timeout * 1000)),
-                             verbs_slot_size=verbs_slot_size, max_inflight=max_inflight,
+                             verbs_slot_size=verbs_slot_size, verbs_slots=verbs_slots,
+                             max_inflight=max_inflight,
                              transport=cast(Literal["auto", "tcp", "verbs"], transport))
 
     def close(self) -> None:
@@ -145,18 +152,19 @@ class FastPath:
 
     def _first_round(self, reqs: list[RangeRequest]
                      ) -> tuple[list[tuple[RangeRequest, list[str]]], list[RangeRequest]]:
-        """Each request (cut into pieces of at most ``OP_BYTES``, which the engine keeps in
-        flight at once) with its sidecars; and the requests that have none."""
+        """Each request, cut into pieces the engine keeps in flight at once (at most
+        ``OP_BYTES``, and no larger than a verbs slot), with its sidecars; and the requests
+        that have none."""
         todo: list[tuple[RangeRequest, list[str]]] = []
         none: list[RangeRequest] = []
         for r in reqs:
             candidates = self.targets(r.chunk)
             if not candidates:
-                self._stats.fallback("no_sidecar")
+                self._stats.fallback("no_sidecar", message=f"no sidecar for {r.chunk.file_id}")
                 none.append(r)
                 continue
-            for at in range(0, r.length, OP_BYTES):
-                n = min(OP_BYTES, r.length - at)
+            for at in range(0, r.length, self._op_bytes):
+                n = min(self._op_bytes, r.length - at)
                 piece = r if n == r.length else RangeRequest(r.chunk, r.in_chunk + at, n,
                                                              r.buf_offset + at)
                 todo.append((piece, candidates))
@@ -187,7 +195,7 @@ class FastPath:
                          candidates[1])
                 retry.append((r, candidates[1:]))
             else:
-                self._stats.fallback(why.reason)
+                self._stats.fallback(why.reason, message=why.message)
                 log.info("fast path did not deliver %s [%d+%d]: %s; reading over HTTP",
                          r.chunk.file_id, r.in_chunk, r.length, why.message)
                 undelivered.append(r)
@@ -228,26 +236,26 @@ class FastPath:
         decode it with; None when no replica's sidecar delivered it intact."""
         candidates = self.targets(chunk)
         if not candidates:
-            self._stats.fallback("no_sidecar")
+            self._stats.fallback("no_sidecar", message=f"no sidecar for {chunk.file_id}")
             return None
         vid, key, cookie = parse_fid(chunk.file_id)
-        reason = "no_sidecar"
+        reason, message = "no_sidecar", ""
         for target in candidates:
             t0 = time.perf_counter()
             op = WholeOp(target, vid, key, cookie, self._jwt(chunk.file_id))
             result: Needle | OpFailure = self.engine.read_whole([op])[0]
             if isinstance(result, OpFailure):
-                reason = result.reason
+                reason, message = result.reason, result.message
                 log.info("sidecar %s did not deliver %s whole: %s", target, chunk.file_id,
                          result.message)
                 continue
             if not result.verify():
-                reason = "crc_mismatch"
+                reason, message = "crc_mismatch", f"CRC mismatch from sidecar {target}"
                 log.warning("CRC mismatch on %s from sidecar %s", chunk.file_id, target)
                 continue
             self._stats.record("fast", len(result.data), time.perf_counter() - t0)
             return result.data, ("gzip" if result.flags & NEEDLE_COMPRESSED else None)
-        self._stats.fallback(reason)
+        self._stats.fallback(reason, message=message)
         log.info("fast path did not deliver %s whole (%s); reading over HTTP", chunk.file_id,
                  reason)
         return None

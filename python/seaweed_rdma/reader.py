@@ -142,6 +142,7 @@ class ReadPath:
             return cached
         got = self.fast.read_whole(chunk) if self.fast is not None else None
         if got is None:
+            self._may_fall_back(f"{chunk.file_id} (whole)")
             t0 = time.perf_counter()
             got = self.http.read_whole(chunk.file_id)
             self.stats.record("http", len(got[0]), time.perf_counter() - t0)
@@ -155,9 +156,7 @@ class ReadPath:
         chunk = Chunk(file_id, 0, 0, 0)
         got = self.fast.read_whole(chunk) if self.fast is not None else None
         if got is None:
-            if self.fast is not None and not self.fallback:
-                raise FastPathFailed(f"{file_id}: not delivered by the fast path and HTTP "
-                                     "fallback is off")
+            self._may_fall_back(file_id)
             t0 = time.perf_counter()
             got = self.http.read_whole(file_id)
             self.stats.record("http", len(got[0]), time.perf_counter() - t0)
@@ -165,6 +164,15 @@ class ReadPath:
         data = decompress(stored, file_id) if encoding else stored
         end = len(data) if size is None else offset + size
         return data[offset:end]
+
+    def _may_fall_back(self, what: str, count: int = 1) -> None:
+        """Raises ``FastPathFailed`` when HTTP fallback is off and a fast path was there to
+        use: the error names what was missed and the fast path's last reason."""
+        if self.fast is None or self.fallback:
+            return
+        last = self.stats.last_fallback() or "unknown"
+        raise FastPathFailed(f"{count} extent(s) not delivered by the fast path (first: {what};"
+                             f" last reason: {last}) and HTTP fallback is off")
 
     def resolve(self, chunks: list[Chunk], depth: int = 0) -> list[Chunk]:
         """Expands chunk manifests (recursively) into the data chunks they stand for."""
@@ -214,12 +222,10 @@ class ReadPath:
                ) -> None:
         """Whole chunks, and the ranges the fast path did not deliver, over the slower
         paths (in parallel when there are several)."""
-        if undelivered and not self.fallback:
+        if undelivered:
             first = undelivered[0]
-            raise FastPathFailed(
-                f"{len(undelivered)} extent(s) not delivered by the fast path (first: "
-                f"{first.chunk.file_id} [{first.in_chunk}+{first.length}]) and HTTP fallback "
-                f"is off")
+            self._may_fall_back(f"{first.chunk.file_id} [{first.in_chunk}+{first.length}]",
+                                len(undelivered))
         jobs = [self._whole_job(chunk, in_chunk, dest) for chunk, in_chunk, dest in work.whole]
         jobs += [self._range_job(r.chunk, r.in_chunk, buf[r.buf_offset:r.buf_offset + r.length])
                  for r in undelivered]

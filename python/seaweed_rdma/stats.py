@@ -19,6 +19,7 @@ class Stats:
         self._lat: dict[str, deque[float]] = {p: deque(maxlen=samples) for p in PATHS}
         self._counters: dict[str, int] = defaultdict(int)
         self._reasons: dict[str, int] = defaultdict(int)
+        self._last_fallback: dict[str, str] | None = None
 
     def record(self, path: str, nbytes: int, seconds: float | None = None) -> None:
         """One read (an extent or a whole chunk) served by ``path``."""
@@ -33,11 +34,19 @@ class Stats:
         with self._lock:
             self._counters[name] += n
 
-    def fallback(self, reason: str, n: int = 1) -> None:
-        """Extents that left the fast path for HTTP, and why."""
+    def fallback(self, reason: str, n: int = 1, message: str = "") -> None:
+        """Extents that left the fast path for HTTP, and why (``message``: the engine's
+        words for the last one, kept for errors and ``stats()``)."""
         with self._lock:
             self._counters["fallbacks"] += n
             self._reasons[reason] += n
+            self._last_fallback = {"reason": reason, "message": message or reason}
+
+    def last_fallback(self) -> str:
+        """The last fallback as ``reason: message``, or "" when there was none."""
+        with self._lock:
+            last = self._last_fallback
+        return "" if last is None else f"{last['reason']}: {last['message']}"
 
     def snapshot(self) -> dict[str, Any]:
         """A plain dict for ``Client.stats()``."""
@@ -52,6 +61,7 @@ class Stats:
                 }
             out["fallbacks"] = self._counters.get("fallbacks", 0)
             out["fallback_reasons"] = dict(self._reasons)
+            out["last_fallback"] = dict(self._last_fallback) if self._last_fallback else None
             out["errors"] = self._counters.get("errors", 0)
             for k, v in self._counters.items():
                 if k not in out:
