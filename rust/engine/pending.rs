@@ -239,8 +239,9 @@ impl Table {
 
     /// A DATA answer for `id` whose bytes are `bytes` (verbs: already in the receive
     /// slot): settles the entry, copying a range into its destination under this lock.
-    /// `refused` turns a refusal into the failure to report. Returns the bytes delivered,
-    /// if any.
+    /// `refused` turns a refusal into the failure to report. `delivered` is told the byte
+    /// count of a delivered answer before its batch hears of it, so a caller that reads the
+    /// stats once its read returned finds the bytes already counted.
     ///
     /// # Errors
     /// The answer breaks the protocol (DATA for a PING, more bytes than asked).
@@ -250,8 +251,9 @@ impl Table {
         data: &DataHeader,
         bytes: &[u8],
         refused: impl FnOnce(Failure) -> Failure,
-    ) -> Result<Option<usize>, Failure> {
-        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(None) };
+        delivered: impl FnOnce(usize),
+    ) -> Result<(), Failure> {
+        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(()) };
         let result = match (answer::judge(data, bytes.len(), asked)?, dest) {
             (Verdict::Refuse(why), _) => Err(refused(why)),
             (Verdict::Write, Some(dest)) => {
@@ -270,9 +272,11 @@ impl Table {
                 needle_flags: data.needle_flags,
             })),
         };
-        let delivered = result.is_ok().then_some(bytes.len());
+        if result.is_ok() {
+            delivered(bytes.len());
+        }
         self.finish(id, result);
-        Ok(delivered)
+        Ok(())
     }
 
     /// Removes an entry and reports `result` to its batch, if the batch still listens.

@@ -146,9 +146,11 @@ fn answer(
 ) -> Result<(), Failure> {
     let bytes = written.map_or(&[][..], |(lease, len)| &lease.bytes()[..len as usize]);
     let slot_size = link.slots.slot_size();
-    let delivered = shared.table().settle_copied(id, data, bytes, |why| refused(why, slot_size))?;
-    if let Some(n) = delivered {
-        link.stats.verbs_delivered(n as u64);
-    }
-    Ok(())
+    shared.table().settle_copied(
+        id,
+        data,
+        bytes,
+        |why| refused(why, slot_size),
+        |n| link.stats.verbs_delivered(n as u64),
+    )
 }
