@@ -18,6 +18,12 @@
 //! the map may be missing a deletion, and only then is a `refresh` needed.
 //!
 //! The `.idx` entry width (16 or 17 bytes) comes from the `.vif`; see [`IndexLayout`].
+//!
+//! An async caller may read without blocking its thread on the disk: inside
+//! [`from_page_cache`], the reads of `.dat` take only what the page cache holds
+//! (`preadv2` with `RWF_NOWAIT`), and anything else fails at once with an
+//! [`io::ErrorKind::WouldBlock`] error (see [`would_block`]), for the caller to do again
+//! on a thread that may wait.
 
 pub(crate) mod files;
 mod index;
@@ -25,11 +31,13 @@ mod superblock;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use files::{parse_volume_file_name, scan_dir, DirScan, VolumeFiles};
 pub use index::{IndexEntry, IndexLayout, TOMBSTONE_SIZE};
@@ -52,6 +60,74 @@ const META_READ_MAX: usize = 128;
 
 /// Source of the ids that tie a [`Location`] to the open files it was found in.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Set while this thread runs [`from_page_cache`].
+    static PAGE_CACHE_ONLY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Cleared the first time the kernel or filesystem refuses `RWF_NOWAIT`, after which
+/// [`from_page_cache`] declines at once.
+static NOWAIT_WORKS: AtomicBool = AtomicBool::new(true);
+
+/// Runs `f`, whose reads of `.dat` are served only from the page cache: one that would
+/// wait for the disk fails with an error for which [`would_block`] is true. Meant for an
+/// async thread that then redoes the work on a blocking one.
+///
+/// # Errors
+/// What `f` returns; a [`would_block`] error when `RWF_NOWAIT` is not available here.
+pub fn from_page_cache<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !NOWAIT_WORKS.load(Ordering::Relaxed) {
+        return Err(Error::io("(page cache)", io::ErrorKind::WouldBlock.into()));
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PAGE_CACHE_ONLY.with(|c| c.set(false));
+        }
+    }
+    PAGE_CACHE_ONLY.with(|c| c.set(true));
+    let _reset = Reset;
+    f()
+}
+
+/// Whether `e` means "not in the page cache" (see [`from_page_cache`]).
+pub fn would_block(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// `pread` of all of `buf` at `at` that takes only cached pages: a short count then means
+/// the rest is not cached. `Ok(0)` is the end of the file.
+fn pread_nowait(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    let offset = libc::off_t::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: `iov` describes `buf`, which is valid for writes of its length and borrowed
+    // mutably for the call; the descriptor is owned by `file`, which outlives the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// `read_exact_at`, or, inside [`from_page_cache`], its page-cache-only twin.
+fn read_exact_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<()> {
+    if !PAGE_CACHE_ONLY.with(Cell::get) {
+        return file.read_exact_at(buf, at);
+    }
+    let mut done = 0;
+    while done < buf.len() {
+        match pread_nowait(file, &mut buf[done..], at + done as u64) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+            Err(e) => {
+                // EOPNOTSUPP/EINVAL: no RWF_NOWAIT for this file here; stop trying it.
+                NOWAIT_WORKS.store(false, Ordering::Relaxed);
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, e));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// What [`Volume::refresh`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,7 +448,7 @@ impl Volume {
 
     /// Positioned read from `.dat`; running past its end means the index pointed wrong.
     fn pread(&self, buf: &mut [u8], at: u64) -> Result<()> {
-        self.state.dat.read_exact_at(buf, at).map_err(|e| match e.kind() {
+        read_exact_at(&self.state.dat, buf, at).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => Error::CorruptNeedle(format!(
                 "volume {}: {} bytes at offset {at} run past the end of {}",
                 self.files.vid,

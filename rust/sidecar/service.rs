@@ -16,6 +16,7 @@ use super::STAGING_WAIT;
 use crate::error::Error;
 use crate::fid::FileId;
 use crate::proto::Status;
+use crate::volume;
 
 /// Everything a read needs, shared by all connections.
 #[derive(Debug)]
@@ -71,16 +72,44 @@ impl Service {
     async fn read_local(self: &Arc<Self>, ask: &ReadAsk, pool: &StagingPool) -> Result<Answer, ()> {
         let FileId { volume, key, cookie } = ask.fid;
         let span = ask.span;
-        // The common case, a range of at most one slab, draws its slab up front and needs
-        // one trip to a blocking thread; others learn their length first.
+        let max_read = u64::from(self.max_read);
+        // The common case, a range of at most one slab, draws its slab up front; others
+        // learn their length first.
         let mut lease = None;
         if span.len <= pool.slab_size() as u64 {
-            match pool.acquire(span.len as usize, STAGING_WAIT).await {
-                Some(l) => lease = Some(l),
-                None => return Ok(Answer::refuse(Status::Busy)),
+            let Some(l) = pool.acquire(span.len as usize, STAGING_WAIT).await else {
+                return Ok(busy());
+            };
+            lease = Some(l);
+        }
+        // A small read of cached pages is answered on this thread: a trip to a blocking
+        // thread and back (two wake-ups) costs more than the read itself.
+        if span.len <= INLINE_MAX {
+            if let Some(slot) = self.store.get_known(volume) {
+                let given = lease.take();
+                let read =
+                    volume::from_page_cache(|| slot.read(key, cookie, span, given, max_read));
+                match read {
+                    // Its slab went back to the pool with the error.
+                    Err(e) if volume::would_block(&e) => {
+                        let Some(l) = pool.acquire(span.len as usize, STAGING_WAIT).await else {
+                            return Ok(busy());
+                        };
+                        lease = Some(l);
+                    }
+                    read => match step(ask, read) {
+                        Step::Answer(answer) => return Ok(answer),
+                        Step::Upstream => return Err(()),
+                        Step::NeedLease(len) => {
+                            let Some(l) = pool.acquire(len, STAGING_WAIT).await else {
+                                return Ok(busy());
+                            };
+                            lease = Some(l);
+                        }
+                    },
+                }
             }
         }
-        let max_read = u64::from(self.max_read);
         for _ in 0..3 {
             let store = Arc::clone(&self.store);
             let given = lease.take();
@@ -97,23 +126,14 @@ impl Service {
                     return Ok(Answer::refuse(Status::Internal));
                 }
             };
-            match read {
-                Ok(LocalRead::Done { meta, lease }) => {
-                    return Ok(Answer::data(meta, lease, Source::Local))
-                }
-                Ok(LocalRead::NeedLease { len }) => match pool.acquire(len, STAGING_WAIT).await {
-                    Some(l) => lease = Some(l),
-                    None => return Ok(Answer::refuse(Status::Busy)),
-                },
-                Ok(LocalRead::TooLarge { len }) => {
-                    debug!(%ask.fid, len, "read larger than --max-read");
-                    return Ok(Answer::refuse(Status::BadRequest));
-                }
-                Err(Error::NotFound { .. }) => return Ok(Answer::refuse(Status::NotFound)),
-                Err(Error::Deleted { .. }) => return Ok(Answer::refuse(Status::Deleted)),
-                Err(e) => {
-                    warn!(%ask.fid, "local read failed, asking the volume server: {e}");
-                    return Err(());
+            match step(ask, read) {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Upstream => return Err(()),
+                Step::NeedLease(len) => {
+                    let Some(l) = pool.acquire(len, STAGING_WAIT).await else {
+                        return Ok(busy());
+                    };
+                    lease = Some(l);
                 }
             }
         }
@@ -144,4 +164,41 @@ impl Service {
             }
         }
     }
+}
+
+/// Largest read tried on the async thread from the page cache (see `read_local`); larger
+/// copies would hold the thread up longer than the hop they save.
+const INLINE_MAX: u64 = 256 << 10;
+
+/// What a local read leads to.
+enum Step {
+    Answer(Answer),
+    /// Ask the volume server instead.
+    Upstream,
+    /// Read again with a slab of this many bytes.
+    NeedLease(usize),
+}
+
+fn step(ask: &ReadAsk, read: Result<LocalRead, Error>) -> Step {
+    match read {
+        Ok(LocalRead::Done { meta, lease }) => {
+            Step::Answer(Answer::data(meta, lease, Source::Local))
+        }
+        Ok(LocalRead::NeedLease { len }) => Step::NeedLease(len),
+        Ok(LocalRead::TooLarge { len }) => {
+            debug!(%ask.fid, len, "read larger than --max-read");
+            Step::Answer(Answer::refuse(Status::BadRequest))
+        }
+        Err(Error::NotFound { .. }) => Step::Answer(Answer::refuse(Status::NotFound)),
+        Err(Error::Deleted { .. }) => Step::Answer(Answer::refuse(Status::Deleted)),
+        Err(e) => {
+            warn!(%ask.fid, "local read failed, asking the volume server: {e}");
+            Step::Upstream
+        }
+    }
+}
+
+/// The answer when no staging slab frees up in time.
+fn busy() -> Answer {
+    Answer::refuse(Status::Busy)
 }

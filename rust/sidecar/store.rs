@@ -248,6 +248,12 @@ impl Store {
         }
     }
 
+    /// The volume `vid` if it is open already: never looks at the disk (for async threads).
+    pub(crate) fn get_known(&self, vid: u32) -> Option<Arc<OpenVolume>> {
+        let known = self.known.read().unwrap_or_else(PoisonError::into_inner);
+        known.volumes.get(&vid).map(Arc::clone)
+    }
+
     /// The volume `vid` when it is local; an unknown id triggers a (rate-limited) re-scan,
     /// so a volume created since the last scan is found.
     pub(crate) fn get(&self, vid: u32) -> Option<Arc<OpenVolume>> {

@@ -345,3 +345,39 @@ fn volume_is_shareable_across_threads() {
     send_sync::<Volume>();
     send_sync::<std::sync::RwLock<Volume>>();
 }
+
+#[test]
+fn page_cache_reads_take_cached_pages_and_refuse_to_wait_for_the_disk() {
+    let cluster = Cluster::start();
+    let mut rng = Rng::new(0x5eed_0003);
+    let data = rng.bytes(300 * 1024);
+    let fid = cluster.put(None, &data, Upload::default());
+    let volumes = open_all(&cluster);
+    let vol = volume(&volumes, fid);
+    let read_all = || -> Result<Vec<u8>> {
+        let loc = vol.locate(fid.key, fid.cookie)?;
+        let mut buf = vec![0u8; data.len()];
+        vol.read_data(&loc, 0, &mut buf)?;
+        Ok(buf)
+    };
+    assert_eq!(read_all().expect("a plain read"), data);
+    // Just read, so cached: served without waiting.
+    assert_eq!(from_page_cache(read_all).expect("cached pages"), data);
+
+    // Written back and dropped from the page cache: a page-cache read must not wait.
+    let dat = File::open(&vol.files().dat).expect("open .dat");
+    dat.sync_all().expect("fsync .dat");
+    // SAFETY: fadvise only takes the descriptor, owned by `dat` for the call's duration.
+    let rc = unsafe { libc::posix_fadvise(dat.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise");
+    match from_page_cache(read_all) {
+        Err(e) => assert!(would_block(&e), "{e}"),
+        // tmpfs keeps its pages whatever the advice: nothing to refuse there.
+        Ok(got) => {
+            assert_eq!(got, data);
+            eprintln!("the page cache kept the pages (tmpfs?): the refusal is not exercised");
+        }
+    }
+    // Outside `from_page_cache` the same read waits for the disk as usual.
+    assert_eq!(read_all().expect("a plain read after eviction"), data);
+}
