@@ -16,7 +16,7 @@ use super::shared::Shared;
 use super::stats::Stats;
 use super::tasks::{self, Outgoing};
 use super::types::Failure;
-use super::verbs::Host;
+use super::verbs::{self, Host};
 use crate::proto::{self, HelloAck, Kind, ReadRequest};
 
 /// Reader-side buffer: large enough to batch small answers into one syscall, small enough
@@ -55,11 +55,7 @@ impl Conn {
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
         let (rd, mut wr) = stream.into_split();
-        let offered = match prepared {
-            Some(_) if tcp_ok => proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS,
-            Some(_) => proto::TRANSPORT_VERBS,
-            None => proto::TRANSPORT_TCP,
-        };
+        let offered = frames::offer(prepared.is_some(), tcp_ok);
         let mut hello = frames::hello(want_inflight, offered).to_vec();
         if let Some(prepared) = &prepared {
             hello.extend_from_slice(&prepared.exchange());
@@ -67,16 +63,7 @@ impl Conn {
         wr.write_all(&hello).await.map_err(|e| io("HELLO", e))?;
         let mut rd = BufReader::with_capacity(READ_BUFFER, rd);
         let mut raw = [0u8; proto::HELLO_ACK_LEN];
-        rd.read_exact(&mut raw).await.map_err(|e| {
-            if offered == proto::TRANSPORT_VERBS && e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Failure::Verbs(format!(
-                    "the sidecar closed a verbs-only handshake (no verbs there, or its queue \
-                     pair could not connect; see its log): {e}"
-                ))
-            } else {
-                io("HELLO_ACK", e)
-            }
-        })?;
+        rd.read_exact(&mut raw).await.map_err(|e| frames::ack_failure(offered, &e))?;
         let ack = frames::accept_ack(&raw, offered)?;
         let permits = frames::window(&ack, want_inflight);
         // After a tcp ack nothing follows, and dropping `prepared` destroys the queue pair.
@@ -122,13 +109,7 @@ impl Conn {
         owner: u64,
     ) -> Result<u32, Failure> {
         if let Some(link) = self.shared.link() {
-            let slot_size = link.slots.slot_size();
-            if !req.whole() && req.length > slot_size {
-                return Err(Failure::Verbs(format!(
-                    "read of {} bytes exceeds verbs_slot_size {slot_size}",
-                    req.length
-                )));
-            }
+            verbs::check_fits(req, link.slots.slot_size())?;
         }
         let frame = frames::read_body(req, &self.ack)?;
         self.submit(Kind::Read, frame, recipient, reply, owner)

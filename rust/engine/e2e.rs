@@ -43,6 +43,14 @@ impl RealSidecar {
     pub(super) fn addr(&self) -> String {
         self.sidecar.as_ref().expect("running").listen_addr().to_string()
     }
+
+    /// The sidecar's `/stats` as JSON (it must have been started with `--http`).
+    pub(super) fn stats(&self) -> serde_json::Value {
+        let http = self.sidecar.as_ref().and_then(Sidecar::http_addr).expect("started with --http");
+        let mut response = ureq::get(&format!("http://{http}/stats")).call().expect("GET /stats");
+        let body = response.body_mut().read_to_string().expect("stats body");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
 }
 
 impl Drop for RealSidecar {

@@ -9,8 +9,7 @@ use crate::proto::{self, FrameHeader, Hello, HelloAck, Kind, ReadRequest};
 const DEST_SLOT_AT: usize = proto::FRAME_HEADER_LEN + 32;
 
 /// The HELLO asking for `want_inflight` requests per connection over `transports` (the
-/// protocol's bits; verbs is always offered together with tcp, so a sidecar without a
-/// device still answers).
+/// protocol's bits, as [`offer`] chooses them).
 pub(super) fn hello(want_inflight: u32, transports: u16) -> [u8; proto::HELLO_LEN] {
     Hello { version: proto::VERSION, transports, max_inflight: want_inflight }.encode()
 }
@@ -68,6 +67,30 @@ pub(super) fn read_body(req: &ReadRequest, ack: &HelloAck) -> Result<Vec<u8>, Fa
     Ok(frame)
 }
 
+/// The transport bits a HELLO offers: tcp alone without a queue pair to offer; verbs with
+/// one, plus tcp unless the engine was told to use verbs only (`tcp_ok` false).
+pub(super) fn offer(verbs: bool, tcp_ok: bool) -> u16 {
+    match (verbs, tcp_ok) {
+        (true, true) => proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS,
+        (true, false) => proto::TRANSPORT_VERBS,
+        (false, _) => proto::TRANSPORT_TCP,
+    }
+}
+
+/// What a failed read of the HELLO_ACK means: a sidecar that closes a verbs-only handshake
+/// has no verbs or could not connect its queue pair, which is a reason to read another
+/// way, not a sign that the sidecar is down.
+pub(super) fn ack_failure(offered: u16, e: &std::io::Error) -> Failure {
+    if offered == proto::TRANSPORT_VERBS && e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Failure::Verbs(format!(
+            "the sidecar closed a verbs-only handshake (no verbs there, or its queue pair \
+             could not connect; see its log): {e}"
+        ))
+    } else {
+        Failure::Connect(format!("HELLO_ACK: {e}"))
+    }
+}
+
 /// Writes the header of `frame` (a blank header and a body that fits `max_frame`, as
 /// [`read_body`] makes, or a bare header for a PING).
 pub(super) fn stamp(frame: &mut [u8], kind: Kind, request_id: u32) {
@@ -105,6 +128,21 @@ mod tests {
         set_dest(&mut frame, 0x0102_0304);
         let got = ReadRequest::decode(&frame[proto::FRAME_HEADER_LEN..]).expect("decodes");
         assert_eq!(got, ReadRequest { dest_slot: 0x0102_0304, dest_offset: 0, ..req });
+    }
+
+    #[test]
+    fn both_kinds_of_connection_offer_and_read_a_refusal_the_same_way() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(offer(false, true), proto::TRANSPORT_TCP);
+        assert_eq!(offer(false, false), proto::TRANSPORT_TCP, "no queue pair: tcp only");
+        assert_eq!(offer(true, true), proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS);
+        assert_eq!(offer(true, false), proto::TRANSPORT_VERBS);
+        let eof = Error::from(ErrorKind::UnexpectedEof);
+        assert!(matches!(ack_failure(proto::TRANSPORT_VERBS, &eof), Failure::Verbs(_)));
+        let both = proto::TRANSPORT_TCP | proto::TRANSPORT_VERBS;
+        assert!(matches!(ack_failure(both, &eof), Failure::Connect(_)));
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert!(matches!(ack_failure(proto::TRANSPORT_VERBS, &reset), Failure::Connect(_)));
     }
 
     #[test]

@@ -8,12 +8,20 @@
 //! payloads straight into the caller's slices. Because the caller's buffer is only used
 //! while the call runs, plain borrows do: no raw pointers, no cancellation protocol.
 //!
+//! Over verbs (a connection whose sidecar chose verbs in the handshake, offered exactly as
+//! on an async connection) each READ names a slot of the connection's own receive pool, and
+//! an answer is complete once both its DATA frame and its receive completion are in; the
+//! calling thread polls for the completion itself and copies the bytes from the slot into
+//! the caller's slice (`verbs/lane.rs`).
+//!
 //! A lane connection goes back to its sidecar's idle list only after a batch that ended
 //! cleanly (every request answered, nothing left unread); after any error or timeout it is
-//! dropped, since answers it still owes would otherwise reach the next batch. Health works
-//! as on the async path: a sidecar in back-off is not tried, a connect failure, timeout or
-//! protocol error marks it down, and a handshake or an answer brings it back up.
+//! dropped, since answers it still owes would otherwise reach the next batch (and over
+//! verbs its queue pair is destroyed before its pool, so late writes land nowhere). Health
+//! works as on the async path: a sidecar in back-off is not tried, a connect failure,
+//! timeout or protocol error marks it down, and a handshake or an answer brings it back up.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,8 +30,9 @@ use super::answer::{self, Asked, Delivered, Verdict};
 use super::batch::{Ctx, Outcome};
 use super::frames;
 use super::pool::{LaneTicket, Pool};
-use super::types::{Failure, WholeNeedle};
-use super::wire::{timed_out, Wire};
+use super::types::{EngineConfig, Failure, Transport, WholeNeedle};
+use super::verbs::{self, lane::LaneLink, rx};
+use super::wire::{timed_out, Offer, Wire};
 use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest};
 
 /// Most ops a batch may have to take the lane: a handful of requests pipelined on one
@@ -97,7 +106,7 @@ pub(super) fn run(
     };
     let mut exchange = Exchange {
         max_body: frames::max_answer(&wire.ack),
-        window: frames::window(&wire.ack, ctx.cfg.max_inflight),
+        window: frames::window(&wire.ack, want_inflight(ctx.cfg)),
         wire: &mut wire,
         deadline,
         pending: Vec::with_capacity(ops.len()),
@@ -127,11 +136,31 @@ pub(super) fn run(
     results
 }
 
-/// A new lane connection, within the connect timeout (and the batch's deadline).
+/// Requests a lane connection asks to have in flight: a batch has at most
+/// [`LANE_MAX_OPS`], so asking for more would only make a verbs connection register slots
+/// and post receives it never uses.
+fn want_inflight(cfg: &EngineConfig) -> u32 {
+    cfg.max_inflight.min(LANE_MAX_OPS as u32)
+}
+
+/// A new lane connection, within the connect timeout (and the batch's deadline). It offers
+/// verbs exactly when a new async connection would ([`Pool::conn`]), and falls back the
+/// same way under [`Transport::Auto`].
 fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failure> {
     let limit = deadline.min(Instant::now() + ctx.cfg.connect_timeout);
+    let host = pool.offer_verbs(ctx.generation.verbs(ctx.cfg)?);
     let addrs = resolve(ctx, &pool.addr, limit)?;
-    let wire = Wire::connect(&addrs, ctx.cfg.max_inflight, limit)?;
+    let want = want_inflight(ctx.cfg);
+    let tcp_ok = ctx.cfg.transport != Transport::Verbs;
+    let offer = host.as_ref().map(|host| Offer { host, tcp_ok, stats: ctx.stats });
+    let wire = match Wire::connect(&addrs, want, limit, offer) {
+        Err(Failure::Verbs(why)) if ctx.cfg.transport == Transport::Auto => {
+            pool.verbs_failed(&why);
+            Wire::connect(&addrs, want, limit, None)?
+        }
+        other => other?,
+    };
+    pool.note_transport(wire.transport());
     pool.connected(wire.ack.server_id, pool.lane_replaces(), ctx.cfg, ctx.stats);
     Ok(wire)
 }
@@ -181,15 +210,17 @@ impl Exchange<'_> {
     /// Sends and answers every op; `Err` ends the batch (and the connection): ops without
     /// a result share that failure.
     fn run(&mut self, ops: &mut [LaneOp<'_>]) -> Result<(), Failure> {
-        // Ops the sidecar would refuse fail here; the rest queue up.
-        let mut queue = Vec::with_capacity(ops.len());
+        // Ops the sidecar would refuse, or that do not fit a receive slot, fail here; the
+        // rest queue up.
+        let slot_size = self.wire.verbs.as_ref().map(LaneLink::slot_size);
+        let mut queue = VecDeque::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match frames::read_body(&op.req, &self.wire.ack) {
-                Ok(frame) => queue.push((i, frame)),
+            let fits = slot_size.map_or(Ok(()), |size| verbs::check_fits(&op.req, size));
+            match fits.and_then(|()| frames::read_body(&op.req, &self.wire.ack)) {
+                Ok(frame) => queue.push_back((i, frame)),
                 Err(why) => self.results[i] = Some(Err(why)),
             }
         }
-        let mut queue = queue.into_iter();
         self.send(&mut queue)?;
         while !self.pending.is_empty() {
             self.answer(ops)?;
@@ -198,12 +229,26 @@ impl Exchange<'_> {
         Ok(())
     }
 
-    /// Sends queued requests, in one write, until the window is full or the queue empty.
-    fn send(&mut self, queue: &mut impl Iterator<Item = (usize, Vec<u8>)>) -> Result<(), Failure> {
+    /// Sends queued requests, in one write, until the window is full (or, on verbs, every
+    /// receive slot is held) or the queue empty.
+    fn send(&mut self, queue: &mut VecDeque<(usize, Vec<u8>)>) -> Result<(), Failure> {
         let mut out = Vec::new();
         while self.pending.len() < self.window {
-            let Some((i, mut frame)) = queue.next() else { break };
+            let Some((i, mut frame)) = queue.pop_front() else { break };
             let id = self.wire.next_id();
+            if let Some(link) = self.wire.verbs.as_mut() {
+                match link.assign(id)? {
+                    Some(slot) => frames::set_dest(&mut frame, slot),
+                    None if self.pending.is_empty() => {
+                        // Cannot happen: a kept connection holds no slot between batches.
+                        return Err(Failure::Verbs("no free receive slot".into()));
+                    }
+                    None => {
+                        queue.push_front((i, frame));
+                        break;
+                    }
+                }
+            }
             frames::stamp(&mut frame, Kind::Read, id);
             if out.is_empty() {
                 out = frame; // the usual single request: no copy
@@ -236,6 +281,11 @@ impl Exchange<'_> {
             .position(|&(pending, _)| pending == id)
             .ok_or_else(|| protocol(format!("answer to request {id}, which is not pending")))?;
         let (_, i) = self.pending.swap_remove(at);
+        if self.wire.verbs.is_some() {
+            let result = self.answer_verbs(id, &header, &mut ops[i].target)?;
+            self.results[i] = Some(result);
+            return Ok(());
+        }
         let payload = answer::payload_len(&header)?;
         let mut raw = [0u8; proto::DATA_HEADER_LEN];
         self.wire.read_exact(&mut raw, deadline).map_err(io_failure)?;
@@ -273,5 +323,49 @@ impl Exchange<'_> {
         };
         self.results[i] = Some(result);
         Ok(())
+    }
+
+    /// Settles READ `id` on a verbs connection: the frame's body is the DATA header alone,
+    /// the bytes are in the READ's receive slot once its completion is in; they are copied
+    /// from there into the caller's slice (or a new `Vec`).
+    fn answer_verbs(
+        &mut self,
+        id: u32,
+        header: &FrameHeader,
+        target: &mut Target<'_>,
+    ) -> Result<Outcome, Failure> {
+        if header.body_len != proto::DATA_HEADER_LEN as u32 {
+            return Err(protocol(format!("verbs DATA with a {}-byte body", header.body_len)));
+        }
+        let mut raw = [0u8; proto::DATA_HEADER_LEN];
+        self.wire.read_exact(&mut raw, self.deadline).map_err(io_failure)?;
+        let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
+        let Some(link) = self.wire.verbs.as_mut() else {
+            return Err(protocol("verbs answer on a tcp connection"));
+        };
+        let written = link.complete(id, &data, self.deadline)?;
+        let bytes =
+            written.as_ref().map_or(&[][..], |(lease, len)| &lease.bytes()[..*len as usize]);
+        let asked = match target {
+            Target::Range(dest) => Asked::Range(dest.len()),
+            Target::Whole => Asked::Whole,
+        };
+        let outcome = match (answer::judge(&data, bytes.len(), asked)?, target) {
+            (Verdict::Refuse(why), _) => Err(rx::refused(why, link.slot_size())),
+            (Verdict::Write, Target::Range(dest)) => {
+                dest[..bytes.len()].copy_from_slice(bytes);
+                answer::range_outcome(bytes.len(), dest.len())
+            }
+            _ => Ok(Delivered::Whole(WholeNeedle {
+                data: bytes.to_vec(),
+                crc: data.crc,
+                needle_flags: data.needle_flags,
+            })),
+        };
+        if outcome.is_ok() {
+            link.delivered(bytes.len());
+        }
+        Ok(outcome)
+        // The slot's lease drops here: its write has landed, the slot is free again.
     }
 }

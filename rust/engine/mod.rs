@@ -49,13 +49,18 @@
 //! if the ticket is gone by then.
 //!
 //! # Verbs
-//! With [`Transport::Auto`] (the default) or [`Transport::Verbs`], the async connections
-//! offer verbs as well as tcp; the sidecar chooses. A verbs connection is the same TCP
-//! control stream, but each READ names one of the process's registered receive slots and
-//! the sidecar RDMA-writes the bytes there; the reader copies them into the caller's
-//! buffer once both the DATA frame and the receive completion are in (`verbs/rx.rs`). The
-//! lane stays tcp. Without a usable device, `Auto` is plain tcp and `Verbs` fails every op
-//! with [`Failure::Verbs`].
+//! With [`Transport::Auto`] (the default) or [`Transport::Verbs`], new connections, async and
+//! lane alike, offer verbs as well as tcp; the sidecar chooses. A verbs connection is the
+//! same TCP control stream, but it registers a receive pool of its own at connect (at most
+//! `verbs_slots` slots, one per READ it asks to have in flight; its own memory region and
+//! rkey, so a sidecar can write only into the slots of its own connection), each READ
+//! names one of those slots, and the sidecar RDMA-writes the bytes there. The answer is
+//! complete once both the DATA frame and the receive completion are in; the bytes are
+//! then copied into the caller's buffer, by the reader task (`verbs/rx.rs`) or on the
+//! lane by the calling thread (`verbs/lane.rs`). A connection's queue pair is destroyed
+//! before its pool is deregistered. Without a usable device, `Auto` is plain tcp and
+//! `Verbs` fails every op with [`Failure::Verbs`]; a memlock limit too low for another
+//! pool fails the connect the same way (under `Auto`: tcp to that sidecar from then on).
 //!
 //! # Fork
 //! The runtime's threads do not survive `fork()`; the first call in a child process builds
@@ -137,10 +142,7 @@ impl Engine {
             return bad("verbs_slot_size and verbs_slots must be at least 1");
         }
         let current = Current::new().map_err(Error::Runtime)?;
-        // The lane speaks tcp only; an engine told to use verbs sends every batch through
-        // the async connections instead.
-        let use_lane = cfg.transport != Transport::Verbs;
-        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane };
+        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane: true };
         Ok(Engine { core, current })
     }
 

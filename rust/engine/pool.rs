@@ -129,22 +129,19 @@ impl Pool {
             if let Some(conn) = held.as_ref().filter(|c| c.is_open()) {
                 return Ok(conn.clone());
             }
-            let verbs = verbs?.filter(|_| !self.tcp_only.load(Ordering::Relaxed));
+            let verbs = self.offer_verbs(verbs?);
             let tcp_ok = cfg.transport != Transport::Verbs;
             let conn =
                 match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), tcp_ok, &stats)
                     .await
                 {
-                    // The sidecar chose verbs but this side could not connect its queue pair
-                    // (no route between the GIDs, ...): under Auto, tcp from now on.
                     Err(Failure::Verbs(why)) if cfg.transport == Transport::Auto => {
-                        tracing::warn!("engine: verbs to {} failed, using tcp: {why}", self.addr);
-                        self.tcp_only.store(true, Ordering::Relaxed);
+                        self.verbs_failed(&why);
                         Conn::connect(&self.addr, cfg.max_inflight, None, true, &stats).await?
                     }
                     other => other?,
                 };
-            self.health().transport = Some(conn.transport());
+            self.note_transport(conn.transport());
             self.connected(conn.ack.server_id, held.is_some(), &cfg, &stats);
             *held = Some(conn.clone());
             Ok(conn)
@@ -159,6 +156,24 @@ impl Pool {
             self.record(std::slice::from_ref(why), false, &cfg, &stats);
         }
         result
+    }
+
+    /// The verbs state a new connection (async or lane) offers: none once verbs to this
+    /// sidecar failed under [`Transport::Auto`].
+    pub(super) fn offer_verbs(&self, verbs: Option<Arc<Host>>) -> Option<Arc<Host>> {
+        verbs.filter(|_| !self.tcp_only.load(Ordering::Relaxed))
+    }
+
+    /// Verbs to this sidecar failed on this side under [`Transport::Auto`] (a memlock limit
+    /// too low for another pool, no route between the GIDs, ...): tcp from now on.
+    pub(super) fn verbs_failed(&self, why: &str) {
+        tracing::warn!("engine: verbs to {} failed, using tcp: {why}", self.addr);
+        self.tcp_only.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes which transport the sidecar chose for a new connection, for [`Self::report`].
+    pub(super) fn note_transport(&self, transport: &'static str) {
+        self.health().transport = Some(transport);
     }
 
     /// Notes a finished handshake (`replaced`: it stands in for a broken connection).

@@ -92,7 +92,7 @@ async fn write_loop(
             None => rx.recv().await?, // the connection was dropped
         };
         let permit = sem.clone().acquire_owned().await.ok()?;
-        // Verbs READs also wait for a receive slot (shared by the whole process).
+        // Verbs READs also wait for a receive slot of this connection's pool.
         let lease = match slots.filter(|_| first.slot) {
             Some(pool) => Some(pool.acquire().await?),
             None => None,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::proto::{ReadRequest, Status, READ_WHOLE};
 
-/// Which transport the engine's async connections use (`docs/protocol.md`, "verbs").
+/// Which transport the engine's connections use (`docs/protocol.md`, "verbs").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Transport {
     /// Verbs where this host has a usable RDMA device and the sidecar chooses it, else
@@ -51,12 +51,14 @@ pub struct EngineConfig {
     pub backoff_min: Duration,
     /// Longest back-off.
     pub backoff_max: Duration,
-    /// Transport of the async connections (small batches on the lane always use tcp).
+    /// Transport of every connection, async and lane.
     pub transport: Transport,
-    /// Bytes per slot of the process's verbs receive pool: the largest range, or whole
+    /// Bytes per slot of a verbs connection's receive pool: the largest range, or whole
     /// needle, one verbs READ can carry (larger ones fail with a reason to fall back).
     pub verbs_slot_size: u32,
-    /// Slots in that pool: verbs READs in flight at once, over all sidecars.
+    /// Most slots one verbs connection registers: its verbs READs in flight at once. Each
+    /// connection registers `min(in-flight asked, verbs_slots)` slots of its own (a lane
+    /// connection at most 8), so the memory pinned grows with the connections.
     pub verbs_slots: u32,
 }
 
@@ -244,7 +246,7 @@ pub struct SidecarHealth {
     pub failures: u32,
     /// Time left in the back-off; `Some(ZERO)` when the next batch will probe it.
     pub retry_in: Option<Duration>,
-    /// Transport of its last async connection (`"tcp"` or `"verbs"`).
+    /// Transport of its last new connection, async or lane (`"tcp"` or `"verbs"`).
     pub transport: &'static str,
     /// The sidecar's process id from its last handshake (changes on restart).
     pub server_id: Option<u64>,

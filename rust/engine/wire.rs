@@ -1,5 +1,6 @@
-//! One blocking TCP connection of the lane ([`super::lane`]): connect and handshake, and
-//! reads and writes that each wait at most until the batch's deadline.
+//! One blocking connection of the lane ([`super::lane`]): connect and handshake (with the
+//! queue-pair exchange when it offers verbs), and reads and writes that each wait at most
+//! until the batch's deadline.
 //!
 //! Every blocking call is preceded by setting the socket's timeout to the time left, so no
 //! call can outlive the deadline (give or take the kernel's timer rounding). A timed-out
@@ -7,11 +8,15 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::READ_BUFFER;
 use super::frames;
+use super::stats::Stats;
 use super::types::Failure;
+use super::verbs::lane::LaneLink;
+use super::verbs::Host;
 use crate::proto::{self, HelloAck};
 
 /// Time left until `deadline`, or `TimedOut` once it has passed (a zero socket timeout
@@ -43,6 +48,15 @@ fn read_some(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::R
     }
 }
 
+/// Fills `dst` from the socket, reading no further.
+fn read_all(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut got = 0;
+    while got < dst.len() {
+        got += read_some(stream, &mut dst[got..], deadline)?;
+    }
+    Ok(())
+}
+
 /// Writes all of `bytes`, waiting at most until `deadline`.
 fn write_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
     while !bytes.is_empty() {
@@ -63,6 +77,9 @@ fn write_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io:
 /// a remainder at least as large as the buffer is read straight into its destination.
 #[derive(Debug)]
 pub(super) struct Wire {
+    /// The queue pair, pool and matching state of a verbs connection. Whatever the order
+    /// against the socket, [`LaneLink`] destroys its queue pair before its slots go back.
+    pub(super) verbs: Option<LaneLink>,
     stream: TcpStream,
     /// What the sidecar granted.
     pub(super) ack: HelloAck,
@@ -73,15 +90,30 @@ pub(super) struct Wire {
     next_id: u32,
 }
 
+/// What a new lane connection offers besides tcp.
+#[derive(Debug)]
+pub(super) struct Offer<'a> {
+    /// The process's verbs state, to prepare a queue pair and pool with.
+    pub(super) host: &'a Arc<Host>,
+    /// Whether tcp is offered too (not when the engine was told to use verbs).
+    pub(super) tcp_ok: bool,
+    /// Where the connection counts its verbs bytes.
+    pub(super) stats: &'a Arc<Stats>,
+}
+
 impl Wire {
     /// Connects to the first of `addrs` that answers, asks for `want_inflight` requests in
-    /// flight, and checks the grant; all before `deadline`.
+    /// flight, and checks the grant; all before `deadline`. With `verbs`, the HELLO also
+    /// offers verbs with a fresh queue pair and pool, and the sidecar chooses, as on an
+    /// async connection ([`super::conn::Conn::connect`]).
     pub(super) fn connect(
         addrs: &[SocketAddr],
         want_inflight: u32,
         deadline: Instant,
+        verbs: Option<Offer<'_>>,
     ) -> Result<Wire, Failure> {
         let fail = |what: &str, e: io::Error| Failure::Connect(format!("{what}: {e}"));
+        let prepared = verbs.as_ref().map(|o| o.host.prepare(want_inflight)).transpose()?;
         let mut last = io::Error::new(ErrorKind::NotFound, "address resolved to nothing");
         let mut stream = None;
         for addr in addrs {
@@ -96,18 +128,40 @@ impl Wire {
         let mut stream = stream.ok_or_else(|| Failure::Connect(last.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
-        write_all(&mut stream, &frames::hello(want_inflight, proto::TRANSPORT_TCP), deadline)
-            .map_err(|e| fail("HELLO", e))?;
-        let mut raw = [0u8; proto::HELLO_ACK_LEN];
-        let mut got = 0;
-        // Exactly the ack: nothing else is sent until a request is.
-        while got < raw.len() {
-            got += read_some(&mut stream, &mut raw[got..], deadline)
-                .map_err(|e| fail("HELLO_ACK", e))?;
+        let tcp_ok = verbs.as_ref().map_or(true, |o| o.tcp_ok);
+        let offered = frames::offer(prepared.is_some(), tcp_ok);
+        let mut hello = frames::hello(want_inflight, offered).to_vec();
+        if let Some(prepared) = &prepared {
+            hello.extend_from_slice(&prepared.exchange());
         }
-        let ack = frames::accept_ack(&raw, proto::TRANSPORT_TCP)?;
+        write_all(&mut stream, &hello, deadline).map_err(|e| fail("HELLO", e))?;
+        let mut raw = [0u8; proto::HELLO_ACK_LEN];
+        // Exactly the ack (and the endpoint after a verbs ack): nothing else is sent until
+        // a request is.
+        read_all(&mut stream, &mut raw, deadline).map_err(|e| frames::ack_failure(offered, &e))?;
+        let ack = frames::accept_ack(&raw, offered)?;
+        // After a tcp ack nothing follows, and dropping `prepared` destroys the queue pair.
+        let link = match (prepared, verbs) {
+            (Some(prepared), Some(offer)) if ack.transport == proto::TRANSPORT_VERBS => {
+                let mut theirs = [0u8; crate::verbs::exchange::ENDPOINT_LEN];
+                read_all(&mut stream, &mut theirs, deadline)
+                    .map_err(|e| fail("VERBS_ENDPOINT", e))?;
+                let recvs = frames::window(&ack, want_inflight) as u32;
+                Some(LaneLink::new(prepared.connect(&theirs, recvs, offer.stats.clone())?))
+            }
+            _ => None,
+        };
         let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-        Ok(Wire { stream, ack, buf, pos: 0, end: 0, next_id: 0 })
+        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0 })
+    }
+
+    /// `"verbs"` or `"tcp"`, as the sidecar chose.
+    pub(super) fn transport(&self) -> &'static str {
+        if self.verbs.is_some() {
+            "verbs"
+        } else {
+            "tcp"
+        }
     }
 
     /// A fresh request id (a clean connection owes no answers, so any id is free).
@@ -152,6 +206,9 @@ impl Wire {
     /// socket holds no data and no end of stream (the sidecar closes idle connections).
     /// Costs three system calls, a small price next to a failed batch.
     pub(super) fn reusable(&self) -> bool {
+        if self.verbs.as_ref().is_some_and(|v| !v.is_idle()) {
+            return false;
+        }
         if self.pos != self.end || self.stream.set_nonblocking(true).is_err() {
             return false;
         }

@@ -160,7 +160,8 @@ impl PyEngine {
     /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2,
     /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64)`. `transport`: "auto" (verbs
     /// where this host and the sidecar can, else tcp), "tcp", or "verbs" (ops fail with
-    /// reason "verbs" where this host cannot).
+    /// reason "verbs" where this host cannot). `verbs_slots` is per connection: each verbs
+    /// connection registers up to that many slots of its own.
     #[new]
     #[pyo3(signature = (
         timeout_ms=5000,

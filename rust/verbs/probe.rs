@@ -14,9 +14,10 @@ use super::error::VerbsError;
 use super::loader::{Loader, LIBIBVERBS};
 use super::slots::{check_memlock, has_cap_ipc_lock, MemlockLimit};
 
-/// Registered memory the probe checks the memlock limit against: a client's receive pool
-/// and a sidecar's staging pool at their default sizes, about 64 MiB. The engine and the
-/// sidecar check their real sizes with [`check_memlock`] before registering.
+/// Registered memory the probe checks the memlock limit against: one client connection's
+/// receive pool or a sidecar's staging pool at their default sizes, about 64 MiB. A client
+/// registers one pool per verbs connection, so it needs a multiple of this; the engine (at
+/// each connect) and the sidecar check their real sizes with [`check_memlock`].
 pub const PROBE_PINNED_BYTES: u64 = 64 << 20;
 
 /// Everything [`probe`] found.

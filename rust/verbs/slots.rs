@@ -1,7 +1,8 @@
 //! What a client registered, and the checks the sidecar makes before writing into it.
 //!
-//! A client registers one receive pool of `slot_count` slots of `slot_size` bytes and tells
-//! the sidecar its address, length and rkey in the handshake. Each READ names
+//! A client registers a receive pool of `slot_count` slots of `slot_size` bytes for each
+//! connection and tells that connection's sidecar its address, length and rkey in the
+//! handshake. Each READ names
 //! `(dest_slot, dest_offset)`; the sidecar writes there only when the bytes it is about to
 //! write lie entirely inside that slot. The rkey covers the whole pool, so this check is
 //! what keeps one request's bytes out of another request's slot (and out of memory the

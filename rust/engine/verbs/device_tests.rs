@@ -75,3 +75,228 @@ fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
     assert_eq!(stats.bytes_by_transport["verbs"], stats.bytes, "{stats:?}");
     assert_eq!(stats.bytes_by_transport["tcp"], 0, "{stats:?}");
 }
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware); optionally set SEAWEED_RDMA_DEVICE"]
+fn each_connection_registers_and_announces_a_pool_of_its_own() {
+    let host = std::sync::Arc::new(super::Host::open(64 * 1024, 4).expect("an RDMA device"));
+    let a = host.prepare(16).expect("first connection");
+    let b = host.prepare(2).expect("second connection");
+    let (pa, pb) = (a.remote(), b.remote());
+    assert_eq!(pa.slot_count, 4, "capped at verbs_slots");
+    assert_eq!(pb.slot_count, 2, "one slot per READ asked for");
+    assert_ne!(pa.rkey, pb.rkey, "one registration per connection");
+    assert!(pa.addr + pa.len <= pb.addr || pb.addr + pb.len <= pa.addr, "{pa:?} {pb:?}");
+    let announced = crate::verbs::ClientExchange::decode(&a.exchange()).expect("exchange");
+    assert_eq!(announced.pool, pa, "a connection announces its own pool");
+    let registered = || host.registered.load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(registered(), 6 * 64 * 1024, "both pools count against memlock");
+    drop(a);
+    assert_eq!(registered(), 2 * 64 * 1024, "a dropped connection's pool is returned");
+}
+
+/// A cluster with needles of these sizes, and a verbs sidecar (with `/stats`) serving it.
+fn verbs_setup(
+    seed: u64,
+    sizes: &[usize],
+) -> (Cluster, Vec<(crate::fid::FileId, Vec<u8>)>, RealSidecar) {
+    let cluster = Cluster::start();
+    let mut rng = Rng::new(seed);
+    let plain = Upload { name: "blob.bin", mime: None, gzip: false };
+    let needles = sizes
+        .iter()
+        .map(|&size| {
+            let data = rng.bytes(size);
+            (cluster.put(None, &data, plain), data)
+        })
+        .collect();
+    let device = std::env::var(super::DEVICE_ENV).unwrap_or_default();
+    let mut args = vec!["--transport", "verbs", "--max-read", "1048576", "--http", "127.0.0.1:0"];
+    if !device.is_empty() {
+        args.extend(["--rdma-device", device.as_str()]);
+    }
+    let sidecar = RealSidecar::start(cluster.volume_dir(), &args);
+    (cluster, needles, sidecar)
+}
+
+fn whole_op(addr: &str, fid: crate::fid::FileId) -> WholeOp {
+    WholeOp {
+        sidecar: addr.to_owned(),
+        volume: fid.volume,
+        key: fid.key,
+        cookie: fid.cookie,
+        jwt: String::new(),
+    }
+}
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
+fn small_batches_take_the_lane_over_verbs_and_count_as_verbs_on_both_ends() {
+    let (_cluster, needles, sidecar) = verbs_setup(43, &[1, 4000, 70_000, 200_000]);
+    let addr = sidecar.addr();
+    let mut total = 0u64;
+    for transport in [Transport::Auto, Transport::Verbs] {
+        let cfg = EngineConfig {
+            timeout: Duration::from_secs(10),
+            transport,
+            verbs_slot_size: 256 * 1024,
+            verbs_slots: 4,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(cfg).expect("engine");
+        for _ in 0..3 {
+            // At most LANE_MAX_OPS small ops for one sidecar: the lane takes them.
+            let mut ops = Vec::new();
+            let mut at = 0usize;
+            for (fid, data) in &needles {
+                ops.push(range(&addr, *fid, 0, data.len() as u32, at));
+                at += data.len();
+            }
+            let mut buf = vec![0u8; at];
+            let out = engine.read_into(&mut buf, &ops);
+            assert!(out.iter().all(Result::is_ok), "{transport:?}: {out:?}");
+            for (op, (_, data)) in ops.iter().zip(&needles) {
+                assert_eq!(&buf[op.buf_offset..op.buf_offset + op.len as usize], &data[..]);
+            }
+        }
+        let out =
+            engine.read_whole(&[whole_op(&addr, needles[1].0), whole_op(&addr, needles[3].0)]);
+        assert_eq!(out[0].as_ref().expect("whole").data, needles[1].1);
+        assert_eq!(out[1].as_ref().expect("whole").data, needles[3].1);
+        let stats = engine.stats();
+        assert_eq!(stats.lane_batches, 4, "{transport:?}: every batch took the lane: {stats:?}");
+        assert_eq!(stats.bytes_by_transport["verbs"], stats.bytes, "{stats:?}");
+        assert_eq!(stats.bytes_by_transport["tcp"], 0, "{stats:?}");
+        assert_eq!(engine.health()[0].transport, "verbs");
+        total += stats.bytes;
+    }
+    let json = sidecar.stats();
+    assert_eq!(json["transports"]["verbs"]["bytes"], total, "{json}");
+    assert_eq!(json["transports"]["tcp"]["bytes"], 0, "{json}");
+}
+
+/// A TCP proxy in front of the sidecar that holds the first READ frame it sees for `hold`
+/// (and, the stream being ordered, everything behind it on that connection): the write of
+/// that READ then lands long after the engine gave up on it.
+struct HoldFirstRead {
+    addr: String,
+}
+
+impl HoldFirstRead {
+    fn start(upstream: String, hold: Duration) -> HoldFirstRead {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let held = Arc::new(AtomicBool::new(false));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = TcpStream::connect(&upstream) else { return };
+                let (mut c2, mut s2) =
+                    (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let held = held.clone();
+                std::thread::spawn(move || {
+                    let mut forward = |n: usize, delay: bool| -> std::io::Result<Vec<u8>> {
+                        let mut bytes = vec![0u8; n];
+                        client.read_exact(&mut bytes)?;
+                        if delay {
+                            std::thread::sleep(hold);
+                        }
+                        server.write_all(&bytes)?;
+                        Ok(bytes)
+                    };
+                    let Ok(hello) = forward(crate::proto::HELLO_LEN, false) else { return };
+                    let Ok(hello) = crate::proto::Hello::decode(&hello) else { return };
+                    if hello.transports & crate::proto::TRANSPORT_VERBS != 0
+                        && forward(crate::verbs::exchange::CLIENT_EXCHANGE_LEN, false).is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        let mut raw = [0u8; crate::proto::FRAME_HEADER_LEN];
+                        if client.read_exact(&mut raw).is_err() {
+                            break;
+                        }
+                        let Ok(header) = crate::proto::FrameHeader::decode(&raw, 1 << 20) else {
+                            break;
+                        };
+                        let mut body = vec![0u8; header.body_len as usize];
+                        if client.read_exact(&mut body).is_err() {
+                            break;
+                        }
+                        let first = header.kind == crate::proto::Kind::Read
+                            && !held.swap(true, Ordering::SeqCst);
+                        if first {
+                            std::thread::sleep(hold);
+                        }
+                        if server.write_all(&raw).and_then(|()| server.write_all(&body)).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        HoldFirstRead { addr }
+    }
+}
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
+fn a_late_write_for_a_timed_out_read_never_lands_in_a_later_reads_slot() {
+    let (_cluster, needles, sidecar) = verbs_setup(47, &[900_000, 4000, 60_000, 200_000]);
+    for lane in [false, true] {
+        let proxy = HoldFirstRead::start(sidecar.addr(), Duration::from_millis(1500));
+        let addr = proxy.addr.clone();
+        let cfg = EngineConfig {
+            timeout: Duration::from_millis(1000),
+            transport: Transport::Verbs,
+            conns_per_sidecar: 1,
+            // The timeout marks the sidecar down; the next batch may probe it at once.
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            verbs_slot_size: 1 << 20,
+            // Two slots: a timed-out READ's slot would be the next one handed out, were it
+            // freed with the batch.
+            verbs_slots: 2,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(cfg).expect("engine");
+        let engine = if lane { engine } else { engine.without_lane() };
+        let (big_fid, big) = &needles[0];
+        let mut buf = vec![0u8; big.len()];
+        let out = engine.read_into(&mut buf, &[range(&addr, *big_fid, 0, big.len() as u32, 0)]);
+        assert_eq!(out, vec![Err(Failure::Timeout)], "lane {lane}: the held READ gives up");
+        // The held READ is released while these run; its 900 KB write lands meanwhile.
+        for round in 0..12 {
+            let mut ops = Vec::new();
+            let mut at = 0usize;
+            for (fid, data) in &needles[1..] {
+                ops.push(range(&addr, *fid, 0, data.len() as u32, at));
+                at += data.len();
+            }
+            let mut buf = vec![0u8; at];
+            let out = engine.read_into(&mut buf, &ops);
+            for ((op, (_, data)), result) in ops.iter().zip(&needles[1..]).zip(&out) {
+                match result {
+                    Ok(()) => assert!(
+                        buf[op.buf_offset..op.buf_offset + op.len as usize] == data[..],
+                        "lane {lane}, round {round}: a read delivered bytes that are not its own"
+                    ),
+                    // Behind the held READ on the same connection, a read may time out too.
+                    Err(Failure::Timeout | Failure::Lost(_)) if round < 2 => {}
+                    Err(why) => panic!("lane {lane}, round {round}: {why:?}"),
+                }
+            }
+        }
+        let stats = engine.stats();
+        assert_eq!(stats.bytes_by_transport["verbs"], stats.bytes, "{stats:?}");
+    }
+}

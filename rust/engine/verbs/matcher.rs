@@ -118,6 +118,11 @@ impl<S> Matcher<S> {
         std::mem::take(&mut self.repost)
     }
 
+    /// Whether no READ holds a slot.
+    pub(in crate::engine) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Slots held for READs not yet complete (answered or retired after a timeout).
     #[cfg(test)]
     pub(in crate::engine) fn held(&self) -> usize {

@@ -1,16 +1,23 @@
 //! The engine's side of the verbs transport (`docs/protocol.md`, "verbs"): the process's
-//! device state and receive pool ([`Host`]), one connection's queue pair and completion
-//! matching ([`Link`], [`matcher`]), and the reader's handling of verbs answers ([`rx`]).
+//! device state ([`Host`]), one connection's queue pair and receive pool ([`Prepared`],
+//! [`Link`], [`SlotPool`]), completion matching ([`matcher`]), and the handling of verbs
+//! answers by the async reader ([`rx`]) and by the lane (`super::lane`).
 //!
 //! The TCP connection stays the control stream; a verbs connection differs from a tcp one
 //! in three places only: the handshake appends the queue-pair exchange
-//! ([`super::conn::Conn::connect`]), the writer gives each READ a receive slot from the
-//! process's pool before sending it ([`super::tasks`]), and the reader completes an answer
-//! from the slot once both its frame and its receive completion are in ([`rx`]).
+//! ([`super::conn::Conn::connect`], `super::wire::Wire::connect`), each READ names a receive
+//! slot of the connection's own pool before it is sent ([`super::tasks`], the lane), and an
+//! answer is completed from the slot once both its frame and its receive completion are in
+//! ([`rx`], the lane).
+//!
+//! Every connection registers its own pool at connect (one memory region, one rkey) and
+//! announces only that pool: a sidecar can reach no slot of another connection. The pool
+//! is sized for the READs the connection asks to have in flight, at most `verbs_slots`.
 //!
 //! The device sits behind [`RecvQueue`], so the matching and re-posting logic is tested
 //! with a fake queue; real devices are exercised by the ignored `device_tests`.
 
+pub(super) mod lane;
 pub(super) mod matcher;
 pub(super) mod rx;
 
@@ -19,12 +26,14 @@ mod device_tests;
 #[cfg(test)]
 mod rx_tests;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::stats::Stats;
 use super::types::Failure;
+use crate::proto::ReadRequest;
 use crate::verbs::{
     self, Access, ClientExchange, CompletionQueue, ConnectedQp, Context, Endpoint, LocalPort,
     PreparedQp, ProtectionDomain, QpCaps, RemotePool, Role, Slot,
@@ -98,20 +107,36 @@ impl RecvQueue for QpRecv {
     }
 }
 
-/// The process's receive slots: handed to READs by the connections' writers, back on drop
-/// of their [`SlotLease`].
+/// One connection's receive slots: handed to its READs (by the writer task, or the lane's
+/// caller), back on drop of their [`SlotLease`]. The registration lives until the pool and
+/// every lease are gone.
 #[derive(Debug)]
 pub(in crate::engine) struct SlotPool {
     free: Mutex<Vec<Slot>>,
     /// One permit per slot in `free`, so a writer can wait for one.
     available: Arc<Semaphore>,
     slot_size: u32,
+    /// The registration as announced to the sidecar.
+    remote: RemotePool,
+    /// Dropped with the pool, after its slots: the memlock budget it used is free again.
+    _reservation: Reservation,
 }
 
 impl SlotPool {
-    fn new(slots: Vec<Slot>, slot_size: u32) -> SlotPool {
+    fn new(
+        slots: Vec<Slot>,
+        slot_size: u32,
+        remote: RemotePool,
+        reservation: Reservation,
+    ) -> SlotPool {
         let available = Arc::new(Semaphore::new(slots.len()));
-        SlotPool { free: Mutex::new(slots), available, slot_size }
+        SlotPool {
+            free: Mutex::new(slots),
+            available,
+            slot_size,
+            remote,
+            _reservation: reservation,
+        }
     }
 
     fn free(&self) -> MutexGuard<'_, Vec<Slot>> {
@@ -173,70 +198,124 @@ impl Drop for SlotLease {
     }
 }
 
-/// The verbs state of one process: device, port, protection domain and the receive pool,
-/// registered once. Built on first verbs use and again in a fork child (it lives in the
-/// runtime's generation); never shared with another process.
+/// The verbs state of one process: device, port and protection domain, opened once. Built
+/// on first verbs use and again in a fork child (it lives in the runtime's generation);
+/// never shared with another process.
+///
+/// Receive pools are not part of it: each connection registers its own ([`Host::prepare`])
+/// and announces only that one to its sidecar, so no sidecar can write into memory another
+/// connection's READ owns (one rkey per connection, not one for the process).
 #[derive(Debug)]
 pub(in crate::engine) struct Host {
     ctx: Context,
     port: LocalPort,
     pd: ProtectionDomain,
-    remote: RemotePool,
-    pub(in crate::engine) slots: Arc<SlotPool>,
+    slot_size: u32,
+    /// Most slots one connection registers (`verbs_slots`).
+    max_slots: u32,
+    /// Bytes of receive pools registered now, by every connection of this process.
+    registered: Arc<AtomicU64>,
 }
 
 impl Host {
-    /// Opens the device ([`DEVICE_ENV`], else the first), its first ACTIVE port, and
-    /// registers `slot_count` slots of `slot_size` bytes for remote write.
+    /// Opens the device ([`DEVICE_ENV`], else the first) and its first ACTIVE port. Each
+    /// connection will register up to `max_slots` slots of `slot_size` bytes.
     ///
     /// # Errors
-    /// A sentence saying what is missing: memlock (naming `ulimit -l`), libibverbs, a
-    /// device, an active port, or the registration.
-    pub(in crate::engine) fn open(slot_size: u32, slot_count: u32) -> Result<Host, String> {
-        let needed = u64::from(slot_size) * u64::from(slot_count);
-        verbs::check_memlock(needed, verbs::MemlockLimit::current(), verbs::has_cap_ipc_lock())
-            .map_err(|e| e.to_string())?;
+    /// A sentence saying what is missing: libibverbs, a device, an active port, or the
+    /// protection domain.
+    pub(in crate::engine) fn open(slot_size: u32, max_slots: u32) -> Result<Host, String> {
         let lib = verbs::Loader::global().map_err(|e| e.to_string())?;
         let device = std::env::var(DEVICE_ENV).ok().filter(|d| !d.is_empty());
         let ctx = Context::open(lib, device.as_deref()).map_err(|e| e.to_string())?;
         let port = ctx.local_port(None, None).map_err(|e| e.to_string())?;
         let pd = ctx.alloc_pd().map_err(|e| e.to_string())?;
-        let pool = pd
-            .register_pool(slot_size, slot_count, Access::RemoteWrite)
-            .map_err(|e| e.to_string())?;
-        let remote = pool.remote();
-        let slots = Arc::new(SlotPool::new(pool.into_slots(), slot_size));
-        Ok(Host { ctx, port, pd, remote, slots })
+        let registered = Arc::new(AtomicU64::new(0));
+        Ok(Host { ctx, port, pd, slot_size, max_slots: max_slots.max(1), registered })
     }
 
-    /// A queue pair in RESET for a new connection that may have `recvs` READs in flight.
+    /// Slots a connection asking for `want_inflight` READs in flight registers: one per
+    /// READ, at most `verbs_slots`. Sized before the grant is known (the pool is announced
+    /// with HELLO); the sidecar grants at most what was asked.
+    pub(in crate::engine) fn slots_for(&self, want_inflight: u32) -> u32 {
+        want_inflight.clamp(1, self.max_slots)
+    }
+
+    /// Registers a receive pool of `count` slots, after checking that the memlock limit
+    /// allows it on top of every pool this process holds now.
+    fn register(&self, count: u32) -> Result<Arc<SlotPool>, Failure> {
+        let bytes = u64::from(self.slot_size) * u64::from(count);
+        let held = self.registered.fetch_add(bytes, Ordering::AcqRel);
+        // Returned when the pool is gone (or right here, if registering fails).
+        let reservation = Reservation { bytes, registered: self.registered.clone() };
+        let needed = held.saturating_add(bytes);
+        verbs::check_memlock(needed, verbs::MemlockLimit::current(), verbs::has_cap_ipc_lock())
+            .map_err(|e| Failure::Verbs(e.to_string()))?;
+        let pool = self
+            .pd
+            .register_pool(self.slot_size, count, Access::RemoteWrite)
+            .map_err(|e| Failure::Verbs(format!("register the receive pool: {e}")))?;
+        let remote = pool.remote();
+        Ok(Arc::new(SlotPool::new(pool.into_slots(), self.slot_size, remote, reservation)))
+    }
+
+    /// A queue pair in RESET and a freshly registered receive pool for a new connection
+    /// that asks for `want_inflight` READs in flight ([`slots_for`](Self::slots_for)
+    /// slots).
     ///
     /// # Errors
-    /// [`Failure::Verbs`] when the device refuses the completion or queue pair.
-    pub(in crate::engine) fn prepare(self: &Arc<Self>, recvs: u32) -> Result<Prepared, Failure> {
+    /// [`Failure::Verbs`] when the memlock limit is too low for another pool (the message
+    /// names `ulimit -l`), or the device refuses the registration, completion queue or
+    /// queue pair.
+    pub(in crate::engine) fn prepare(
+        self: &Arc<Self>,
+        want_inflight: u32,
+    ) -> Result<Prepared, Failure> {
         let fail = |e: verbs::VerbsError| Failure::Verbs(e.to_string());
-        let recvs = recvs.max(1);
+        let recvs = want_inflight.max(1);
+        let slots = self.register(self.slots_for(want_inflight))?;
         let cq = self.ctx.create_cq(recvs.saturating_add(1)).map_err(fail)?;
         // The client posts no sends of its own; one entry keeps every provider happy.
         let caps = QpCaps { max_send_wr: 1, max_recv_wr: recvs, max_send_sge: 1 };
         let qp =
             self.pd.create_qp(&cq, &cq, caps, self.port.clone(), Role::Client).map_err(fail)?;
-        Ok(Prepared { host: self.clone(), qp, cq })
+        Ok(Prepared { qp, cq, slots })
     }
 }
 
-/// A connection's queue pair before the handshake.
+/// A share of the process's memlock budget, held by a registered pool.
+#[derive(Debug)]
+struct Reservation {
+    bytes: u64,
+    registered: Arc<AtomicU64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.registered.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A connection's queue pair before the handshake, and the pool it will announce. The
+/// queue pair is declared first, so it is destroyed before the pool is deregistered.
 #[derive(Debug)]
 pub(in crate::engine) struct Prepared {
-    host: Arc<Host>,
     qp: PreparedQp,
     cq: CompletionQueue,
+    slots: Arc<SlotPool>,
 }
 
 impl Prepared {
-    /// The `VERBS_CLIENT` message that follows `HELLO`.
+    /// The `VERBS_CLIENT` message that follows `HELLO`: this queue pair and this
+    /// connection's own pool.
     pub(in crate::engine) fn exchange(&self) -> [u8; verbs::exchange::CLIENT_EXCHANGE_LEN] {
-        ClientExchange { endpoint: self.qp.endpoint(), pool: self.host.remote }.encode()
+        ClientExchange { endpoint: self.qp.endpoint(), pool: self.slots.remote }.encode()
+    }
+
+    /// The pool this connection announces.
+    #[cfg(test)]
+    pub(in crate::engine) fn remote(&self) -> RemotePool {
+        self.slots.remote
     }
 
     /// Connects to the sidecar's `VERBS_ENDPOINT` and posts `recvs` receives (at least the
@@ -252,16 +331,34 @@ impl Prepared {
         stats: Arc<Stats>,
     ) -> Result<Link, Failure> {
         let theirs = Endpoint::decode(raw).map_err(|e| Failure::Protocol(e.to_string()))?;
-        let qp = self.qp.connect(&theirs).map_err(|e| Failure::Verbs(e.to_string()))?;
-        let recv = QpRecv { qp, cq: self.cq };
+        let Prepared { qp, cq, slots } = self;
+        let qp = qp.connect(&theirs).map_err(|e| Failure::Verbs(e.to_string()))?;
+        let recv = QpRecv { qp, cq };
         recv.post(recvs)?;
-        Ok(Link { recv: Box::new(recv), slots: self.host.slots.clone(), stats })
+        Ok(Link { recv: Box::new(recv), slots, stats })
     }
 }
 
-/// The verbs half of a connection. It owns the queue pair: a connection drops its link
-/// before its pending table, so no slot the table still holds is freed while the queue
-/// pair could write into it.
+/// Refuses, before it is sent, a ranged verbs READ longer than a receive slot: the caller
+/// reads it another way.
+///
+/// # Errors
+/// [`Failure::Verbs`] saying so.
+pub(in crate::engine) fn check_fits(req: &ReadRequest, slot_size: u32) -> Result<(), Failure> {
+    if !req.whole() && req.length > slot_size {
+        return Err(Failure::Verbs(format!(
+            "read of {} bytes exceeds verbs_slot_size {slot_size}",
+            req.length
+        )));
+    }
+    Ok(())
+}
+
+/// The verbs half of a connection: its queue pair and its own receive pool. The queue pair
+/// is declared first, so it is destroyed before this link lets go of the pool; and a
+/// connection drops its link before its pending table (or, on the lane, before its
+/// matcher), so no slot a READ still holds is freed while the queue pair could write into
+/// it. The pool's memory outlives both: every lease keeps it registered.
 #[derive(Debug)]
 pub(in crate::engine) struct Link {
     pub(in crate::engine) recv: Box<dyn RecvQueue>,

@@ -24,7 +24,7 @@ use crate::verbs::{Backoff, Pause};
 /// Longest wait for a receive completion once its frame is in. The sidecar itself gives a
 /// write 10 seconds before it closes the connection; the completion of one that succeeded
 /// follows the frame's send by microseconds.
-const WRITE_WAIT: Duration = Duration::from_secs(5);
+pub(in crate::engine) const WRITE_WAIT: Duration = Duration::from_secs(5);
 
 fn protocol(what: impl Into<String>) -> Failure {
     Failure::protocol(what)
@@ -32,7 +32,7 @@ fn protocol(what: impl Into<String>) -> Failure {
 
 /// Why a verbs READ was refused: BAD_REQUEST there is almost always the slot (a whole
 /// needle larger than `verbs_slot_size`), so the op is marked for another transport.
-fn refused(why: Failure, slot_size: u32) -> Failure {
+pub(in crate::engine) fn refused(why: Failure, slot_size: u32) -> Failure {
     match why {
         Failure::Status(Status::BadRequest) => Failure::Verbs(format!(
             "sidecar refused the read (BAD_REQUEST): larger than the {slot_size}-byte slot?"

@@ -91,6 +91,26 @@ fn a_failed_receive_or_a_stray_write_closes_the_connection_and_keeps_slots() {
     assert!(matches!(pump(&refusing, &mut m, 1, &mut events), Err(Failure::Verbs(_))));
 }
 
+#[test]
+fn a_timed_out_reads_late_write_keeps_its_slot_apart_from_later_reads() {
+    let q = FakeQueue::default();
+    let mut m = Matcher::default();
+    let mut events = Vec::new();
+    m.assign(1, 'a').expect("free id");
+    // READ 1's batch gave up here; the matcher is told nothing and keeps slot 'a'.
+    m.assign(2, 'b').expect("free id");
+    assert_eq!(m.frame(2, true, 10), FrameStep::Wait);
+    // READ 1's late write lands while READ 2 waits for its own.
+    q.land(RecvEvent::Written(1));
+    assert_eq!(pump(&q, &mut m, 2, &mut events), Ok(None), "not READ 2's write");
+    assert_eq!(m.held(), 2, "slot 'a' is still READ 1's");
+    q.land(RecvEvent::Written(2));
+    assert_eq!(pump(&q, &mut m, 2, &mut events), Ok(Some(('b', 10))));
+    assert_eq!(m.held(), 1, "slot 'a' waits for READ 1's frame");
+    assert_eq!(m.frame(1, true, 99), FrameStep::Ready { slot: 'a', len: 99 }, "only now free");
+    assert_eq!(q.posted.load(Ordering::Relaxed), 2, "both receives re-posted");
+}
+
 /// Whether this host has a usable device: the transport tests below expect none.
 fn no_device() -> bool {
     let missing = Host::open(4096, 1).is_err();
