@@ -50,7 +50,17 @@ impl Conn {
         stats: &Arc<Stats>,
     ) -> Result<Arc<Conn>, Failure> {
         let io = |what: &str, e: std::io::Error| Failure::Connect(format!("{what}: {e}"));
-        let prepared = verbs.map(|host| host.prepare(want_inflight)).transpose()?;
+        let prepared = match verbs {
+            // Registering the pool pins every page of it (milliseconds for tens of MiB): off
+            // the runtime's two worker threads, which carry every connection's traffic.
+            Some(host) => {
+                let host = host.clone();
+                let prepare = tokio::task::spawn_blocking(move || host.prepare(want_inflight));
+                let prepared = prepare.await.map_err(|e| Failure::Verbs(e.to_string()))?;
+                Some(prepared?)
+            }
+            None => None,
+        };
         let stream = TcpStream::connect(addr).await.map_err(|e| Failure::Connect(e.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
