@@ -14,14 +14,14 @@ use crate::engine::{Engine, EngineConfig, Failure, Transport};
 
 /// A receive queue whose completions the test hands in.
 #[derive(Debug, Default)]
-struct FakeQueue {
+pub(super) struct FakeQueue {
     ready: Mutex<VecDeque<RecvEvent>>,
     posted: AtomicU32,
     refuse_posts: bool,
 }
 
 impl FakeQueue {
-    fn land(&self, event: RecvEvent) {
+    pub(super) fn land(&self, event: RecvEvent) {
         self.ready.lock().expect("lock").push_back(event);
     }
 }
