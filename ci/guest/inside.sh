@@ -8,7 +8,7 @@
 # leaves through its own veth end instead of being routed through lo (where rxe drops it).
 # Two namespaces do not work on kernel 6.1: rdma_rxe listens on UDP 4791 only in the root
 # namespace. The sidecars the Python tests start use rxe0, their clients rxe1; the Rust
-# device tests run client and sidecar in one process on rxe0 (a loopback queue pair).
+# device tests run engine and sidecar in one process, on rxe1 and rxe0.
 set -uo pipefail
 # shellcheck source=/dev/null
 source /srg/out/env.sh
@@ -79,10 +79,10 @@ export PYTHONDONTWRITEBYTECODE=1
 export RUST_BACKTRACE=1
 status=0
 
-# --- Rust device tests (loopback QP on rxe0) ---------------------------------------------
-say "Rust device tests: $SRG_TESTBIN --ignored device_tests (device rxe0)"
+# --- Rust device tests (sidecar on rxe0, engine on rxe1: across the veth) ----------------
+say "Rust device tests: $SRG_TESTBIN --ignored device_tests (sidecar on rxe0, engine on rxe1)"
 t0=$SECONDS
-SEAWEED_RDMA_DEVICE=rxe0 timeout 600 "$SRG_TESTBIN" --ignored --test-threads 1 device_tests \
+SEAWEED_RDMA_DEVICE=rxe1 SEAWEED_RDMA_SIDECAR_DEVICE=rxe0 timeout 600 "$SRG_TESTBIN" --ignored --test-threads 1 device_tests \
     2>&1 | tee "$out/rust-device-tests.log"
 rc=${PIPESTATUS[0]}
 say "Rust device tests: exit $rc in $((SECONDS - t0)) s"

@@ -42,7 +42,9 @@ class Client:
     stored larger than a slot goes over HTTP instead (or fails, with ``fallback=False``).
     The default, 1 MiB + 4 KiB, holds a 1 MiB chunk stored encrypted (28 bytes longer than
     its plaintext). ``fast_verbs_slots`` caps the slots of each verbs connection (its reads
-    in flight); reads beyond them wait for a free slot.
+    in flight); reads beyond them wait for a free slot. Each verbs connection registers
+    (pins) its own slots when it connects, so pinned memory grows with the connections:
+    see docs/operations.md, "Pinned memory on the reader's host".
     """
 
     def __init__(
@@ -62,7 +64,7 @@ class Client:
         verify: bool = False,
         fast_connect_timeout: float = 1.0,
         fast_verbs_slot_size: int = VERBS_SLOT_SIZE,
-        fast_verbs_slots: int = 64,
+        fast_verbs_slots: int = 16,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")

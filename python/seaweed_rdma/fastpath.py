@@ -103,7 +103,7 @@ class FastPath:
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
                  max_inflight: int = 128, connect_timeout: float = 1.0,
-                 verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 64) -> None:
+                 verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 16) -> None:
         self.spec = spec
         self.requested = transport
         self._master = master

@@ -8,6 +8,16 @@ use crate::engine::e2e::{range, RealSidecar};
 use crate::engine::{Engine, EngineConfig, Failure, Transport, WholeOp};
 use crate::testutil::{Cluster, Rng, Upload};
 
+/// The sidecar's device: `SEAWEED_RDMA_SIDECAR_DEVICE` when set (the guest puts the sidecar
+/// on the other end of a veth pair, so every byte crosses a link), else the engine's.
+fn sidecar_device() -> String {
+    std::env::var("SEAWEED_RDMA_SIDECAR_DEVICE")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .or_else(|| std::env::var(super::DEVICE_ENV).ok())
+        .unwrap_or_default()
+}
+
 #[test]
 #[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
 fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
@@ -21,7 +31,7 @@ fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
     }
     let big = rng.bytes(300_000);
     let big_fid = cluster.put(None, &big, plain);
-    let device = std::env::var(super::DEVICE_ENV).unwrap_or_default();
+    let device = sidecar_device();
     let mut args = vec!["--transport", "verbs", "--max-read", "1048576"];
     if !device.is_empty() {
         args.extend(["--rdma-device", device.as_str()]);
@@ -110,7 +120,7 @@ fn verbs_setup(
             (cluster.put(None, &data, plain), data)
         })
         .collect();
-    let device = std::env::var(super::DEVICE_ENV).unwrap_or_default();
+    let device = sidecar_device();
     let mut args = vec!["--transport", "verbs", "--max-read", "1048576", "--http", "127.0.0.1:0"];
     if !device.is_empty() {
         args.extend(["--rdma-device", device.as_str()]);
