@@ -336,10 +336,14 @@ impl HoldFirstRead {
 fn a_late_write_for_a_timed_out_read_never_lands_in_a_later_reads_slot() {
     let (_cluster, needles, sidecar) = verbs_setup(47, &[900_000, 4000, 60_000, 200_000]);
     for lane in [false, true] {
-        let proxy = HoldFirstRead::start(sidecar.addr(), Duration::from_millis(1500));
+        // The first batch also connects: under emulation, with the sidecar on another
+        // device, the handshake alone can take a second or more, so the deadline leaves
+        // room for it and the hold outlasts the deadline.
+        let proxy = HoldFirstRead::start(sidecar.addr(), Duration::from_millis(7000));
         let addr = proxy.addr.clone();
         let cfg = EngineConfig {
-            timeout: Duration::from_millis(1000),
+            timeout: Duration::from_millis(5000),
+            connect_timeout: Duration::from_millis(5000),
             transport: Transport::Verbs,
             conns_per_sidecar: 1,
             // The timeout marks the sidecar down; the next batch may probe it at once.
