@@ -82,14 +82,13 @@ impl Service {
             };
             lease = Some(l);
         }
-        // A small read of cached pages is answered on this thread: a trip to a blocking
-        // thread and back (two wake-ups) costs more than the read itself.
+        // A small read of cached pages is done on this thread: a trip to a blocking thread
+        // and back (two wake-ups) costs more than the read itself.
+        let mut cached = None;
         if span.len <= INLINE_MAX {
             if let Some(slot) = self.store.get_known(volume) {
                 let given = lease.take();
-                let read =
-                    volume::from_page_cache(|| slot.read(key, cookie, span, given, max_read));
-                match read {
+                match volume::from_page_cache(|| slot.read(key, cookie, span, given, max_read)) {
                     // Its slab went back to the pool with the error.
                     Err(e) if volume::would_block(&e) => {
                         let Some(l) = pool.acquire(span.len as usize, STAGING_WAIT).await else {
@@ -97,33 +96,29 @@ impl Service {
                         };
                         lease = Some(l);
                     }
-                    read => match step(ask, read) {
-                        Step::Answer(answer) => return Ok(answer),
-                        Step::Upstream => return Err(()),
-                        Step::NeedLease(len) => {
-                            let Some(l) = pool.acquire(len, STAGING_WAIT).await else {
-                                return Ok(busy());
-                            };
-                            lease = Some(l);
-                        }
-                    },
+                    read => cached = Some(read),
                 }
             }
         }
         for _ in 0..3 {
-            let store = Arc::clone(&self.store);
-            let given = lease.take();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let slot = store.get(volume)?;
-                Some(slot.read(key, cookie, span, given, max_read))
-            })
-            .await;
-            let read = match outcome {
-                Ok(Some(read)) => read,
-                Ok(None) => return Err(()),
-                Err(e) => {
-                    warn!(%ask.fid, "local read task failed: {e}");
-                    return Ok(Answer::refuse(Status::Internal));
+            let read = match cached.take() {
+                Some(read) => read,
+                None => {
+                    let store = Arc::clone(&self.store);
+                    let given = lease.take();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        let slot = store.get(volume)?;
+                        Some(slot.read(key, cookie, span, given, max_read))
+                    })
+                    .await;
+                    match outcome {
+                        Ok(Some(read)) => read,
+                        Ok(None) => return Err(()),
+                        Err(e) => {
+                            warn!(%ask.fid, "local read task failed: {e}");
+                            return Ok(Answer::refuse(Status::Internal));
+                        }
+                    }
                 }
             };
             match step(ask, read) {
