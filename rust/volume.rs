@@ -70,6 +70,12 @@ thread_local! {
 /// [`from_page_cache`] declines at once.
 static NOWAIT_WORKS: AtomicBool = AtomicBool::new(true);
 
+/// Whether [`from_page_cache`] can work here: false once the kernel or filesystem has
+/// refused `RWF_NOWAIT`, so a caller need not prepare for a try that cannot succeed.
+pub fn page_cache_reads_work() -> bool {
+    NOWAIT_WORKS.load(Ordering::Relaxed)
+}
+
 /// Runs `f`, whose reads of `.dat` are served only from the page cache: one that would
 /// wait for the disk fails with an error for which [`would_block`] is true. Meant for an
 /// async thread that then redoes the work on a blocking one.
@@ -77,7 +83,7 @@ static NOWAIT_WORKS: AtomicBool = AtomicBool::new(true);
 /// # Errors
 /// What `f` returns; a [`would_block`] error when `RWF_NOWAIT` is not available here.
 pub fn from_page_cache<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    if !NOWAIT_WORKS.load(Ordering::Relaxed) {
+    if !page_cache_reads_work() {
         return Err(Error::io("(page cache)", io::ErrorKind::WouldBlock.into()));
     }
     struct Reset;

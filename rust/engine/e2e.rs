@@ -74,7 +74,7 @@ pub(super) fn range(addr: &str, fid: FileId, offset: u64, len: u32, buf_offset: 
     }
 }
 
-fn whole(addr: &str, fid: FileId) -> WholeOp {
+pub(super) fn whole(addr: &str, fid: FileId) -> WholeOp {
     WholeOp {
         sidecar: addr.to_owned(),
         volume: fid.volume,

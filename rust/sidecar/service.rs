@@ -85,7 +85,7 @@ impl Service {
         // A small read of cached pages is done on this thread: a trip to a blocking thread
         // and back (two wake-ups) costs more than the read itself.
         let mut cached = None;
-        if span.len <= INLINE_MAX {
+        if span.len <= INLINE_MAX && volume::page_cache_reads_work() {
             if let Some(slot) = self.store.get_known(volume) {
                 let given = lease.take();
                 match volume::from_page_cache(|| slot.read(key, cookie, span, given, max_read)) {

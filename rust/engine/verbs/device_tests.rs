@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::engine::e2e::{range, RealSidecar};
-use crate::engine::{Engine, EngineConfig, Failure, Transport, WholeOp};
+use crate::engine::e2e::{range, whole, RealSidecar};
+use crate::engine::{Engine, EngineConfig, Failure, Transport};
 use crate::testutil::{Cluster, Rng, Upload};
 
 /// The sidecar's device: `SEAWEED_RDMA_SIDECAR_DEVICE` when set (the guest puts the sidecar
@@ -67,14 +67,8 @@ fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
     }
 
     // Whole needles: within a slot they come back exact; larger ones say "use another way".
-    let whole = |fid: crate::fid::FileId| WholeOp {
-        sidecar: addr.clone(),
-        volume: fid.volume,
-        key: fid.key,
-        cookie: fid.cookie,
-        jwt: String::new(),
-    };
-    let out = engine.read_whole(&[whole(needles[2].0), whole(big_fid), whole(needles[3].0)]);
+    let ops = [whole(&addr, needles[2].0), whole(&addr, big_fid), whole(&addr, needles[3].0)];
+    let out = engine.read_whole(&ops);
     assert_eq!(out[0].as_ref().expect("fits a slot").data, needles[2].1);
     assert!(matches!(&out[1], Err(Failure::Verbs(_))), "{:?}", out[1]);
     assert!(matches!(&out[2], Err(Failure::Verbs(_))), "{:?}", out[2]);
@@ -129,16 +123,6 @@ fn verbs_setup(
     (cluster, needles, sidecar)
 }
 
-fn whole_op(addr: &str, fid: crate::fid::FileId) -> WholeOp {
-    WholeOp {
-        sidecar: addr.to_owned(),
-        volume: fid.volume,
-        key: fid.key,
-        cookie: fid.cookie,
-        jwt: String::new(),
-    }
-}
-
 #[test]
 #[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
 fn small_batches_take_the_lane_over_verbs_and_count_as_verbs_on_both_ends() {
@@ -169,8 +153,7 @@ fn small_batches_take_the_lane_over_verbs_and_count_as_verbs_on_both_ends() {
                 assert_eq!(&buf[op.buf_offset..op.buf_offset + op.len as usize], &data[..]);
             }
         }
-        let out =
-            engine.read_whole(&[whole_op(&addr, needles[1].0), whole_op(&addr, needles[3].0)]);
+        let out = engine.read_whole(&[whole(&addr, needles[1].0), whole(&addr, needles[3].0)]);
         assert_eq!(out[0].as_ref().expect("whole").data, needles[1].1);
         assert_eq!(out[1].as_ref().expect("whole").data, needles[3].1);
         let stats = engine.stats();
