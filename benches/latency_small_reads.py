@@ -2,6 +2,7 @@
 ``Client.readinto(path)``, the read path with a planned view, the engine alone, an engine
 ping, HTTP Range to the volume server, and a bare ping-pong between two processes (the
 floor this machine sets for any request and answer). Prints p50/p90 in µs and writes JSON.
+``--busy-poll-us 0`` turns busy polling off on both ends, to compare.
 
     .venv/bin/python benches/latency_small_reads.py [--reads 2000] [--out bench-results/small.json]
 """
@@ -65,15 +66,20 @@ def main() -> int:
     ap.add_argument("--reads", type=int, default=2000, help="reads per layer")
     ap.add_argument("--size-mib", type=int, default=32)
     ap.add_argument("--out", default="bench-results/small-reads.json")
+    ap.add_argument("--busy-poll-us", type=int, default=None,
+                    help="busy polling of the sidecars and the client (default: theirs)")
     a = ap.parse_args()
     rng = random.Random(1)
     size = a.size_mib << 20
     with LocalCluster(volumes=2, volume_size_limit_mb=256) as cl:
         cl.upload(FILE, rng.randbytes(size), max_mb=4)
+        busy = [] if a.busy_poll_us is None else [f"--busy-poll-us={a.busy_poll_us}"]
         for vs in cl.volume_servers:
-            cl.add_sidecar(vs)
+            cl.add_sidecar(vs, extra=busy)
+        client_busy = {} if a.busy_poll_us is None else {"fast_busy_poll_us": a.busy_poll_us}
         offsets = [rng.randrange(0, size - IO) // IO * IO for _ in range(a.reads)]
-        with Client(cl.filer.grpc_address, sidecar=cl.sidecar_map(), transport="tcp") as c, \
+        with Client(cl.filer.grpc_address, sidecar=cl.sidecar_map(), transport="tcp",
+                    **client_busy) as c, \
                 httpx.Client() as http:
             buf = bytearray(IO)
             mv = memoryview(buf)
@@ -105,7 +111,8 @@ def main() -> int:
         print(f"{name:<36}{r['p50_us']:>10.1f}{r['p90_us']:>10.1f}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"io_bytes": IO, "reads": a.reads, "layers": rows}, indent=2))
+    out.write_text(json.dumps({"io_bytes": IO, "reads": a.reads,
+                                "busy_poll_us": a.busy_poll_us, "layers": rows}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -144,6 +144,7 @@ class Engine:
         transport: _Transport = "auto",
         verbs_slot_size: int = 1048576,
         verbs_slots: int = 64,
+        busy_poll_us: int = 50,
     ) -> Engine: ...
     def read_into(self, buffer: Any, ops: list[RangeOp]) -> list[OpFailure | None]:
         """Per op: None when delivered into ``buffer[buf_offset:buf_offset+length]``, else

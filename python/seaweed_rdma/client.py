@@ -44,7 +44,10 @@ class Client:
     its plaintext). ``fast_verbs_slots`` caps the slots of each verbs connection (its reads
     in flight); reads beyond them wait for a free slot. Each verbs connection registers
     (pins) its own slots when it connects, so pinned memory grows with the connections:
-    see docs/operations.md, "Pinned memory on the reader's host".
+    see docs/operations.md, "Pinned memory on the reader's host". ``fast_busy_poll_us``
+    is how long a small read keeps checking for its answer before the thread sleeps: an
+    answer due in microseconds then costs no wake-up (0: never spin; see
+    docs/operations.md, "Busy polling").
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Client:
         fast_connect_timeout: float = 1.0,
         fast_verbs_slot_size: int = VERBS_SLOT_SIZE,
         fast_verbs_slots: int = 16,
+        fast_busy_poll_us: int = 50,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -87,7 +91,8 @@ class Client:
                             timeout=fast_timeout, max_inflight=fast_max_inflight,
                             connect_timeout=fast_connect_timeout,
                             verbs_slot_size=fast_verbs_slot_size,
-                            verbs_slots=fast_verbs_slots)
+                            verbs_slots=fast_verbs_slots,
+                            busy_poll_us=fast_busy_poll_us)
         self.reader = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
                                self._stats, self._executor, fast, fallback=fallback,
                                verify=verify)

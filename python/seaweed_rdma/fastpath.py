@@ -103,7 +103,8 @@ class FastPath:
     def __init__(self, spec: str | dict[str, str], transport: str, master: MasterClient,
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
                  max_inflight: int = 128, connect_timeout: float = 1.0,
-                 verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 16) -> None:
+                 verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 16,
+                 busy_poll_us: int = 50) -> None:
         self.spec = spec
         self.requested = transport
         self._master = master
@@ -120,7 +121,7 @@ class FastPath:
         self.engine = Engine(timeout_ms=int(timeout * 1000),
                              connect_timeout_ms=max(1, int(connect_timeout * 1000)),
                              verbs_slot_size=verbs_slot_size, verbs_slots=verbs_slots,
-                             max_inflight=max_inflight,
+                             max_inflight=max_inflight, busy_poll_us=busy_poll_us,
                              transport=cast(Literal["auto", "tcp", "verbs"], transport))
 
     def close(self) -> None:

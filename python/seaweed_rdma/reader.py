@@ -104,6 +104,9 @@ class FileView:
         return int(self.plan.read_len(offset, size))
 
 
+# Reads shorter than this fill a bytearray and copy it (see ``ReadPath.read``).
+SMALL_READ = 32 << 10
+
 # Runs a blocking call off an event loop's thread (``trio.to_thread.run_sync`` with a limiter).
 OffLoop = Callable[[Callable[[], None]], Awaitable[None]]
 
@@ -247,8 +250,16 @@ class ReadPath:
 
     def read(self, view: FileView, offset: int, size: int) -> bytes:
         """``size`` bytes from ``offset`` (short at EOF) as a new ``bytes``, filled in place:
-        no zeroing pass before the read and no copy after it."""
+        no zeroing pass before the read and no copy after it. Below ``SMALL_READ`` bytes a
+        bytearray is filled and copied instead, which is cheaper there than a writable view
+        of a new ``bytes`` (0.5 against 3.7 µs at 4 KiB)."""
         n = view.read_len(offset, size)
+        if n < SMALL_READ:
+            small = bytearray(n)
+            got = self.readinto(view, memoryview(small), offset)
+            if got != n:
+                raise InvalidRange(f"{view.entry.path}: read {got} bytes where {n} were planned")
+            return bytes(small)
         out, dest = writable_bytes(n)
         try:
             got = self.readinto(view, dest, offset)

@@ -60,6 +60,10 @@ pub struct EngineConfig {
     /// connection registers `min(in-flight asked, verbs_slots)` slots of its own (a lane
     /// connection at most 8), so the memory pinned grows with the connections.
     pub verbs_slots: u32,
+    /// How long a small batch on the calling thread (the lane) retries its socket before
+    /// it sleeps until the answer: an answer due in microseconds then costs no wake-up,
+    /// which on an idle (virtual) CPU can cost more than the read. Zero never spins.
+    pub busy_poll: Duration,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             transport: Transport::Auto,
             verbs_slot_size: 1 << 20,
             verbs_slots: 64,
+            busy_poll: Duration::from_micros(50),
         }
     }
 }

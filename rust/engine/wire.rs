@@ -8,6 +8,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,7 @@ use super::verbs::lane::LaneLink;
 use super::verbs::Host;
 use crate::proto::{self, HelloAck};
 
-/// Time left until `deadline`, or `TimedOut` once it has passed (a zero socket timeout
-/// would mean "wait forever").
+/// Time left until `deadline`, or `TimedOut` once it has passed.
 fn left(deadline: Instant) -> io::Result<Duration> {
     match deadline.checked_duration_since(Instant::now()) {
         Some(d) if !d.is_zero() => Ok(d),
@@ -28,21 +28,58 @@ fn left(deadline: Instant) -> io::Result<Duration> {
     }
 }
 
-/// Whether an I/O error only says that the socket timeout ran out.
+/// Whether an I/O error only says that the deadline passed.
 pub(super) fn timed_out(e: &io::Error) -> bool {
     matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
 }
 
+/// How a call waits for its socket: first by retrying for up to `spin` (an answer due in
+/// microseconds then costs no sleep and no wake-up), then in `poll` until the deadline.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    deadline: Instant,
+    spin_until: Option<Instant>,
+    spin: Duration,
+}
+
+impl Waiter {
+    fn new(deadline: Instant, spin: Duration) -> Waiter {
+        Waiter { deadline, spin_until: None, spin }
+    }
+
+    /// Returns once `stream` may be ready for `events` (or spinning says "try again").
+    fn wait(&mut self, stream: &TcpStream, events: libc::c_short) -> io::Result<()> {
+        let now = Instant::now();
+        let spin_until = *self.spin_until.get_or_insert(now + self.spin);
+        if now < spin_until {
+            // Whatever else this CPU has to run goes first: a host with more busy threads
+            // than CPUs must not lose a core to the wait.
+            std::thread::yield_now();
+            return Ok(());
+        }
+        let left = left(self.deadline)?;
+        let ms = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
+        let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events, revents: 0 };
+        // SAFETY: `fd` is a valid pollfd for the duration of the call, and nfds is 1.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One `read` into `dst`, waiting at most until `deadline`; end of stream is an error.
-fn read_some(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::Result<usize> {
+fn read_some(stream: &mut TcpStream, dst: &mut [u8], waiter: &mut Waiter) -> io::Result<usize> {
     loop {
-        stream.set_read_timeout(Some(left(deadline)?))?;
         match stream.read(dst) {
             Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
             Ok(n) => return Ok(n),
-            // Interrupted, or the socket timeout fired (it may round down): `left` decides
-            // whether time remains.
-            Err(e) if e.kind() == ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => waiter.wait(stream, libc::POLLIN)?,
             Err(e) => return Err(e),
         }
     }
@@ -50,21 +87,23 @@ fn read_some(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::R
 
 /// Fills `dst` from the socket, reading no further.
 fn read_all(stream: &mut TcpStream, dst: &mut [u8], deadline: Instant) -> io::Result<()> {
+    let mut waiter = Waiter::new(deadline, Duration::ZERO);
     let mut got = 0;
     while got < dst.len() {
-        got += read_some(stream, &mut dst[got..], deadline)?;
+        got += read_some(stream, &mut dst[got..], &mut waiter)?;
     }
     Ok(())
 }
 
 /// Writes all of `bytes`, waiting at most until `deadline`.
 fn write_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io::Result<()> {
+    let mut waiter = Waiter::new(deadline, Duration::ZERO);
     while !bytes.is_empty() {
-        stream.set_write_timeout(Some(left(deadline)?))?;
         match stream.write(bytes) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::Interrupted || timed_out(&e) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => waiter.wait(stream, libc::POLLOUT)?,
             Err(e) => return Err(e),
         }
     }
@@ -88,6 +127,8 @@ pub(super) struct Wire {
     pos: usize,
     end: usize,
     next_id: u32,
+    /// How long a wait for the sidecar spins before it sleeps in `poll`.
+    spin: Duration,
 }
 
 /// What a new lane connection offers besides tcp.
@@ -111,6 +152,7 @@ impl Wire {
         want_inflight: u32,
         deadline: Instant,
         verbs: Option<Offer<'_>>,
+        spin: Duration,
     ) -> Result<Wire, Failure> {
         let fail = |what: &str, e: io::Error| Failure::Connect(format!("{what}: {e}"));
         let prepared = verbs.as_ref().map(|o| o.host.prepare(want_inflight)).transpose()?;
@@ -128,6 +170,8 @@ impl Wire {
         let mut stream = stream.ok_or_else(|| Failure::Connect(last.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+        // Every wait is a spin and then `poll` with the time left (see `Waiter`).
+        stream.set_nonblocking(true).map_err(|e| fail("O_NONBLOCK", e))?;
         let tcp_ok = verbs.as_ref().map_or(true, |o| o.tcp_ok);
         let offered = frames::offer(prepared.is_some(), tcp_ok);
         let mut hello = frames::hello(want_inflight, offered).to_vec();
@@ -152,7 +196,7 @@ impl Wire {
             _ => None,
         };
         let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0 })
+        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0, spin })
     }
 
     /// `"verbs"` or `"tcp"`, as the sidecar chose.
@@ -178,11 +222,12 @@ impl Wire {
     /// Fills `dst` from the buffer and then the socket.
     pub(super) fn read_exact(&mut self, dst: &mut [u8], deadline: Instant) -> io::Result<()> {
         let mut got = self.take_buffered(dst);
+        let mut waiter = Waiter::new(deadline, self.spin);
         while got < dst.len() {
             if dst.len() - got >= self.buf.len() {
-                got += read_some(&mut self.stream, &mut dst[got..], deadline)?;
+                got += read_some(&mut self.stream, &mut dst[got..], &mut waiter)?;
             } else {
-                self.refill(deadline)?;
+                self.refill(&mut waiter)?;
                 got += self.take_buffered(&mut dst[got..]);
             }
         }
@@ -191,6 +236,7 @@ impl Wire {
 
     /// Reads and drops `n` bytes.
     pub(super) fn skip(&mut self, mut n: usize, deadline: Instant) -> io::Result<()> {
+        let mut waiter = Waiter::new(deadline, self.spin);
         loop {
             let buffered = (self.end - self.pos).min(n);
             self.pos += buffered;
@@ -198,23 +244,19 @@ impl Wire {
             if n == 0 {
                 return Ok(());
             }
-            self.refill(deadline)?;
+            self.refill(&mut waiter)?;
         }
     }
 
     /// Whether the connection can take a new batch: nothing unread is buffered, and the
-    /// socket holds no data and no end of stream (the sidecar closes idle connections).
-    /// Costs three system calls, a small price next to a failed batch.
+    /// socket (non-blocking) holds no data and no end of stream (the sidecar closes idle
+    /// connections). One system call, a small price next to a failed batch.
     pub(super) fn reusable(&self) -> bool {
         if self.verbs.as_ref().is_some_and(|v| !v.is_idle()) {
             return false;
         }
-        if self.pos != self.end || self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let quiet =
-            matches!(self.stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock);
-        self.stream.set_nonblocking(false).is_ok() && quiet
+        self.pos == self.end
+            && matches!(self.stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock)
     }
 
     fn take_buffered(&mut self, dst: &mut [u8]) -> usize {
@@ -225,9 +267,9 @@ impl Wire {
     }
 
     /// Reads what the socket has (at least one byte) into the emptied buffer.
-    fn refill(&mut self, deadline: Instant) -> io::Result<()> {
+    fn refill(&mut self, waiter: &mut Waiter) -> io::Result<()> {
         debug_assert_eq!(self.pos, self.end, "refill with unread bytes");
-        self.end = read_some(&mut self.stream, &mut self.buf, deadline)?;
+        self.end = read_some(&mut self.stream, &mut self.buf, waiter)?;
         self.pos = 0;
         Ok(())
     }

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use super::buffer::{PyDest, WritableView};
 use super::to_py_err;
 use crate::engine::{
-    DestBuffer, Engine, EngineConfig, Failure, RangeOp, Ticket, Transport, WholeNeedle, WholeOp,
+    Engine, EngineConfig, Failure, RangeOp, Ticket, Transport, WholeNeedle, WholeOp,
 };
 use crate::error::Error;
 
@@ -158,10 +159,12 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2,
-    /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64)`. `transport`: "auto" (verbs
-    /// where this host and the sidecar can, else tcp), "tcp", or "verbs" (ops fail with
-    /// reason "verbs" where this host cannot). `verbs_slots` is per connection: each verbs
-    /// connection registers up to that many slots of its own.
+    /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64, busy_poll_us=50)`.
+    /// `transport`: "auto" (verbs where this host and the sidecar can, else tcp), "tcp", or
+    /// "verbs" (ops fail with reason "verbs" where this host cannot). `verbs_slots` is per
+    /// connection: each verbs connection registers up to that many slots of its own.
+    /// `busy_poll_us`: how long a small read on the calling thread keeps checking for its
+    /// answer before it sleeps (0: never).
     #[new]
     #[pyo3(signature = (
         timeout_ms=5000,
@@ -171,6 +174,7 @@ impl PyEngine {
         transport="auto",
         verbs_slot_size=1048576,
         verbs_slots=64,
+        busy_poll_us=50,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -181,6 +185,7 @@ impl PyEngine {
         transport: &str,
         verbs_slot_size: u32,
         verbs_slots: u32,
+        busy_poll_us: u64,
     ) -> PyResult<Self> {
         let Some(transport) = Transport::parse(transport) else {
             return Err(PyValueError::new_err(format!(
@@ -195,6 +200,7 @@ impl PyEngine {
             transport,
             verbs_slot_size,
             verbs_slots,
+            busy_poll: Duration::from_micros(busy_poll_us),
             ..EngineConfig::default()
         };
         Ok(Self { inner: Engine::new(cfg).map_err(to_py_err)? })
@@ -505,76 +511,6 @@ impl Drop for PyTicket {
     fn drop(&mut self) {
         if let Pending::Range(ticket) = &self.pending {
             drop(ticket.take_buffer()); // finished: with the GIL held, the export goes now
-        }
-    }
-}
-
-/// A writable buffer export of a Python object, with its address.
-///
-/// The crate is built against the stable ABI of Python 3.10, which lacks the C buffer
-/// protocol (`pyo3::buffer` needs 3.11), so the export is taken through `ctypes`: a
-/// `c_char` array made `from_buffer` holds a writable export of the object's memory for
-/// as long as the array lives, and `ctypes.addressof` gives its address.
-struct WritableView<'py> {
-    /// Keeps the export (and so the memory) alive; `None` for an empty buffer.
-    _export: Option<Bound<'py, PyAny>>,
-    addr: usize,
-    len: usize,
-}
-
-impl<'py> WritableView<'py> {
-    fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
-        let py = obj.py();
-        let view = py.import("builtins")?.getattr("memoryview")?.call1((obj,))?;
-        if view.getattr("readonly")?.extract::<bool>()? {
-            return Err(PyTypeError::new_err("read_into needs a writable buffer"));
-        }
-        if !view.getattr("c_contiguous")?.extract::<bool>()? {
-            return Err(PyTypeError::new_err("read_into needs a C-contiguous buffer"));
-        }
-        let len: usize = view.getattr("nbytes")?.extract()?;
-        if len == 0 {
-            return Ok(Self { _export: None, addr: 0, len });
-        }
-        let ctypes = py.import("ctypes")?;
-        let array_type = ctypes.getattr("c_char")?.call_method1("__mul__", (len,))?;
-        let export =
-            array_type.call_method1("from_buffer", (view.call_method1("cast", ("B",))?,))?;
-        let addr: usize = ctypes.getattr("addressof")?.call1((&export,))?.extract()?;
-        Ok(Self { _export: Some(export), addr, len })
-    }
-
-    /// The same export, owned, for a submitted batch.
-    fn into_dest(self) -> PyDest {
-        PyDest { _export: self._export.map(Bound::unbind), addr: self.addr, len: self.len }
-    }
-}
-
-/// A Python buffer that a submitted batch fills: the export that keeps its memory alive,
-/// and where that memory is.
-struct PyDest {
-    /// Dropped (the export released) by whoever drops the `PyDest` last: `PyTicket`, with the
-    /// GIL; or the batch, on an engine thread, if the ticket was dropped first (pyo3 then
-    /// queues the decref until a thread next holds the GIL).
-    _export: Option<Py<PyAny>>,
-    addr: usize,
-    len: usize,
-}
-
-impl DestBuffer for PyDest {
-    fn bytes(&mut self) -> &mut [u8] {
-        match self.addr {
-            0 => &mut [],
-            addr => {
-                // SAFETY: `_export` holds a writable, C-contiguous buffer export of `len`
-                // bytes at `addr` for as long as this `PyDest` lives, which keeps the memory
-                // alive and unresizable; the slice borrows `self` mutably, so it cannot
-                // outlive the `PyDest` nor be taken twice at once. The batch that owns the
-                // `PyDest` is the only Rust code that reaches it: the ticket hands out no view
-                // of the buffer, and gives the `PyDest` back only after the batch is over. As
-                // with `socket.recv_into`, Python code must leave the buffer alone meanwhile.
-                unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, self.len) }
-            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The PyO3 layer: argument conversion and error mapping only; logic lives in the
 //! plain modules. Each submodule has a `register` function that adds its items.
 
+mod buffer;
 mod engine;
 mod errors;
 mod fid;

@@ -51,6 +51,7 @@
 //! two seconds to send the answers they owe, then the runtime stops.
 
 mod accept;
+mod busy;
 mod config;
 mod handshake;
 mod http;
@@ -201,6 +202,7 @@ impl Sidecar {
                 .then(|| Duration::from_secs(config.idle_timeout_secs)),
             write_timeout,
             conn_staging_slabs: config.conn_staging_slabs(),
+            busy_poll: Duration::from_micros(config.busy_poll_us),
             server_id: random_id(),
             verbs,
         });

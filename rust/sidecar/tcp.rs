@@ -30,6 +30,7 @@ use tokio::time::timeout;
 use tracing::{debug, warn};
 
 use super::accept::next_connection;
+use super::busy::BusyPoll;
 use super::handshake::{handshake, Session};
 use super::read::Span;
 use super::read::{Answer, ReadAsk};
@@ -61,6 +62,9 @@ pub(crate) struct Limits {
     pub(crate) write_timeout: Option<Duration>,
     /// Staging slabs one connection may hold at once.
     pub(crate) conn_staging_slabs: usize,
+    /// How long the reader keeps trying a connection for its next request before it
+    /// sleeps (`--busy-poll-us`).
+    pub(crate) busy_poll: Duration,
     pub(crate) server_id: u64,
     /// The RDMA device's side of verbs connections; `None` serves tcp only.
     pub(crate) verbs: Option<Arc<dyn VerbsBackend>>,
@@ -208,8 +212,9 @@ impl Handler {
     ) -> Result<(), End> {
         let (tx, rx) = mpsc::channel(session.granted + 16);
         let wr = WriteDeadline::new(wr, self.limits.write_timeout);
-        let mut writer = tokio::spawn(write_loop(wr, rx));
-        let reading = self.read_loop(&mut rd, tx, &session);
+        let busy = Arc::new(BusyPoll::new(self.limits.busy_poll));
+        let mut writer = tokio::spawn(write_loop(wr, rx, Arc::clone(&busy)));
+        let reading = self.read_loop(&mut rd, tx, &session, &busy);
         let result = tokio::select! {
             result = reading => result,
             // The writer stops early only when the socket or a verbs write failed.
@@ -234,6 +239,7 @@ impl Handler {
         rd: &mut OwnedReadHalf,
         tx: mpsc::Sender<Reply>,
         session: &Session,
+        busy: &BusyPoll,
     ) -> Result<(), End> {
         let (peer, limits) = (self.peer, Arc::clone(&self.limits));
         let granted = session.granted;
@@ -243,10 +249,14 @@ impl Handler {
         let mut header = [0u8; FRAME_HEADER_LEN];
         let mut body = Vec::new();
         loop {
-            // `read` (unlike `read_exact`) loses nothing when the idle timer or shutdown wins.
-            let first = tokio::select! {
+            let first = match busy.read(rd, &mut header).await {
+                Some(read) => Some(read),
+                // `read` (unlike `read_exact`) loses nothing when the idle timer or shutdown
+                // wins.
+                None => tokio::select! {
                 read = maybe_timeout(limits.idle, rd.read(&mut header)) => read,
-                _ = self.shutdown.changed() => return Ok(()),
+                    _ = self.shutdown.changed() => return Ok(()),
+                },
             };
             let n = match first {
                 Some(read) => read.map_err(End::Io)?,
@@ -371,6 +381,7 @@ type Out = BufWriter<WriteDeadline<OwnedWriteHalf>>;
 async fn write_loop(
     wr: WriteDeadline<OwnedWriteHalf>,
     mut rx: mpsc::Receiver<Reply>,
+    busy: Arc<BusyPoll>,
 ) -> Result<(), End> {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
     // Returning drops `rx`, and with it the answers still queued and their slabs; the
@@ -397,6 +408,7 @@ async fn write_loop(
             }
         }
         out.flush().await.map_err(|e| failed(e, &rx))?;
+        busy.answered();
     }
     out.shutdown().await.map_err(End::Io)
 }
