@@ -3,12 +3,14 @@ from cold caches: sequential 1 MiB reads, and 4 KiB random reads (4 jobs) both b
 with O_DIRECT (so the page cache cannot serve them). The two mounts run alternately,
 ``--rounds`` times each; min and median of each, and the ratio of medians, are printed and
 written as JSON. A mount that rejects O_DIRECT is reported as such, not as a number.
+``--null`` adds a third mount to the read tests, ``benches/fuse_null.py``: pyfuse3 with a
+read handler that does no work, the ceiling of any pyfuse3 mount on this machine.
 Writes, the same way: fio psync sequential 1 MiB writes of ``--write-mib`` with a final
 fsync, and ``--small-files`` files of 4 KiB each created, written and closed one after
 another (files per second). Needs root, /dev/fuse and fio.
 
     .venv/bin/python benches/bench_mount.py [--size-mib 256] [--random-secs 15] [--rounds 3]
-        [--write-mib 128] [--small-files 500] [--only all|reads|writes]
+        [--write-mib 128] [--small-files 500] [--only all|reads|writes] [--null]
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ def summarize(runs: list[dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+NULL = "pyfuse3 null"
 UNITS = {"bw_bytes": ("MB/s", 1e6), "iops": ("IOPS", 1.0), "files_per_s": ("files/s", 1.0)}
 
 
@@ -184,12 +187,20 @@ def print_table(results: dict[str, dict], tests: dict[str, str]) -> dict[str, fl
             else:
                 print(f"{test:16s} {name:14s} {r['min'] / scale:12.1f} "
                       f"{r['median'] / scale:12.1f}   {unit}")
-        ours, peer = results["seaweed-rdma"][test], results["weed mount"][test]
-        both = "median" in ours and "median" in peer
-        ratios[test] = ours["median"] / peer["median"] if both else None
+        ratios[test] = ratio(results["seaweed-rdma"][test], results["weed mount"][test])
         shown = f"{ratios[test]:.2f}x" if ratios[test] is not None else "n/a"
         print(f"{test:16s} {'ratio':14s} {shown:>12s} (median, ours / weed mount)")
+        if NULL in results:
+            ceiling = ratio(results[NULL][test], results["weed mount"][test])
+            ratios[f"{test}_null"] = ceiling
+            shown = f"{ceiling:.2f}x" if ceiling is not None else "n/a"
+            print(f"{test:16s} {'ceiling':14s} {shown:>12s} (median, {NULL} / weed mount)")
     return ratios
+
+
+def ratio(a: dict, b: dict) -> float | None:
+    """Ratio of medians, None where either mount could not run the test."""
+    return a["median"] / b["median"] if "median" in a and "median" in b else None
 
 
 def main() -> int:
@@ -201,6 +212,8 @@ def main() -> int:
     ap.add_argument("--write-mib", type=int, default=128)
     ap.add_argument("--small-files", type=int, default=500)
     ap.add_argument("--only", choices=["all", "reads", "writes"], default="all")
+    ap.add_argument("--null", action="store_true",
+                    help="also read through benches/fuse_null.py (pyfuse3, no work)")
     ap.add_argument("--out", default="bench-results/mount.json")
     a = ap.parse_args()
     if not shutil.which("fio"):
@@ -222,6 +235,9 @@ def main() -> int:
                              f"-rdma.sidecar={sc.address}", "-cacheMetaTtlSec=60"],
             "weed mount": [find_weed(), "mount", f"-filer={cl.filer.grpc_address}"],
         }
+        if a.null:
+            mounts[NULL] = [sys.executable, str(Path(__file__).with_name("fuse_null.py")),
+                            f"--size-mib={a.size_mib}"]
         procs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
         logs = []
         try:
@@ -242,7 +258,7 @@ def main() -> int:
                     if a.only in ("all", "reads"):
                         runs.setdefault(name, []).append(
                             read_round(mnt / "bench" / "file.bin", size, a.random_secs))
-                    if a.only in ("all", "writes"):
+                    if a.only in ("all", "writes") and name != NULL:
                         tag = f"{name.replace(' ', '_')}-{r}"
                         wruns.setdefault(name, []).append(
                             write_round(mnt / "bench", tag, a.write_mib * MIB, a.small_files))

@@ -204,3 +204,35 @@ def test_read_fid_over_the_fast_path(cluster, sidecars):  # type: ignore[no-unty
         assert c.read_fid(packed.file_id) == text
         st = c.stats()
         assert st["http"]["bytes"] == 0 and st["fast"]["reads"] >= 3, st
+
+
+@pytest.mark.parametrize("busy_us", [0, 50])
+def test_small_reads_with_and_without_busy_polling(cluster, sidecars, busy_us):  # type: ignore[no-untyped-def]
+    """Busy polling only changes how the two ends wait: the same small reads, byte-exact,
+    over the fast path (counted by the sidecars too), with it off on both ends and on, and
+    with pauses between reads longer than the window so both ends also go to sleep."""
+    payload = random.Random(13).randbytes(3 << 20)
+    cluster.upload("/fast/busy.bin", payload, max_mb=1)
+    made = [cluster.add_sidecar(vs, extra=[f"--busy-poll-us={busy_us}"])
+            for vs in cluster.volume_servers]
+    try:
+        mapping = {sc.volume_server.url: sc.address for sc in made}
+        served_before = sum(int(sc.stats()["bytes"]) for sc in made)  # type: ignore[call-overload]
+        rng = random.Random(busy_us)
+        with Client(cluster.filer.grpc_address, sidecar=mapping, transport="tcp",
+                    fast_busy_poll_us=busy_us) as c:
+            for i in range(300):
+                off = rng.randrange(0, len(payload) - 4096)
+                assert c.read("/fast/busy.bin", off, 4096) == payload[off:off + 4096], off
+                if i % 50 == 0:
+                    time.sleep(0.01)  # both ends' windows run out: the next read wakes them
+            st = c.stats()
+        assert st["http"]["bytes"] == 0 and st["fallbacks"] == 0, st["fallback_reasons"]
+        assert st["fast"]["bytes"] == 300 * 4096
+        served = sum(int(sc.stats()["bytes"]) for sc in made)  # type: ignore[call-overload]
+        assert served - served_before == 300 * 4096
+    finally:
+        for sc in made:
+            sc.proc.terminate()
+            sc.proc.wait(10)
+            cluster.sidecars.remove(sc)
