@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -44,6 +44,8 @@ pub(super) struct Ctx<'a> {
     pub(super) generation: &'a Generation,
     pub(super) cfg: &'a EngineConfig,
     pub(super) stats: &'a Arc<Stats>,
+    /// How long the batch's lane waits spin before they sleep.
+    pub(super) spin: Duration,
 }
 
 /// Tells apart the entries of different batches on one connection.

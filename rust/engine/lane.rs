@@ -104,6 +104,7 @@ pub(super) fn run(
             }
         },
     };
+    wire.spin = ctx.spin;
     let mut exchange = Exchange {
         max_body: frames::max_answer(&wire.ack),
         window: frames::window(&wire.ack, want_inflight(ctx.cfg)),
@@ -153,10 +154,10 @@ fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failur
     let want = want_inflight(ctx.cfg);
     let tcp_ok = ctx.cfg.transport != Transport::Verbs;
     let offer = host.as_ref().map(|host| Offer { host, tcp_ok, stats: ctx.stats });
-    let wire = match Wire::connect(&addrs, want, limit, offer, ctx.cfg.busy_poll) {
+    let wire = match Wire::connect(&addrs, want, limit, offer) {
         Err(Failure::Verbs(why)) if ctx.cfg.transport == Transport::Auto => {
             pool.verbs_failed(&why);
-            Wire::connect(&addrs, want, limit, None, ctx.cfg.busy_poll)?
+            Wire::connect(&addrs, want, limit, None)?
         }
         other => other?,
     };

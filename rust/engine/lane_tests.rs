@@ -213,3 +213,26 @@ fn threads_beyond_the_lane_connections_take_the_async_path() {
     assert_eq!(engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 4096, 0)]), vec![Ok(())]);
     assert_eq!((engine.stats().lane_batches, server.accepted()), (9, 9), "an idle one is reused");
 }
+
+#[test]
+fn answers_after_the_busy_poll_window_and_without_one_arrive_whole() {
+    // An answer within the window is picked up by spinning; a later one (here 30 ms, with
+    // a 50 µs window), or any answer with busy polling off, by sleeping in `poll`. Both
+    // end up whole, on one kept connection.
+    for busy_poll in [Duration::ZERO, Duration::from_micros(50)] {
+        let server = TestServer::start(needles(0..1, 4096), Mode::Normal);
+        let engine = Engine::new(EngineConfig { busy_poll, ..cfg(1) }).expect("engine");
+        let mut buf = vec![SENTINEL; 4096];
+        let read = |buf: &mut [u8]| engine.read_into(buf, &[op(&server.addr, 0, 0, 4096, 0)]);
+        assert_eq!(read(&mut buf), vec![Ok(())]);
+        assert_eq!(buf, pattern(0, 4096));
+        server.set_mode(Mode::StallLate(Duration::from_millis(30)));
+        buf.fill(SENTINEL);
+        let start = Instant::now();
+        assert_eq!(read(&mut buf), vec![Ok(())]);
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        assert_eq!(buf, pattern(0, 4096));
+        let stats = engine.stats();
+        assert_eq!((stats.lane_batches, server.accepted()), (2, 1), "{busy_poll:?}");
+    }
+}

@@ -97,6 +97,7 @@ mod tests;
 #[cfg(test)]
 mod ticket_tests;
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,12 @@ impl Engine {
             return bad("verbs_slot_size and verbs_slots must be at least 1");
         }
         let current = Current::new().map_err(Error::Runtime)?;
-        let core = Core { cfg, stats: Arc::new(Stats::default()), use_lane: true };
+        let core = Core {
+            cfg,
+            stats: Arc::new(Stats::default()),
+            use_lane: true,
+            submitted: Arc::new(AtomicUsize::new(0)),
+        };
         Ok(Engine { core, current })
     }
 
@@ -171,7 +177,11 @@ impl Engine {
     ) -> Vec<std::result::Result<T, Failure>> {
         let deadline = self.deadline();
         match self.current.get() {
-            Ok(generation) => f(&Batch { core: &self.core, generation: &generation, deadline }),
+            Ok(generation) => {
+                // The caller's own thread waits, so it may spin for a prompt answer.
+                let spin = self.core.cfg.busy_poll;
+                f(&Batch { core: &self.core, generation: &generation, deadline, spin })
+            }
             Err(e) => self.core.unavailable(n, &e),
         }
     }
@@ -249,7 +259,8 @@ impl Engine {
         rt.spawn_blocking(move || {
             let out = match lease.get() {
                 Some(generation) if Instant::now() < deadline => {
-                    work(&Batch { core: &core, generation, deadline }, &mut buffer)
+                    let (spin, _running) = core.submitted_spin();
+                    work(&Batch { core: &core, generation, deadline, spin }, &mut buffer)
                 }
                 _ => core.expired(n),
             };

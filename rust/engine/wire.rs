@@ -127,8 +127,8 @@ pub(super) struct Wire {
     pos: usize,
     end: usize,
     next_id: u32,
-    /// How long a wait for the sidecar spins before it sleeps in `poll`.
-    spin: Duration,
+    /// How long a wait for the sidecar spins before it sleeps in `poll`; set per batch.
+    pub(super) spin: Duration,
 }
 
 /// What a new lane connection offers besides tcp.
@@ -152,7 +152,6 @@ impl Wire {
         want_inflight: u32,
         deadline: Instant,
         verbs: Option<Offer<'_>>,
-        spin: Duration,
     ) -> Result<Wire, Failure> {
         let fail = |what: &str, e: io::Error| Failure::Connect(format!("{what}: {e}"));
         let prepared = verbs.as_ref().map(|o| o.host.prepare(want_inflight)).transpose()?;
@@ -196,7 +195,7 @@ impl Wire {
             _ => None,
         };
         let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0, spin })
+        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0, spin: Duration::ZERO })
     }
 
     /// `"verbs"` or `"tcp"`, as the sidecar chose.

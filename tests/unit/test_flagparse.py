@@ -148,11 +148,13 @@ class TestMount:
     def test_weed_mount_line(self) -> None:
         o = parse_mount_args(["-filer=h:8888", "-dir=/mnt", "-filer.path=/sub",
                               "-rdma.enabled", "-rdma.sidecar=:18515", "-rdma.maxConcurrent",
-                              "16", "-rdma.timeoutMs=900", "-cacheCapacityMB", "64"])
+                              "16", "-rdma.timeoutMs=900", "-cacheCapacityMB", "64",
+                              "-rdma.busyPollUs=0"])
         assert (o.filer, o.dir, o.filer_path) == ("h:8888", "/mnt", "/sub")
         assert (o.rdma_enabled, o.rdma_sidecar, o.rdma_fallback) == (True, ":18515", True)
         assert (o.rdma_max_concurrent, o.rdma_timeout_ms, o.cache_capacity_mb) == (16, 900, 64)
         assert not o.rdma_verify
+        assert o.rdma_busy_poll_us == 0
 
     def test_two_dashes_and_booleans(self) -> None:
         o = parse_mount_args(["--filer", "h:1", "--dir", "/m", "--rdma.fallback=false",
@@ -192,6 +194,7 @@ class TestMount:
         text = mount_parser().format_help()
         for flag in ("--filer", "--dir", "--filer.path", "--rdma.enabled", "--rdma.sidecar",
                      "--rdma.fallback", "--rdma.maxConcurrent", "--rdma.timeoutMs",
+                     "--rdma.busyPollUs",
                      "--readOnly", "--cacheMetaTtlSec", "--concurrentReaders", "--allowOthers",
                      "--autoUnmount", "--readaheadMiB", "--cacheCapacityMB", "--master",
                      "--jwtKey", "--debug", "one dash or two"):

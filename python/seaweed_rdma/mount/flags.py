@@ -43,6 +43,7 @@ class MountOptions:
     rdma_verify: bool = False
     rdma_transport: str = "auto"
     rdma_connect_timeout_ms: int = 1000
+    rdma_busy_poll_us: int = 50
     read_only: bool = False
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -105,6 +106,11 @@ def add_mount_flags(p: FlagParser) -> None:
     p.add_argument("--rdma.timeoutMs", dest="rdma_timeout_ms", type=int, default=5000,
                    metavar="MS",
                    help="deadline of one fast-path batch, in ms")
+    p.add_argument("--rdma.busyPollUs", dest="rdma_busy_poll_us", type=int, default=50,
+                   metavar="US",
+                   help="how long a small fast-path read keeps checking for its answer "
+                        "before its thread sleeps (0: never; see docs/operations.md, "
+                        "'Busy polling')")
     p.add_bool("--rdma.verify", dest="rdma_verify", default=False,
                help="read every chunk whole and check it against its CRC and the filer's "
                     "MD5 e_tag, so wrong bytes from a sidecar or replica are caught "
