@@ -236,3 +236,46 @@ def test_small_reads_with_and_without_busy_polling(cluster, sidecars, busy_us): 
             sc.proc.terminate()
             sc.proc.wait(10)
             cluster.sidecars.remove(sc)
+
+
+def test_event_loop_reads_drive_small_batches_themselves(cluster, sidecars):  # type: ignore[no-untyped-def]
+    """Small reads on trio go out from the loop's thread and are read back there when the
+    socket turns readable (polled batches), byte-exact, with several tasks at once and with
+    reads cancelled mid-flight; larger ones are still submitted to the engine's threads."""
+    import trio
+
+    payload = random.Random(14).randbytes(3 << 20)
+    cluster.upload("/fast/polled.bin", payload, max_mb=1)
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
+        view = c.view("/fast/polled.bin")
+        c.read("/fast/polled.bin", 0, 16)  # the first connection is made off the loop
+
+        async def off_loop(fn):  # type: ignore[no-untyped-def]
+            return await trio.to_thread.run_sync(fn)
+
+        async def reader(seed: int, cancel_some: bool) -> None:
+            rng = random.Random(seed)
+            for i in range(60):
+                size = rng.choice([1, 512, 4096, 65536, 300_000])
+                off = rng.randrange(0, len(payload) - size)
+                buf = memoryview(bytearray(size))
+                if cancel_some and i % 10 == 0:
+                    with trio.move_on_after(0):  # cancelled at its first wait
+                        await c.reader.readinto_async(view, buf, off, off_loop)
+                    continue
+                n = await c.reader.readinto_async(view, buf, off, off_loop)
+                assert n == size and bytes(buf) == payload[off:off + size], (off, size)
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                for seed in range(4):
+                    nursery.start_soon(reader, seed, seed % 2 == 1)
+
+        trio.run(main)
+        st = c.stats()
+        assert st["http"]["bytes"] == 0, st["fallback_reasons"]
+        assert st["engine"]["polled_batches"] > 50, st["engine"]
+        assert st["engine"]["batches"] > st["engine"]["polled_batches"], "large ones submitted"
+        # After the cancelled ones (their connections dropped), reads still come over the
+        # fast path.
+        assert c.read("/fast/polled.bin", 1000, 5000) == payload[1000:6000]

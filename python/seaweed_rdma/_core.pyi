@@ -7,6 +7,7 @@ __all__ = [
     "Needle",
     "OpFailure",
     "Plan",
+    "PolledRead",
     "RangeOp",
     "Ticket",
     "Volume",
@@ -132,6 +133,17 @@ class Ticket(Generic[_R]):
         """Per-op results; raises ``RuntimeError`` before the batch has finished."""
 
 @final
+class PolledRead:
+    """A small batch an event loop drives: wait until ``fileno()`` is readable, then
+    ``poll()``; dropping it early gives the batch up (nothing is written afterwards)."""
+
+    def fileno(self) -> int: ...
+    def remaining(self) -> float:
+        """Seconds until the batch's deadline."""
+    def poll(self) -> list[OpFailure | None] | None:
+        """The outcomes once every answer is in (or the deadline passed), else None."""
+
+@final
 class Engine:
     """The fast-path client: connection pools per sidecar, many reads in flight."""
 
@@ -155,6 +167,9 @@ class Engine:
         """``read_into`` on the engine's threads; ``buffer`` stays exported, and must be left
         alone, until the ticket's results are in (or, if the ticket is dropped, until the
         batch's deadline)."""
+    def start_polled(self, buffer: Any, ops: list[RangeOp]) -> PolledRead | None:
+        """A small batch (one sidecar, at most 64 KiB) sent from this thread on an idle
+        connection, for an event loop to drive; None when it does not qualify."""
     def submit_read_whole(self, ops: list[WholeOp]) -> Ticket[Needle | OpFailure]:
         """``read_whole`` on the engine's threads."""
     def ping(self, addr: str) -> float: ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from ._core import Engine, Needle, OpFailure, RangeOp, WholeOp, parse_fid
+from ._core import Engine, Needle, OpFailure, PolledRead, RangeOp, WholeOp, parse_fid
 from .addresses import split_host_port
 from .filer import Chunk
 from .master import MasterClient
@@ -95,6 +95,17 @@ class _Attempt:
     ops: list[RangeOp]
     reqs: list[RangeRequest]
     candidates: list[list[str]]
+
+
+async def _drive(polled: PolledRead) -> list[OpFailure | None]:
+    """A polled batch's outcomes: ``poll()`` each time its socket turns readable, until
+    they are in or its deadline passes (``poll()`` then fails what is unanswered)."""
+    import trio
+
+    while (results := polled.poll()) is None:
+        with trio.move_on_after(polled.remaining()):
+            await trio.lowlevel.wait_readable(polled.fileno())
+    return results
 
 
 class FastPath:
@@ -226,9 +237,15 @@ class FastPath:
         while todo:
             att = self._attempt(todo)
             t0 = time.perf_counter()
-            ticket = self.engine.submit_read_into(buf, att.ops)
-            await trio.lowlevel.wait_readable(ticket.fileno())
-            results: list[OpFailure | None] = ticket.results()
+            # A small batch goes out from this thread and its answer is read here once the
+            # socket is readable: no engine thread, one wake-up. Others are submitted.
+            polled = self.engine.start_polled(buf, att.ops)
+            if polled is not None:
+                results = await _drive(polled)
+            else:
+                ticket = self.engine.submit_read_into(buf, att.ops)
+                await trio.lowlevel.wait_readable(ticket.fileno())
+                results = ticket.results()
             todo = self._settle(att, results, time.perf_counter() - t0, undelivered)
         return undelivered
 

@@ -73,6 +73,7 @@ mod dest;
 mod frames;
 mod lane;
 mod pending;
+mod polled;
 mod pool;
 mod reads;
 mod runtime;
@@ -101,6 +102,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use polled::{Polled, POLLED_MAX_BYTES};
 pub use ticket::{DestBuffer, Ticket};
 pub use types::{
     EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, Transport, WholeNeedle, WholeOp,

@@ -11,6 +11,7 @@ use super::types::{EngineStats, Failure};
 pub(super) struct Stats {
     batches: AtomicU64,
     lane_batches: AtomicU64,
+    polled_batches: AtomicU64,
     reads: AtomicU64,
     bytes: AtomicU64,
     verbs_bytes: AtomicU64,
@@ -29,6 +30,11 @@ impl Stats {
 
     pub(super) fn lane_batch(&self) {
         self.lane_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A lane batch driven by an event loop (`polled.rs`); also counted as a lane batch.
+    pub(super) fn polled_batch(&self) {
+        self.polled_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn delivered(&self, bytes: u64, whole: bool) {
@@ -75,6 +81,7 @@ impl Stats {
         EngineStats {
             batches: self.batches.load(Ordering::Relaxed),
             lane_batches: self.lane_batches.load(Ordering::Relaxed),
+            polled_batches: self.polled_batches.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
             bytes,
             bytes_by_transport: by_transport.into_iter().collect(),

@@ -265,6 +265,8 @@ pub struct EngineStats {
     /// Of those, the ones run on the caller's thread over a blocking connection (small
     /// batches for one sidecar; see the engine's module docs).
     pub lane_batches: u64,
+    /// Of those, the ones an event loop drove on its own thread (`Engine::start_polled`).
+    pub polled_batches: u64,
     /// Ops delivered (ranged and whole).
     pub reads: u64,
     /// Bytes delivered.

@@ -258,6 +258,43 @@ impl Wire {
             && matches!(self.stream.peek(&mut [0u8; 1]), Err(e) if e.kind() == ErrorKind::WouldBlock)
     }
 
+    /// Writes all of `bytes` if the socket takes them at once (a few small requests on a
+    /// connection with nothing unsent always fit); `Ok(false)` when it took only part,
+    /// which leaves the stream mid-frame: the connection must then be dropped.
+    pub(super) fn try_send(&mut self, mut bytes: &[u8]) -> io::Result<bool> {
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Appends to `out` what has arrived (buffered first), without waiting; the end of the
+    /// stream is an error.
+    pub(super) fn read_available(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(&self.buf[self.pos..self.end]);
+        self.pos = self.end;
+        loop {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                Ok(n) => out.extend_from_slice(&self.buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The socket, for an event loop to wait on.
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+
     fn take_buffered(&mut self, dst: &mut [u8]) -> usize {
         let n = (self.end - self.pos).min(dst.len());
         dst[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

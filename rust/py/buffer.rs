@@ -96,7 +96,7 @@ impl<'py> WritableView<'py> {
 
 /// A Python buffer that a submitted batch fills: the export that keeps its memory alive,
 /// and where that memory is.
-pub(super) struct PyDest {
+pub(crate) struct PyDest {
     /// Dropped (the export released) by whoever drops the `PyDest` last: `PyTicket`, with the
     /// GIL; or the batch, on an engine thread, if the ticket was dropped first (pyo3 then
     /// queues the decref until a thread next holds the GIL).

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::buffer::{PyDest, WritableView};
+use super::polled::PyPolled;
 use super::to_py_err;
 use crate::engine::{
     Engine, EngineConfig, Failure, RangeOp, Ticket, Transport, WholeNeedle, WholeOp,
@@ -115,7 +116,7 @@ impl PyNeedle {
 /// Why one op was not delivered: `reason` is a stable short name for counters
 /// (`"timeout"`, `"not_found"`, `"down"`...), `message` says it for people.
 #[pyclass(frozen, name = "OpFailure", module = "seaweed_rdma._core")]
-struct PyOpFailure {
+pub(super) struct PyOpFailure {
     #[pyo3(get)]
     reason: &'static str,
     #[pyo3(get)]
@@ -144,7 +145,7 @@ impl PyOpFailure {
 }
 
 impl PyOpFailure {
-    fn from_failure(why: &Failure) -> Self {
+    pub(super) fn from_failure(why: &Failure) -> Self {
         Self { reason: why.reason(), message: why.to_string() }
     }
 }
@@ -258,6 +259,19 @@ impl PyEngine {
         Ok(PyTicket { pending: Pending::Range(ticket) })
     }
 
+    /// Sends a small batch (one sidecar, at most 64 KiB) on an idle connection from this
+    /// thread and returns a `PolledRead` for an event loop to drive: wait until its
+    /// `fileno()` is readable, then `poll()`. `None` when the batch does not qualify (use
+    /// `submit_read_into`). The buffer is written only inside `poll()`.
+    fn start_polled(
+        &self,
+        buffer: &Bound<'_, PyAny>,
+        ops: Vec<Bound<'_, PyRangeOp>>,
+    ) -> PyResult<Option<PyPolled>> {
+        let dest = WritableView::new(buffer)?.into_dest();
+        Ok(self.inner.start_polled(dest, range_ops(&ops)).ok().map(PyPolled::new))
+    }
+
     /// Starts `read_whole` on the engine's threads and returns a `Ticket` at once.
     fn submit_read_whole(&self, ops: Vec<Bound<'_, PyWholeOp>>) -> PyResult<PyTicket> {
         let ticket = self.inner.submit_read_whole(whole_ops(&ops))?;
@@ -314,6 +328,7 @@ impl PyEngine {
         let d = PyDict::new(py);
         d.set_item("batches", s.batches)?;
         d.set_item("lane_batches", s.lane_batches)?;
+        d.set_item("polled_batches", s.polled_batches)?;
         d.set_item("reads", s.reads)?;
         d.set_item("bytes", s.bytes)?;
         d.set_item("bytes_by_transport", s.bytes_by_transport)?;
@@ -331,6 +346,7 @@ impl PyEngine {
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyTicket>()?;
+    m.add_class::<PyPolled>()?;
     m.add_class::<PyRangeOp>()?;
     m.add_class::<PyWholeOp>()?;
     m.add_class::<PyNeedle>()?;

@@ -7,6 +7,7 @@ mod errors;
 mod fid;
 mod manifest;
 mod plan;
+mod polled;
 mod sidecar;
 mod verbs;
 mod volume;
