@@ -18,7 +18,16 @@
 //! `LANE_MAX_LEN` bytes each, all for one sidecar, run on the calling thread over a
 //! blocking connection of their own (the lane, `lane.rs`; up to `LANE_CONNS` per sidecar,
 //! kept between batches). Pings, other batches, and small ones that find every lane
-//! connection of their sidecar busy take the async path.
+//! connection of their sidecar busy take the async path. A lane wait spins for
+//! [`EngineConfig::busy_poll`] before it sleeps (on a submitted batch only while it runs
+//! alone), so an answer due in microseconds costs no wake-up.
+//!
+//! An event loop can drive a small batch (at most [`POLLED_MAX_BYTES`], one sidecar, over
+//! tcp) itself instead of submitting it: [`Engine::start_polled`] sends the READs on an idle
+//! lane connection from the loop's thread, the loop waits for that socket, and
+//! [`Polled::poll`] reads what has arrived without blocking and writes complete answers
+//! into the buffer, on the loop's thread (`polled.rs`). No engine thread wakes, and a batch
+//! the loop gives up on writes nothing afterwards.
 //!
 //! # Failures and health
 //! Every op gets its own outcome; a [`Failure`] tells the caller to read that extent another
