@@ -131,9 +131,7 @@ pub(super) fn run(
             results.into_iter().map(|r| r.unwrap_or_else(|| Err(why.clone()))).collect()
         }
     };
-    let failures: Vec<Failure> = results.iter().filter_map(|r| r.as_ref().err()).cloned().collect();
-    let success = results.iter().any(Result::is_ok);
-    pool.record(&failures, success, ctx.cfg, ctx.stats);
+    pool.record_results(&results, ctx.cfg, ctx.stats);
     results
 }
 

@@ -130,6 +130,11 @@ impl<B: DestBuffer> Polled<B> {
         self.wire.as_ref().map_or(-1, Wire::raw_fd)
     }
 
+    /// Whether the outcomes were given (or the batch given up): `poll` has nothing more.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
     /// When the batch gives up: a `poll` after it fails what is still unanswered.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -223,10 +228,7 @@ impl<B: DestBuffer> Polled<B> {
                 Some(wire) if !broken => ticket.keep(wire),
                 _ => pool.lane_broke(),
             }
-            let failures: Vec<Failure> =
-                self.out.iter().filter_map(|r| r.as_ref().err()).cloned().collect();
-            let success = self.out.iter().any(Result::is_ok);
-            pool.record(&failures, success, &self.core.cfg, &self.core.stats);
+            pool.record_results(&self.out, &self.core.cfg, &self.core.stats);
         }
         for (op, r) in self.ops.iter().zip(&self.out) {
             match r {

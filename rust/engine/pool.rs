@@ -232,6 +232,24 @@ impl Pool {
     /// Folds a batch's outcome for this sidecar into its health: any heavy failure marks it
     /// down (doubling the back-off); light failures with no success add a strike; a success
     /// with no heavy failure brings it up and clears the count.
+    /// [`record`](Self::record) for a batch's outcomes on this sidecar.
+    pub(super) fn record_results<'r, T: 'r>(
+        &self,
+        results: impl IntoIterator<Item = &'r Result<T, Failure>>,
+        cfg: &EngineConfig,
+        stats: &Stats,
+    ) {
+        let mut failures = Vec::new();
+        let mut success = false;
+        for r in results {
+            match r {
+                Ok(_) => success = true,
+                Err(why) => failures.push(why.clone()),
+            }
+        }
+        self.record(&failures, success, cfg, stats);
+    }
+
     pub(super) fn record(
         &self,
         failures: &[Failure],

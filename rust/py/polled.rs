@@ -39,7 +39,7 @@ impl PyPolled {
     /// Takes what has arrived, without blocking; the outcomes once the batch is over, else
     /// None. Raises `RuntimeError` when called again after the outcomes.
     fn poll(&mut self) -> PyResult<Option<Vec<Option<PyOpFailure>>>> {
-        if self.inner.fd() < 0 {
+        if self.inner.finished() {
             return Err(PyRuntimeError::new_err("this PolledRead has already finished"));
         }
         Ok(self.inner.poll().map(|out| {

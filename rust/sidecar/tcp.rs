@@ -254,7 +254,7 @@ impl Handler {
                 // `read` (unlike `read_exact`) loses nothing when the idle timer or shutdown
                 // wins.
                 None => tokio::select! {
-                read = maybe_timeout(limits.idle, rd.read(&mut header)) => read,
+                    read = maybe_timeout(limits.idle, rd.read(&mut header)) => read,
                     _ = self.shutdown.changed() => return Ok(()),
                 },
             };
