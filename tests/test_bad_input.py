@@ -79,6 +79,12 @@ def test_range_past_eof_is_a_short_read(cluster, client):  # type: ignore[no-unt
         client.read("/bad/short.bin", -1, 5)
 
 
+def test_negative_busy_poll_is_refused_before_connecting():  # type: ignore[no-untyped-def]
+    # The filer address is never contacted: the check comes first.
+    with pytest.raises(ValueError, match="fast_busy_poll_us must be >= 0, not -1"):
+        Client(f"127.0.0.1:{free_port()}", sidecar=":18515", fast_busy_poll_us=-1)
+
+
 def test_unreachable_filer_names_address():  # type: ignore[no-untyped-def]
     port = free_port()
     with pytest.raises(Unreachable, match=f"127.0.0.1:{port}"):

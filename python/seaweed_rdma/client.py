@@ -72,6 +72,8 @@ class Client:
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
+        if fast_busy_poll_us < 0:
+            raise ValueError(f"fast_busy_poll_us must be >= 0, not {fast_busy_poll_us}")
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=httpx.Limits(max_connections=max(64, max_workers * 2),

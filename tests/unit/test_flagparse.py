@@ -155,6 +155,8 @@ class TestMount:
         assert (o.rdma_max_concurrent, o.rdma_timeout_ms, o.cache_capacity_mb) == (16, 900, 64)
         assert not o.rdma_verify
         assert o.rdma_busy_poll_us == 0
+        with pytest.raises(SystemExit, match=r"-rdma\.busyPollUs=-5 must be 0 or more"):
+            parse_mount_args(["-filer=h:1", "-dir=/m", "-rdma.busyPollUs=-5"])
 
     def test_two_dashes_and_booleans(self) -> None:
         o = parse_mount_args(["--filer", "h:1", "--dir", "/m", "--rdma.fallback=false",

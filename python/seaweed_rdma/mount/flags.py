@@ -186,6 +186,9 @@ def options_from(ns: argparse.Namespace) -> MountOptions:
         opts.umask_bits  # noqa: B018 (validates the octal text)
     except ValueError:
         raise SystemExit(f"seaweed-rdma mount: -umask={opts.umask!r} is not octal") from None
+    if opts.rdma_busy_poll_us < 0:
+        raise SystemExit(f"seaweed-rdma mount: -rdma.busyPollUs={opts.rdma_busy_poll_us} "
+                         "must be 0 or more")
     if opts.rdma_sidecar and not opts.rdma_enabled:
         log.info("-rdma.sidecar given without -rdma.enabled: fast path off")
     return opts

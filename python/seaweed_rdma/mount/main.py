@@ -116,7 +116,7 @@ def run_mount(opts: MountOptions) -> int:
                     fast_timeout=opts.rdma_timeout_ms / 1000,
                     fast_connect_timeout=opts.rdma_connect_timeout_ms / 1000,
                     fast_max_inflight=max(1, opts.rdma_max_concurrent),
-                    fast_busy_poll_us=max(0, opts.rdma_busy_poll_us),
+                    fast_busy_poll_us=opts.rdma_busy_poll_us,
                     fallback=opts.rdma_fallback or not sidecar,
                     verify=opts.rdma_verify)
     try:
