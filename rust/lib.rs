@@ -7,6 +7,7 @@
 //! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
 //! - [`proto`]: the sidecar wire protocol (`docs/protocol.md`).
 //! - [`manifest`]: the `FileChunkManifest` protobuf that chunk-manifest needles hold.
+//! - [`fuse`]: the native FUSE read loop spliced into a libfuse session.
 //! - [`verbs`]: RDMA through libibverbs, loaded at run time (no link-time dependency).
 //!
 //! The PyO3 bindings live in [`py`] and only convert arguments and errors.
@@ -15,6 +16,7 @@
 pub mod engine;
 pub mod error;
 pub mod fid;
+pub mod fuse;
 pub mod manifest;
 pub mod needle;
 pub mod plan;

@@ -35,14 +35,17 @@ def pressure_files(cluster, sidecars):  # type: ignore[no-untyped-def]
     return files
 
 
-@pytest.mark.parametrize("cache_mb", [0, 16])
+@pytest.mark.parametrize(("cache_mb", "native"), [(0, False), (16, False), (0, True)])
 def test_many_readers_against_a_small_cache(cluster, sidecars, pressure_files, cache_mb,
-                                            tmp_path):  # type: ignore[no-untyped-def]
+                                            native, tmp_path):  # type: ignore[no-untyped-def]
+    """With native reads off, every READ goes through the mount's block cache, which is
+    what is under pressure; with them on, through the Rust loop's threads."""
     all_sidecar = cluster.add_sidecar(cluster.volume_servers)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     m = Mount([f"-filer={cluster.filer.grpc_address}", "-rdma.enabled",
-               f"-rdma.sidecar={all_sidecar.address}", f"-cacheCapacityMB={cache_mb}"],
+               f"-rdma.sidecar={all_sidecar.address}", f"-cacheCapacityMB={cache_mb}",
+               f"-rdma.nativeReads={str(native).lower()}"],
               mnt, tmp_path / "mount.log")
     wrong: list[str] = []
     reads = [0]
@@ -78,8 +81,14 @@ def test_many_readers_against_a_small_cache(cluster, sidecars, pressure_files, c
         all_sidecar.kill()
     assert reads[0] == 8 * 60
     assert not wrong, f"{len(wrong)} of {reads[0]} reads returned wrong bytes: {wrong[:5]}"
-    client = state["client"]
-    assert client["fast"]["bytes"] > 0, "the fast path carried nothing"
+    client, loop = state["client"], state["native_reads"]
+    if native:
+        assert loop["reads"] > 0 and loop["bytes"] > 0, loop
+        assert loop["failed"] == 0 and loop["errors"] == 0, loop
+        assert client["http"]["bytes"] == 0, client
+    else:
+        assert loop is None
+        assert client["fast"]["bytes"] > 0, "the fast path carried nothing"
     assert state["cache_bytes"] <= max(cache_mb << 20, 4 << 20)
 
 

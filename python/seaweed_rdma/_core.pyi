@@ -4,6 +4,7 @@ from typing import Any, Generic, Literal, TypeVar, final
 
 __all__ = [
     "Engine",
+    "NativeReads",
     "Needle",
     "OpFailure",
     "Plan",
@@ -142,6 +143,32 @@ class PolledRead:
         """Seconds until the batch's deadline."""
     def poll(self) -> list[OpFailure | None] | None:
         """The outcomes once every answer is in (or the deadline passed), else None."""
+
+@final
+class NativeReads:
+    """The native FUSE read loop spliced into a mounted pyfuse3 session: READs of
+    registered handles are answered on Rust threads from the engine, every other request
+    goes on to pyfuse3 unchanged."""
+
+    def __new__(cls, engine: Engine, session_fd: int, threads: int = 4,
+                op_bytes: int = 1048576) -> NativeReads: ...
+    def register(self, fh: int,
+                 chunks: list[tuple[int, int, int, bool, str, int, int, int, str]],
+                 attr_size: int) -> None:
+        """Answers READs of ``fh`` natively: ``chunks`` as ``(offset, size,
+        modified_ts_ns, whole, sidecar, volume, key, cookie, jwt)``, ``sidecar`` empty
+        where none can serve the chunk."""
+    def unregister(self, fh: int) -> bool:
+        """Stops answering ``fh`` natively; whether it was registered."""
+    def ended_fileno(self) -> int:
+        """An eventfd readable once the kernel ended the session (unmounted)."""
+    @property
+    def ended(self) -> bool: ...
+    def stats(self) -> dict[str, int]:
+        """reads, bytes, unregistered, declined, failed, forwarded, replies, errors,
+        registered."""
+    def close(self) -> None:
+        """Puts pyfuse3's descriptor back and stops the threads. Idempotent."""
 
 @final
 class Engine:

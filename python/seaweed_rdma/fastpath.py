@@ -135,6 +135,11 @@ class FastPath:
                              max_inflight=max_inflight, busy_poll_us=busy_poll_us,
                              transport=cast(Literal["auto", "tcp", "verbs"], transport))
 
+    @property
+    def op_bytes(self) -> int:
+        """The longest single engine op this fast path sends."""
+        return self._op_bytes
+
     def close(self) -> None:
         """Closes the engine's connections and stops its threads."""
         self.engine.close()

@@ -101,9 +101,9 @@ mod lane_tests;
 #[cfg(test)]
 mod latency_tests;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod ticket_tests;
 

@@ -17,7 +17,7 @@ use crate::proto::{self, DataHeader, FrameHeader, Hello, HelloAck, Kind, ReadReq
 
 /// How the server answers READs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
+pub(crate) enum Mode {
     /// Answer each READ at once.
     Normal,
     /// Hold READs until this many arrived on the connection, then answer newest first.
@@ -38,17 +38,17 @@ pub(super) enum Mode {
 
 /// One stored needle.
 #[derive(Debug, Clone)]
-pub(super) struct Stored {
-    pub(super) cookie: u32,
-    pub(super) data: Vec<u8>,
-    pub(super) flags: u8,
-    pub(super) crc: u32,
-    pub(super) deleted: bool,
+pub(crate) struct Stored {
+    pub(crate) cookie: u32,
+    pub(crate) data: Vec<u8>,
+    pub(crate) flags: u8,
+    pub(crate) crc: u32,
+    pub(crate) deleted: bool,
 }
 
 impl Stored {
     /// A live needle with a correct CRC.
-    pub(super) fn new(cookie: u32, data: Vec<u8>) -> Stored {
+    pub(crate) fn new(cookie: u32, data: Vec<u8>) -> Stored {
         let crc = crc32c::crc32c(&data);
         Stored { cookie, data, flags: 0, crc, deleted: false }
     }
@@ -64,20 +64,20 @@ struct State {
 }
 
 /// A running test server; stops (closing every connection) when dropped.
-pub(super) struct TestServer {
-    pub(super) addr: String,
+pub(crate) struct TestServer {
+    pub(crate) addr: String,
     state: Arc<State>,
     _rt: Runtime,
 }
 
 impl TestServer {
     /// Starts on a free loopback port.
-    pub(super) fn start(needles: HashMap<(u32, u64), Stored>, mode: Mode) -> TestServer {
+    pub(crate) fn start(needles: HashMap<(u32, u64), Stored>, mode: Mode) -> TestServer {
         TestServer::start_on("127.0.0.1:0", needles, mode, 1 << 20, 64)
     }
 
     /// Starts on `addr` with the given grants.
-    pub(super) fn start_on(
+    pub(crate) fn start_on(
         addr: &str,
         needles: HashMap<(u32, u64), Stored>,
         mode: Mode,
@@ -109,12 +109,12 @@ impl TestServer {
     }
 
     /// Changes how later READs are answered.
-    pub(super) fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().expect("mode lock") = mode;
     }
 
     /// Connections accepted so far.
-    pub(super) fn accepted(&self) -> usize {
+    pub(crate) fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
     }
 }

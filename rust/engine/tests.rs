@@ -8,19 +8,19 @@ use super::test_server::{Mode, Stored, TestServer};
 use super::*;
 use crate::proto::Status;
 
-pub(super) const SENTINEL: u8 = 0xee;
-pub(super) const COOKIE: u32 = 0x1234_5678;
+pub(crate) const SENTINEL: u8 = 0xee;
+pub(crate) const COOKIE: u32 = 0x1234_5678;
 
 /// Needle `key` of volume 1 holds `len` bytes that differ per key and position.
-pub(super) fn pattern(key: u64, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(key: u64, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64 * 31 + key * 7) as u8).collect()
 }
 
-pub(super) fn needles(keys: std::ops::Range<u64>, len: usize) -> HashMap<(u32, u64), Stored> {
+pub(crate) fn needles(keys: std::ops::Range<u64>, len: usize) -> HashMap<(u32, u64), Stored> {
     keys.map(|k| ((1, k), Stored::new(COOKIE, pattern(k, len)))).collect()
 }
 
-pub(super) fn cfg(conns: usize) -> EngineConfig {
+pub(crate) fn cfg(conns: usize) -> EngineConfig {
     EngineConfig {
         timeout: Duration::from_millis(1500),
         connect_timeout: Duration::from_millis(500),
@@ -34,11 +34,11 @@ pub(super) fn cfg(conns: usize) -> EngineConfig {
     }
 }
 
-pub(super) fn engine(conns: usize) -> Engine {
+pub(crate) fn engine(conns: usize) -> Engine {
     Engine::new(cfg(conns)).expect("engine")
 }
 
-pub(super) fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
+pub(crate) fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usize) -> RangeOp {
     RangeOp {
         sidecar: server.to_owned(),
         volume: 1,
@@ -51,17 +51,17 @@ pub(super) fn op(server: &str, key: u64, offset: u64, len: u32, buf_offset: usiz
     }
 }
 
-pub(super) fn whole(server: &str, key: u64) -> WholeOp {
+pub(crate) fn whole(server: &str, key: u64) -> WholeOp {
     WholeOp { sidecar: server.to_owned(), volume: 1, key, cookie: COOKIE, jwt: String::new() }
 }
 
 /// A loopback port nothing listens on (bound, then released).
-pub(super) fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").to_string()
 }
 
-pub(super) fn health_of(engine: &Engine, addr: &str) -> SidecarHealth {
+pub(crate) fn health_of(engine: &Engine, addr: &str) -> SidecarHealth {
     engine.health().into_iter().find(|h| h.addr == addr).expect("sidecar known")
 }
 

@@ -2,6 +2,7 @@
 //! `OpFailure`) in place of the Rust op structs and results; and `Ticket`, the handle on a
 //! submitted batch, for event loops.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -153,8 +154,9 @@ impl PyOpFailure {
 /// Reads needle bytes from sidecars into Python buffers; every call releases the GIL while
 /// it waits, and may be made from many threads at once.
 #[pyclass(frozen, name = "Engine", module = "seaweed_rdma._core")]
-struct PyEngine {
-    inner: Engine,
+pub(super) struct PyEngine {
+    // Shared with the native FUSE loop's threads, which read through the same pools.
+    pub(super) inner: Arc<Engine>,
 }
 
 #[pymethods]
@@ -204,7 +206,7 @@ impl PyEngine {
             busy_poll: Duration::from_micros(busy_poll_us),
             ..EngineConfig::default()
         };
-        Ok(Self { inner: Engine::new(cfg).map_err(to_py_err)? })
+        Ok(Self { inner: Arc::new(Engine::new(cfg).map_err(to_py_err)?) })
     }
 
     /// Fills `buffer` (any writable C-contiguous buffer: bytearray, memoryview, mmap,

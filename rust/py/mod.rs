@@ -6,6 +6,7 @@ mod engine;
 mod errors;
 mod fid;
 mod manifest;
+mod native;
 mod plan;
 mod polled;
 mod sidecar;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     fid::register(m)?;
     manifest::register(m)?;
+    native::register(m)?;
     plan::register(m)?;
     sidecar::register(m)?;
     verbs::register(m)?;

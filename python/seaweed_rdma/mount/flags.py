@@ -44,6 +44,8 @@ class MountOptions:
     rdma_transport: str = "auto"
     rdma_connect_timeout_ms: int = 1000
     rdma_busy_poll_us: int = 50
+    rdma_native_reads: bool = True
+    rdma_native_threads: int = 4
     read_only: bool = False
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
@@ -111,6 +113,14 @@ def add_mount_flags(p: FlagParser) -> None:
                    help="how long a small fast-path read keeps checking for its answer "
                         "before its thread sleeps (0: never; see docs/operations.md, "
                         "'Busy polling')")
+    p.add_bool("--rdma.nativeReads", dest="rdma_native_reads", default=True,
+               help="answer reads of open files on Rust threads straight from the fast "
+                    "path, past pyfuse3's loop (default on; off: every read goes through "
+                    "the Python operations; see docs/operations.md, 'Native reads')")
+    p.add_argument("--rdma.nativeThreads", dest="rdma_native_threads", type=int, default=4,
+                   metavar="N",
+                   help="threads reading FUSE requests for native reads (default "
+                        "%(default)s)")
     p.add_bool("--rdma.verify", dest="rdma_verify", default=False,
                help="read every chunk whole and check it against its CRC and the filer's "
                     "MD5 e_tag, so wrong bytes from a sidecar or replica are caught "
@@ -189,6 +199,9 @@ def options_from(ns: argparse.Namespace) -> MountOptions:
     if opts.rdma_busy_poll_us < 0:
         raise SystemExit(f"seaweed-rdma mount: -rdma.busyPollUs={opts.rdma_busy_poll_us} "
                          "must be 0 or more")
+    if opts.rdma_native_threads < 1:
+        raise SystemExit(f"seaweed-rdma mount: -rdma.nativeThreads={opts.rdma_native_threads} "
+                         "must be 1 or more")
     if opts.rdma_sidecar and not opts.rdma_enabled:
         log.info("-rdma.sidecar given without -rdma.enabled: fast path off")
     return opts

@@ -28,6 +28,7 @@ from .attrs import to_attributes
 from .flags import MountOptions
 from .handles import BlockCache, OpenFile
 from .inodes import InodeTable
+from .native import NativeLoop
 from .write_ops import XATTR_PREFIX, WriteHandlers
 
 log = logging.getLogger("seaweed_rdma.mount")
@@ -82,6 +83,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         self._next_fh = 1
         self._open_mtime: dict[int, int] = {}
         self.cache = BlockCache(opts.cache_capacity_mb << 20)
+        self.native: NativeLoop | None = None  # set once the session is mounted
         self._init_writes()
 
     # -- helpers ---------------------------------------------------------------------
@@ -126,6 +128,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
             "cache_misses": self.cache.misses,
             "client": self.client.stats(),
             "writes": self.write_stats(),
+            "native_reads": self.native.stats() if self.native is not None else None,
         }
 
     # -- lookup and attributes ----------------------------------------------------------
@@ -222,6 +225,10 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         fh = self._fh()
         self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
                                    self.cache)
+        if self.native is not None and inode not in self.writers:
+            routes = await self._off_loop(self.native.routes, view)
+            if fh in self._files and inode not in self.writers:  # still so after the wait
+                self.native.register(fh, inode, view, routes)
         mtime = view.entry.mtime_ns
         keep = self._open_mtime.get(inode) == mtime
         self._open_mtime[inode] = mtime
@@ -239,7 +246,9 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         return await f.read(off, size, self._fetch, self.nursery)
 
     async def release(self, fh: int) -> None:
-        self._files.pop(fh, None)
+        f = self._files.pop(fh, None)
+        if f is not None and self.native is not None:
+            self.native.forget(fh, f.inode)
         await self.op_release_write(fh)
 
     # -- writes (implemented in write_ops.WriteHandlers) ---------------------------------

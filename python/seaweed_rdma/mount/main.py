@@ -14,6 +14,7 @@ import trio
 from ..client import Client
 from .flags import MountOptions
 from .fs import SeaweedOperations
+from .native import NativeLoop
 
 log = logging.getLogger("seaweed_rdma.mount")
 
@@ -91,11 +92,25 @@ async def _serve(ops: SeaweedOperations) -> None:
             await trio.sleep(0.3)
             await trio.to_thread.run_sync(raise_read_ahead, ops.opts.dir)
 
+        async def on_unmount(native: NativeLoop) -> None:
+            # pyfuse3 reads our socket, not the device, so it cannot see the unmount itself.
+            await trio.lowlevel.wait_readable(native.ended_fileno())
+            log.info("the kernel ended the FUSE session (unmounted)")
+            pyfuse3.terminate()
+
         nursery.start_soon(on_signals)
+        if ops.native is not None:
+            nursery.start_soon(on_unmount, ops.native)
         nursery.start_soon(read_ahead)
         nursery.start_soon(ops.background)  # metadata subscription and uploads
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
+
+
+def _close(ops: SeaweedOperations) -> None:
+    if ops.native is not None:
+        ops.native.close()  # pyfuse3 unmounts through the real device, not our socket
+    pyfuse3.close(unmount=True)
 
 
 def run_mount(opts: MountOptions) -> int:
@@ -137,7 +152,10 @@ def run_mount(opts: MountOptions) -> int:
         if opts.debug:
             fuse_options.add("debug")
         pyfuse3.init(ops, opts.dir, fuse_options)
+        ops.native = NativeLoop.start(client, opts)
         path = "fast path over " + str(sidecar) if sidecar else "HTTP only"
+        if ops.native is not None:
+            path += f" (native reads on {opts.rdma_native_threads} threads)"
         writes = ("READ-ONLY (writes get EROFS)" if opts.read_only else
                   f"read-write (chunks of {opts.chunk_size_limit_mb} MiB, "
                   f"{opts.concurrent_writers} uploads at once)")
@@ -148,9 +166,9 @@ def run_mount(opts: MountOptions) -> int:
         try:
             trio.run(_serve, ops)
         except BaseException:
-            pyfuse3.close(unmount=True)
+            _close(ops)
             raise
-        pyfuse3.close(unmount=True)
+        _close(ops)
         print(f"seaweed-rdma mount: unmounted {opts.dir}", flush=True)
         return 0
     finally:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .flags import MountOptions
     from .handles import BlockCache
     from .inodes import InodeTable
+    from .native import NativeLoop
 
 log = logging.getLogger("seaweed_rdma.mount")
 
@@ -67,6 +68,7 @@ class WriteHandlers:
     cache: BlockCache
     nursery: trio.Nursery | None
     _files: dict[int, OpenFile]
+    native: NativeLoop | None
 
     if TYPE_CHECKING:
         async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any: ...
@@ -158,6 +160,8 @@ class WriteHandlers:
         w = self.writers.get(inode)
         if w is None:
             w = self.writers[inode] = FileWriter(path, pb, self._writable(), created)
+            if self.native is not None:  # reads of this file must now see its dirty bytes
+                self.native.forget_inode(inode)
         return w
 
     def known_absent(self, path: str) -> bool:

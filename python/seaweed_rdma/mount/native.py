@@ -1,0 +1,133 @@
+"""Native reads in the mount: the Rust loop that answers READs of open files past
+pyfuse3's trio thread (see ``seaweed_rdma._core.NativeReads`` and docs/operations.md,
+"Native reads").
+
+The loop is spliced into pyfuse3's session right after ``pyfuse3.init`` and answers only
+READs of handles registered here at ``open``; everything else, and every READ it cannot
+deliver in full, reaches the Python operations as before, which read over HTTP what the
+fast path cannot. A handle is registered only when its bytes cannot differ from what the
+file's chunks hold: not while the file is written through this mount.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from .._core import NativeReads, parse_fid
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..reader import FileView
+    from .flags import MountOptions
+
+log = logging.getLogger("seaweed_rdma.mount")
+
+ChunkRoute = tuple[int, int, int, bool, str, int, int, int, str]
+
+
+def session_fd() -> int | None:
+    """The mounted ``/dev/fuse`` descriptor of this process (pyfuse3 keeps it to itself);
+    None unless there is exactly one."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/fuse":
+                found.append(int(name))
+        except OSError:  # closed while listing
+            continue
+    return found[0] if len(found) == 1 else None
+
+
+def why_not(client: Client, opts: MountOptions) -> str | None:
+    """Why native reads cannot run for this mount, or None when they can."""
+    if not opts.rdma_native_reads:
+        return "-rdma.nativeReads=false"
+    if client.reader.fast is None:
+        return "no fast path (-rdma.enabled with -rdma.sidecar)"
+    if opts.rdma_verify:
+        return "-rdma.verify reads every chunk whole, in Python"
+    if opts.jwt_key:
+        return "read JWTs expire, and are minted per read in Python"
+    return None
+
+
+class NativeLoop:
+    """The loop of one mount and the handles it serves."""
+
+    def __init__(self, reads: NativeReads, client: Client) -> None:
+        self._reads = reads
+        self._client = client
+        self._by_inode: dict[int, set[int]] = {}
+
+    @classmethod
+    def start(cls, client: Client, opts: MountOptions) -> NativeLoop | None:
+        """Splices the loop into the session ``pyfuse3.init`` just mounted; None (logged)
+        when it cannot run, and the mount then reads through pyfuse3 alone."""
+        reason = why_not(client, opts)
+        fast = client.reader.fast
+        fd = session_fd() if reason is None else None
+        if reason is None and fd is None:
+            reason = "the FUSE session's descriptor was not found"
+        if reason is not None or fast is None or fd is None:
+            log.info("native reads off: %s", reason)
+            return None
+        try:
+            reads = NativeReads(fast.engine, fd, threads=opts.rdma_native_threads,
+                                op_bytes=fast.op_bytes)
+        except OSError as e:
+            log.warning("native reads off: %s", e)
+            return None
+        log.info("native reads on: %d threads answer READs of open files from the fast path",
+                 opts.rdma_native_threads)
+        return cls(reads, client)
+
+    def ended_fileno(self) -> int:
+        """Readable once the kernel ended the session (an unmount from outside)."""
+        return self._reads.ended_fileno()
+
+    def routes(self, view: FileView) -> list[ChunkRoute]:
+        """The registration of ``view``'s chunks; blocking (it may ask the master where
+        volumes are), so run it off the trio thread."""
+        fast = self._client.reader.fast
+        assert fast is not None
+        out: list[ChunkRoute] = []
+        for c in view.chunks:
+            targets = fast.targets(c)
+            sidecar = targets[0] if targets and not c.whole else ""
+            vid, key, cookie = parse_fid(c.file_id)
+            out.append((c.offset, c.size, c.modified_ts_ns, c.whole, sidecar, vid, key, cookie,
+                        ""))
+        return out
+
+    def register(self, fh: int, inode: int, view: FileView, routes: list[ChunkRoute]) -> None:
+        """READs of ``fh`` are answered natively from now on."""
+        if view.inline is not None:
+            return  # the bytes are in the entry; pyfuse3 answers those at once
+        self._reads.register(fh, routes, view.entry.size)
+        self._by_inode.setdefault(inode, set()).add(fh)
+
+    def forget(self, fh: int, inode: int) -> None:
+        """``fh`` was released."""
+        self._reads.unregister(fh)
+        handles = self._by_inode.get(inode)
+        if handles is not None:
+            handles.discard(fh)
+            if not handles:
+                del self._by_inode[inode]
+
+    def forget_inode(self, inode: int) -> None:
+        """The file is being written here: its READs must see the written bytes, which
+        only the Python operations know."""
+        for fh in self._by_inode.pop(inode, set()):
+            self._reads.unregister(fh)
+
+    def stats(self) -> dict[str, int]:
+        """The loop's counters (see ``NativeReads.stats``)."""
+        return self._reads.stats()
+
+    def close(self) -> None:
+        """Puts pyfuse3's descriptor back and stops the threads; after pyfuse3's loop
+        returned, before ``pyfuse3.close()``."""
+        self._reads.close()

@@ -1,0 +1,413 @@
+//! The loop's threads: readers of the kernel's requests, and the pump that carries the
+//! Python operations' replies back to the device each request came from.
+//!
+//! Each reader owns one device descriptor (a clone of the session's `/dev/fuse`: the
+//! kernel hands every request to exactly one reader, and its reply must be written to that
+//! same descriptor). A READ of a registered handle is answered on the reader's thread: the
+//! engine fills the reader's buffer (the lane for small reads, the async path for large
+//! ones) and one `writev` sends header and bytes. Anything else, and any READ the engine
+//! did not fully deliver, is sent whole to the Python side's end of a message socket, which
+//! libfuse reads as if it were the device; before it is sent, its `unique` is noted with
+//! its device so the pump can route the reply.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::fd;
+use super::files::{Planned, Registry};
+use super::wire::{
+    interrupt_target, opcode, out_header, reply_unique, InHeader, ReadIn, OUT_HEADER,
+};
+use crate::engine::Engine;
+
+/// The largest message either way: a 1 MiB WRITE or READ reply plus headers, with room.
+pub const MAX_MESSAGE: usize = (1 << 20) + (64 << 10);
+
+/// How the loop runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopConfig {
+    /// Longest single engine op (a READ is cut into ops of at most this).
+    pub op_bytes: u32,
+    /// Buffer size for one message; the device must never send a larger one.
+    pub max_message: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        LoopConfig { op_bytes: 1 << 20, max_message: MAX_MESSAGE }
+    }
+}
+
+/// Counters since the loop started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStats {
+    /// READs answered from the engine.
+    pub reads: u64,
+    /// Bytes those carried.
+    pub bytes: u64,
+    /// READs of handles that are not registered, sent to the Python side.
+    pub unregistered: u64,
+    /// READs the plan declined (whole or unrouted chunks), sent to the Python side.
+    pub declined: u64,
+    /// READs the engine did not fully deliver, sent to the Python side.
+    pub failed: u64,
+    /// Requests of every kind sent to the Python side.
+    pub forwarded: u64,
+    /// Replies routed back to the kernel.
+    pub replies: u64,
+    /// Replies, or requests, that could not be delivered (see the log).
+    pub errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    reads: AtomicU64,
+    bytes: AtomicU64,
+    unregistered: AtomicU64,
+    declined: AtomicU64,
+    failed: AtomicU64,
+    forwarded: AtomicU64,
+    replies: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: Arc<Engine>,
+    files: Registry,
+    cfg: LoopConfig,
+    /// `unique` of each request the Python side owes a reply -> its device.
+    routes: Mutex<HashMap<u64, RawFd>>,
+    to_python: OwnedFd,
+    /// Where notifications (replies with `unique` 0) go: any device of the session.
+    notify: RawFd,
+    stop: OwnedFd,
+    ended: OwnedFd,
+    has_ended: AtomicBool,
+    counters: Counters,
+}
+
+/// The running loop. Stopping it (or dropping it) joins its threads and then closes its
+/// devices.
+#[derive(Debug)]
+pub struct NativeLoop {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    devices: Vec<OwnedFd>,
+}
+
+impl NativeLoop {
+    /// Starts one reader per device and the pump. `devices` deliver one request per read
+    /// and take one reply per write; `to_python` is the loop's end of the message socket.
+    ///
+    /// # Errors
+    /// No devices, or an eventfd or thread could not be created.
+    pub fn start(
+        engine: Arc<Engine>,
+        devices: Vec<OwnedFd>,
+        to_python: OwnedFd,
+        cfg: LoopConfig,
+    ) -> io::Result<NativeLoop> {
+        let Some(first) = devices.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no device to read"));
+        };
+        for d in &devices {
+            fd::set_nonblocking(d.as_raw_fd())?;
+        }
+        let shared = Arc::new(Shared {
+            engine,
+            files: Registry::default(),
+            cfg,
+            routes: Mutex::new(HashMap::new()),
+            to_python,
+            notify: first.as_raw_fd(),
+            stop: fd::eventfd()?,
+            ended: fd::eventfd()?,
+            has_ended: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let mut native = NativeLoop { shared: shared.clone(), threads: Vec::new(), devices };
+        for (i, d) in native.devices.iter().enumerate() {
+            let (s, dev) = (shared.clone(), d.as_raw_fd());
+            let t = std::thread::Builder::new()
+                .name(format!("seaweed-rdma-fuse-{i}"))
+                .spawn(move || s.serve_device(dev));
+            match t {
+                Ok(t) => native.threads.push(t),
+                Err(e) => return Err(e), // drop stops the threads already started
+            }
+        }
+        let s = shared.clone();
+        native.threads.push(
+            std::thread::Builder::new()
+                .name("seaweed-rdma-fuse-replies".into())
+                .spawn(move || s.pump())?,
+        );
+        Ok(native)
+    }
+
+    /// The handles READs are answered for.
+    pub fn files(&self) -> &Registry {
+        &self.shared.files
+    }
+
+    /// An eventfd that turns readable once the kernel has ended the session (unmounted).
+    pub fn ended_fd(&self) -> RawFd {
+        self.shared.ended.as_raw_fd()
+    }
+
+    /// Whether the kernel has ended the session.
+    pub fn has_ended(&self) -> bool {
+        self.shared.has_ended.load(Ordering::SeqCst)
+    }
+
+    /// Counters since the loop started.
+    pub fn stats(&self) -> LoopStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LoopStats {
+            reads: get(&c.reads),
+            bytes: get(&c.bytes),
+            unregistered: get(&c.unregistered),
+            declined: get(&c.declined),
+            failed: get(&c.failed),
+            forwarded: get(&c.forwarded),
+            replies: get(&c.replies),
+            errors: get(&c.errors),
+        }
+    }
+
+    /// Stops the threads and closes the devices. Idempotent. Requests the kernel sends
+    /// afterwards wait until the session is unmounted.
+    pub fn stop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        fd::signal(&self.shared.stop);
+        // A reader blocked sending to a Python side that no longer reads returns now.
+        fd::shutdown(&self.shared.to_python);
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a native FUSE thread panicked");
+            }
+        }
+        self.devices.clear();
+    }
+}
+
+impl Drop for NativeLoop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+impl Shared {
+    fn end(&self, why: &str) {
+        if !self.has_ended.swap(true, Ordering::SeqCst) {
+            tracing::info!("FUSE session ended: {why}");
+            fd::signal(&self.ended);
+        }
+    }
+
+    fn serve_device(&self, dev: RawFd) {
+        let mut msg = vec![0u8; self.cfg.max_message];
+        let mut data = Vec::new();
+        loop {
+            match fd::wait_readable(dev, &self.stop) {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => {
+                    tracing::error!("waiting on the FUSE device: {e}");
+                    return self.end("the device could not be waited on");
+                }
+            }
+            let n = match fd::read(dev, &mut msg) {
+                Ok(0) => return self.end("the device was closed"),
+                Ok(n) => n,
+                // EAGAIN: another reader took it; ENOENT: the kernel withdrew an
+                // interrupted request before we read it.
+                Err(e) if matches!(errno(&e), libc::EAGAIN | libc::EINTR | libc::ENOENT) => {
+                    continue
+                }
+                Err(e) if errno(&e) == libc::ENODEV => return self.end("unmounted"),
+                Err(e) => {
+                    tracing::error!("reading the FUSE device: {e}");
+                    return self.end("the device could not be read");
+                }
+            };
+            let req = &msg[..n];
+            let Some(h) = InHeader::parse(req) else {
+                tracing::warn!("a {n}-byte FUSE request is malformed; ignored");
+                bump(&self.counters.errors, 1);
+                continue;
+            };
+            let handled = match h.opcode {
+                opcode::READ => self.read(dev, h, req, &mut data),
+                // An interrupted native READ finishes anyway; only a request the Python
+                // side still owes a reply for is worth interrupting.
+                opcode::INTERRUPT => !interrupt_target(req).is_some_and(|t| self.owed(t)),
+                _ => false,
+            };
+            if !handled {
+                self.forward(dev, h, req);
+            }
+        }
+    }
+
+    fn owed(&self, unique: u64) -> bool {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&unique)
+    }
+
+    /// Answers a READ from the engine; false when the Python side must.
+    fn read(&self, dev: RawFd, h: InHeader, req: &[u8], data: &mut Vec<u8>) -> bool {
+        let c = &self.counters;
+        let Some(r) = ReadIn::parse(req) else { return false };
+        let Some(file) = self.files.get(r.fh) else {
+            bump(&c.unregistered, 1);
+            return false;
+        };
+        let (len, ops, holes) = match file.plan_read(r.offset, r.size, self.cfg.op_bytes) {
+            Planned::Read { len, ops, holes } => (len, ops, holes),
+            Planned::Decline(why) => {
+                tracing::debug!("READ of handle {} at {}: {why}", r.fh, r.offset);
+                bump(&c.declined, 1);
+                return false;
+            }
+        };
+        if data.len() < len {
+            data.resize(len, 0);
+        }
+        let buf = &mut data[..len];
+        for hole in holes {
+            buf[hole].fill(0);
+        }
+        let results = self.engine.read_into(buf, &ops);
+        if let Some(why) = results.iter().find_map(|r| r.as_ref().err()) {
+            tracing::debug!(
+                "READ of handle {} at {}+{len}: {why}; the mount answers it",
+                r.fh,
+                r.offset
+            );
+            bump(&c.failed, 1);
+            return false;
+        }
+        let header = out_header(OUT_HEADER + len, 0, h.unique);
+        match fd::writev(dev, &[&header, buf]) {
+            Ok(_) => {
+                bump(&c.reads, 1);
+                bump(&c.bytes, len as u64);
+            }
+            // The reader was interrupted (ENOENT) or the session is gone (ENODEV): nobody
+            // waits for these bytes any more.
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Err(e) => {
+                tracing::warn!("replying to a READ: {e}");
+                bump(&c.errors, 1);
+            }
+        }
+        true
+    }
+
+    fn forward(&self, dev: RawFd, h: InHeader, req: &[u8]) {
+        if h.wants_reply() {
+            self.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(h.unique, dev);
+        }
+        bump(&self.counters.forwarded, 1);
+        if let Err(e) = fd::send(self.to_python.as_raw_fd(), req) {
+            self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.unique);
+            if self.stop_requested() {
+                return;
+            }
+            tracing::error!(
+                "handing FUSE request {} (opcode {}) to the mount: {e}",
+                h.unique,
+                h.opcode
+            );
+            bump(&self.counters.errors, 1);
+            // The kernel would wait for this reply for ever; fail the call instead.
+            if h.wants_reply() {
+                let _ = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::EIO, h.unique)]);
+            }
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        let mut probe =
+            [libc::pollfd { fd: self.stop.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        // SAFETY: `probe` is a live array of one pollfd; a zero timeout never blocks.
+        unsafe { libc::poll(probe.as_mut_ptr(), 1, 0) > 0 }
+    }
+
+    /// Carries each reply from the Python side to the device its request came from.
+    fn pump(&self) {
+        let mut buf = vec![0u8; self.cfg.max_message];
+        let sock = self.to_python.as_raw_fd();
+        loop {
+            match fd::wait_readable(sock, &self.stop) {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => return tracing::error!("waiting for the mount's replies: {e}"),
+            }
+            let n = match fd::recv(sock, &mut buf) {
+                Ok(0) => return, // the Python side closed its end
+                Ok(n) => n,
+                Err(e) if matches!(errno(&e), libc::EAGAIN | libc::EINTR) => continue,
+                Err(e) => return tracing::error!("reading the mount's replies: {e}"),
+            };
+            self.route(&buf[..n.min(buf.len())], n);
+        }
+    }
+
+    fn route(&self, msg: &[u8], real_len: usize) {
+        let c = &self.counters;
+        if real_len > msg.len() {
+            return self.fail_cut(msg, real_len);
+        }
+        let Some(unique) = reply_unique(msg) else {
+            tracing::warn!("a {}-byte reply from the mount is malformed; dropped", msg.len());
+            bump(&c.errors, 1);
+            return;
+        };
+        let dev = if unique == 0 { Some(self.notify) } else { self.take_route(unique) };
+        let Some(dev) = dev else {
+            tracing::warn!("a reply to request {unique}, which nobody waits for; dropped");
+            bump(&c.errors, 1);
+            return;
+        };
+        match fd::writev(dev, &[msg]) {
+            Ok(_) => bump(&c.replies, 1),
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Err(e) => {
+                tracing::warn!("writing a reply to request {unique}: {e}");
+                bump(&c.errors, 1);
+            }
+        }
+    }
+
+    /// A reply larger than the buffer: the kernel must still hear about the request, or
+    /// its caller waits for ever.
+    fn fail_cut(&self, msg: &[u8], real_len: usize) {
+        tracing::error!("a {real_len}-byte reply is larger than {}; failing it", msg.len());
+        bump(&self.counters.errors, 1);
+        let unique = msg.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+        if let Some((u, dev)) = unique.and_then(|u| self.take_route(u).map(|d| (u, d))) {
+            let _ = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::EIO, u)]);
+        }
+    }
+
+    fn take_route(&self, unique: u64) -> Option<RawFd> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique)
+    }
+}

@@ -1,0 +1,238 @@
+//! The loop against stand-ins for the kernel (one `SOCK_SEQPACKET` pair per device: one
+//! request per read, one reply per write, as `/dev/fuse`) and for libfuse (the other end
+//! of the message socket), with the engine reading from the in-test protocol server.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::fd;
+use super::files::{NativeFile, Route};
+use super::session::{LoopConfig, NativeLoop};
+use super::wire::{opcode, out_header, IN_HEADER, OUT_HEADER};
+use crate::engine::test_server::{Mode, TestServer};
+use crate::engine::tests::{engine, needles, pattern, COOKIE};
+use crate::plan::ChunkSpec;
+
+const SMALL: usize = 64 << 10;
+
+fn pair() -> (OwnedFd, OwnedFd) {
+    fd::message_pair(SMALL).expect("socketpair")
+}
+
+fn request(op: u32, unique: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; IN_HEADER];
+    m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
+    m[4..8].copy_from_slice(&op.to_ne_bytes());
+    m[8..16].copy_from_slice(&unique.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn read_req(unique: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&fh.to_ne_bytes());
+    body.extend_from_slice(&offset.to_ne_bytes());
+    body.extend_from_slice(&size.to_ne_bytes());
+    body.extend_from_slice(&[0u8; 20]);
+    request(opcode::READ, unique, &body)
+}
+
+/// The next message on `sock`, or None after `ms` milliseconds of nothing.
+fn next(sock: &OwnedFd, ms: i32) -> Option<Vec<u8>> {
+    let mut p = [libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    // SAFETY: a live array of one pollfd.
+    if unsafe { libc::poll(p.as_mut_ptr(), 1, ms) } <= 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; SMALL];
+    let n = fd::recv(sock.as_raw_fd(), &mut buf).expect("recv");
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn send(sock: &OwnedFd, msg: &[u8]) {
+    fd::send(sock.as_raw_fd(), msg).expect("send");
+}
+
+struct Rig {
+    native: NativeLoop,
+    kernels: Vec<OwnedFd>,
+    python: OwnedFd,
+    _server: TestServer,
+}
+
+/// A loop over two devices; handle 7 is a file of needle 1 (5000 bytes at 0), a hole,
+/// and needle 2 (5000 bytes at 8192), 16384 bytes long; handle 9 reads a needle the
+/// server does not have.
+fn rig() -> Rig {
+    let server = TestServer::start(needles(1..3, 5000), Mode::Normal);
+    let mut kernels = Vec::new();
+    let mut devices = Vec::new();
+    for _ in 0..2 {
+        let (k, d) = pair();
+        kernels.push(k);
+        devices.push(d);
+    }
+    let (python, ours) = pair();
+    let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL };
+    let native = NativeLoop::start(Arc::new(engine(1)), devices, ours, cfg).expect("starts");
+    let route = |key| {
+        Some(Route {
+            sidecar: server.addr.clone(),
+            volume: 1,
+            key,
+            cookie: COOKIE,
+            jwt: String::new(),
+        })
+    };
+    let chunk = |offset, size| ChunkSpec { offset, size, modified_ts_ns: 1, whole: false };
+    let file =
+        NativeFile::new(vec![(chunk(0, 5000), route(1)), (chunk(8192, 5000), route(2))], 16384)
+            .expect("plans");
+    native.files().insert(7, file);
+    let missing = NativeFile::new(vec![(chunk(0, 100), route(42))], 100).expect("plans");
+    native.files().insert(9, missing);
+    Rig { native, kernels, python, _server: server }
+}
+
+fn expected_file() -> Vec<u8> {
+    let mut want = vec![0u8; 16384];
+    want[..5000].copy_from_slice(&pattern(1, 5000));
+    want[8192..13192].copy_from_slice(&pattern(2, 5000));
+    want
+}
+
+#[test]
+fn registered_reads_are_answered_from_the_engine_on_their_own_device() {
+    let r = rig();
+    let want = expected_file();
+    for (unique, offset, size) in
+        [(10u64, 0u64, 16384u32), (11, 4000, 6000), (12, 16000, 4096), (13, 20000, 10)]
+    {
+        let k = &r.kernels[unique as usize % 2];
+        send(k, &read_req(unique, 7, offset, size));
+        let reply = next(k, 5000).expect("a reply");
+        let start = (offset as usize).min(want.len());
+        let body = &want[start..(offset as usize + size as usize).min(want.len()).max(start)];
+        assert_eq!(&reply[..OUT_HEADER], &out_header(OUT_HEADER + body.len(), 0, unique));
+        assert!(reply[OUT_HEADER..] == *body, "bytes of READ {unique}");
+    }
+    assert!(next(&r.python, 100).is_none(), "nothing went to the Python side");
+    let st = r.native.stats();
+    assert_eq!((st.reads, st.bytes, st.forwarded), (4, 16384 + 6000 + 384, 0));
+}
+
+#[test]
+fn other_requests_go_to_python_and_replies_back_to_their_device() {
+    let r = rig();
+    let lookup = request(1, 20, b"name\0");
+    send(&r.kernels[1], &lookup);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), lookup);
+    // An unregistered handle's READ, and one the engine cannot deliver, go too, intact.
+    let unregistered = read_req(21, 8, 0, 4096);
+    send(&r.kernels[0], &unregistered);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), unregistered);
+    let missing = read_req(22, 9, 0, 100);
+    send(&r.kernels[0], &missing);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), missing);
+    // Replies in another order than the requests: each reaches the device it came from.
+    let mut reply22 = out_header(OUT_HEADER + 3, 0, 22).to_vec();
+    reply22.extend_from_slice(b"abc");
+    send(&r.python, &reply22);
+    send(&r.python, &out_header(OUT_HEADER, -libc::ENOENT, 20));
+    send(&r.python, &out_header(OUT_HEADER, 0, 21));
+    assert_eq!(next(&r.kernels[0], 5000).expect("reply 22"), reply22);
+    assert_eq!(next(&r.kernels[0], 5000).expect("reply 21"), out_header(OUT_HEADER, 0, 21));
+    assert_eq!(
+        next(&r.kernels[1], 5000).expect("reply 20"),
+        out_header(OUT_HEADER, -libc::ENOENT, 20)
+    );
+    // A notification (unique 0) goes to a device; FORGET goes to Python and expects nothing.
+    send(
+        &r.python,
+        &out_header(OUT_HEADER + 8, 1, 0).iter().chain(&[0u8; 8]).copied().collect::<Vec<_>>(),
+    );
+    assert!(next(&r.kernels[0], 5000).is_some(), "notification delivered");
+    let forget = request(opcode::FORGET, 23, &[0u8; 8]);
+    send(&r.kernels[1], &forget);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), forget);
+    let st = r.native.stats();
+    assert_eq!((st.unregistered, st.failed, st.forwarded, st.replies, st.errors), (1, 1, 4, 4, 0));
+}
+
+#[test]
+fn interrupts_reach_python_only_for_requests_it_owes() {
+    let r = rig();
+    let getattr = request(3, 30, &[0u8; 16]);
+    send(&r.kernels[0], &getattr);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), getattr);
+    // For the pending GETATTR: forwarded. For a native READ long answered: dropped.
+    let owed = request(opcode::INTERRUPT, 31, &30u64.to_ne_bytes());
+    send(&r.kernels[1], &owed);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), owed);
+    send(&r.kernels[1], &read_req(32, 7, 0, 10));
+    assert!(next(&r.kernels[1], 5000).is_some());
+    send(&r.kernels[1], &request(opcode::INTERRUPT, 33, &32u64.to_ne_bytes()));
+    assert!(next(&r.python, 200).is_none(), "an interrupt for a native READ is dropped");
+}
+
+#[test]
+fn garbage_from_either_side_is_counted_and_the_loop_goes_on() {
+    let r = rig();
+    send(&r.kernels[0], &[1, 2, 3]);
+    let mut lying = read_req(40, 7, 0, 10);
+    lying[0] = 200; // length field disagrees with what was read
+    send(&r.kernels[0], &lying);
+    send(&r.python, &[9u8; 5]);
+    send(&r.python, &out_header(OUT_HEADER, 0, 12345)); // nobody waits for it
+    send(&r.kernels[0], &read_req(41, 7, 0, 10));
+    let reply = next(&r.kernels[0], 5000).expect("still answers");
+    assert_eq!(&reply[OUT_HEADER..], &expected_file()[..10]);
+    assert!(next(&r.kernels[0], 100).is_none(), "nothing sent for the garbage");
+    assert_eq!(r.native.stats().errors, 4);
+}
+
+#[test]
+fn a_reply_too_large_to_route_fails_its_request() {
+    let r = rig();
+    send(&r.kernels[1], &request(1, 50, b"x\0"));
+    assert!(next(&r.python, 5000).is_some());
+    // Larger than the loop's message buffer (the socket itself can carry it).
+    let mut huge = out_header(OUT_HEADER + SMALL, 0, 50).to_vec();
+    huge.resize(OUT_HEADER + SMALL, 7);
+    send(&r.python, &huge);
+    assert_eq!(next(&r.kernels[1], 5000).expect("failed"), out_header(OUT_HEADER, -libc::EIO, 50));
+}
+
+#[test]
+fn a_closed_device_ends_the_session_and_stop_returns_promptly() {
+    let mut r = rig();
+    assert!(!r.native.has_ended());
+    let ended = r.native.ended_fd();
+    r.kernels.remove(0); // the kernel side goes away, as on unmount
+    let mut p = [libc::pollfd { fd: ended, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: a live array of one pollfd.
+    assert_eq!(unsafe { libc::poll(p.as_mut_ptr(), 1, 5000) }, 1, "ended fd readable");
+    assert!(r.native.has_ended());
+    // The Python side never reads: a reader blocked handing it requests must not hang stop.
+    // Fill both queues (Python's, then the device's) until the kernel side would block.
+    let mut sent = 0;
+    for i in 0..100_000u64 {
+        let msg = request(1, 100 + i, &[0u8; 1000]);
+        // SAFETY: sends from a live buffer without blocking.
+        let n = unsafe {
+            libc::send(r.kernels[0].as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_DONTWAIT)
+        };
+        if n < 0 {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 0 && sent < 100_000, "{sent} requests queued");
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    r.native.stop();
+    r.native.stop();
+    assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
+}

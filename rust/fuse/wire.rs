@@ -1,0 +1,155 @@
+//! The few parts of the FUSE kernel protocol (`linux/fuse.h`) the native read loop looks
+//! into: the request and reply headers, READ's argument, INTERRUPT's target. Everything
+//! else passes through unparsed. All fields are in the host's byte order.
+
+/// `struct fuse_in_header`: len, opcode, unique, nodeid, uid, gid, pid, padding.
+pub const IN_HEADER: usize = 40;
+/// `struct fuse_out_header`: len, error, unique.
+pub const OUT_HEADER: usize = 16;
+
+/// Opcodes the loop treats apart from the rest.
+pub mod opcode {
+    /// No reply.
+    pub const FORGET: u32 = 2;
+    /// Answered from the engine when the handle is registered.
+    pub const READ: u32 = 15;
+    /// No reply; names the request it interrupts.
+    pub const INTERRUPT: u32 = 36;
+    /// No reply (answers a retrieve notification).
+    pub const NOTIFY_REPLY: u32 = 41;
+    /// No reply.
+    pub const BATCH_FORGET: u32 = 42;
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A request's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InHeader {
+    /// Opcode.
+    pub opcode: u32,
+    /// The id its reply must carry.
+    pub unique: u64,
+}
+
+impl InHeader {
+    /// The header of `msg`, one whole request as read from the device; `None` when it is
+    /// shorter than a header or its length field disagrees with what was read.
+    pub fn parse(msg: &[u8]) -> Option<InHeader> {
+        let len = u32_at(msg, 0)? as usize;
+        if msg.len() < IN_HEADER || len != msg.len() {
+            return None;
+        }
+        Some(InHeader { opcode: u32_at(msg, 4)?, unique: u64_at(msg, 8)? })
+    }
+
+    /// Whether the kernel expects a reply to this request.
+    pub fn wants_reply(&self) -> bool {
+        !matches!(
+            self.opcode,
+            opcode::FORGET | opcode::BATCH_FORGET | opcode::INTERRUPT | opcode::NOTIFY_REPLY
+        )
+    }
+}
+
+/// `struct fuse_read_in`'s first fields (the rest do not change what is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadIn {
+    /// The handle `open` returned.
+    pub fh: u64,
+    /// File offset.
+    pub offset: u64,
+    /// Bytes asked for.
+    pub size: u32,
+}
+
+impl ReadIn {
+    /// READ's argument from a whole READ request.
+    pub fn parse(msg: &[u8]) -> Option<ReadIn> {
+        let body = msg.get(IN_HEADER..)?;
+        Some(ReadIn { fh: u64_at(body, 0)?, offset: u64_at(body, 8)?, size: u32_at(body, 16)? })
+    }
+}
+
+/// The `unique` of the request an INTERRUPT request names.
+pub fn interrupt_target(msg: &[u8]) -> Option<u64> {
+    u64_at(msg, IN_HEADER)
+}
+
+/// A reply header for a reply of `len` bytes in all.
+pub fn out_header(len: usize, error: i32, unique: u64) -> [u8; OUT_HEADER] {
+    let mut h = [0u8; OUT_HEADER];
+    // A reply is at most a READ's size plus this header, far below 4 GiB.
+    h[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+    h[4..8].copy_from_slice(&error.to_ne_bytes());
+    h[8..16].copy_from_slice(&unique.to_ne_bytes());
+    h
+}
+
+/// The `unique` of a whole reply (0 for a notification); `None` when `msg` is not one
+/// reply (too short, or its length field disagrees).
+pub fn reply_unique(msg: &[u8]) -> Option<u64> {
+    let len = u32_at(msg, 0)? as usize;
+    if msg.len() < OUT_HEADER || len != msg.len() {
+        return None;
+    }
+    u64_at(msg, 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(opcode: u32, unique: u64, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![0u8; IN_HEADER];
+        m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
+        m[4..8].copy_from_slice(&opcode.to_ne_bytes());
+        m[8..16].copy_from_slice(&unique.to_ne_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn headers_and_read_arguments_parse() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&7u64.to_ne_bytes());
+        body.extend_from_slice(&(5u64 << 30).to_ne_bytes());
+        body.extend_from_slice(&131072u32.to_ne_bytes());
+        body.extend_from_slice(&[0u8; 20]);
+        let msg = request(opcode::READ, 99, &body);
+        let h = InHeader::parse(&msg).expect("parses");
+        assert_eq!(h, InHeader { opcode: opcode::READ, unique: 99 });
+        assert!(h.wants_reply());
+        let r = ReadIn::parse(&msg).expect("read_in");
+        assert_eq!(r, ReadIn { fh: 7, offset: 5 << 30, size: 131072 });
+    }
+
+    #[test]
+    fn truncated_or_inconsistent_messages_are_refused() {
+        let msg = request(opcode::READ, 1, &[0u8; 8]);
+        assert!(InHeader::parse(&msg[..30]).is_none());
+        assert!(InHeader::parse(&msg[..msg.len() - 1]).is_none(), "length field disagrees");
+        assert!(ReadIn::parse(&msg).is_none(), "READ without its argument");
+        assert!(reply_unique(&[0u8; 8]).is_none());
+        let mut reply = out_header(20, 0, 5).to_vec();
+        assert!(reply_unique(&reply).is_none(), "says 20 bytes, has 16");
+        reply.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(reply_unique(&reply), Some(5));
+    }
+
+    #[test]
+    fn requests_without_replies_are_known() {
+        for op in [opcode::FORGET, opcode::BATCH_FORGET, opcode::INTERRUPT, opcode::NOTIFY_REPLY] {
+            let h = InHeader::parse(&request(op, 3, &[0u8; 16])).expect("parses");
+            assert!(!h.wants_reply(), "opcode {op}");
+        }
+        let msg = request(opcode::INTERRUPT, 4, &77u64.to_ne_bytes());
+        assert_eq!(interrupt_target(&msg), Some(77));
+    }
+}

@@ -1,0 +1,123 @@
+//! `NativeReads`: the native FUSE read loop (`crate::fuse`) spliced into pyfuse3's session.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::engine::PyEngine;
+use super::to_py_err;
+use crate::fuse::{attach, Attached, LoopConfig, NativeFile, Route};
+use crate::plan::ChunkSpec;
+
+/// A chunk and where to read it: `(offset, size, modified_ts_ns, whole, sidecar, volume,
+/// key, cookie, jwt)`; an empty `sidecar` means none can serve it.
+type ChunkRoute = (i64, u64, i64, bool, String, u32, u64, u32, String);
+
+/// READs of registered handles answered on Rust threads from the engine; every other
+/// request goes on to pyfuse3 unchanged.
+#[pyclass(frozen, name = "NativeReads", module = "seaweed_rdma._core")]
+struct PyNativeReads {
+    attached: Mutex<Attached>,
+}
+
+impl PyNativeReads {
+    fn with<T>(&self, f: impl FnOnce(&mut Attached) -> T) -> T {
+        f(&mut self.attached.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[pymethods]
+impl PyNativeReads {
+    /// `NativeReads(engine, session_fd, threads=4, op_bytes=1 MiB)`: splices the loop
+    /// into the mounted session whose `/dev/fuse` descriptor is `session_fd`, before
+    /// pyfuse3's loop has read from it. Raises `OSError` when it cannot (nothing changed).
+    #[new]
+    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576))]
+    fn new(
+        py: Python<'_>,
+        engine: &Bound<'_, PyEngine>,
+        session_fd: i32,
+        threads: usize,
+        op_bytes: u32,
+    ) -> PyResult<Self> {
+        let engine = engine.get().inner.clone();
+        let cfg = LoopConfig { op_bytes: op_bytes.max(1), ..LoopConfig::default() };
+        let attached = py
+            .detach(|| attach(engine, session_fd, threads, cfg))
+            .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
+        Ok(Self { attached: Mutex::new(attached) })
+    }
+
+    /// Answers READs of handle `fh` natively from now on, from `chunks` (see the module
+    /// docs for the tuple) of a file whose entry says `attr_size` bytes.
+    fn register(
+        &self,
+        py: Python<'_>,
+        fh: u64,
+        chunks: Vec<ChunkRoute>,
+        attr_size: u64,
+    ) -> PyResult<()> {
+        let file = py
+            .detach(move || {
+                let chunks = chunks
+                    .into_iter()
+                    .map(|(offset, size, ts, whole, sidecar, volume, key, cookie, jwt)| {
+                        let spec = ChunkSpec::from_filer(offset, size, ts, whole)?;
+                        let route = (!sidecar.is_empty())
+                            .then_some(Route { sidecar, volume, key, cookie, jwt });
+                        Ok((spec, route))
+                    })
+                    .collect::<crate::Result<Vec<_>>>()?;
+                NativeFile::new(chunks, attr_size)
+            })
+            .map_err(to_py_err)?;
+        self.with(|a| a.native().files().insert(fh, file));
+        Ok(())
+    }
+
+    /// Stops answering `fh` natively; whether it was registered.
+    fn unregister(&self, fh: u64) -> bool {
+        self.with(|a| a.native().files().remove(fh))
+    }
+
+    /// An eventfd that turns readable once the kernel ended the session (unmounted).
+    fn ended_fileno(&self) -> i32 {
+        self.with(|a| a.native().ended_fd())
+    }
+
+    /// Whether the kernel ended the session.
+    #[getter]
+    fn ended(&self) -> bool {
+        self.with(|a| a.native().has_ended())
+    }
+
+    /// Counters: reads, bytes (answered natively), unregistered, declined, failed (sent to
+    /// pyfuse3 instead), forwarded (all requests sent to pyfuse3), replies, errors,
+    /// registered (handles now).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (s, registered) = self.with(|a| (a.native().stats(), a.native().files().len()));
+        let d = PyDict::new(py);
+        d.set_item("reads", s.reads)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("unregistered", s.unregistered)?;
+        d.set_item("declined", s.declined)?;
+        d.set_item("failed", s.failed)?;
+        d.set_item("forwarded", s.forwarded)?;
+        d.set_item("replies", s.replies)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("registered", registered)?;
+        Ok(d)
+    }
+
+    /// Puts pyfuse3's descriptor back and stops the threads; call it after pyfuse3's
+    /// loop returned and before `pyfuse3.close()`. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.with(Attached::detach));
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyNativeReads>()
+}
