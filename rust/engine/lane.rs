@@ -41,6 +41,10 @@ pub(super) const LANE_MAX_OPS: usize = 8;
 /// Largest ranged op the lane takes: past this, transfer time dwarfs the hops saved, and
 /// the async path spreads big batches over several connections.
 pub(super) const LANE_MAX_LEN: u32 = 1 << 20;
+/// Largest batch (bytes asked for in all) whose waits spin: past this the transfer takes
+/// long enough that a wake-up is a small part of it, and spinning threads (several
+/// readers of a mount at once) take the CPU the sidecar and the kernel need to send it.
+pub(super) const SPIN_MAX_BYTES: u64 = 64 << 10;
 
 /// Where an answer goes.
 #[derive(Debug)]
@@ -56,6 +60,18 @@ pub(super) enum Target<'b> {
 pub(super) struct LaneOp<'b> {
     pub(super) req: ReadRequest,
     pub(super) target: Target<'b>,
+}
+
+/// How long the waits of a lane batch spin: `spin` for small ranged batches (at most
+/// [`SPIN_MAX_BYTES`] in all), else not at all.
+pub(super) fn spin_for(ops: &[LaneOp<'_>], spin: Duration) -> Duration {
+    let asked: u64 = ops.iter().map(|op| u64::from(op.req.length)).sum();
+    let whole = ops.iter().any(|op| matches!(op.target, Target::Whole));
+    if whole || asked > SPIN_MAX_BYTES {
+        Duration::ZERO
+    } else {
+        spin
+    }
 }
 
 /// The sidecar a batch should go to over the lane, given each op's sidecar and length
@@ -104,7 +120,7 @@ pub(super) fn run(
             }
         },
     };
-    wire.spin = ctx.spin;
+    wire.spin = spin_for(ops, ctx.spin);
     let mut exchange = Exchange {
         max_body: frames::max_answer(&wire.ack),
         window: frames::window(&wire.ack, want_inflight(ctx.cfg)),

@@ -236,3 +236,21 @@ fn answers_after_the_busy_poll_window_and_without_one_arrive_whole() {
         assert_eq!((stats.lane_batches, server.accepted()), (2, 1), "{busy_poll:?}");
     }
 }
+
+fn ranged(dst: &mut [u8]) -> lane::LaneOp<'_> {
+    let req = crate::proto::ReadRequest { length: dst.len() as u32, ..Default::default() };
+    lane::LaneOp { req, target: lane::Target::Range(dst) }
+}
+
+#[test]
+fn only_small_ranged_batches_spin() {
+    let spin = Duration::from_micros(50);
+    let mut small = vec![0u8; lane::SPIN_MAX_BYTES as usize];
+    assert_eq!(lane::spin_for(&[ranged(&mut small)], spin), spin, "64 KiB in all spins");
+    let (mut a, mut b) = (vec![0u8; 40_000], vec![0u8; 40_000]);
+    let two = [ranged(&mut a), ranged(&mut b)];
+    assert_eq!(lane::spin_for(&two, spin), Duration::ZERO, "80 KB in all does not");
+    let whole =
+        [lane::LaneOp { req: crate::proto::ReadRequest::default(), target: lane::Target::Whole }];
+    assert_eq!(lane::spin_for(&whole, spin), Duration::ZERO, "whole needles do not");
+}

@@ -14,18 +14,23 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::fd;
 use super::files::{Planned, Registry};
 use super::wire::{
-    interrupt_target, opcode, out_header, reply_unique, InHeader, ReadIn, OUT_HEADER,
+    init_max_write, interrupt_target, opcode, out_header, reply_unique, set_init_max_write,
+    InHeader, ReadIn, OUT_HEADER,
 };
 use crate::engine::Engine;
 
 /// The largest message either way: a 1 MiB WRITE or READ reply plus headers, with room.
 pub const MAX_MESSAGE: usize = (1 << 20) + (64 << 10);
+
+/// A WRITE request's headers (`fuse_in_header` + `fuse_write_in`) with room to spare.
+const INIT_WRITE_OVERHEAD: usize = 4096;
 
 /// How the loop runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,12 @@ pub struct LoopStats {
     pub replies: u64,
     /// Replies, or requests, that could not be delivered (see the log).
     pub errors: u64,
+    /// Time native READs spent in the engine, in microseconds (all READs together).
+    pub engine_us: u64,
+    /// Time native READs spent writing their replies to the device, in microseconds.
+    pub reply_us: u64,
+    /// Most native READs in the engine at once since the loop started.
+    pub most_at_once: u64,
 }
 
 #[derive(Debug, Default)]
@@ -73,6 +84,10 @@ struct Counters {
     forwarded: AtomicU64,
     replies: AtomicU64,
     errors: AtomicU64,
+    engine_us: AtomicU64,
+    reply_us: AtomicU64,
+    at_once: AtomicU64,
+    most_at_once: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -84,11 +99,13 @@ struct Shared {
     engine: Arc<Engine>,
     files: Registry,
     cfg: LoopConfig,
-    /// `unique` of each request the Python side owes a reply -> its device.
-    routes: Mutex<HashMap<u64, RawFd>>,
+    /// `unique` of each request the Python side owes a reply -> its device and opcode.
+    routes: Mutex<HashMap<u64, (RawFd, u32)>>,
     to_python: OwnedFd,
-    /// Where notifications (replies with `unique` 0) go: any device of the session.
-    notify: RawFd,
+    /// Notifications (replies with `unique` 0) for the notifier thread: writing one can
+    /// block until a request the Python side is answering completes (an invalidation
+    /// waits for the directory's lock), so the pump must never write them itself.
+    notices: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
     stop: OwnedFd,
     ended: OwnedFd,
     has_ended: AtomicBool,
@@ -122,13 +139,15 @@ impl NativeLoop {
         for d in &devices {
             fd::set_nonblocking(d.as_raw_fd())?;
         }
+        let notify_dev = fd::dup(first.as_raw_fd())?;
+        let (notices, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             engine,
             files: Registry::default(),
             cfg,
             routes: Mutex::new(HashMap::new()),
             to_python,
-            notify: first.as_raw_fd(),
+            notices: Mutex::new(Some(notices)),
             stop: fd::eventfd()?,
             ended: fd::eventfd()?,
             has_ended: AtomicBool::new(false),
@@ -151,6 +170,11 @@ impl NativeLoop {
                 .name("seaweed-rdma-fuse-replies".into())
                 .spawn(move || s.pump())?,
         );
+        // Not joined: it may be blocked in the kernel until the session ends (see
+        // `notices`). It owns its descriptor, so nothing it writes can reach another file.
+        std::thread::Builder::new()
+            .name("seaweed-rdma-fuse-notify".into())
+            .spawn(move || notifier(&queue, &notify_dev))?;
         Ok(native)
     }
 
@@ -182,6 +206,9 @@ impl NativeLoop {
             forwarded: get(&c.forwarded),
             replies: get(&c.replies),
             errors: get(&c.errors),
+            engine_us: get(&c.engine_us),
+            reply_us: get(&c.reply_us),
+            most_at_once: get(&c.most_at_once),
         }
     }
 
@@ -192,6 +219,7 @@ impl NativeLoop {
             return;
         }
         fd::signal(&self.shared.stop);
+        self.shared.notices.lock().unwrap_or_else(|e| e.into_inner()).take();
         // A reader blocked sending to a Python side that no longer reads returns now.
         fd::shutdown(&self.shared.to_python);
         for t in self.threads.drain(..) {
@@ -206,6 +234,18 @@ impl NativeLoop {
 impl Drop for NativeLoop {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Writes notifications to the device, in order, until the loop stops.
+fn notifier(queue: &mpsc::Receiver<Vec<u8>>, dev: &OwnedFd) {
+    while let Ok(msg) = queue.recv() {
+        match fd::writev(dev.as_raw_fd(), &[&msg]) {
+            Ok(_) => {}
+            // ENOENT: the kernel no longer knows the inode or entry.
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV | libc::ENOTCONN) => {}
+            Err(e) => tracing::warn!("writing a FUSE notification: {e}"),
+        }
     }
 }
 
@@ -293,7 +333,13 @@ impl Shared {
         for hole in holes {
             buf[hole].fill(0);
         }
+        let started = Instant::now();
+        let now = c.at_once.fetch_add(1, Ordering::Relaxed) + 1;
+        c.most_at_once.fetch_max(now, Ordering::Relaxed);
         let results = self.engine.read_into(buf, &ops);
+        c.at_once.fetch_sub(1, Ordering::Relaxed);
+        let fetched = Instant::now();
+        bump(&c.engine_us, (fetched - started).as_micros() as u64);
         if let Some(why) = results.iter().find_map(|r| r.as_ref().err()) {
             tracing::debug!(
                 "READ of handle {} at {}+{len}: {why}; the mount answers it",
@@ -304,7 +350,9 @@ impl Shared {
             return false;
         }
         let header = out_header(OUT_HEADER + len, 0, h.unique);
-        match fd::writev(dev, &[&header, buf]) {
+        let written = fd::writev(dev, &[&header, buf]);
+        bump(&c.reply_us, fetched.elapsed().as_micros() as u64);
+        match written {
             Ok(_) => {
                 bump(&c.reads, 1);
                 bump(&c.bytes, len as u64);
@@ -322,7 +370,7 @@ impl Shared {
 
     fn forward(&self, dev: RawFd, h: InHeader, req: &[u8]) {
         if h.wants_reply() {
-            self.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(h.unique, dev);
+            self.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(h.unique, (dev, h.opcode));
         }
         bump(&self.counters.forwarded, 1);
         if let Err(e) = fd::send(self.to_python.as_raw_fd(), req) {
@@ -380,11 +428,27 @@ impl Shared {
             bump(&c.errors, 1);
             return;
         };
-        let dev = if unique == 0 { Some(self.notify) } else { self.take_route(unique) };
-        let Some(dev) = dev else {
+        if unique == 0 {
+            let notices = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = notices.as_ref() {
+                if tx.send(msg.to_vec()).is_ok() {
+                    bump(&c.replies, 1);
+                }
+            }
+            return;
+        }
+        let Some((dev, op)) = self.take_route(unique) else {
             tracing::warn!("a reply to request {unique}, which nobody waits for; dropped");
             bump(&c.errors, 1);
             return;
+        };
+        let mut init = Vec::new();
+        let msg = if op == opcode::INIT {
+            init.extend_from_slice(msg);
+            self.fit_init(&mut init);
+            &init
+        } else {
+            msg
         };
         match fd::writev(dev, &[msg]) {
             Ok(_) => bump(&c.replies, 1),
@@ -402,12 +466,24 @@ impl Shared {
         tracing::error!("a {real_len}-byte reply is larger than {}; failing it", msg.len());
         bump(&self.counters.errors, 1);
         let unique = msg.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
-        if let Some((u, dev)) = unique.and_then(|u| self.take_route(u).map(|d| (u, d))) {
+        if let Some((u, (dev, _))) = unique.and_then(|u| self.take_route(u).map(|d| (u, d))) {
             let _ = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::EIO, u)]);
         }
     }
 
-    fn take_route(&self, unique: u64) -> Option<RawFd> {
+    /// Keeps libfuse's INIT reply within what the loop's buffers hold: the kernel refuses
+    /// device reads shorter than a WRITE of `max_write` bytes.
+    fn fit_init(&self, reply: &mut [u8]) {
+        let room = self.cfg.max_message.saturating_sub(INIT_WRITE_OVERHEAD) as u32;
+        if let Some(max_write) = init_max_write(reply) {
+            if max_write > room {
+                tracing::info!("FUSE max_write {max_write} lowered to {room} for native reads");
+                set_init_max_write(reply, room);
+            }
+        }
+    }
+
+    fn take_route(&self, unique: u64) -> Option<(RawFd, u32)> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique)
     }
 }

@@ -157,6 +157,11 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
     let forget = request(opcode::FORGET, 23, &[0u8; 8]);
     send(&r.kernels[1], &forget);
     assert_eq!(next(&r.python, 5000).expect("forwarded"), forget);
+    // The pump counts a reply just after writing it: give it a moment.
+    let t = Instant::now();
+    while r.native.stats().replies < 4 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let st = r.native.stats();
     assert_eq!((st.unregistered, st.failed, st.forwarded, st.replies, st.errors), (1, 1, 4, 4, 0));
 }
@@ -190,6 +195,10 @@ fn garbage_from_either_side_is_counted_and_the_loop_goes_on() {
     let reply = next(&r.kernels[0], 5000).expect("still answers");
     assert_eq!(&reply[OUT_HEADER..], &expected_file()[..10]);
     assert!(next(&r.kernels[0], 100).is_none(), "nothing sent for the garbage");
+    let t = Instant::now();
+    while r.native.stats().errors < 4 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(r.native.stats().errors, 4);
 }
 
@@ -235,4 +244,38 @@ fn a_closed_device_ends_the_session_and_stop_returns_promptly() {
     r.native.stop();
     r.native.stop();
     assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
+}
+
+#[test]
+fn an_init_reply_is_held_to_what_the_loop_can_read() {
+    let r = rig();
+    let init = request(opcode::INIT, 60, &[0u8; 64]);
+    send(&r.kernels[0], &init);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), init);
+    let mut reply = out_header(OUT_HEADER + 64, 0, 60).to_vec();
+    reply.resize(OUT_HEADER + 64, 0);
+    reply[OUT_HEADER + 20..OUT_HEADER + 24].copy_from_slice(&(4u32 << 20).to_ne_bytes());
+    send(&r.python, &reply);
+    let got = next(&r.kernels[0], 5000).expect("INIT reply");
+    let max_write =
+        u32::from_ne_bytes(got[OUT_HEADER + 20..OUT_HEADER + 24].try_into().expect("4"));
+    assert_eq!(max_write as usize, SMALL - 4096, "lowered to fit the loop's buffers");
+    assert_eq!(got[..OUT_HEADER + 20], reply[..OUT_HEADER + 20], "the rest is untouched");
+}
+
+#[test]
+fn a_notification_the_kernel_holds_up_does_not_hold_up_replies() {
+    let r = rig();
+    let lookup = request(1, 70, b"d\0");
+    send(&r.kernels[1], &lookup);
+    assert_eq!(next(&r.python, 5000).expect("forwarded"), lookup);
+    // Device 0 takes no more (as the kernel does while an invalidation waits for a lock
+    // held by a request in flight): notifications to it pile up and block their writer.
+    let notice: Vec<u8> =
+        out_header(OUT_HEADER + 8, 3, 0).iter().chain(&[0u8; 8]).copied().collect();
+    for _ in 0..30 {
+        send(&r.python, &notice);
+    }
+    send(&r.python, &out_header(OUT_HEADER, 0, 70));
+    assert_eq!(next(&r.kernels[1], 5000).expect("reply 70"), out_header(OUT_HEADER, 0, 70));
 }

@@ -13,6 +13,8 @@ pub mod opcode {
     pub const FORGET: u32 = 2;
     /// Answered from the engine when the handle is registered.
     pub const READ: u32 = 15;
+    /// Its reply sets `max_write`, which bounds every later request.
+    pub const INIT: u32 = 26;
     /// No reply; names the request it interrupts.
     pub const INTERRUPT: u32 = 36;
     /// No reply (answers a retrieve notification).
@@ -82,6 +84,26 @@ pub fn interrupt_target(msg: &[u8]) -> Option<u64> {
     u64_at(msg, IN_HEADER)
 }
 
+/// Where `max_write` sits in an INIT reply: after the reply header, `fuse_init_out`'s
+/// major, minor, max_readahead, flags (u32 each), max_background, congestion_threshold
+/// (u16 each).
+const INIT_MAX_WRITE: usize = OUT_HEADER + 20;
+
+/// The `max_write` of a successful INIT reply.
+pub fn init_max_write(reply: &[u8]) -> Option<u32> {
+    if u32_at(reply, 4)? != 0 {
+        return None; // an error reply carries no arguments
+    }
+    u32_at(reply, INIT_MAX_WRITE)
+}
+
+/// Rewrites the `max_write` of an INIT reply (one `init_max_write` could read).
+pub fn set_init_max_write(reply: &mut [u8], value: u32) {
+    if let Some(field) = reply.get_mut(INIT_MAX_WRITE..INIT_MAX_WRITE + 4) {
+        field.copy_from_slice(&value.to_ne_bytes());
+    }
+}
+
 /// A reply header for a reply of `len` bytes in all.
 pub fn out_header(len: usize, error: i32, unique: u64) -> [u8; OUT_HEADER] {
     let mut h = [0u8; OUT_HEADER];
@@ -141,6 +163,19 @@ mod tests {
         assert!(reply_unique(&reply).is_none(), "says 20 bytes, has 16");
         reply.extend_from_slice(&[1, 2, 3, 4]);
         assert_eq!(reply_unique(&reply), Some(5));
+    }
+
+    #[test]
+    fn init_max_write_is_read_and_rewritten() {
+        let mut reply = out_header(OUT_HEADER + 64, 0, 1).to_vec();
+        reply.resize(OUT_HEADER + 64, 0);
+        reply[INIT_MAX_WRITE..INIT_MAX_WRITE + 4].copy_from_slice(&(4u32 << 20).to_ne_bytes());
+        assert_eq!(init_max_write(&reply), Some(4 << 20));
+        set_init_max_write(&mut reply, 1 << 20);
+        assert_eq!(init_max_write(&reply), Some(1 << 20));
+        let failed = out_header(OUT_HEADER, -libc::EPROTO, 1);
+        assert_eq!(init_max_write(&failed), None);
+        assert_eq!(init_max_write(&reply[..30]), None, "too short");
     }
 
     #[test]

@@ -65,8 +65,13 @@ impl PyNativeReads {
                     .into_iter()
                     .map(|(offset, size, ts, whole, sidecar, volume, key, cookie, jwt)| {
                         let spec = ChunkSpec::from_filer(offset, size, ts, whole)?;
-                        let route = (!sidecar.is_empty())
-                            .then_some(Route { sidecar, volume, key, cookie, jwt });
+                        let route = (!sidecar.is_empty()).then_some(Route {
+                            sidecar,
+                            volume,
+                            key,
+                            cookie,
+                            jwt,
+                        });
                         Ok((spec, route))
                     })
                     .collect::<crate::Result<Vec<_>>>()?;
@@ -95,7 +100,8 @@ impl PyNativeReads {
 
     /// Counters: reads, bytes (answered natively), unregistered, declined, failed (sent to
     /// pyfuse3 instead), forwarded (all requests sent to pyfuse3), replies, errors,
-    /// registered (handles now).
+    /// engine_us and reply_us (time native READs spent fetching and replying, summed),
+    /// most_at_once (native READs in the engine at once, at most), registered (handles now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (s, registered) = self.with(|a| (a.native().stats(), a.native().files().len()));
         let d = PyDict::new(py);
@@ -107,6 +113,9 @@ impl PyNativeReads {
         d.set_item("forwarded", s.forwarded)?;
         d.set_item("replies", s.replies)?;
         d.set_item("errors", s.errors)?;
+        d.set_item("engine_us", s.engine_us)?;
+        d.set_item("reply_us", s.reply_us)?;
+        d.set_item("most_at_once", s.most_at_once)?;
         d.set_item("registered", registered)?;
         Ok(d)
     }

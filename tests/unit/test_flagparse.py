@@ -158,6 +158,15 @@ class TestMount:
         with pytest.raises(SystemExit, match=r"-rdma\.busyPollUs=-5 must be 0 or more"):
             parse_mount_args(["-filer=h:1", "-dir=/m", "-rdma.busyPollUs=-5"])
 
+    def test_native_read_flags(self) -> None:
+        o = parse_mount_args(["-filer=h:1", "-dir=/m"])
+        assert (o.rdma_native_reads, o.rdma_native_threads) == (True, 4)
+        o = parse_mount_args(["-filer=h:1", "-dir=/m", "-rdma.nativeReads=false",
+                              "-rdma.nativeThreads", "2"])
+        assert (o.rdma_native_reads, o.rdma_native_threads) == (False, 2)
+        with pytest.raises(SystemExit, match=r"-rdma\.nativeThreads=0 must be 1 or more"):
+            parse_mount_args(["-filer=h:1", "-dir=/m", "-rdma.nativeThreads=0"])
+
     def test_two_dashes_and_booleans(self) -> None:
         o = parse_mount_args(["--filer", "h:1", "--dir", "/m", "--rdma.fallback=false",
                               "-allowOthers", "-autoUnmount", "false", "-debug=1"])
@@ -196,7 +205,7 @@ class TestMount:
         text = mount_parser().format_help()
         for flag in ("--filer", "--dir", "--filer.path", "--rdma.enabled", "--rdma.sidecar",
                      "--rdma.fallback", "--rdma.maxConcurrent", "--rdma.timeoutMs",
-                     "--rdma.busyPollUs",
+                     "--rdma.busyPollUs", "--rdma.nativeReads", "--rdma.nativeThreads",
                      "--readOnly", "--cacheMetaTtlSec", "--concurrentReaders", "--allowOthers",
                      "--autoUnmount", "--readaheadMiB", "--cacheCapacityMB", "--master",
                      "--jwtKey", "--debug", "one dash or two"):
