@@ -1,0 +1,118 @@
+"""Where a sequential read through the mounts spends its time: fio psync 1 MiB reads of a
+256 MiB file through `seaweed-rdma mount` and `weed mount` (same wheel, same cluster),
+alternating, with the CPU seconds each process used (the mount, the sidecar, the volume
+servers) and the whole machine's busy and system time, and for our mount the native read
+loop's counters (READs, average size, time in the engine and in the reply per READ, most
+READs at once). ``--warm`` leaves the volume files in the page cache (fio still drops the
+mount's own pages), so the disk is out of the picture. Extra arguments go to our mount.
+
+    .venv/bin/python benches/mount_seq_cpu.py [--rounds 2] [--warm] [-- -rdma.nativeThreads=2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_mount import MIB, drop_caches, fio, unmount, wait_mounted
+from seaweed_rdma.cluster import LocalCluster, find_weed
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def machine() -> tuple[float, float]:
+    """Busy and system CPU seconds of the whole machine."""
+    v = list(map(int, Path("/proc/stat").read_text().splitlines()[0].split()[1:]))
+    return (sum(v) - v[3] - v[4]) / TICK, v[2] / TICK
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--warm", action="store_true", help="keep volume files cached")
+    ap.add_argument("--out", default="bench-results/mount-seq-cpu.json")
+    ap.add_argument("mount_args", nargs="*")
+    a = ap.parse_args()
+    rows = []
+    with LocalCluster(volumes=2, volume_size_limit_mb=1024) as cl, \
+            tempfile.TemporaryDirectory() as tmp:
+        sc = cl.add_sidecar(cl.volume_servers)
+        rng = random.Random(0)
+        cl.upload("/bench/file.bin", b"".join(rng.randbytes(16 * MIB) for _ in range(16)),
+                  max_mb=4)
+        argv = {"seaweed-rdma": [sys.executable, "-m", "seaweed_rdma.cli", "mount",
+                                 f"-filer={cl.filer.grpc_address}", "-rdma.enabled",
+                                 f"-rdma.sidecar={sc.address}", "-cacheMetaTtlSec=60",
+                                 *a.mount_args],
+                "weed mount": [find_weed(), "mount", f"-filer={cl.filer.grpc_address}"]}
+        procs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+        try:
+            for name, cmd in argv.items():
+                mnt = Path(tmp) / name.replace(" ", "_")
+                mnt.mkdir()
+                log = open(Path(tmp) / f"{mnt.name}.log", "wb")  # noqa: SIM115
+                proc = subprocess.Popen([*cmd, f"-dir={mnt}"], stdout=log,
+                                        stderr=subprocess.STDOUT)
+                procs[name] = (mnt, proc)
+                wait_mounted(mnt, proc, name)
+                (mnt / "bench" / "file.bin").stat()
+            for r in range(a.rounds):
+                for name, (mnt, proc) in procs.items():
+                    if not a.warm:
+                        drop_caches()
+                    parts = {"mount": [proc.pid], "sidecar": [sc.proc.pid],
+                             "volume servers": [v.proc.pid for v in cl.volume_servers]}
+                    before = {k: sum(map(cpu_seconds, p)) for k, p in parts.items()}
+                    busy0, sys0 = machine()
+                    t0 = time.monotonic()
+                    got = fio(mnt / "bench" / "file.bin", "read", "1m", 1, None, 256 * MIB)
+                    wall = time.monotonic() - t0
+                    busy1, sys1 = machine()
+                    row = {"mount": name, "round": r + 1, "MB/s": got["bw_bytes"] / 1e6,
+                           "fio_p50_us": got["lat_p50_us"], "wall_s": wall,
+                           "machine_busy_s": busy1 - busy0, "machine_sys_s": sys1 - sys0,
+                           "cpu_s": {k: sum(map(cpu_seconds, p)) - before[k]
+                                     for k, p in parts.items()}}
+                    if name == "seaweed-rdma":
+                        st = json.loads(os.getxattr(mnt, "user.seaweed_rdma.stats"))
+                        row["native_reads"] = st["native_reads"]
+                    rows.append(row)
+                    cpu = ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s"].items())
+                    print(f"{name:13s} round {r + 1}: {row['MB/s']:7.1f} MB/s, machine busy "
+                          f"{row['machine_busy_s']:.2f} s of {2 * wall:.2f} (sys "
+                          f"{row['machine_sys_s']:.2f}); cpu s: {cpu}", flush=True)
+        finally:
+            for mnt, proc in procs.values():
+                unmount(mnt, proc)
+    native = [r["native_reads"] for r in rows if r.get("native_reads")]
+    if native and native[-1]:
+        n = native[-1]
+        reads = max(1, n["reads"])
+        print(f"native loop (cumulative): {n['reads']} READs of {n['bytes'] / reads / 1024:.0f}"
+              f" KiB on average; per READ {n['engine_us'] / reads:.0f} us in the engine, "
+              f"{n['reply_us'] / reads:.0f} us replying; at most {n['most_at_once']} at once")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"warm": a.warm, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
