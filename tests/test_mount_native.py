@@ -144,3 +144,37 @@ def test_an_unmount_from_outside_ends_the_mount(cluster, shapes, tmp_path):  # t
     finally:
         m.stop()
         sc.kill()
+
+
+def test_a_handle_open_while_the_file_changes_elsewhere_reads_the_new_version(
+        cluster, tmp_path):  # type: ignore[no-untyped-def]
+    sc = cluster.add_sidecar(cluster.volume_servers)
+    first = os.urandom(300_000)
+    cluster.upload("/native/grows.bin", first, max_mb=1)
+    m = _mount(cluster, tmp_path, sc)
+    try:
+        fd = os.open(m.mnt / "native" / "grows.bin", os.O_RDONLY)
+        try:
+            assert os.pread(fd, len(first), 0) == first
+            more = os.urandom(200_000)
+            r = httpx.post(f"{cluster.filer.url}/native/grows.bin", params={"op": "append"},
+                           files={"file": ("grows.bin", more)}, timeout=60)
+            assert r.status_code < 300, r.text
+            # The filer pushes the change; the handle gets the new chunk list (and the
+            # native loop with it), and the kernel drops what it cached.
+            deadline = time.monotonic() + 20
+            got = b""
+            while time.monotonic() < deadline:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                got = os.pread(fd, len(first) + len(more), 0)
+                if got == first + more:
+                    break
+                time.sleep(0.2)
+            assert got == first + more, (len(got), len(first) + len(more))
+            state = m.state()["native_reads"]
+            assert state["registered"] == 1, state
+        finally:
+            os.close(fd)
+    finally:
+        assert m.stop() == 0, m.log.read_text()[-3000:]
+        sc.kill()

@@ -65,8 +65,9 @@ pub fn attach(
     let devices = (0..threads.max(1))
         .map(|_| fd::clone_device(real.as_raw_fd()))
         .collect::<io::Result<Vec<_>>>()?;
+    let notify = fd::clone_device(real.as_raw_fd())?;
     let (python_end, ours) = fd::message_pair(cfg.max_message)?;
-    let native = NativeLoop::start(engine, devices, ours, cfg)?;
+    let native = NativeLoop::start(engine, devices, notify, ours, cfg)?;
     fd::replace(&python_end, session_fd)?;
     Ok(Attached { native, session_fd, real: Some(real) })
 }

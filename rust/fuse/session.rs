@@ -21,8 +21,8 @@ use std::time::Instant;
 use super::fd;
 use super::files::{Planned, Registry};
 use super::wire::{
-    init_max_write, interrupt_target, opcode, out_header, reply_unique, set_init_max_write,
-    InHeader, ReadIn, OUT_HEADER,
+    init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
+    set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
 };
 use crate::engine::Engine;
 
@@ -122,24 +122,26 @@ pub struct NativeLoop {
 }
 
 impl NativeLoop {
-    /// Starts one reader per device and the pump. `devices` deliver one request per read
-    /// and take one reply per write; `to_python` is the loop's end of the message socket.
+    /// Starts one reader per device, the pump and the notifier. `devices` deliver one
+    /// request per read and take one reply per write; `notify` takes notifications only
+    /// (a device of its own, so that no request waits on it); `to_python` is the loop's
+    /// end of the message socket.
     ///
     /// # Errors
     /// No devices, or an eventfd or thread could not be created.
     pub fn start(
         engine: Arc<Engine>,
         devices: Vec<OwnedFd>,
+        notify: OwnedFd,
         to_python: OwnedFd,
         cfg: LoopConfig,
     ) -> io::Result<NativeLoop> {
-        let Some(first) = devices.first() else {
+        if devices.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no device to read"));
-        };
+        }
         for d in &devices {
             fd::set_nonblocking(d.as_raw_fd())?;
         }
-        let notify_dev = fd::dup(first.as_raw_fd())?;
         let (notices, queue) = mpsc::channel();
         let shared = Arc::new(Shared {
             engine,
@@ -174,7 +176,7 @@ impl NativeLoop {
         // `notices`). It owns its descriptor, so nothing it writes can reach another file.
         std::thread::Builder::new()
             .name("seaweed-rdma-fuse-notify".into())
-            .spawn(move || notifier(&queue, &notify_dev))?;
+            .spawn(move || notifier(&queue, &notify))?;
         Ok(native)
     }
 
@@ -437,6 +439,11 @@ impl Shared {
             }
             return;
         }
+        if unique & 1 == 1 {
+            // libfuse answering an INTERRUPT it could not match (EAGAIN, with the
+            // interrupt's odd id): the loop never asks for those, the kernel needs none.
+            return;
+        }
         let Some((dev, op)) = self.take_route(unique) else {
             tracing::warn!("a reply to request {unique}, which nobody waits for; dropped");
             bump(&c.errors, 1);
@@ -472,13 +479,23 @@ impl Shared {
     }
 
     /// Keeps libfuse's INIT reply within what the loop's buffers hold: the kernel refuses
-    /// device reads shorter than a WRITE of `max_write` bytes.
+    /// device reads shorter than a WRITE of `max_write` bytes, and a READ of `max_pages`
+    /// pages answered by libfuse must fit one message.
     fn fit_init(&self, reply: &mut [u8]) {
-        let room = self.cfg.max_message.saturating_sub(INIT_WRITE_OVERHEAD) as u32;
+        let room = self.cfg.max_message.saturating_sub(INIT_WRITE_OVERHEAD);
         if let Some(max_write) = init_max_write(reply) {
-            if max_write > room {
+            if max_write as usize > room {
                 tracing::info!("FUSE max_write {max_write} lowered to {room} for native reads");
-                set_init_max_write(reply, room);
+                set_init_max_write(reply, room as u32);
+            }
+        }
+        if let Some(max_pages) = init_max_pages(reply) {
+            // SAFETY: sysconf takes no pointers.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+            let fit = u16::try_from((room / page).max(1)).unwrap_or(u16::MAX);
+            if max_pages > fit {
+                tracing::info!("FUSE max_pages {max_pages} lowered to {fit} for native reads");
+                set_init_max_pages(reply, fit);
             }
         }
     }

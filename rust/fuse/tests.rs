@@ -20,6 +20,7 @@ fn pair() -> (OwnedFd, OwnedFd) {
     fd::message_pair(SMALL).expect("socketpair")
 }
 
+/// A request as the kernel sends it; its ids are even (odd ones are interrupts').
 fn request(op: u32, unique: u64, body: &[u8]) -> Vec<u8> {
     let mut m = vec![0u8; IN_HEADER];
     m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
@@ -76,7 +77,10 @@ fn rig() -> Rig {
     }
     let (python, ours) = pair();
     let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL };
-    let native = NativeLoop::start(Arc::new(engine(1)), devices, ours, cfg).expect("starts");
+    // Notifications go to device 0's kernel end, as they may to any device of a session.
+    let notify = fd::dup(devices[0].as_raw_fd()).expect("dup");
+    let native =
+        NativeLoop::start(Arc::new(engine(1)), devices, notify, ours, cfg).expect("starts");
     let route = |key| {
         Some(Route {
             sidecar: server.addr.clone(),
@@ -130,7 +134,7 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
     send(&r.kernels[1], &lookup);
     assert_eq!(next(&r.python, 5000).expect("forwarded"), lookup);
     // An unregistered handle's READ, and one the engine cannot deliver, go too, intact.
-    let unregistered = read_req(21, 8, 0, 4096);
+    let unregistered = read_req(24, 8, 0, 4096);
     send(&r.kernels[0], &unregistered);
     assert_eq!(next(&r.python, 5000).expect("forwarded"), unregistered);
     let missing = read_req(22, 9, 0, 100);
@@ -141,13 +145,15 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
     reply22.extend_from_slice(b"abc");
     send(&r.python, &reply22);
     send(&r.python, &out_header(OUT_HEADER, -libc::ENOENT, 20));
-    send(&r.python, &out_header(OUT_HEADER, 0, 21));
+    send(&r.python, &out_header(OUT_HEADER, 0, 24));
     assert_eq!(next(&r.kernels[0], 5000).expect("reply 22"), reply22);
-    assert_eq!(next(&r.kernels[0], 5000).expect("reply 21"), out_header(OUT_HEADER, 0, 21));
+    assert_eq!(next(&r.kernels[0], 5000).expect("reply 24"), out_header(OUT_HEADER, 0, 24));
     assert_eq!(
         next(&r.kernels[1], 5000).expect("reply 20"),
         out_header(OUT_HEADER, -libc::ENOENT, 20)
     );
+    // libfuse's EAGAIN for an interrupt (odd id) is dropped quietly.
+    send(&r.python, &out_header(OUT_HEADER, -libc::EAGAIN, 31));
     // A notification (unique 0) goes to a device; FORGET goes to Python and expects nothing.
     send(
         &r.python,
@@ -190,7 +196,7 @@ fn garbage_from_either_side_is_counted_and_the_loop_goes_on() {
     lying[0] = 200; // length field disagrees with what was read
     send(&r.kernels[0], &lying);
     send(&r.python, &[9u8; 5]);
-    send(&r.python, &out_header(OUT_HEADER, 0, 12345)); // nobody waits for it
+    send(&r.python, &out_header(OUT_HEADER, 0, 12346)); // nobody waits for it
     send(&r.kernels[0], &read_req(41, 7, 0, 10));
     let reply = next(&r.kernels[0], 5000).expect("still answers");
     assert_eq!(&reply[OUT_HEADER..], &expected_file()[..10]);
@@ -255,11 +261,18 @@ fn an_init_reply_is_held_to_what_the_loop_can_read() {
     let mut reply = out_header(OUT_HEADER + 64, 0, 60).to_vec();
     reply.resize(OUT_HEADER + 64, 0);
     reply[OUT_HEADER + 20..OUT_HEADER + 24].copy_from_slice(&(4u32 << 20).to_ne_bytes());
+    reply[OUT_HEADER + 12..OUT_HEADER + 16].copy_from_slice(&(1u32 << 22).to_ne_bytes());
+    reply[OUT_HEADER + 28..OUT_HEADER + 30].copy_from_slice(&1024u16.to_ne_bytes());
     send(&r.python, &reply);
     let got = next(&r.kernels[0], 5000).expect("INIT reply");
     let max_write =
         u32::from_ne_bytes(got[OUT_HEADER + 20..OUT_HEADER + 24].try_into().expect("4"));
     assert_eq!(max_write as usize, SMALL - 4096, "lowered to fit the loop's buffers");
+    let max_pages =
+        u16::from_ne_bytes(got[OUT_HEADER + 28..OUT_HEADER + 30].try_into().expect("2"));
+    // SAFETY: sysconf takes no pointers.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    assert_eq!(max_pages as usize, (SMALL - 4096) / page, "a READ's reply fits one message");
     assert_eq!(got[..OUT_HEADER + 20], reply[..OUT_HEADER + 20], "the rest is untouched");
 }
 

@@ -97,6 +97,26 @@ pub fn init_max_write(reply: &[u8]) -> Option<u32> {
     u32_at(reply, INIT_MAX_WRITE)
 }
 
+/// `FUSE_MAX_PAGES` in `fuse_init_out.flags`: `max_pages` is set.
+const FUSE_MAX_PAGES: u32 = 1 << 22;
+const INIT_FLAGS: usize = OUT_HEADER + 12;
+const INIT_MAX_PAGES: usize = OUT_HEADER + 28;
+
+/// The `max_pages` of a successful INIT reply that sets it.
+pub fn init_max_pages(reply: &[u8]) -> Option<u16> {
+    if u32_at(reply, 4)? != 0 || u32_at(reply, INIT_FLAGS)? & FUSE_MAX_PAGES == 0 {
+        return None;
+    }
+    Some(u16::from_ne_bytes(reply.get(INIT_MAX_PAGES..INIT_MAX_PAGES + 2)?.try_into().ok()?))
+}
+
+/// Rewrites the `max_pages` of an INIT reply (one `init_max_pages` could read).
+pub fn set_init_max_pages(reply: &mut [u8], value: u16) {
+    if let Some(field) = reply.get_mut(INIT_MAX_PAGES..INIT_MAX_PAGES + 2) {
+        field.copy_from_slice(&value.to_ne_bytes());
+    }
+}
+
 /// Rewrites the `max_write` of an INIT reply (one `init_max_write` could read).
 pub fn set_init_max_write(reply: &mut [u8], value: u32) {
     if let Some(field) = reply.get_mut(INIT_MAX_WRITE..INIT_MAX_WRITE + 4) {
@@ -173,8 +193,15 @@ mod tests {
         assert_eq!(init_max_write(&reply), Some(4 << 20));
         set_init_max_write(&mut reply, 1 << 20);
         assert_eq!(init_max_write(&reply), Some(1 << 20));
+        assert_eq!(init_max_pages(&reply), None, "FUSE_MAX_PAGES not set");
+        reply[INIT_FLAGS..INIT_FLAGS + 4].copy_from_slice(&FUSE_MAX_PAGES.to_ne_bytes());
+        reply[INIT_MAX_PAGES..INIT_MAX_PAGES + 2].copy_from_slice(&256u16.to_ne_bytes());
+        assert_eq!(init_max_pages(&reply), Some(256));
+        set_init_max_pages(&mut reply, 32);
+        assert_eq!(init_max_pages(&reply), Some(32));
         let failed = out_header(OUT_HEADER, -libc::EPROTO, 1);
         assert_eq!(init_max_write(&failed), None);
+        assert_eq!(init_max_pages(&failed), None);
         assert_eq!(init_max_write(&reply[..30]), None, "too short");
     }
 

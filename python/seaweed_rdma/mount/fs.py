@@ -225,14 +225,24 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         fh = self._fh()
         self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
                                    self.cache)
-        if self.native is not None and inode not in self.writers:
-            routes = await self._off_loop(self.native.routes, view)
-            if fh in self._files and inode not in self.writers:  # still so after the wait
-                self.native.register(fh, inode, view, routes)
+        await self._native_register(fh, inode, view)
         mtime = view.entry.mtime_ns
         keep = self._open_mtime.get(inode) == mtime
         self._open_mtime[inode] = mtime
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
+
+    async def _native_register(self, fh: int, inode: int, view: FileView) -> None:
+        """Lets the native loop answer READs of ``fh`` from ``view``, unless by the time
+        that is ready the handle has a newer view or the file is being written here."""
+        native = self.native
+        if native is None or inode in self.writers:
+            return
+        await self._off_loop(native.load, fh, view)
+        f = self._files.get(fh)
+        if f is None or f.view is not view or inode in self.writers:
+            native.forget(fh, inode)  # the Python operations answer this handle
+        else:
+            native.track(fh, inode)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]

@@ -87,25 +87,24 @@ class NativeLoop:
         """Readable once the kernel ended the session (an unmount from outside)."""
         return self._reads.ended_fileno()
 
-    def routes(self, view: FileView) -> list[ChunkRoute]:
-        """The registration of ``view``'s chunks; blocking (it may ask the master where
-        volumes are), so run it off the trio thread."""
+    def load(self, fh: int, view: FileView) -> None:
+        """Starts answering READs of ``fh`` from ``view``'s chunks. Blocking (it may ask
+        the master where volumes are, and plans the chunks): run it off the trio thread,
+        then ``track`` the handle there (or ``forget`` it if things changed meanwhile)."""
         fast = self._client.reader.fast
-        assert fast is not None
-        out: list[ChunkRoute] = []
+        if fast is None or view.inline is not None:
+            return  # inline bytes are in the entry: pyfuse3 answers those at once
+        routes: list[ChunkRoute] = []
         for c in view.chunks:
             targets = fast.targets(c)
             sidecar = targets[0] if targets and not c.whole else ""
             vid, key, cookie = parse_fid(c.file_id)
-            out.append((c.offset, c.size, c.modified_ts_ns, c.whole, sidecar, vid, key, cookie,
-                        ""))
-        return out
-
-    def register(self, fh: int, inode: int, view: FileView, routes: list[ChunkRoute]) -> None:
-        """READs of ``fh`` are answered natively from now on."""
-        if view.inline is not None:
-            return  # the bytes are in the entry; pyfuse3 answers those at once
+            routes.append((c.offset, c.size, c.modified_ts_ns, c.whole, sidecar, vid, key,
+                           cookie, ""))
         self._reads.register(fh, routes, view.entry.size)
+
+    def track(self, fh: int, inode: int) -> None:
+        """Notes that ``fh`` (loaded) reads ``inode``, for ``forget_inode``."""
         self._by_inode.setdefault(inode, set()).add(fh)
 
     def forget(self, fh: int, inode: int) -> None:

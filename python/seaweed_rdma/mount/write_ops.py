@@ -74,6 +74,7 @@ class WriteHandlers:
         async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any: ...
         def _fh(self) -> int: ...
         def _attrs(self, entry: Any, inode: int) -> pyfuse3.EntryAttributes: ...
+        async def _native_register(self, fh: int, inode: int, view: Any) -> None: ...
 
     def _init_writes(self) -> None:
         self.writers: dict[int, FileWriter] = {}
@@ -209,10 +210,16 @@ class WriteHandlers:
             view = await self._off_loop(self.client.view, path)
         except OSError:
             return
+        refreshed = []
         for fh in handles:
             if fh in self._files:
+                if self.native is not None:  # its chunk list is the old version's
+                    self.native.forget(fh, inode)
                 self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
                                            self.cache)
+                refreshed.append(fh)
+        for fh in refreshed:
+            await self._native_register(fh, inode, view)
 
     def _kernel_forget(self, path: str, inode: int | None,
                        data: bool = True) -> None:
