@@ -2,13 +2,16 @@
 
 use std::sync::Mutex;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::to_py_err;
-use crate::fuse::{attach, Attached, LoopConfig, NativeFile, Route};
+use crate::fuse::{attach, Attached, LoopConfig, NativeFile, Route, MAX_MESSAGE};
+
+/// The smallest message bound: a 64 KiB WRITE or READ reply and its headers.
+const MIN_MESSAGE: usize = (64 << 10) + 4096;
 use crate::plan::ChunkSpec;
 
 /// A chunk and where to read it: `(offset, size, modified_ts_ns, whole, sidecar, volume,
@@ -30,20 +33,28 @@ impl PyNativeReads {
 
 #[pymethods]
 impl PyNativeReads {
-    /// `NativeReads(engine, session_fd, threads=4, op_bytes=1 MiB)`: splices the loop
-    /// into the mounted session whose `/dev/fuse` descriptor is `session_fd`, before
-    /// pyfuse3's loop has read from it. Raises `OSError` when it cannot (nothing changed).
+    /// `NativeReads(engine, session_fd, threads=4, op_bytes=1 MiB, max_message=1 MiB + 64
+    /// KiB)`: splices the loop into the mounted session whose `/dev/fuse` descriptor is
+    /// `session_fd`, before pyfuse3's loop has read from it. `max_message` bounds every
+    /// message between the kernel and libfuse (INIT's `max_write` and `max_pages` are
+    /// lowered to fit). Raises `OSError` when it cannot (nothing changed).
     #[new]
-    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576))]
+    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=MAX_MESSAGE))]
     fn new(
         py: Python<'_>,
         engine: &Bound<'_, PyEngine>,
         session_fd: i32,
         threads: usize,
         op_bytes: u32,
+        max_message: usize,
     ) -> PyResult<Self> {
+        if max_message < MIN_MESSAGE {
+            return Err(PyValueError::new_err(format!(
+                "max_message must be at least {MIN_MESSAGE} bytes, not {max_message}"
+            )));
+        }
         let engine = engine.get().inner.clone();
-        let cfg = LoopConfig { op_bytes: op_bytes.max(1), ..LoopConfig::default() };
+        let cfg = LoopConfig { op_bytes: op_bytes.max(1), max_message };
         let attached = py
             .detach(|| attach(engine, session_fd, threads, cfg))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;

@@ -44,3 +44,21 @@ def test_the_session_descriptor_is_the_only_fuse_device() -> None:
             os.close(second)
     finally:
         os.close(first)
+
+
+def test_bad_arguments_are_refused_and_change_nothing() -> None:
+    from seaweed_rdma._core import Engine, NativeReads
+
+    engine = Engine(transport="tcp")
+    try:
+        fd = os.open("/dev/null", os.O_RDWR)
+        try:
+            with pytest.raises(ValueError, match="max_message"):
+                NativeReads(engine, fd, max_message=1000)
+            with pytest.raises(OSError):
+                NativeReads(engine, fd)  # not a FUSE device: it cannot be cloned
+            assert os.readlink(f"/proc/self/fd/{fd}") == "/dev/null", "left as it was"
+        finally:
+            os.close(fd)
+    finally:
+        engine.close()
