@@ -10,6 +10,9 @@ use super::engine::PyEngine;
 use super::to_py_err;
 use crate::fuse::{attach, Attached, LoopConfig, NativeFile, Route, MAX_MESSAGE};
 
+// The signature below spells the default out, for Python's introspection.
+const _: () = assert!(MAX_MESSAGE == 1_114_112);
+
 /// The smallest message bound: a 64 KiB WRITE or READ reply and its headers.
 const MIN_MESSAGE: usize = (64 << 10) + 4096;
 use crate::plan::ChunkSpec;
@@ -39,7 +42,7 @@ impl PyNativeReads {
     /// message between the kernel and libfuse (INIT's `max_write` and `max_pages` are
     /// lowered to fit). Raises `OSError` when it cannot (nothing changed).
     #[new]
-    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=MAX_MESSAGE))]
+    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=1114112))]
     fn new(
         py: Python<'_>,
         engine: &Bound<'_, PyEngine>,
