@@ -26,6 +26,10 @@ log = logging.getLogger("seaweed_rdma.mount")
 
 ChunkRoute = tuple[int, int, int, bool, str, int, int, int, str]
 
+# Bound on every message between the kernel and libfuse through the loop (a WRITE, a READ
+# that pyfuse3 answers): 1 MiB and headers, so requests stay as large as without the loop.
+MAX_MESSAGE = (1 << 20) + (64 << 10)
+
 
 def session_fd() -> int | None:
     """The mounted ``/dev/fuse`` descriptor of this process (pyfuse3 keeps it to itself);
@@ -75,7 +79,7 @@ class NativeLoop:
             return None
         try:
             reads = NativeReads(fast.engine, fd, threads=opts.rdma_native_threads,
-                                op_bytes=fast.op_bytes)
+                                op_bytes=fast.op_bytes, max_message=MAX_MESSAGE)
         except OSError as e:
             log.warning("native reads off: %s", e)
             return None
