@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from seaweed_rdma.cluster import LocalCluster, find_weed
 
@@ -43,6 +44,20 @@ def wait_mounted(mnt: Path, proc: subprocess.Popen[bytes], what: str) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not mount")
         time.sleep(0.1)
+
+
+def start_mount(name: str, argv: list[str], tmp: str, logs: list[IO[bytes]]
+                ) -> tuple[Path, subprocess.Popen[bytes]]:
+    """Mounts ``argv`` on a fresh directory under ``tmp`` (its output to a log file, kept
+    in ``logs`` for the caller to close) and waits until the bench file is visible."""
+    mnt = Path(tmp) / name.replace(" ", "_")
+    mnt.mkdir()
+    log = open(Path(tmp) / f"{mnt.name}.log", "wb")  # noqa: SIM115
+    logs.append(log)
+    proc = subprocess.Popen([*argv, f"-dir={mnt}"], stdout=log, stderr=subprocess.STDOUT)
+    wait_mounted(mnt, proc, name)
+    (mnt / "bench" / "file.bin").stat()
+    return mnt, proc
 
 
 def unmount(mnt: Path, proc: subprocess.Popen[bytes]) -> None:
@@ -242,15 +257,7 @@ def main() -> int:
         logs = []
         try:
             for name, argv in mounts.items():
-                mnt = Path(tmp) / name.replace(" ", "_")
-                mnt.mkdir()
-                log = open(Path(tmp) / f"{name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
-                logs.append(log)
-                proc = subprocess.Popen([*argv, f"-dir={mnt}"], stdout=log,
-                                        stderr=subprocess.STDOUT)
-                procs[name] = (mnt, proc)
-                wait_mounted(mnt, proc, name)
-                (mnt / "bench" / "file.bin").stat()
+                procs[name] = start_mount(name, argv, tmp, logs)
             # Alternate the mounts round by round, so both see the same background noise.
             for r in range(a.rounds):
                 for name, (mnt, _) in procs.items():

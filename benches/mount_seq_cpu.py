@@ -20,8 +20,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
-from bench_mount import MIB, drop_caches, fio, unmount, wait_mounted
+from bench_mount import MIB, drop_caches, fio, start_mount, unmount
 from seaweed_rdma.cluster import LocalCluster, find_weed
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -62,16 +63,10 @@ def main() -> int:
                                  *a.mount_args],
                 "weed mount": [find_weed(), "mount", f"-filer={cl.filer.grpc_address}"]}
         procs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+        logs: list[IO[bytes]] = []
         try:
             for name, cmd in argv.items():
-                mnt = Path(tmp) / name.replace(" ", "_")
-                mnt.mkdir()
-                log = open(Path(tmp) / f"{mnt.name}.log", "wb")  # noqa: SIM115
-                proc = subprocess.Popen([*cmd, f"-dir={mnt}"], stdout=log,
-                                        stderr=subprocess.STDOUT)
-                procs[name] = (mnt, proc)
-                wait_mounted(mnt, proc, name)
-                (mnt / "bench" / "file.bin").stat()
+                procs[name] = start_mount(name, cmd, tmp, logs)
             for r in range(a.rounds):
                 for name, (mnt, proc) in procs.items():
                     if not a.warm:
@@ -100,6 +95,8 @@ def main() -> int:
         finally:
             for mnt, proc in procs.values():
                 unmount(mnt, proc)
+            for log in logs:
+                log.close()
     native = [r["native_reads"] for r in rows if r.get("native_reads")]
     if native and native[-1]:
         n = native[-1]

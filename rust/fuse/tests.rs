@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::fd;
 use super::files::{NativeFile, Route};
 use super::session::{LoopConfig, NativeLoop};
-use super::wire::{opcode, out_header, IN_HEADER, OUT_HEADER};
+use super::wire::{opcode, out_header, request, OUT_HEADER};
 use crate::engine::test_server::{Mode, TestServer};
 use crate::engine::tests::{engine, needles, pattern, COOKIE};
 use crate::plan::ChunkSpec;
@@ -18,16 +18,6 @@ const SMALL: usize = 64 << 10;
 
 fn pair() -> (OwnedFd, OwnedFd) {
     fd::message_pair(SMALL).expect("socketpair")
-}
-
-/// A request as the kernel sends it; its ids are even (odd ones are interrupts').
-fn request(op: u32, unique: u64, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![0u8; IN_HEADER];
-    m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
-    m[4..8].copy_from_slice(&op.to_ne_bytes());
-    m[8..16].copy_from_slice(&unique.to_ne_bytes());
-    m.extend_from_slice(body);
-    m
 }
 
 fn read_req(unique: u64, fh: u64, offset: u64, size: u32) -> Vec<u8> {
@@ -54,6 +44,12 @@ fn next(sock: &OwnedFd, ms: i32) -> Option<Vec<u8>> {
 
 fn send(sock: &OwnedFd, msg: &[u8]) {
     fd::send(sock.as_raw_fd(), msg).expect("send");
+}
+
+/// Sends `msg` from `kernel` and checks that it reaches the Python side intact.
+fn passes_through(kernel: &OwnedFd, python: &OwnedFd, msg: &[u8]) {
+    send(kernel, msg);
+    assert_eq!(next(python, 5000).expect("forwarded"), msg);
 }
 
 struct Rig {
@@ -130,16 +126,12 @@ fn registered_reads_are_answered_from_the_engine_on_their_own_device() {
 #[test]
 fn other_requests_go_to_python_and_replies_back_to_their_device() {
     let r = rig();
-    let lookup = request(1, 20, b"name\0");
-    send(&r.kernels[1], &lookup);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), lookup);
+    passes_through(&r.kernels[1], &r.python, &request(1, 20, b"name\0"));
     // An unregistered handle's READ, and one the engine cannot deliver, go too, intact.
     let unregistered = read_req(24, 8, 0, 4096);
-    send(&r.kernels[0], &unregistered);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), unregistered);
+    passes_through(&r.kernels[0], &r.python, &unregistered);
     let missing = read_req(22, 9, 0, 100);
-    send(&r.kernels[0], &missing);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), missing);
+    passes_through(&r.kernels[0], &r.python, &missing);
     // Replies in another order than the requests: each reaches the device it came from.
     let mut reply22 = out_header(OUT_HEADER + 3, 0, 22).to_vec();
     reply22.extend_from_slice(b"abc");
@@ -161,8 +153,7 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
     );
     assert!(next(&r.kernels[0], 5000).is_some(), "notification delivered");
     let forget = request(opcode::FORGET, 23, &[0u8; 8]);
-    send(&r.kernels[1], &forget);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), forget);
+    passes_through(&r.kernels[1], &r.python, &forget);
     // The pump counts a reply just after writing it: give it a moment.
     let t = Instant::now();
     while r.native.stats().replies < 4 && t.elapsed() < Duration::from_secs(5) {
@@ -176,12 +167,10 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
 fn interrupts_reach_python_only_for_requests_it_owes() {
     let r = rig();
     let getattr = request(3, 30, &[0u8; 16]);
-    send(&r.kernels[0], &getattr);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), getattr);
+    passes_through(&r.kernels[0], &r.python, &getattr);
     // For the pending GETATTR: forwarded. For a native READ long answered: dropped.
     let owed = request(opcode::INTERRUPT, 31, &30u64.to_ne_bytes());
-    send(&r.kernels[1], &owed);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), owed);
+    passes_through(&r.kernels[1], &r.python, &owed);
     send(&r.kernels[1], &read_req(32, 7, 0, 10));
     assert!(next(&r.kernels[1], 5000).is_some());
     send(&r.kernels[1], &request(opcode::INTERRUPT, 33, &32u64.to_ne_bytes()));
@@ -256,8 +245,7 @@ fn a_closed_device_ends_the_session_and_stop_returns_promptly() {
 fn an_init_reply_is_held_to_what_the_loop_can_read() {
     let r = rig();
     let init = request(opcode::INIT, 60, &[0u8; 64]);
-    send(&r.kernels[0], &init);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), init);
+    passes_through(&r.kernels[0], &r.python, &init);
     let mut reply = out_header(OUT_HEADER + 64, 0, 60).to_vec();
     reply.resize(OUT_HEADER + 64, 0);
     reply[OUT_HEADER + 20..OUT_HEADER + 24].copy_from_slice(&(4u32 << 20).to_ne_bytes());
@@ -279,9 +267,7 @@ fn an_init_reply_is_held_to_what_the_loop_can_read() {
 #[test]
 fn a_notification_the_kernel_holds_up_does_not_hold_up_replies() {
     let r = rig();
-    let lookup = request(1, 70, b"d\0");
-    send(&r.kernels[1], &lookup);
-    assert_eq!(next(&r.python, 5000).expect("forwarded"), lookup);
+    passes_through(&r.kernels[1], &r.python, &request(1, 70, b"d\0"));
     // Device 0 takes no more (as the kernel does while an invalidation waits for a lock
     // held by a request in flight): notifications to it pile up and block their writer.
     let notice: Vec<u8> =

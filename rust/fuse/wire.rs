@@ -144,18 +144,20 @@ pub fn reply_unique(msg: &[u8]) -> Option<u64> {
     u64_at(msg, 8)
 }
 
+/// A request as the kernel sends it (its ids are even; odd ones are interrupts').
+#[cfg(test)]
+pub(super) fn request(opcode: u32, unique: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; IN_HEADER];
+    m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
+    m[4..8].copy_from_slice(&opcode.to_ne_bytes());
+    m[8..16].copy_from_slice(&unique.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(opcode: u32, unique: u64, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![0u8; IN_HEADER];
-        m[0..4].copy_from_slice(&((IN_HEADER + body.len()) as u32).to_ne_bytes());
-        m[4..8].copy_from_slice(&opcode.to_ne_bytes());
-        m[8..16].copy_from_slice(&unique.to_ne_bytes());
-        m.extend_from_slice(body);
-        m
-    }
 
     #[test]
     fn headers_and_read_arguments_parse() {
