@@ -112,6 +112,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use polled::{Polled, POLLED_MAX_BYTES};
+pub(crate) use ticket::{eventfd, signal};
 pub use ticket::{DestBuffer, Ticket};
 pub use types::{
     EngineConfig, EngineStats, Failure, RangeOp, SidecarHealth, Transport, WholeNeedle, WholeOp,

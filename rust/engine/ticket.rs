@@ -191,7 +191,7 @@ impl<T, B> Drop for Completer<T, B> {
 }
 
 /// A fresh non-blocking, close-on-exec eventfd with its counter at zero.
-fn eventfd() -> io::Result<OwnedFd> {
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: `eventfd` takes no pointers; it returns a new descriptor or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
@@ -202,7 +202,7 @@ fn eventfd() -> io::Result<OwnedFd> {
 }
 
 /// Adds one to the eventfd's counter, making it readable.
-fn signal(event: &OwnedFd) {
+pub(crate) fn signal(event: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writes the 8 bytes of a live `u64` to a descriptor that `event` keeps open.
     // It cannot block (non-blocking fd) and cannot fail but by overflowing the counter,

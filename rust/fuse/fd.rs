@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+pub(crate) use crate::engine::{eventfd, signal};
+
 /// `FUSE_DEV_IOC_CLONE`: `_IOR(229, 0, uint32_t)`.
 const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
 
@@ -20,68 +22,11 @@ fn owned(res: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A new non-blocking, close-on-exec eventfd.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: no pointers; returns a new descriptor or -1.
-    owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
-}
-
-/// Makes an eventfd readable (for good: nothing reads it back).
-pub fn signal(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local; a full counter (EAGAIN) is still readable.
-    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
-/// Waits until `fd` is readable or `stop` is; true when `stop` is.
-pub fn wait_readable(fd: RawFd, stop: &OwnedFd) -> io::Result<bool> {
-    let mut set = [
-        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-    ];
+/// The count a read- or write-like call returned, or its error; calls cut short by a
+/// signal (`EINTR`) are made again.
+fn retrying(mut call: impl FnMut() -> isize) -> io::Result<usize> {
     loop {
-        // SAFETY: `set` is a live array of two pollfds.
-        let n = unsafe { libc::poll(set.as_mut_ptr(), 2, -1) };
-        if n >= 0 {
-            return Ok(set[1].revents != 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// One `read` into `buf`.
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: writes at most `buf.len()` bytes into `buf`, which is borrowed mutably.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// One `recv` of a whole datagram into `buf`; the datagram's real size, which is larger
-/// than `buf` when it was cut (`MSG_TRUNC`).
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: writes at most `buf.len()` bytes into `buf`, which is borrowed mutably.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// Writes `parts` as one message (one FUSE reply, one datagram); the bytes written.
-pub fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
-    let iov: Vec<libc::iovec> = parts
-        .iter()
-        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
-        .collect();
-    loop {
-        // SAFETY: each iovec points into a slice borrowed for this call; writev only reads.
-        let n = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        let n = call();
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -90,6 +35,52 @@ pub fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
             return Err(e);
         }
     }
+}
+
+fn poll_in(set: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `set` is a live, mutably borrowed array of `set.len()` pollfds.
+    retrying(
+        || unsafe { libc::poll(set.as_mut_ptr(), set.len() as libc::nfds_t, timeout_ms) } as isize
+    )
+}
+
+/// Waits until `fd` is readable or `stop` is; true when `stop` is.
+pub fn wait_readable(fd: RawFd, stop: &OwnedFd) -> io::Result<bool> {
+    let mut set = [
+        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    poll_in(&mut set, -1)?;
+    Ok(set[1].revents != 0)
+}
+
+/// Whether `fd` is readable now (never blocks).
+pub fn is_readable(fd: &OwnedFd) -> bool {
+    let mut set = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    poll_in(&mut set, 0).is_ok_and(|n| n > 0)
+}
+
+/// One `read` into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: writes at most `buf.len()` bytes into `buf`, which is borrowed mutably.
+    retrying(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// One `recv` of a whole datagram into `buf`; the datagram's real size, which is larger
+/// than `buf` when it was cut (`MSG_TRUNC`).
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: writes at most `buf.len()` bytes into `buf`, which is borrowed mutably.
+    retrying(|| unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) })
+}
+
+/// Writes `parts` as one message (one FUSE reply, one datagram); the bytes written.
+pub fn writev(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() })
+        .collect();
+    // SAFETY: each iovec points into a slice borrowed for this call; writev only reads.
+    retrying(|| unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) })
 }
 
 /// A `SOCK_SEQPACKET` pair (message boundaries kept, as the FUSE device keeps them), each
@@ -190,17 +181,9 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 /// Sends `msg` as one datagram, blocking while the peer's queue is full.
 pub fn send(fd: RawFd, msg: &[u8]) -> io::Result<()> {
-    loop {
-        // SAFETY: reads `msg.len()` bytes from a live slice.
-        let n = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: reads `msg.len()` bytes from a live slice.
+    retrying(|| unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), libc::MSG_NOSIGNAL) })
+        .map(|_| ())
 }
 
 /// Ends both directions of a socket: blocked senders and receivers on it return.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -280,9 +280,7 @@ impl Shared {
                 Ok(n) => n,
                 // EAGAIN: another reader took it; ENOENT: the kernel withdrew an
                 // interrupted request before we read it.
-                Err(e) if matches!(errno(&e), libc::EAGAIN | libc::EINTR | libc::ENOENT) => {
-                    continue
-                }
+                Err(e) if matches!(errno(&e), libc::EAGAIN | libc::ENOENT) => continue,
                 Err(e) if errno(&e) == libc::ENODEV => return self.end("unmounted"),
                 Err(e) => {
                     tracing::error!("reading the FUSE device: {e}");
@@ -309,7 +307,7 @@ impl Shared {
     }
 
     fn owed(&self, unique: u64) -> bool {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&unique)
+        self.routes().contains_key(&unique)
     }
 
     /// Answers a READ from the engine; false when the Python side must.
@@ -372,12 +370,12 @@ impl Shared {
 
     fn forward(&self, dev: RawFd, h: InHeader, req: &[u8]) {
         if h.wants_reply() {
-            self.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(h.unique, (dev, h.opcode));
+            self.routes().insert(h.unique, (dev, h.opcode));
         }
         bump(&self.counters.forwarded, 1);
         if let Err(e) = fd::send(self.to_python.as_raw_fd(), req) {
-            self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&h.unique);
-            if self.stop_requested() {
+            self.routes().remove(&h.unique);
+            if fd::is_readable(&self.stop) {
                 return;
             }
             tracing::error!(
@@ -393,13 +391,6 @@ impl Shared {
         }
     }
 
-    fn stop_requested(&self) -> bool {
-        let mut probe =
-            [libc::pollfd { fd: self.stop.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        // SAFETY: `probe` is a live array of one pollfd; a zero timeout never blocks.
-        unsafe { libc::poll(probe.as_mut_ptr(), 1, 0) > 0 }
-    }
-
     /// Carries each reply from the Python side to the device its request came from.
     fn pump(&self) {
         let mut buf = vec![0u8; self.cfg.max_message];
@@ -413,7 +404,7 @@ impl Shared {
             let n = match fd::recv(sock, &mut buf) {
                 Ok(0) => return, // the Python side closed its end
                 Ok(n) => n,
-                Err(e) if matches!(errno(&e), libc::EAGAIN | libc::EINTR) => continue,
+                Err(e) if errno(&e) == libc::EAGAIN => continue,
                 Err(e) => return tracing::error!("reading the mount's replies: {e}"),
             };
             self.route(&buf[..n.min(buf.len())], n);
@@ -501,6 +492,10 @@ impl Shared {
     }
 
     fn take_route(&self, unique: u64) -> Option<(RawFd, u32)> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&unique)
+        self.routes().remove(&unique)
+    }
+
+    fn routes(&self) -> MutexGuard<'_, HashMap<u64, (RawFd, u32)>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -112,7 +112,7 @@ class NativeLoop:
         self._by_inode.setdefault(inode, set()).add(fh)
 
     def forget(self, fh: int, inode: int) -> None:
-        """``fh`` was released."""
+        """Stops answering ``fh`` natively (released, or its registration is out of date)."""
         self._reads.unregister(fh)
         handles = self._by_inode.get(inode)
         if handles is not None:
