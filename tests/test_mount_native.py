@@ -96,6 +96,8 @@ def test_reads_the_sidecar_cannot_serve_reach_http(cluster, shapes, tmp_path):  
         assert m.stop() == 0, m.log.read_text()[-3000:]
     loop, client = state["native_reads"], state["client"]
     assert loop["reads"] > 0 and loop["failed"] > 0, loop
+    # Those 256 KiB READs reached Python as 64 KiB pieces, and came back whole and right.
+    assert loop["split"] > 0 and loop["errors"] == 0, loop
     assert client["http"]["bytes"] > 0, client
 
 

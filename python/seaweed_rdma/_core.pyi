@@ -165,7 +165,7 @@ class NativeReads:
     @property
     def ended(self) -> bool: ...
     def stats(self) -> dict[str, int]:
-        """reads, bytes, unregistered, declined, failed, forwarded, replies, errors,
+        """reads, bytes, unregistered, declined, failed, forwarded, split, replies, errors,
         engine_us, reply_us, most_at_once, registered."""
     def close(self) -> None:
         """Puts pyfuse3's descriptor back and stops the threads. Idempotent."""

@@ -16,7 +16,8 @@
 //!   the reader's thread; holes are zeros;
 //! - anything else, and any READ the engine did not fully deliver, is sent as-is to
 //!   libfuse; its reply comes back on the socket and is written to the device the request
-//!   came from (the kernel matches a reply to its request per device);
+//!   came from (the kernel matches a reply to its request per device); a READ larger than
+//!   64 KiB goes in pieces whose replies are joined (`pieces.rs`);
 //! - INTERRUPTs for native READs are dropped (those finish anyway); FORGETs pass through.
 //!
 //! When the kernel ends the session (unmount), the readers see `ENODEV` and the loop's
@@ -25,6 +26,7 @@
 
 mod fd;
 mod files;
+mod pieces;
 mod session;
 mod wire;
 
@@ -36,7 +38,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 pub use files::{NativeFile, Planned, Registry, Route};
-pub use session::{LoopConfig, LoopStats, NativeLoop, MAX_MESSAGE};
+pub use session::{LoopConfig, LoopStats, NativeLoop, FORWARD_PIECE, MAX_MESSAGE};
 
 use crate::engine::Engine;
 

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use super::fd;
 use super::files::{Planned, Registry};
+use super::pieces::{Outcome, Pieces};
 use super::wire::{
     init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
     set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
@@ -28,6 +29,14 @@ use crate::engine::Engine;
 
 /// The largest message either way: a 1 MiB WRITE or READ reply plus headers, with room.
 pub const MAX_MESSAGE: usize = (1 << 20) + (64 << 10);
+
+/// Pieces a forwarded READ is cut into: a reply of this size needs at most an order-2
+/// kernel allocation in the message socket.
+pub const FORWARD_PIECE: u32 = 64 << 10;
+
+/// How often a request is offered again to a message socket that has no memory for it,
+/// waiting twice as long each time from 1 ms (about a second in all).
+const SEND_TRIES: u32 = 10;
 
 /// A WRITE request's headers (`fuse_in_header` + `fuse_write_in`) with room to spare.
 const INIT_WRITE_OVERHEAD: usize = 4096;
@@ -39,11 +48,14 @@ pub struct LoopConfig {
     pub op_bytes: u32,
     /// Buffer size for one message; the device must never send a larger one.
     pub max_message: usize,
+    /// Largest READ handed to the Python side whole; larger ones go in pieces of this
+    /// size (see `pieces`).
+    pub forward_piece: u32,
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        LoopConfig { op_bytes: 1 << 20, max_message: MAX_MESSAGE }
+        LoopConfig { op_bytes: 1 << 20, max_message: MAX_MESSAGE, forward_piece: FORWARD_PIECE }
     }
 }
 
@@ -62,6 +74,8 @@ pub struct LoopStats {
     pub failed: u64,
     /// Requests of every kind sent to the Python side.
     pub forwarded: u64,
+    /// Of those, READs sent in pieces.
+    pub split: u64,
     /// Replies routed back to the kernel.
     pub replies: u64,
     /// Replies, or requests, that could not be delivered (see the log).
@@ -82,6 +96,7 @@ struct Counters {
     declined: AtomicU64,
     failed: AtomicU64,
     forwarded: AtomicU64,
+    split: AtomicU64,
     replies: AtomicU64,
     errors: AtomicU64,
     engine_us: AtomicU64,
@@ -101,6 +116,7 @@ struct Shared {
     cfg: LoopConfig,
     /// `unique` of each request the Python side owes a reply -> its device and opcode.
     routes: Mutex<HashMap<u64, (RawFd, u32)>>,
+    pieces: Mutex<Pieces>,
     to_python: OwnedFd,
     /// Notifications (replies with `unique` 0) for the notifier thread: writing one can
     /// block until a request the Python side is answering completes (an invalidation
@@ -148,6 +164,7 @@ impl NativeLoop {
             files: Registry::default(),
             cfg,
             routes: Mutex::new(HashMap::new()),
+            pieces: Mutex::new(Pieces::default()),
             to_python,
             notices: Mutex::new(Some(notices)),
             stop: fd::eventfd()?,
@@ -206,6 +223,7 @@ impl NativeLoop {
             declined: get(&c.declined),
             failed: get(&c.failed),
             forwarded: get(&c.forwarded),
+            split: get(&c.split),
             replies: get(&c.replies),
             errors: get(&c.errors),
             engine_us: get(&c.engine_us),
@@ -369,11 +387,17 @@ impl Shared {
     }
 
     fn forward(&self, dev: RawFd, h: InHeader, req: &[u8]) {
+        if h.opcode == opcode::READ {
+            let split = self.pieces().split(dev, h, req, self.cfg.forward_piece);
+            if let Some(subs) = split {
+                return self.forward_pieces(h, subs);
+            }
+        }
         if h.wants_reply() {
             self.routes().insert(h.unique, (dev, h.opcode));
         }
         bump(&self.counters.forwarded, 1);
-        if let Err(e) = fd::send(self.to_python.as_raw_fd(), req) {
+        if let Err(e) = self.send_to_python(req) {
             self.routes().remove(&h.unique);
             if fd::is_readable(&self.stop) {
                 return;
@@ -387,6 +411,53 @@ impl Shared {
             // The kernel would wait for this reply for ever; fail the call instead.
             if h.wants_reply() {
                 let _ = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::EIO, h.unique)]);
+            }
+        }
+    }
+
+    fn forward_pieces(&self, h: InHeader, subs: Vec<(u64, Vec<u8>)>) {
+        bump(&self.counters.forwarded, 1);
+        bump(&self.counters.split, 1);
+        for (id, sub) in subs {
+            if let Err(e) = self.send_to_python(&sub) {
+                if !fd::is_readable(&self.stop) {
+                    tracing::error!("handing a piece of FUSE READ {} to the mount: {e}", h.unique);
+                    bump(&self.counters.errors, 1);
+                }
+                let outcome = self.pieces().fail(id, -libc::EIO);
+                self.finish_split(outcome);
+            }
+        }
+    }
+
+    fn finish_split(&self, outcome: Outcome) {
+        if let Outcome::Done { dev, reply } = outcome {
+            self.reply_to(dev, &reply);
+        }
+    }
+
+    /// Sends one request to the Python side. A datagram needs a contiguous kernel buffer
+    /// of nearly its size, which fragmented memory may lack for a while (ENOBUFS, ENOMEM):
+    /// such a send is tried again after a pause rather than failing the call at once.
+    fn send_to_python(&self, msg: &[u8]) -> io::Result<()> {
+        let mut pause = std::time::Duration::from_millis(1);
+        let mut tries = 1;
+        loop {
+            match fd::send(self.to_python.as_raw_fd(), msg) {
+                Err(e)
+                    if matches!(errno(&e), libc::ENOBUFS | libc::ENOMEM) && tries < SEND_TRIES =>
+                {
+                    if tries == 1 {
+                        tracing::warn!(
+                            "no kernel memory for a {}-byte request yet: {e}; retrying",
+                            msg.len()
+                        );
+                    }
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    tries += 1;
+                }
+                sent => return sent,
             }
         }
     }
@@ -435,6 +506,10 @@ impl Shared {
             // interrupt's odd id): the loop never asks for those, the kernel needs none.
             return;
         }
+        let outcome = self.pieces().answer(unique, msg);
+        if outcome != Outcome::NotMine {
+            return self.finish_split(outcome);
+        }
         let Some((dev, op)) = self.take_route(unique) else {
             tracing::warn!("a reply to request {unique}, which nobody waits for; dropped");
             bump(&c.errors, 1);
@@ -448,10 +523,16 @@ impl Shared {
         } else {
             msg
         };
+        self.reply_to(dev, msg);
+    }
+
+    fn reply_to(&self, dev: RawFd, msg: &[u8]) {
+        let c = &self.counters;
         match fd::writev(dev, &[msg]) {
             Ok(_) => bump(&c.replies, 1),
             Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
             Err(e) => {
+                let unique = reply_unique(msg).unwrap_or(0);
                 tracing::warn!("writing a reply to request {unique}: {e}");
                 bump(&c.errors, 1);
             }
@@ -464,6 +545,11 @@ impl Shared {
         tracing::error!("a {real_len}-byte reply is larger than {}; failing it", msg.len());
         bump(&self.counters.errors, 1);
         let unique = msg.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+        if let Some(outcome) = unique.map(|u| self.pieces().fail(u, -libc::EIO)) {
+            if outcome != Outcome::NotMine {
+                return self.finish_split(outcome);
+            }
+        }
         if let Some((u, (dev, _))) = unique.and_then(|u| self.take_route(u).map(|d| (u, d))) {
             let _ = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::EIO, u)]);
         }
@@ -497,5 +583,9 @@ impl Shared {
 
     fn routes(&self) -> MutexGuard<'_, HashMap<u64, (RawFd, u32)>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pieces(&self) -> MutexGuard<'_, Pieces> {
+        self.pieces.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -15,6 +15,8 @@ use crate::engine::tests::{engine, needles, pattern, COOKIE};
 use crate::plan::ChunkSpec;
 
 const SMALL: usize = 64 << 10;
+/// Forwarded READs larger than this go in pieces.
+const PIECE: u32 = 8192;
 
 fn pair() -> (OwnedFd, OwnedFd) {
     fd::message_pair(SMALL).expect("socketpair")
@@ -72,7 +74,7 @@ fn rig() -> Rig {
         devices.push(d);
     }
     let (python, ours) = pair();
-    let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL };
+    let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL, forward_piece: PIECE };
     // Notifications go to device 0's kernel end, as they may to any device of a session.
     let notify = fd::dup(devices[0].as_raw_fd()).expect("dup");
     let native =
@@ -161,6 +163,52 @@ fn other_requests_go_to_python_and_replies_back_to_their_device() {
     }
     let st = r.native.stats();
     assert_eq!((st.unregistered, st.failed, st.forwarded, st.replies, st.errors), (1, 1, 4, 4, 0));
+}
+
+#[test]
+fn a_large_forwarded_read_goes_in_pieces_and_reaches_its_device_whole() {
+    let r = rig();
+    // Handle 8 is not registered: the READ goes to Python, as three READs.
+    send(&r.kernels[1], &read_req(80, 8, 1000, 20000));
+    let mut pieces = Vec::new();
+    for _ in 0..3 {
+        let msg = next(&r.python, 5000).expect("a piece");
+        let h = super::wire::InHeader::parse(&msg).expect("a request");
+        let read = super::wire::ReadIn::parse(&msg).expect("a READ");
+        assert_eq!(read.fh, 8);
+        pieces.push((h.unique, read.offset, read.size));
+    }
+    assert!(next(&r.python, 100).is_none(), "no more pieces");
+    let spans: Vec<(u64, u32)> = pieces.iter().map(|p| (p.1, p.2)).collect();
+    assert_eq!(spans, [(1000, PIECE), (9192, PIECE), (17384, 20000 - 2 * PIECE)]);
+    // Answered out of order, with the file's bytes at those offsets.
+    let file: Vec<u8> = (0..21000u32).map(|i| (i % 251) as u8).collect();
+    for &(unique, offset, size) in [pieces[2], pieces[0], pieces[1]].iter() {
+        let body = &file[offset as usize..(offset + u64::from(size)) as usize];
+        let mut reply = out_header(OUT_HEADER + body.len(), 0, unique).to_vec();
+        reply.extend_from_slice(body);
+        send(&r.python, &reply);
+    }
+    let got = next(&r.kernels[1], 5000).expect("the joined reply");
+    assert_eq!(&got[..OUT_HEADER], &out_header(OUT_HEADER + 20000, 0, 80));
+    assert!(got[OUT_HEADER..] == file[1000..21000], "bytes in file order");
+    assert!(next(&r.kernels[0], 100).is_none(), "nothing on the other device");
+    let st = r.native.stats();
+    assert_eq!((st.forwarded, st.split, st.errors), (1, 1, 0));
+}
+
+#[test]
+fn a_piece_that_fails_fails_its_whole_read() {
+    let r = rig();
+    send(&r.kernels[0], &read_req(90, 8, 0, 2 * PIECE));
+    let a = next(&r.python, 5000).expect("piece 1");
+    let b = next(&r.python, 5000).expect("piece 2");
+    let unique = |m: &[u8]| super::wire::InHeader::parse(m).expect("request").unique;
+    let mut full = out_header(OUT_HEADER + PIECE as usize, 0, unique(&a)).to_vec();
+    full.resize(OUT_HEADER + PIECE as usize, 1);
+    send(&r.python, &full);
+    send(&r.python, &out_header(OUT_HEADER, -libc::EIO, unique(&b)));
+    assert_eq!(next(&r.kernels[0], 5000).expect("reply"), out_header(OUT_HEADER, -libc::EIO, 90));
 }
 
 #[test]

@@ -57,7 +57,7 @@ impl PyNativeReads {
             )));
         }
         let engine = engine.get().inner.clone();
-        let cfg = LoopConfig { op_bytes: op_bytes.max(1), max_message };
+        let cfg = LoopConfig { op_bytes: op_bytes.max(1), max_message, ..LoopConfig::default() };
         let attached = py
             .detach(|| attach(engine, session_fd, threads, cfg))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
@@ -113,7 +113,8 @@ impl PyNativeReads {
     }
 
     /// Counters: reads, bytes (answered natively), unregistered, declined, failed (sent to
-    /// pyfuse3 instead), forwarded (all requests sent to pyfuse3), replies, errors,
+    /// pyfuse3 instead), forwarded (all requests sent to pyfuse3), split (of those, READs sent in
+    /// 64 KiB pieces), replies, errors,
     /// engine_us and reply_us (time native READs spent fetching and replying, summed),
     /// most_at_once (native READs in the engine at once, at most), registered (handles now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -125,6 +126,7 @@ impl PyNativeReads {
         d.set_item("declined", s.declined)?;
         d.set_item("failed", s.failed)?;
         d.set_item("forwarded", s.forwarded)?;
+        d.set_item("split", s.split)?;
         d.set_item("replies", s.replies)?;
         d.set_item("errors", s.errors)?;
         d.set_item("engine_us", s.engine_us)?;

@@ -79,6 +79,10 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         self.nursery: trio.Nursery | None = None
         self._limiter = trio.CapacityLimiter(max(1, opts.concurrent_readers))
         self._files: dict[int, OpenFile] = {}
+        # One registration with the native loop at a time per handle: two refreshes of one
+        # file (the filer may announce a change twice) must not end with the older one's
+        # chunk list registered, or with none.
+        self._native_locks: dict[int, trio.Lock] = {}
         self._dirs: dict[int, list[tuple[bytes, Entry]]] = {}
         self._next_fh = 1
         self._open_mtime: dict[int, int] = {}
@@ -237,12 +241,15 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         native = self.native
         if native is None or inode in self.writers:
             return
-        await self._off_loop(native.load, fh, view)
-        f = self._files.get(fh)
-        if f is None or f.view is not view or inode in self.writers:
-            native.forget(fh, inode)  # the Python operations answer this handle
-        else:
-            native.track(fh, inode)
+        async with self._native_locks.setdefault(fh, trio.Lock()):
+            if self._files.get(fh) is None:
+                return  # released meanwhile
+            await self._off_loop(native.load, fh, view)
+            f = self._files.get(fh)
+            if f is None or f.view is not view or inode in self.writers:
+                native.forget(fh, inode)  # the Python operations answer this handle
+            else:
+                native.track(fh, inode)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
@@ -257,6 +264,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         f = self._files.pop(fh, None)
+        self._native_locks.pop(fh, None)
         if f is not None and self.native is not None:
             self.native.forget(fh, f.inode)
         await self.op_release_write(fh)
