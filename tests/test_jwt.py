@@ -18,6 +18,9 @@ from seaweed_rdma._core import parse_fid
 from seaweed_rdma.cluster import LocalCluster
 from seaweed_rdma.errors import Unauthorized
 
+from .conftest import FUSE_OK
+from .mounts import Mount
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 KEY = "test-read-signing-key-0123456789"
@@ -130,3 +133,28 @@ def test_sidecar_checks_tokens_as_the_volume_server_does(jwt_cluster):  # type: 
         verdicts[name] = (by_volume, by_sidecar, expected)
     assert {n: v for n, v in verdicts.items() if v[0] != v[1]} == {}, verdicts
     assert {n: v for n, v in verdicts.items() if v[1] != v[2]} == {}, verdicts
+
+
+@pytest.mark.fuse
+@pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")
+def test_mount_native_reads_sign_their_reads(jwt_cluster, tmp_path):  # type: ignore[no-untyped-def]
+    data = random.Random(7).randbytes(3 << 20)
+    jwt_cluster.upload("/jwt/mounted.bin", data, max_mb=1)
+    sc = jwt_cluster.sidecars[0]
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount([f"-filer={jwt_cluster.filer.grpc_address}", "-rdma.enabled",
+               f"-rdma.sidecar={sc.address}", f"-jwtKey={KEY}"], mnt, tmp_path / "mount.log")
+    try:
+        before = httpx.get(f"{sc.http_url}/stats", timeout=10).json()
+        assert (mnt / "jwt" / "mounted.bin").read_bytes() == data
+        after = httpx.get(f"{sc.http_url}/stats", timeout=10).json()
+        state = m.state()
+    finally:
+        assert m.stop() == 0, m.log.read_text()[-3000:]
+    loop, client = state["native_reads"], state["client"]
+    # Every byte came through the loop, signed: none fell back to Python or HTTP...
+    assert loop["bytes"] == len(data) and loop["failed"] == 0, loop
+    assert client["fast"]["bytes"] == 0 and client["http"]["bytes"] == 0, client
+    # ...and the sidecar, which refuses unsigned reads, sent them.
+    assert after["bytes"] - before["bytes"] >= len(data), (before, after)

@@ -151,7 +151,8 @@ class NativeReads:
     goes on to pyfuse3 unchanged."""
 
     def __new__(cls, engine: Engine, session_fd: int, threads: int = 4,
-                op_bytes: int = 1048576, max_message: int = 1114112) -> NativeReads: ...
+                op_bytes: int = 1048576, max_message: int = 1114112,
+                jwt_key: str | None = None) -> NativeReads: ...
     def register(self, fh: int,
                  chunks: list[tuple[int, int, int, bool, str, int, int, int, str]],
                  attr_size: int) -> None:

@@ -28,6 +28,7 @@ mod fd;
 mod files;
 mod pieces;
 mod session;
+mod tokens;
 mod wire;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ use std::sync::Arc;
 
 pub use files::{NativeFile, Planned, Registry, Route};
 pub use session::{LoopConfig, LoopStats, NativeLoop, FORWARD_PIECE, MAX_MESSAGE};
+pub use tokens::Tokens;
 
 use crate::engine::Engine;
 
@@ -51,7 +53,8 @@ pub struct Attached {
 }
 
 /// Splices a loop of `threads` readers into the libfuse session reading `session_fd` (a
-/// mounted `/dev/fuse` descriptor whose requests nobody has read yet).
+/// mounted `/dev/fuse` descriptor whose requests nobody has read yet). With `jwt_key`,
+/// the loop signs each read with a token minted from it (see `tokens.rs`).
 ///
 /// # Errors
 /// The descriptor cannot be cloned (not a FUSE device), the message socket cannot be made
@@ -62,6 +65,7 @@ pub fn attach(
     session_fd: RawFd,
     threads: usize,
     cfg: LoopConfig,
+    jwt_key: Option<String>,
 ) -> io::Result<Attached> {
     let real = fd::dup(session_fd)?;
     let devices = (0..threads.max(1))
@@ -69,7 +73,7 @@ pub fn attach(
         .collect::<io::Result<Vec<_>>>()?;
     let notify = fd::clone_device(real.as_raw_fd())?;
     let (python_end, ours) = fd::message_pair(cfg.max_message)?;
-    let native = NativeLoop::start(engine, devices, notify, ours, cfg)?;
+    let native = NativeLoop::start(engine, devices, notify, ours, cfg, jwt_key.map(Tokens::new))?;
     fd::replace(&python_end, session_fd)?;
     Ok(Attached { native, session_fd, real: Some(real) })
 }

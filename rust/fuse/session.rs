@@ -21,11 +21,13 @@ use std::time::Instant;
 use super::fd;
 use super::files::{Planned, Registry};
 use super::pieces::{Outcome, Pieces};
+use super::tokens::Tokens;
 use super::wire::{
     init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
     set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
 };
 use crate::engine::Engine;
+use crate::fid::FileId;
 
 /// The largest message either way: a 1 MiB WRITE or READ reply plus headers, with room.
 pub const MAX_MESSAGE: usize = (1 << 20) + (64 << 10);
@@ -117,6 +119,8 @@ struct Shared {
     /// `unique` of each request the Python side owes a reply -> its device and opcode.
     routes: Mutex<HashMap<u64, (RawFd, u32)>>,
     pieces: Mutex<Pieces>,
+    /// Read JWTs, on clusters that want them.
+    tokens: Option<Tokens>,
     to_python: OwnedFd,
     /// Notifications (replies with `unique` 0) for the notifier thread: writing one can
     /// block until a request the Python side is answering completes (an invalidation
@@ -141,7 +145,7 @@ impl NativeLoop {
     /// Starts one reader per device, the pump and the notifier. `devices` deliver one
     /// request per read and take one reply per write; `notify` takes notifications only
     /// (a device of its own, so that no request waits on it); `to_python` is the loop's
-    /// end of the message socket.
+    /// end of the message socket; `tokens` sign the reads where the cluster wants JWTs.
     ///
     /// # Errors
     /// No devices, or an eventfd or thread could not be created.
@@ -151,6 +155,7 @@ impl NativeLoop {
         notify: OwnedFd,
         to_python: OwnedFd,
         cfg: LoopConfig,
+        tokens: Option<Tokens>,
     ) -> io::Result<NativeLoop> {
         if devices.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no device to read"));
@@ -165,6 +170,7 @@ impl NativeLoop {
             cfg,
             routes: Mutex::new(HashMap::new()),
             pieces: Mutex::new(Pieces::default()),
+            tokens,
             to_python,
             notices: Mutex::new(Some(notices)),
             stop: fd::eventfd()?,
@@ -336,7 +342,7 @@ impl Shared {
             bump(&c.unregistered, 1);
             return false;
         };
-        let (len, ops, holes) = match file.plan_read(r.offset, r.size, self.cfg.op_bytes) {
+        let (len, mut ops, holes) = match file.plan_read(r.offset, r.size, self.cfg.op_bytes) {
             Planned::Read { len, ops, holes } => (len, ops, holes),
             Planned::Decline(why) => {
                 tracing::debug!("READ of handle {} at {}: {why}", r.fh, r.offset);
@@ -344,6 +350,12 @@ impl Shared {
                 return false;
             }
         };
+        if let Some(tokens) = &self.tokens {
+            for op in &mut ops {
+                op.jwt =
+                    tokens.token(&FileId { volume: op.volume, key: op.key, cookie: op.cookie });
+            }
+        }
         if data.len() < len {
             data.resize(len, 0);
         }

@@ -78,7 +78,7 @@ fn rig() -> Rig {
     // Notifications go to device 0's kernel end, as they may to any device of a session.
     let notify = fd::dup(devices[0].as_raw_fd()).expect("dup");
     let native =
-        NativeLoop::start(Arc::new(engine(1)), devices, notify, ours, cfg).expect("starts");
+        NativeLoop::start(Arc::new(engine(1)), devices, notify, ours, cfg, None).expect("starts");
     let route = |key| {
         Some(Route {
             sidecar: server.addr.clone(),

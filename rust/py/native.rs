@@ -40,9 +40,10 @@ impl PyNativeReads {
     /// KiB)`: splices the loop into the mounted session whose `/dev/fuse` descriptor is
     /// `session_fd`, before pyfuse3's loop has read from it. `max_message` bounds every
     /// message between the kernel and libfuse (INIT's `max_write` and `max_pages` are
-    /// lowered to fit). Raises `OSError` when it cannot (nothing changed).
+    /// lowered to fit). With `jwt_key` (the cluster's `[jwt.signing.read] key`), each read
+    /// carries a token minted from it. Raises `OSError` when it cannot (nothing changed).
     #[new]
-    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=1114112))]
+    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=1114112, jwt_key=None))]
     fn new(
         py: Python<'_>,
         engine: &Bound<'_, PyEngine>,
@@ -50,6 +51,7 @@ impl PyNativeReads {
         threads: usize,
         op_bytes: u32,
         max_message: usize,
+        jwt_key: Option<String>,
     ) -> PyResult<Self> {
         if max_message < MIN_MESSAGE {
             return Err(PyValueError::new_err(format!(
@@ -59,7 +61,7 @@ impl PyNativeReads {
         let engine = engine.get().inner.clone();
         let cfg = LoopConfig { op_bytes: op_bytes.max(1), max_message, ..LoopConfig::default() };
         let attached = py
-            .detach(|| attach(engine, session_fd, threads, cfg))
+            .detach(|| attach(engine, session_fd, threads, cfg, jwt_key.filter(|k| !k.is_empty())))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
         Ok(Self { attached: Mutex::new(attached) })
     }
