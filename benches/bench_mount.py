@@ -5,6 +5,10 @@ with O_DIRECT (so the page cache cannot serve them). The two mounts run alternat
 written as JSON. A mount that rejects O_DIRECT is reported as such, not as a number.
 ``--null`` adds a third mount to the read tests, ``benches/fuse_null.py``: pyfuse3 with a
 read handler that does no work, the ceiling of any pyfuse3 mount on this machine.
+Each round also reads a plain file of the same size on the volume servers' disk with the
+same sequential fio job from cold caches ("disk alone"): what the disk gives one reader
+with no mount in the way, printed against `weed mount` as the sequential ratio a mount
+could reach if it lost nothing to the disk.
 Writes, the same way: fio psync sequential 1 MiB writes of ``--write-mib`` with a final
 fsync, and ``--small-files`` files of 4 KiB each created, written and closed one after
 another (files per second). Needs root, /dev/fuse and fio.
@@ -109,6 +113,13 @@ def read_round(target: Path, size: int, secs: int) -> dict[str, dict]:
         except Rejected as e:
             out[test] = {"rejected": str(e)}
     return out
+
+
+def disk_alone(path: Path, size: int) -> float:
+    """Sequential 1 MiB reads of a plain file on the volume servers' disk, from cold caches
+    (bytes per second): what the disk gives one reader with no mount in the way."""
+    drop_caches()
+    return float(fio(path, "read", "1m", 1, None, size)["bw_bytes"])
 
 
 def fio_write(path: Path, size: int) -> dict:
@@ -243,7 +254,10 @@ def main() -> int:
         rng = random.Random(0)
         data = b"".join(rng.randbytes(16 * MIB) for _ in range(a.size_mib // 16))
         cl.upload("/bench/file.bin", data, max_mb=a.chunk_mib)
+        disk_file = cl.volume_servers[0].dir / "disk-alone.bin"
+        disk_file.write_bytes(data)
         del data
+        disk: list[float] = []
         mounts = {
             "seaweed-rdma": [sys.executable, "-m", "seaweed_rdma.cli", "mount",
                              f"-filer={cl.filer.grpc_address}", "-rdma.enabled",
@@ -254,12 +268,14 @@ def main() -> int:
             mounts[NULL] = [sys.executable, str(Path(__file__).with_name("fuse_null.py")),
                             f"--size-mib={a.size_mib}"]
         procs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
-        logs = []
+        logs: list[IO[bytes]] = []
         try:
             for name, argv in mounts.items():
                 procs[name] = start_mount(name, argv, tmp, logs)
             # Alternate the mounts round by round, so both see the same background noise.
             for r in range(a.rounds):
+                if a.only in ("all", "reads"):
+                    disk.append(disk_alone(disk_file, size))
                 for name, (mnt, _) in procs.items():
                     print(f"round {r + 1}/{a.rounds}: {name} ...", flush=True)
                     if a.only in ("all", "reads"):
@@ -282,9 +298,18 @@ def main() -> int:
         ratios |= print_table(wresults, WRITE_TESTS)
     if results:
         ratios |= print_table(results, {t: metric(t) for t in READ_TESTS})
+        weed = results["weed mount"]["seq_1m"].get("median")
+        disk_median = statistics.median(disk)
+        print(f"{'seq_1m':16s} {'disk alone':14s} {min(disk) / 1e6:12.1f} "
+              f"{disk_median / 1e6:12.1f}   MB/s")
+        if weed:
+            ratios["seq_1m_disk"] = disk_median / weed
+            print(f"{'seq_1m':16s} {'disk ceiling':14s} {disk_median / weed:11.2f}x "
+                  "(median, disk alone / weed mount)")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "write_results": wresults,
+                               "disk_alone_bw_bytes": disk,
                                "ratio_of_medians": ratios, "rounds": a.rounds,
                                "size_mib": a.size_mib, "write_mib": a.write_mib,
                                "small_files": a.small_files}, indent=2))

@@ -4,7 +4,11 @@ alternating, with the CPU seconds each process used (the mount, the sidecar, the
 servers) and the whole machine's busy and system time, and for our mount the native read
 loop's counters (READs, average size, time in the engine and in the reply per READ, most
 READs at once). ``--warm`` leaves the volume files in the page cache (fio still drops the
-mount's own pages), so the disk is out of the picture. Extra arguments go to our mount.
+mount's own pages), so the disk is out of the picture. Each round also measures the
+layers under the mounts on the same file: the disk alone (a plain file of the same size on
+the volume servers' disk, the same fio job) and the engine alone (``Client.readinto`` of
+1 MiB blocks by 4 threads, no FUSE), so what the mount costs shows beside what it cannot
+beat. Extra arguments go to our mount.
 
     .venv/bin/python benches/mount_seq_cpu.py [--rounds 2] [--warm] [-- -rdma.nativeThreads=2]
 """
@@ -18,11 +22,13 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from bench_mount import MIB, drop_caches, fio, start_mount, unmount
+from bench_mount import MIB, disk_alone, drop_caches, fio, start_mount, unmount
+from seaweed_rdma.client import Client
 from seaweed_rdma.cluster import LocalCluster, find_weed
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -43,6 +49,30 @@ def machine() -> tuple[float, float]:
     return (sum(v) - v[3] - v[4]) / TICK, v[2] / TICK
 
 
+def engine_alone(client: Client, path: str, size: int, readers: int = 4) -> float:
+    """Bytes per second reading ``path`` in 1 MiB blocks, in order, by ``readers`` threads
+    through ``Client.readinto``: the fast path with no FUSE in the way."""
+    blocks = iter(range(0, size, MIB))
+    lock = threading.Lock()
+
+    def work() -> None:
+        buf = bytearray(MIB)
+        while True:
+            with lock:
+                offset = next(blocks, None)
+            if offset is None:
+                return
+            client.readinto(path, buf, offset)
+
+    threads = [threading.Thread(target=work) for _ in range(readers)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return size / (time.monotonic() - t0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -50,13 +80,17 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results/mount-seq-cpu.json")
     ap.add_argument("mount_args", nargs="*")
     a = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     with LocalCluster(volumes=2, volume_size_limit_mb=1024) as cl, \
             tempfile.TemporaryDirectory() as tmp:
         sc = cl.add_sidecar(cl.volume_servers)
         rng = random.Random(0)
-        cl.upload("/bench/file.bin", b"".join(rng.randbytes(16 * MIB) for _ in range(16)),
-                  max_mb=4)
+        data = b"".join(rng.randbytes(16 * MIB) for _ in range(16))
+        cl.upload("/bench/file.bin", data, max_mb=4)
+        disk_file = cl.volume_servers[0].dir / "disk-alone.bin"
+        disk_file.write_bytes(data)
+        del data
+        client = Client(cl.filer.url, sidecar=sc.address, master=cl.master.address)
         argv = {"seaweed-rdma": [sys.executable, "-m", "seaweed_rdma.cli", "mount",
                                  f"-filer={cl.filer.grpc_address}", "-rdma.enabled",
                                  f"-rdma.sidecar={sc.address}", "-cacheMetaTtlSec=60",
@@ -68,6 +102,13 @@ def main() -> int:
             for name, cmd in argv.items():
                 procs[name] = start_mount(name, cmd, tmp, logs)
             for r in range(a.rounds):
+                layers = {"disk alone": disk_alone(disk_file, 256 * MIB)}
+                if not a.warm:
+                    drop_caches()
+                layers["engine alone"] = engine_alone(client, "/bench/file.bin", 256 * MIB)
+                for layer, bw in layers.items():
+                    rows.append({"mount": layer, "round": r + 1, "MB/s": bw / 1e6})
+                    print(f"{layer:13s} round {r + 1}: {bw / 1e6:7.1f} MB/s", flush=True)
                 for name, (mnt, proc) in procs.items():
                     if not a.warm:
                         drop_caches()
@@ -92,11 +133,14 @@ def main() -> int:
                     print(f"{name:13s} round {r + 1}: {row['MB/s']:7.1f} MB/s, machine busy "
                           f"{row['machine_busy_s']:.2f} s of {2 * wall:.2f} (sys "
                           f"{row['machine_sys_s']:.2f}); cpu s: {cpu}", flush=True)
+            engine = client.stats()["fast"]["bytes"]
         finally:
+            client.close()
             for mnt, proc in procs.values():
                 unmount(mnt, proc)
             for log in logs:
                 log.close()
+    print(f"engine alone carried {engine} bytes over the fast path")
     native = [r["native_reads"] for r in rows if r.get("native_reads")]
     if native and native[-1]:
         n = native[-1]
