@@ -255,7 +255,8 @@ def main() -> int:
         data = b"".join(rng.randbytes(16 * MIB) for _ in range(a.size_mib // 16))
         cl.upload("/bench/file.bin", data, max_mb=a.chunk_mib)
         disk_file = cl.volume_servers[0].dir / "disk-alone.bin"
-        disk_file.write_bytes(data)
+        if a.only in ("all", "reads"):
+            disk_file.write_bytes(data)
         del data
         disk: list[float] = []
         mounts = {
