@@ -14,12 +14,19 @@ runs=${2:-3}
 reads=${3:-3000}
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${WORK:-/tmp/p50-ab}
+if [ ! -x "$here/.venv/bin/seaweed-rdma" ]; then
+    echo "no .venv with this checkout built: run ci/install.sh first" >&2
+    exit 1
+fi
+rev=$(git -C "$here" rev-parse --verify "$commit^{commit}")
 mkdir -p "$work"
-if [ ! -x "$work/venv/bin/seaweed-rdma" ]; then
-    rm -rf "$work/src" && mkdir -p "$work/src"
-    git -C "$here" archive "$commit" | tar -x -C "$work/src"
+# The build is reused only for the same commit; another one in the same WORK rebuilds.
+if [ "$(cat "$work/built" 2>/dev/null)" != "$rev" ] || [ ! -x "$work/venv/bin/seaweed-rdma" ]; then
+    rm -rf "$work/src" "$work/venv" "$work/built" && mkdir -p "$work/src"
+    git -C "$here" archive "$rev" | tar -x -C "$work/src"
     python3 -m venv "$work/venv"
     CARGO_TARGET_DIR="$work/target" "$work/venv/bin/pip" install -q "$work/src"
+    echo "$rev" >"$work/built"
 fi
 # Older trees looked for `weed` beside their own interpreter only.
 WEED_BIN=${WEED_BIN:-$("$here/.venv/bin/python" -c \
@@ -29,8 +36,13 @@ for i in $(seq "$runs"); do
     for side in old new; do
         bin="$here/.venv/bin/seaweed-rdma"
         [ "$side" = old ] && bin="$work/venv/bin/seaweed-rdma"
-        (cd "$work" && "$bin" bench --size-mib 64 --rounds 1 --random-reads "$reads" \
-            --quiet --out "$work/$side-$i.json" >"$work/$side-$i.log" 2>&1)
+        log="$work/$side-$i.log"
+        if ! (cd "$work" && "$bin" bench --size-mib 64 --rounds 1 --random-reads "$reads" \
+                --quiet --out "$work/$side-$i.json" >"$log" 2>&1); then
+            echo "bench failed ($side, run $i); the end of $log:" >&2
+            tail -n 5 "$log" >&2
+            exit 1
+        fi
     done
 done
 python3 - "$work" "$runs" "$commit" <<'EOF'
