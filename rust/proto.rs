@@ -4,8 +4,11 @@
 
 use crate::error::{Error, Result};
 
-/// Protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// Protocol version this crate speaks: 2 added the READ echo in DATA frames
+/// ([`FrameHeader::echo`]).
+pub const VERSION: u16 = 2;
+/// The oldest client version a sidecar still serves (it ignores the echo).
+pub const MIN_VERSION: u16 = 1;
 /// Handshake magic.
 pub const MAGIC: [u8; 4] = *b"SWRD";
 /// Size of `HELLO` and `HELLO_ACK` on the wire.
@@ -190,6 +193,10 @@ pub struct FrameHeader {
     pub request_id: u32,
     /// Length of the body that follows.
     pub body_len: u32,
+    /// DATA frames: [`read_echo`] of the READ they answer, so a client can tell an answer
+    /// meant for another request that carried the same id (two processes or threads
+    /// writing on one connection) from its own. Zero on other frames.
+    pub echo: u32,
 }
 
 impl FrameHeader {
@@ -200,6 +207,7 @@ impl FrameHeader {
         b[1] = self.flags;
         b[4..8].copy_from_slice(&self.request_id.to_le_bytes());
         b[8..12].copy_from_slice(&self.body_len.to_le_bytes());
+        b[12..16].copy_from_slice(&self.echo.to_le_bytes());
         b
     }
     /// Parses a header and checks `body_len` against `max_body`.
@@ -213,13 +221,25 @@ impl FrameHeader {
         let _reserved = c.u16()?;
         let request_id = c.u32()?;
         let body_len = c.u32()?;
+        let echo = c.u32()?;
         if body_len > max_body {
             return Err(Error::Protocol(format!(
                 "frame body of {body_len} bytes exceeds the limit of {max_body}"
             )));
         }
-        Ok(FrameHeader { kind, flags, request_id, body_len })
+        Ok(FrameHeader { kind, flags, request_id, body_len, echo })
     }
+}
+
+/// Bytes of a READ body that say what is asked (volume, cookie, key, offset, length,
+/// flags): what [`read_echo`] covers. The destination and the JWT follow them.
+pub const READ_ASK_LEN: usize = 32;
+
+/// The echo a DATA frame carries for the READ whose body is `body`: the CRC32-C of its
+/// first [`READ_ASK_LEN`] bytes (of all of it, if shorter). Both ends compute it from the
+/// same bytes, so it needs no decoding and covers a malformed READ as well.
+pub fn read_echo(body: &[u8]) -> u32 {
+    crc32c::crc32c(&body[..body.len().min(READ_ASK_LEN)])
 }
 
 /// A READ request body.
@@ -426,7 +446,7 @@ mod tests {
 
     #[test]
     fn frame_header_limits() {
-        let h = FrameHeader { kind: Kind::Read, flags: 0, request_id: 9, body_len: 100 };
+        let h = FrameHeader { kind: Kind::Read, flags: 0, request_id: 9, body_len: 100, echo: 0 };
         assert_eq!(FrameHeader::decode(&h.encode(), 100).expect("fits"), h);
         assert!(FrameHeader::decode(&h.encode(), 99).is_err());
         let mut wire = h.encode();

@@ -34,6 +34,7 @@ from .verbs import (
     verbs_only,
     verbs_sidecars,
 )
+from .workers import FILE_SIZE, assert_all_right, forked_rounds, make_files
 
 pytestmark = [pytest.mark.rdma, pytest.mark.cluster, NEEDS_DEVICE]
 __all__ = ["verbs_sidecars"]  # a fixture: imported for pytest to find
@@ -143,3 +144,23 @@ def test_mount_cats_shapes_over_verbs(cluster: LocalCluster, shapes: dict[str, S
     finally:
         sc.kill()
         cluster.sidecars.remove(sc)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running
+def test_a_used_client_reads_right_in_forked_workers_over_verbs(
+        cluster: LocalCluster, verbs_sidecars: list[Sidecar]) -> None:
+    """DataLoader's way over verbs: a client used, then forked into 4 workers, 3 rounds.
+    Each child registers its own memory and connects its own queue pairs (the parent's are
+    not usable there), reads every file right, and counts its bytes as verbs; the sidecars
+    count at least as many verbs bytes. (Fewer files than on the host: TCG is slow.)"""
+    files = make_files(cluster, "/workers-verbs", 120)
+    with verbs_client(cluster.filer.grpc_address, verbs_sidecars) as c:
+        first = sorted(files)[0]
+        assert len(c.read(first)) == FILE_SIZE
+        before = sidecar_bytes(verbs_sidecars)["verbs"]
+        rounds = forked_rounds(c, files, rounds=3)
+        assert_all_right(rounds, lambda: sidecar_bytes(verbs_sidecars)["verbs"], before)
+        for reports in rounds:
+            for r in reports:
+                assert r.by_transport.get("verbs", 0) >= r.files * FILE_SIZE, r
+                assert r.by_transport.get("tcp", 0) == 0, r

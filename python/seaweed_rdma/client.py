@@ -2,23 +2,97 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
+import os
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 
+from . import process
 from .discovery import discover_master
+from .entry_cache import EntryCache
 from .errors import ClientClosed, IsADirectory, NotADirectory
 from .fastpath import VERBS_SLOT_SIZE, FastPath
-from .fileobj import SeaweedRawFile
+from .fileobj import SeaweedFile, SeaweedRawFile
 from .filer import Entry, FilerClient, normalize_path
 from .master import MasterClient
 from .reader import FileView, ReadPath
 from .stats import Stats
 from .volume_http import VolumeHttpReader
+
+log = logging.getLogger("seaweed_rdma.client")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """Everything a ``Client`` is made from; see ``Client`` for each setting."""
+
+    filer: str
+    sidecar: str | dict[str, str] | None = None
+    transport: str = "auto"
+    master: str | None = None
+    jwt_key: str | None = None
+    timeout: float = 30.0
+    meta_ttl: float = 1.0
+    max_workers: int = 16
+    fast_timeout: float = 5.0
+    fast_max_inflight: int = 128
+    fallback: bool = True
+    verify: bool = False
+    fast_connect_timeout: float = 1.0
+    fast_verbs_slot_size: int = VERBS_SLOT_SIZE
+    fast_verbs_slots: int = 16
+    fast_busy_poll_us: int = 50
+
+
+class _Parts:
+    """What a client uses that belongs to the process that built it: HTTP connections,
+    the engine (threads, sidecar connections, registered memory), worker threads, locks,
+    the counters of this process's reads and its cached metadata."""
+
+    def __init__(self, c: ClientConfig) -> None:
+        assert c.master is not None
+        self.http = httpx.Client(
+            timeout=httpx.Timeout(c.timeout, connect=min(c.timeout, 5.0)),
+            limits=httpx.Limits(max_connections=max(64, c.max_workers * 2),
+                                max_keepalive_connections=max(32, c.max_workers)),
+            follow_redirects=False,
+        )
+        self.filer = FilerClient(c.filer, self.http)
+        self.master = MasterClient(c.master, self.http)
+        self.stats = Stats()
+        self.executor = ThreadPoolExecutor(max_workers=c.max_workers,
+                                           thread_name_prefix="seaweed-rdma")
+        fast = None
+        if c.sidecar is not None and c.transport != "http":
+            fast = FastPath(c.sidecar, c.transport, self.master, self.stats,
+                            jwt_key=c.jwt_key, timeout=c.fast_timeout,
+                            max_inflight=c.fast_max_inflight,
+                            connect_timeout=c.fast_connect_timeout,
+                            verbs_slot_size=c.fast_verbs_slot_size,
+                            verbs_slots=c.fast_verbs_slots,
+                            busy_poll_us=c.fast_busy_poll_us)
+        self.reader = ReadPath(VolumeHttpReader(self.master, self.http, c.jwt_key),
+                               self.stats, self.executor, fast, fallback=c.fallback,
+                               verify=c.verify)
+        self.meta = EntryCache(c.meta_ttl)
+
+    def close(self) -> None:
+        if self.reader.fast is not None:
+            self.reader.fast.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.http.close()
+
+
+def _from_config(config: ClientConfig) -> Client:
+    """A new client from a pickled one's configuration."""
+    client = Client.__new__(Client)
+    client._start(config)
+    return client
 
 
 class Client:
@@ -36,6 +110,10 @@ class Client:
 
     ``close()`` (or leaving a ``with`` block) releases the engine's threads and connections;
     calls after it raise ``ClientClosed``.
+
+    A client may be used across ``fork()`` (a forked child builds its own connections and
+    engine on its first call, and counts its own ``stats()``) and pickled for ``spawn``
+    (the copy carries ``config`` only). See docs/operations.md, "Worker processes".
     ``fast_connect_timeout`` bounds a sidecar connection's handshake (over verbs it
     includes connecting the queue pair). ``fast_verbs_slot_size`` is the size of each
     registered receive slot over verbs: a compressed or encrypted chunk is read whole, so one
@@ -74,48 +152,89 @@ class Client:
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
         if fast_busy_poll_us < 0:
             raise ValueError(f"fast_busy_poll_us must be >= 0, not {fast_busy_poll_us}")
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(max_connections=max(64, max_workers * 2),
-                                max_keepalive_connections=max(32, max_workers)),
-            follow_redirects=False,
-        )
-        self.filer = FilerClient(filer, self._http)
-        self.master = MasterClient(master or discover_master(filer, timeout), self._http)
-        self.transport = transport
-        self.sidecar = sidecar
-        self._stats = Stats()
-        self._executor = ThreadPoolExecutor(max_workers=max_workers,
-                                            thread_name_prefix="seaweed-rdma")
-        fast = None
-        if sidecar is not None and transport != "http":
-            fast = FastPath(sidecar, transport, self.master, self._stats, jwt_key=jwt_key,
-                            timeout=fast_timeout, max_inflight=fast_max_inflight,
-                            connect_timeout=fast_connect_timeout,
-                            verbs_slot_size=fast_verbs_slot_size,
-                            verbs_slots=fast_verbs_slots,
-                            busy_poll_us=fast_busy_poll_us)
-        self.reader = ReadPath(VolumeHttpReader(self.master, self._http, jwt_key),
-                               self._stats, self._executor, fast, fallback=fallback,
-                               verify=verify)
-        """The read path this client, its file objects, fsspec and the mount all use."""
+        config = ClientConfig(
+            filer=filer, sidecar=sidecar, transport=transport, master=master,
+            jwt_key=jwt_key, timeout=timeout, meta_ttl=meta_ttl, max_workers=max_workers,
+            fast_timeout=fast_timeout, fast_max_inflight=fast_max_inflight,
+            fallback=fallback, verify=verify, fast_connect_timeout=fast_connect_timeout,
+            fast_verbs_slot_size=fast_verbs_slot_size, fast_verbs_slots=fast_verbs_slots,
+            fast_busy_poll_us=fast_busy_poll_us)
+        if config.master is None:
+            # Found once: a forked or unpickled copy reuses the answer.
+            config = dataclasses.replace(config, master=discover_master(filer, timeout))
+        self._start(config)
+
+    def _start(self, config: ClientConfig) -> None:
+        self.config = config
+        """The settings this client was made with (what pickling carries)."""
+        self.transport = config.transport
+        self.sidecar = config.sidecar
         self._closed = False
-        self._meta_ttl = meta_ttl
-        self._meta: dict[str, tuple[float, Entry, FileView | None]] = {}
-        self._meta_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._parts: _Parts | None = _Parts(config)
+        self._pid = os.getpid()
+        process.register(self)
+
+    # -- processes ---------------------------------------------------------------------
+
+    def _live(self) -> _Parts:
+        """This process's parts: the ones built here, or new ones after a fork (a closed
+        client keeps its own for ``stats()``, and builds none)."""
+        parts = self._parts
+        if parts is not None and self._pid == os.getpid():
+            return parts
+        with self._lock:
+            if self._pid != os.getpid():  # forked without the at-fork hook
+                self._abandon_after_fork()
+            if self._parts is None:
+                if self._closed:
+                    raise ClientClosed("this seaweed_rdma.Client is closed")
+                log.debug("client for %s: new connections in process %d", self.config.filer,
+                          os.getpid())
+                self._parts = _Parts(self.config)
+                self._pid = os.getpid()
+            return self._parts
+
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: the parent's connections, engine, threads and locks are
+        left untouched (see ``process``); the next call builds this process's own."""
+        if self._parts is not None:
+            process.abandon(self._parts)
+        self._parts = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Configuration only: the copy builds its own engine and connections.
+        return (_from_config, (self.config,))
+
+    @property
+    def reader(self) -> ReadPath:
+        """The read path this client, its file objects, fsspec and the mount all use."""
+        return self._live().reader
+
+    @property
+    def filer(self) -> FilerClient:
+        """The filer's HTTP API as this client uses it."""
+        return self._live().filer
+
+    @property
+    def master(self) -> MasterClient:
+        """The master's HTTP API (volume look-ups) as this client uses it."""
+        return self._live().master
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
         """Releases the engine (its threads, sidecar connections and eventfds), the HTTP
-        connections and the worker threads. Idempotent; later calls raise ``ClientClosed``."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.reader.fast is not None:
-            self.reader.fast.close()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._http.close()
+        connections and the worker threads. Idempotent; later calls raise ``ClientClosed``.
+        In a forked child it releases only what the child built."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            parts = self._parts if self._pid == os.getpid() else None
+        if parts is not None:
+            parts.close()
 
     @property
     def closed(self) -> bool:
@@ -140,15 +259,13 @@ class Client:
 
     def _cached(self, path: str) -> tuple[Entry, FileView | None]:
         self._check_open()
+        parts = self._live()
         path = normalize_path(path)
-        now = time.monotonic()
-        with self._meta_lock:
-            hit = self._meta.get(path)
-        if hit and hit[0] > now:
-            return hit[1], hit[2]
-        entry = self.filer.get_entry(path)
-        with self._meta_lock:
-            self._meta[path] = (now + self._meta_ttl, entry, None)
+        hit = parts.meta.get(path)
+        if hit is not None:
+            return hit
+        entry = parts.filer.get_entry(path)
+        parts.meta.put(entry)
         return entry, None
 
     def view(self, path: str) -> FileView:
@@ -159,31 +276,16 @@ class Client:
             if entry.is_dir:
                 raise IsADirectory(f"{entry.path}: is a directory")
             view = self.reader.view(entry)
-            with self._meta_lock:
-                hit = self._meta.get(entry.path)
-                if hit and hit[1] is entry:
-                    self._meta[entry.path] = (hit[0], entry, view)
+            self._live().meta.attach(entry, view)
         return view
 
     def remember(self, entry: Entry) -> None:
         """Caches an entry learnt elsewhere (a directory listing) for ``meta_ttl``."""
-        expiry = time.monotonic() + self._meta_ttl
-        with self._meta_lock:
-            hit = self._meta.get(entry.path)
-            # Keep a planned view of the same version rather than replanning it.
-            if hit and hit[2] is not None and hit[1].mtime_ns == entry.mtime_ns \
-                    and hit[1].chunks == entry.chunks:
-                self._meta[entry.path] = (expiry, hit[1], hit[2])
-            else:
-                self._meta[entry.path] = (expiry, entry, None)
+        self._live().meta.remember(entry)
 
     def invalidate(self, path: str | None = None) -> None:
         """Drops cached metadata for ``path`` (or everything)."""
-        with self._meta_lock:
-            if path is None:
-                self._meta.clear()
-            else:
-                self._meta.pop(normalize_path(path), None)
+        self._live().meta.drop(None if path is None else normalize_path(path))
 
     def stat(self, path: str) -> dict[str, Any]:
         """Attributes of ``path``: type, size, mode (POSIX), times, owner, inode, chunks."""
@@ -231,8 +333,8 @@ class Client:
         """A seekable binary file object; only ``"rb"`` is supported."""
         if mode not in ("rb", "r"):
             raise ValueError(f"mode {mode!r} not supported: seaweed_rdma reads only ('rb')")
-        raw = SeaweedRawFile(self.reader, normalize_path(path), self.view(path))
-        return io.BufferedReader(raw, buffer_size=buffering)
+        raw = SeaweedRawFile(self, normalize_path(path), self.view(path))
+        return SeaweedFile(raw, buffer_size=buffering)
 
     def read_fid(self, file_id: str, offset: int = 0, size: int | None = None) -> bytes:
         """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer: over
@@ -251,8 +353,10 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         """Bytes and reads per path (fast, http), fallbacks, errors, latency percentiles."""
-        snap = self._stats.snapshot()
-        fast = self.reader.fast
+        parts = self._live()
+        snap = parts.stats.snapshot()
+        snap["pid"] = os.getpid()
+        fast = parts.reader.fast
         snap["transport"] = fast.transport if fast is not None else "http"
         if fast is not None:
             snap["sidecars"] = fast.health()

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 if TYPE_CHECKING:
     from .reader import FileView, ReadPath
 
 
+class ReadPathOwner(Protocol):
+    """What a file object reads through: the ``Client``'s read path of the current
+    process (a new one after a fork)."""
+
+    @property
+    def reader(self) -> ReadPath: ...
+
+
+def _not_across_processes(what: str) -> NoReturn:
+    raise TypeError(f"a {what} cannot be pickled or sent to another process: pass the "
+                    "Client (it pickles as its configuration) and the path, and open the "
+                    "file there")
+
+
 class SeaweedRawFile(io.RawIOBase):
     """Raw reads go straight to the shared read path; wrap in ``io.BufferedReader``."""
 
-    def __init__(self, reader: ReadPath, path: str, view: FileView) -> None:
+    def __init__(self, owner: ReadPathOwner, path: str, view: FileView) -> None:
         super().__init__()
-        self._reader = reader
+        self._owner = owner
         self._view = view
         self._pos = 0
         self.name = path
@@ -34,7 +48,7 @@ class SeaweedRawFile(io.RawIOBase):
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        n = self._reader.readinto(self._view, memoryview(buffer).cast("B"), self._pos)
+        n = self._owner.reader.readinto(self._view, memoryview(buffer).cast("B"), self._pos)
         self._pos += n
         return n
 
@@ -59,6 +73,16 @@ class SeaweedRawFile(io.RawIOBase):
         """The rest of the file as one ``bytes``, filled in place (no intermediate copy)."""
         if self.closed:
             raise ValueError("I/O operation on closed file")
-        data = self._reader.read(self._view, self._pos, max(0, self.size - self._pos))
+        data = self._owner.reader.read(self._view, self._pos, max(0, self.size - self._pos))
         self._pos += len(data)
         return data
+
+    def __reduce__(self) -> NoReturn:
+        _not_across_processes("seaweed_rdma file object")
+
+
+class SeaweedFile(io.BufferedReader):
+    """What ``Client.open`` returns: a buffered, seekable binary reader."""
+
+    def __reduce__(self) -> NoReturn:
+        _not_across_processes("seaweed_rdma file object")

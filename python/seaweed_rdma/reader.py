@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ._core import Plan, decode_manifest, writable_bytes
 from .codec import decode_chunk, decompress
@@ -96,6 +97,11 @@ class FileView:
         if self.inline is not None:
             return len(self.inline)
         return int(self.plan.file_size)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a FileView cannot be pickled or sent to another process: pass the "
+                        "Client (it pickles as its configuration) and the path, and call "
+                        "client.view(path) there")
 
     def read_len(self, offset: int, size: int) -> int:
         """How many bytes a read of ``size`` at ``offset`` gives (short at end of file)."""

@@ -60,6 +60,27 @@ pub(super) fn judge(data: &DataHeader, payload: usize, asked: Asked) -> Result<V
     }
 }
 
+/// Checks that the answer to request `id` echoes the READ that was sent under that id
+/// (`want`, [`proto::read_echo`] of its body). Anything else is an answer meant for a
+/// request that another writer sent with the same id on this connection (a forked
+/// process, a second owner of the socket): its bytes must reach nobody.
+///
+/// # Errors
+/// [`Failure::Crossed`]: the connection must close.
+pub(super) fn check_echo(id: u32, got: u32, want: u32) -> Result<(), Failure> {
+    if got == want {
+        return Ok(());
+    }
+    tracing::warn!(
+        request_id = id,
+        "engine: the answer to request {id} is for another READ (echo {got:#010x}, \
+         expected {want:#010x}); closing the connection"
+    );
+    Err(Failure::Crossed(format!(
+        "the answer to request {id} echoes another READ ({got:#010x}, not {want:#010x})"
+    )))
+}
+
 /// The outcome of a ranged read that wrote `got` of the `want` bytes asked for.
 pub(super) fn range_outcome(got: usize, want: usize) -> Result<Delivered, Failure> {
     // Both fit in u32: a read is at most `max_read` (u32) bytes.
@@ -130,6 +151,13 @@ mod tests {
     fn short_and_full_ranges() {
         assert!(matches!(range_outcome(10, 10), Ok(Delivered::Range(10))));
         assert_eq!(range_outcome(3, 10).err(), Some(Failure::Short { got: 3, want: 10 }));
+    }
+
+    #[test]
+    fn an_answer_must_echo_its_own_read() {
+        assert!(check_echo(3, 0xdead_beef, 0xdead_beef).is_ok());
+        let crossed = check_echo(3, 1, 2).expect_err("crossed");
+        assert_eq!(crossed.reason(), "crossed");
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl Conn {
         reply: Reply,
         owner: u64,
     ) -> Result<u32, Failure> {
-        let id = self.shared.table().register(recipient, reply, owner)?;
+        let echo = if kind == Kind::Read { frames::echo_of(&frame) } else { 0 };
+        let id = self.shared.table().register(recipient, reply, owner, echo)?;
         frames::stamp(&mut frame, kind, id);
         let slot = kind == Kind::Read && self.shared.link().is_some();
         if self.queue.send(Outgoing { id, frame, slot }).is_err() {

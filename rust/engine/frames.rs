@@ -96,8 +96,14 @@ pub(super) fn ack_failure(offered: u16, e: &std::io::Error) -> Failure {
 pub(super) fn stamp(frame: &mut [u8], kind: Kind, request_id: u32) {
     // Bodies were checked against `max_frame`, a u32, so the cast is lossless.
     let body_len = (frame.len() - proto::FRAME_HEADER_LEN) as u32;
-    let header = FrameHeader { kind, flags: 0, request_id, body_len };
+    let header = FrameHeader { kind, flags: 0, request_id, body_len, echo: 0 };
     frame[..proto::FRAME_HEADER_LEN].copy_from_slice(&header.encode());
+}
+
+/// The echo the answer to READ `frame` (header and body, as [`read_body`] makes it) must
+/// carry; see [`proto::read_echo`].
+pub(super) fn echo_of(frame: &[u8]) -> u32 {
+    proto::read_echo(frame.get(proto::FRAME_HEADER_LEN..).unwrap_or_default())
 }
 
 /// Names the receive slot of a READ frame made by [`read_body`] (offset 0 in the slot).

@@ -214,8 +214,9 @@ struct Exchange<'w> {
     max_body: u32,
     /// Requests allowed in flight at once.
     window: usize,
-    /// `(request id, op index)` of requests sent and not yet answered.
-    pending: Vec<(u32, usize)>,
+    /// `(request id, op index, echo its answer must carry)` of requests sent and not yet
+    /// answered.
+    pending: Vec<(u32, usize, u32)>,
     results: Vec<Option<Outcome>>,
     /// The deadline passed while a payload was landing in the caller's buffer.
     aborted: bool,
@@ -265,12 +266,13 @@ impl Exchange<'_> {
                 }
             }
             frames::stamp(&mut frame, Kind::Read, id);
+            let echo = frames::echo_of(&frame);
             if out.is_empty() {
                 out = frame; // the usual single request: no copy
             } else {
                 out.extend_from_slice(&frame);
             }
-            self.pending.push((id, i));
+            self.pending.push((id, i, echo));
         }
         if out.is_empty() {
             return Ok(());
@@ -293,9 +295,10 @@ impl Exchange<'_> {
         let at = self
             .pending
             .iter()
-            .position(|&(pending, _)| pending == id)
+            .position(|&(pending, _, _)| pending == id)
             .ok_or_else(|| protocol(format!("answer to request {id}, which is not pending")))?;
-        let (_, i) = self.pending.swap_remove(at);
+        let (_, i, echo) = self.pending.swap_remove(at);
+        answer::check_echo(id, header.echo, echo)?;
         if self.wire.verbs.is_some() {
             let result = self.answer_verbs(id, &header, &mut ops[i].target)?;
             self.results[i] = Some(result);

@@ -63,6 +63,8 @@ struct Entry {
     reply: Option<Reply>,
     /// Which batch registered it, so a cancel never hits a recycled request id.
     owner: u64,
+    /// What its answer must echo ([`crate::proto::read_echo`] of the READ sent).
+    echo: u32,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -102,12 +104,14 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// Registers a request; its id, or why the connection takes no more.
+    /// Registers a request whose answer must carry `echo`; its id, or why the connection
+    /// takes no more.
     pub(super) fn register(
         &mut self,
         recipient: Recipient,
         reply: Reply,
         owner: u64,
+        echo: u32,
     ) -> Result<u32, Failure> {
         if let Some(why) = &self.closed {
             return Err(why.clone());
@@ -123,6 +127,7 @@ impl Table {
             recipient: Some(recipient),
             reply: Some(reply),
             owner,
+            echo,
             permit: None,
         };
         self.entries.insert(id, entry);
@@ -194,13 +199,17 @@ impl Table {
         Ok(())
     }
 
-    /// What the entry `id` awaits from a DATA answer, and its destination for a range.
-    /// `None` when nobody waits (no such entry, or its batch gave up: then it is removed).
+    /// What the entry `id` awaits from a DATA answer echoing `echo`, and its destination
+    /// for a range. `None` when nobody waits (no such entry, or its batch gave up: then it
+    /// is removed).
     ///
     /// # Errors
-    /// The entry is a PING.
-    fn awaiting(&mut self, id: u32) -> Result<Option<(Asked, Option<Dest>)>, Failure> {
+    /// The entry is a PING, or the answer echoes another READ.
+    fn awaiting(&mut self, id: u32, echo: u32) -> Result<Option<(Asked, Option<Dest>)>, Failure> {
         let Some(entry) = self.entries.get(&id) else { return Ok(None) };
+        if !matches!(entry.recipient, Some(Recipient::Pong)) {
+            answer::check_echo(id, echo, entry.echo)?;
+        }
         Ok(Some(match &entry.recipient {
             None => {
                 self.withdraw(id);
@@ -220,10 +229,11 @@ impl Table {
     pub(super) fn claim(
         &mut self,
         id: u32,
+        echo: u32,
         data: &DataHeader,
         payload: u32,
     ) -> Result<Claim, Failure> {
-        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(Claim::Skip) };
+        let Some((asked, dest)) = self.awaiting(id, echo)? else { return Ok(Claim::Skip) };
         Ok(match (answer::judge(data, payload as usize, asked)?, dest) {
             (Verdict::Refuse(why), _) => Claim::Refuse(why),
             (Verdict::Write, Some(dest)) => {
@@ -237,7 +247,7 @@ impl Table {
         })
     }
 
-    /// A DATA answer for `id` whose bytes are `bytes` (verbs: already in the receive
+    /// A DATA answer for `id`, echoing `echo`, whose bytes are `bytes` (verbs: already in the receive
     /// slot): settles the entry, copying a range into its destination under this lock.
     /// `refused` turns a refusal into the failure to report. `delivered` is told the byte
     /// count of a delivered answer before its batch hears of it, so a caller that reads the
@@ -248,12 +258,13 @@ impl Table {
     pub(super) fn settle_copied(
         &mut self,
         id: u32,
+        echo: u32,
         data: &DataHeader,
         bytes: &[u8],
         refused: impl FnOnce(Failure) -> Failure,
         delivered: impl FnOnce(usize),
     ) -> Result<(), Failure> {
-        let Some((asked, dest)) = self.awaiting(id)? else { return Ok(()) };
+        let Some((asked, dest)) = self.awaiting(id, echo)? else { return Ok(()) };
         let result = match (answer::judge(data, bytes.len(), asked)?, dest) {
             (Verdict::Refuse(why), _) => Err(refused(why)),
             (Verdict::Write, Some(dest)) => {

@@ -38,8 +38,8 @@ pub struct Polled<B: DestBuffer> {
     wire: Option<Wire>,
     dest: B,
     ops: Vec<RangeOp>,
-    /// `(request id, op index)` of READs not yet answered.
-    pending: Vec<(u32, usize)>,
+    /// `(request id, op index, echo its answer must carry)` of READs not yet answered.
+    pending: Vec<(u32, usize, u32)>,
     out: Vec<Result<(), Failure>>,
     /// Bytes read and not yet settled: the start of the next answer.
     rx: Vec<u8>,
@@ -95,7 +95,7 @@ impl Engine {
             let id = wire.next_id();
             frames::stamp(&mut frame, Kind::Read, id);
             frames_out.extend_from_slice(&frame);
-            pending.push((id, i));
+            pending.push((id, i, frames::echo_of(&frame)));
         }
         match wire.try_send(&frames_out) {
             Ok(true) => {}
@@ -187,10 +187,30 @@ impl<B: DestBuffer> Polled<B> {
             return Err(Failure::protocol(format!("{:?} frame where DATA was due", header.kind)));
         }
         let id = header.request_id;
-        let at = self.pending.iter().position(|&(p, _)| p == id).ok_or_else(|| {
+        let at = self.pending.iter().position(|&(p, _, _)| p == id).ok_or_else(|| {
             Failure::protocol(format!("answer to request {id}, which is not pending"))
         })?;
-        let (_, i) = self.pending.swap_remove(at);
+        let (_, i, echo) = self.pending.swap_remove(at);
+        // Its outcome starts as the validation's `Ok`: a fault in its own answer must
+        // replace that, not only the outcomes of the ops still pending.
+        let settled = self.settle_op(i, id, echo, header, body, end);
+        if let Err(why) = &settled {
+            self.out[i] = Err(why.clone());
+        }
+        settled
+    }
+
+    /// Settles op `i` (request `id`, whose answer must echo `echo`) from its answer.
+    fn settle_op(
+        &mut self,
+        i: usize,
+        id: u32,
+        echo: u32,
+        header: &FrameHeader,
+        body: usize,
+        end: usize,
+    ) -> Result<(), Failure> {
+        answer::check_echo(id, header.echo, echo)?;
         let payload = answer::payload_len(header)?;
         let data = DataHeader::decode(&self.rx[body..body + DATA_HEADER_LEN])
             .map_err(|e| Failure::protocol(e.to_string()))?;
@@ -216,7 +236,7 @@ impl<B: DestBuffer> Polled<B> {
         self.finished = true;
         let broken = why.is_some() || !self.rx.is_empty();
         if let Some(why) = why {
-            for &(_, i) in &self.pending {
+            for &(_, i, _) in &self.pending {
                 self.out[i] = Err(why.clone());
             }
             self.pending.clear();

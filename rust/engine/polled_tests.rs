@@ -144,3 +144,15 @@ fn a_silent_sidecar_times_out_and_a_dropped_batch_drops_its_connection() {
     assert_eq!(buf, pattern(0, 4096));
     assert_eq!(server.accepted(), 3);
 }
+
+#[test]
+fn a_crossed_answer_fails_the_batch_and_writes_nothing() {
+    let server = TestServer::start(needles(0..3, 8192), Mode::Normal);
+    let engine = warmed(&server);
+    server.set_mode(Mode::Crossed);
+    let start = engine.start_polled(vec![SENTINEL; 4096], vec![op(&server.addr, 0, 0, 4096, 0)]);
+    let mut p = start.expect("starts");
+    let out = drive(&mut p);
+    assert!(matches!(out[0], Err(Failure::Crossed(_))), "{out:?}");
+    assert!(p.dest.iter().all(|&b| b == SENTINEL), "the other needle's bytes were not used");
+}

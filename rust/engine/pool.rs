@@ -41,6 +41,8 @@ impl Weight {
             | Failure::Short { .. }
             | Failure::Compressed
             | Failure::Verbs(_) => Weight::None,
+            // Another writer on the connection, not the sidecar, crossed the answers.
+            Failure::Crossed(_) => Weight::None,
             Failure::Status(Status::Busy | Status::Internal) | Failure::Lost(_) => Weight::Light,
             Failure::Status(_) => Weight::None,
             Failure::Connect(_) | Failure::Timeout | Failure::Protocol(_) => Weight::Heavy,

@@ -192,7 +192,7 @@ async fn on_data(
     rd.read_exact(&mut raw).await.map_err(lost)?;
     let data = DataHeader::decode(&raw).map_err(|e| Failure::protocol(e.to_string()))?;
     answer::check_len(&data, payload)?;
-    let claim = shared.table().claim(id, &data, payload)?;
+    let claim = shared.table().claim(id, header.echo, &data, payload)?;
     match claim {
         Claim::Skip => skip(rd, payload, scratch).await?,
         Claim::Refuse(why) => {

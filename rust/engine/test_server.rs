@@ -34,6 +34,9 @@ pub(crate) enum Mode {
     GarbageHandshake,
     /// Answer every READ with this status.
     Refuse(Status),
+    /// Answer each READ under its own id with the needle of the next key and that READ's
+    /// echo: what a client sees when another process shares its connection.
+    Crossed,
 }
 
 /// One stored needle.
@@ -119,8 +122,9 @@ impl TestServer {
     }
 }
 
-/// The DATA frame answering `req`, split into (frame header + DATA header, payload).
-fn answer(state: &State, id: u32, req: &ReadRequest) -> (Vec<u8>, Vec<u8>) {
+/// The DATA frame answering `req` (whose body has the echo `echo`), split into (frame
+/// header + DATA header, payload).
+fn answer(state: &State, id: u32, echo: u32, req: &ReadRequest) -> (Vec<u8>, Vec<u8>) {
     let found = state.needles.get(&(req.volume, req.key)).filter(|n| n.cookie == req.cookie);
     let (data, payload) = match found {
         None => (DataHeader::error(Status::NotFound), Vec::new()),
@@ -147,8 +151,9 @@ fn answer(state: &State, id: u32, req: &ReadRequest) -> (Vec<u8>, Vec<u8>) {
         }
     };
     let body_len = (proto::DATA_HEADER_LEN + payload.len()) as u32;
-    let mut head =
-        FrameHeader { kind: Kind::Data, flags: 0, request_id: id, body_len }.encode().to_vec();
+    let mut head = FrameHeader { kind: Kind::Data, flags: 0, request_id: id, body_len, echo }
+        .encode()
+        .to_vec();
     head.extend_from_slice(&data.encode());
     (head, payload)
 }
@@ -190,15 +195,28 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
         }
         let id = header.request_id;
         if header.kind == Kind::Ping {
-            let pong = FrameHeader { kind: Kind::Pong, flags: 0, request_id: id, body_len: 0 };
+            let pong =
+                FrameHeader { kind: Kind::Pong, flags: 0, request_id: id, body_len: 0, echo: 0 };
             let _ = wr.lock().await.write_all(&pong.encode()).await;
             continue;
         }
         let Ok(req) = ReadRequest::decode(&body) else { return };
-        let (head, payload) = answer(&state, id, &req);
+        let echo = proto::read_echo(&body);
         let mode = *state.mode.lock().expect("mode lock");
+        let (head, payload) = if mode == Mode::Crossed {
+            let other = (req.volume, req.key + 1);
+            let cookie = state.needles.get(&other).map_or(0, |n| n.cookie);
+            let theirs = ReadRequest { key: req.key + 1, cookie, ..req.clone() };
+            let mut body = Vec::new();
+            theirs.encode_into(&mut body).expect("encodes");
+            answer(&state, id, proto::read_echo(&body), &theirs)
+        } else {
+            answer(&state, id, echo, &req)
+        };
         match mode {
-            Mode::Normal | Mode::GarbageHandshake => send(&wr, &[&head, &payload]).await,
+            Mode::Normal | Mode::GarbageHandshake | Mode::Crossed => {
+                send(&wr, &[&head, &payload]).await
+            }
             Mode::Reverse(n) => {
                 held.push((head, payload));
                 if held.len() >= n {
@@ -234,6 +252,7 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
                     flags: 0,
                     request_id: id,
                     body_len: proto::DATA_HEADER_LEN as u32,
+                    echo,
                 };
                 send(&wr, &[&header.encode(), &DataHeader::error(status).encode()]).await;
             }

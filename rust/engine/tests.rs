@@ -401,3 +401,33 @@ fn failure_reasons_are_short() {
     assert_eq!(Failure::Status(Status::Deleted).to_string(), "deleted");
     assert_eq!(Failure::Short { got: 1, want: 2 }.reason(), "short");
 }
+
+/// The fault a forked process causes on a shared connection: an answer under this
+/// request's id that is for another READ. Its bytes must reach nobody, on every path.
+#[test]
+fn a_crossed_answer_is_caught_on_every_path_and_its_bytes_are_not_used() {
+    let server = TestServer::start(needles(0..4, 8192), Mode::Crossed);
+    for (name, engine) in [("lane", engine(1)), ("async", engine(1).without_lane())] {
+        let mut buf = vec![SENTINEL; 2 * 4096];
+        let ops = [op(&server.addr, 0, 0, 4096, 0), op(&server.addr, 1, 0, 4096, 4096)];
+        let out = engine.read_into(&mut buf, &ops);
+        assert!(out.iter().all(|r| r.is_err()), "{name}: {out:?}");
+        assert!(out.iter().any(|r| matches!(r, Err(Failure::Crossed(_)))), "{name}: {out:?}");
+        // Key 1's bytes (what key 0's answer carried) must not be in key 0's place.
+        assert_ne!(&buf[..4096], &pattern(1, 8192)[..4096], "{name}: crossed bytes used");
+        assert!(buf.iter().all(|&b| b == SENTINEL), "{name}: nothing written");
+        let whole = engine.read_whole(&[whole(&server.addr, 2)]);
+        assert!(matches!(whole[0], Err(Failure::Crossed(_))), "{name}: {whole:?}");
+        assert!(
+            engine.stats().failures_by_reason.get("crossed").copied().unwrap_or(0) >= 2,
+            "{name}"
+        );
+        // A crossed answer says nothing against the sidecar: it stays up.
+        assert!(health_of(&engine, &server.addr).up, "{name}");
+    }
+    server.set_mode(Mode::Normal);
+    let engine = engine(1);
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 4096, 0)]), vec![Ok(())]);
+    assert_eq!(buf, pattern(0, 8192)[..4096]);
+}

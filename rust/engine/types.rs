@@ -192,6 +192,10 @@ pub enum Failure {
     Compressed,
     /// The sidecar broke the wire protocol; its connection was closed.
     Protocol(String),
+    /// An answer carried this request's id but echoed another READ: someone else wrote on
+    /// the same connection (a forked process). Its bytes were not used; the connection
+    /// was closed.
+    Crossed(String),
     /// The op itself is invalid (destination outside the buffer or overlapping another,
     /// longer than the sidecar's `max_read`, ...).
     BadOp(String),
@@ -217,6 +221,7 @@ impl Failure {
             Failure::Short { .. } => "short",
             Failure::Compressed => "compressed",
             Failure::Protocol(_) => "protocol",
+            Failure::Crossed(_) => "crossed",
             Failure::BadOp(_) => "bad_op",
             Failure::Verbs(_) => "verbs",
         }
@@ -234,6 +239,7 @@ impl fmt::Display for Failure {
             Failure::Short { got, want } => write!(f, "short: {got} of {want} bytes"),
             Failure::Compressed => f.write_str("compressed"),
             Failure::Protocol(why) => write!(f, "protocol: {why}"),
+            Failure::Crossed(why) => write!(f, "crossed answer: {why}"),
             Failure::BadOp(why) => write!(f, "bad op: {why}"),
             Failure::Verbs(why) => write!(f, "verbs: {why}"),
         }

@@ -16,7 +16,9 @@ use tracing::warn;
 use super::tcp::{protocol, End, Limits};
 use super::transport::{Pusher, TcpPusher, VerbsBackend};
 use super::HANDSHAKE_DEADLINE;
-use crate::proto::{Hello, HelloAck, HELLO_LEN, TRANSPORT_TCP, TRANSPORT_VERBS, VERSION};
+use crate::proto::{
+    Hello, HelloAck, HELLO_LEN, MIN_VERSION, TRANSPORT_TCP, TRANSPORT_VERBS, VERSION,
+};
 use crate::verbs::exchange::CLIENT_EXCHANGE_LEN;
 use crate::verbs::ClientExchange;
 
@@ -60,19 +62,20 @@ pub(crate) async fn handshake(
         0 => limits.max_inflight,
         wanted => wanted.min(limits.max_inflight),
     };
+    // A version-1 client ignores the echo DATA frames carry; the rest is the same.
     let mut ack = HelloAck {
-        version: VERSION,
+        version: hello.version,
         transport: TRANSPORT_TCP,
         max_inflight: granted,
         max_frame: limits.max_frame,
         max_read: limits.max_read,
         server_id: limits.server_id,
     };
-    if hello.version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&hello.version) {
         ack.version = 0;
         let _ = wr.write_all(&ack.encode()).await;
         return Err(protocol(format!(
-            "client speaks protocol version {}, this sidecar {VERSION}",
+            "client speaks protocol version {}, this sidecar {MIN_VERSION} to {VERSION}",
             hello.version
         )));
     }

@@ -40,7 +40,7 @@ use super::stall::{is_stall, WriteDeadline};
 use super::transport::{deliver, Dest, Pusher, VerbsBackend};
 use crate::fid::FileId;
 use crate::proto::{
-    DataHeader, FrameHeader, Kind, ReadRequest, Status, DATA_HEADER_LEN, FRAME_HEADER_LEN,
+    self, DataHeader, FrameHeader, Kind, ReadRequest, Status, DATA_HEADER_LEN, FRAME_HEADER_LEN,
 };
 
 /// Once a frame has started, the rest of it must arrive within this time.
@@ -91,6 +91,8 @@ pub(crate) fn protocol(reason: impl std::fmt::Display) -> End {
 enum Reply {
     Data {
         request_id: u32,
+        /// `proto::read_echo` of the READ answered: the client checks it.
+        echo: u32,
         header: DataHeader,
         payload: Option<Lease>,
         permit: Option<OwnedSemaphorePermit>,
@@ -302,10 +304,12 @@ impl Handler {
     fn dispatch(&self, body: &[u8], read: Read<'_>) -> Option<Reply> {
         let Read { request_id, pusher, staging, tx, inflight } = read;
         let (peer, service) = (self.peer, &self.service);
+        let echo = proto::read_echo(body);
         let refuse = |status: Status| {
             service.stats.record(status, None, 0);
             Some(Reply::Data {
                 request_id,
+                echo,
                 header: DataHeader::error(status),
                 payload: None,
                 permit: None,
@@ -347,7 +351,7 @@ impl Handler {
                     if delivered {
                         service.stats.delivered(pusher.transport(), bytes);
                     }
-                    Reply::Data { request_id, header, payload, permit: Some(permit) }
+                    Reply::Data { request_id, echo, header, payload, permit: Some(permit) }
                 }
                 Err(reason) => Reply::Close(format!("READ {request_id}: {reason}")),
             };
@@ -417,10 +421,11 @@ async fn write_reply(out: &mut Out, reply: Reply) -> io::Result<()> {
     match reply {
         Reply::Close(_) => Ok(()), // write_loop ends the connection before getting here
         Reply::Pong { request_id } => {
-            let frame = FrameHeader { kind: Kind::Pong, flags: 0, request_id, body_len: 0 };
+            let frame =
+                FrameHeader { kind: Kind::Pong, flags: 0, request_id, body_len: 0, echo: 0 };
             out.write_all(&frame.encode()).await
         }
-        Reply::Data { request_id, header, payload, permit } => {
+        Reply::Data { request_id, echo, header, payload, permit } => {
             // The slot frees before the client can see the answer, so a client that sends
             // its next READ on receipt is never refused BUSY for a slot not yet released.
             drop(permit);
@@ -429,7 +434,7 @@ async fn write_reply(out: &mut Out, reply: Reply) -> io::Result<()> {
             let body_len = DATA_HEADER_LEN as u32 + u32::try_from(payload_len).unwrap_or(0);
             let mut head = [0u8; FRAME_HEADER_LEN + DATA_HEADER_LEN];
             head[..FRAME_HEADER_LEN].copy_from_slice(
-                &FrameHeader { kind: Kind::Data, flags: 0, request_id, body_len }.encode(),
+                &FrameHeader { kind: Kind::Data, flags: 0, request_id, body_len, echo }.encode(),
             );
             head[FRAME_HEADER_LEN..].copy_from_slice(&header.encode());
             out.write_all(&head).await?;

@@ -123,7 +123,7 @@ pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
         FrameStep::Unknown => return Err(protocol(format!("DATA for no verbs READ ({id})"))),
         FrameStep::NoWrite(lease) => {
             drop(lease); // nothing was written: the slot is free again
-            return answer(shared, link, id, &data, None);
+            return answer(shared, link, &header, &data, None);
         }
         FrameStep::Ready { slot, len } => (slot, len),
         FrameStep::Wait => wait_written(shared, link, id).await?,
@@ -131,23 +131,24 @@ pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
     if len as usize > lease.bytes().len() {
         return Err(protocol(format!("{len} bytes written into a smaller slot")));
     }
-    answer(shared, link, id, &data, Some((&lease, len)))
+    answer(shared, link, &header, &data, Some((&lease, len)))
     // `lease` drops here: its write has landed, the slot is free again.
 }
 
-/// Completes READ `id` from `written` (the slot and byte count) or, without one, from the
-/// status alone.
+/// Completes the READ `header` answers from `written` (the slot and byte count) or,
+/// without one, from the status alone.
 fn answer(
     shared: &Shared,
     link: &Link,
-    id: u32,
+    header: &FrameHeader,
     data: &DataHeader,
     written: Option<(&SlotLease, u32)>,
 ) -> Result<(), Failure> {
     let bytes = written.map_or(&[][..], |(lease, len)| &lease.bytes()[..len as usize]);
     let slot_size = link.slots.slot_size();
     shared.table().settle_copied(
-        id,
+        header.request_id,
+        header.echo,
         data,
         bytes,
         |why| refused(why, slot_size),

@@ -130,6 +130,8 @@ pub(super) struct Client {
     /// The sidecar's endpoint when the handshake chose verbs (DATA then has no payload).
     pub(super) server: Option<Endpoint>,
     next_id: u32,
+    /// The echo each sent READ's answer must carry, by request id.
+    echoes: std::collections::HashMap<u32, u32>,
 }
 
 impl Client {
@@ -160,7 +162,7 @@ impl Client {
             stream.read_exact(&mut ep).expect("VERBS_ENDPOINT");
             Endpoint::decode(&ep).expect("endpoint decodes")
         });
-        Client { stream, ack, server, next_id: 1 }
+        Client { stream, ack, server, next_id: 1, echoes: Default::default() }
     }
 
     /// A connected socket with nothing sent yet.
@@ -175,8 +177,14 @@ impl Client {
         self.next_id += 1;
         let mut body = Vec::new();
         req.encode_into(&mut body).expect("encodes");
-        let header =
-            FrameHeader { kind: Kind::Read, flags: 0, request_id: id, body_len: body.len() as u32 };
+        self.echoes.insert(id, crate::proto::read_echo(&body));
+        let header = FrameHeader {
+            kind: Kind::Read,
+            flags: 0,
+            request_id: id,
+            body_len: body.len() as u32,
+            echo: 0,
+        };
         self.stream.write_all(&[&header.encode()[..], &body].concat()).expect("send READ");
         id
     }
@@ -190,6 +198,9 @@ impl Client {
         let mut body = vec![0u8; frame.body_len as usize];
         self.stream.read_exact(&mut body).expect("frame body");
         let data = DataHeader::decode(&body).expect("DATA decodes");
+        if let Some(want) = self.echoes.remove(&frame.request_id) {
+            assert_eq!(frame.echo, want, "the answer echoes its READ");
+        }
         let inline = if self.server.is_some() { 0 } else { data.data_len as usize };
         assert_eq!(
             body.len(),
@@ -208,7 +219,8 @@ impl Client {
     }
 
     pub(super) fn ping(&mut self) {
-        let frame = FrameHeader { kind: Kind::Ping, flags: 0, request_id: 77, body_len: 0 };
+        let frame =
+            FrameHeader { kind: Kind::Ping, flags: 0, request_id: 77, body_len: 0, echo: 0 };
         self.stream.write_all(&frame.encode()).expect("PING");
         let mut head = [0u8; FRAME_HEADER_LEN];
         self.stream.read_exact(&mut head).expect("PONG");

@@ -22,7 +22,8 @@ fn sidecar(extra: &[&str]) -> (tempfile::TempDir, TestSidecar) {
 }
 
 fn frame(kind: u8, body_len: u32) -> [u8; 16] {
-    let mut head = FrameHeader { kind: Kind::Ping, flags: 0, request_id: 1, body_len }.encode();
+    let mut head =
+        FrameHeader { kind: Kind::Ping, flags: 0, request_id: 1, body_len, echo: 0 }.encode();
     head[0] = kind;
     head
 }
@@ -60,7 +61,7 @@ fn broken_peers_lose_only_their_own_connection() {
         );
     }
     // A whole frame with a malformed READ body is answered, and the connection stays.
-    let header = FrameHeader { kind: Kind::Read, flags: 0, request_id: 5, body_len: 3 };
+    let header = FrameHeader { kind: Kind::Read, flags: 0, request_id: 5, body_len: 3, echo: 0 };
     good.stream.write_all(&[&header.encode()[..], &[1, 2, 3]].concat()).expect("send");
     let (id, answer, _) = good.recv();
     assert_eq!((id, answer.status), (5, Status::BadRequest));
@@ -84,6 +85,14 @@ fn handshake_rules() {
     std::io::Read::read_exact(&mut old, &mut ack).expect("an answer");
     assert_eq!(HelloAck::decode(&ack).expect("decodes").version, 0, "unsupported version");
     assert!(closed_by_peer(&mut old, Duration::from_secs(10)));
+
+    // A client of the previous version is still served (it ignores the echo).
+    let mut v1 = Client::raw(sc.addr());
+    v1.write_all(&Hello { version: 1, transports: TRANSPORT_TCP, max_inflight: 1 }.encode())
+        .expect("send");
+    let mut ack = [0u8; HELLO_ACK_LEN];
+    std::io::Read::read_exact(&mut v1, &mut ack).expect("an answer");
+    assert_eq!(HelloAck::decode(&ack).expect("decodes").version, 1, "served as version 1");
 
     let mut verbs_only = Client::raw(sc.addr());
     verbs_only
