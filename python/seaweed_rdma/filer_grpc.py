@@ -7,15 +7,24 @@ generated code and does not clash with other ``filer_pb`` definitions in the pro
 Fields this subset does not declare survive a read-modify-write (protobuf keeps unknown
 fields), so an entry looked up and written back keeps what other clients stored in it.
 
+Writes can carry the filer's ``WriteCondition`` (checked by the 4.48 filer under its
+per-path lock): ``update(..., expect_fids=...)`` fails with ``Conflict`` unless the stored
+chunk list is the one the caller read, and ``create(..., if_absent=True)`` unless there is
+no entry yet. A filer that cannot be reached (gRPC UNAVAILABLE: stopped, restarting) is
+retried with growing pauses for ``RetryPolicy.deadline_s``, logged once when it goes and
+once when it is back, as weed mount rides through a filer restart.
+
 Every call is blocking; the mount runs them off its event loop.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +35,14 @@ from .discovery import filer_grpc_address
 from .errors import SeaweedRdmaError
 from .filer import Chunk, Entry, go_mode_to_posix
 
+log = logging.getLogger("seaweed_rdma.filer")
+
 _SERVICE = "/filer_pb.SeaweedFiler/"
+
+# WriteCondition.Kind values (filer.proto); the enum travels as a varint, like an int32.
+IF_NOT_EXISTS = 1
+IF_CHUNKS_EQUAL = 9
+PRECONDITION_FAILED = 6  # FilerError, in CreateEntryResponse.error_code
 
 # (name, number, type[, "repeated"]): scalar types by name, messages by their bare name.
 _MESSAGES: dict[str, list[tuple[Any, ...]]] = {
@@ -65,14 +81,17 @@ _MESSAGES: dict[str, list[tuple[Any, ...]]] = {
         ("limit", 5, "uint32"),
     ],
     "ListEntriesResponse": [("entry", 1, "Entry")],
+    # WriteCondition.Clause, declared flat (the wire does not carry message names).
+    "WriteConditionClause": [("kind", 1, "int32"), ("fids", 9, "string", "repeated")],
+    "WriteCondition": [("clauses", 1, "WriteConditionClause", "repeated")],
     "CreateEntryRequest": [
         ("directory", 1, "string"), ("entry", 2, "Entry"), ("o_excl", 3, "bool"),
-        ("signatures", 5, "int32", "repeated"),
+        ("signatures", 5, "int32", "repeated"), ("condition", 7, "WriteCondition"),
     ],
     "CreateEntryResponse": [("error", 1, "string"), ("error_code", 3, "int32")],
     "UpdateEntryRequest": [
         ("directory", 1, "string"), ("entry", 2, "Entry"),
-        ("signatures", 4, "int32", "repeated"),
+        ("signatures", 4, "int32", "repeated"), ("condition", 6, "WriteCondition"),
     ],
     "UpdateEntryResponse": [],
     "DeleteEntryRequest": [
@@ -232,6 +251,80 @@ class FilerRpcError(SeaweedRdmaError):
         self.errno = err
 
 
+class Conflict(FilerRpcError):
+    """A conditional write the filer refused: the entry is no longer the version the
+    caller read (or, for ``if_absent``, exists). Re-read and decide again."""
+
+    reason = "conflict"
+
+
+class FilerUnreachable(FilerRpcError):
+    """The filer could not be reached for the whole retry deadline."""
+
+    reason = "filer_unreachable"
+
+
+def chunk_fids(entry: Any) -> list[str]:
+    """The file ids of an entry's chunks, as the filer's ``IF_CHUNKS_EQUAL`` compares
+    them (order does not matter to it)."""
+    return [c.file_id or _fid_text(c.fid) for c in entry.chunks]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long calls wait for an unreachable filer: pauses from ``first_s``, doubling up
+    to ``max_s``, until ``deadline_s`` has passed since the first failure."""
+
+    deadline_s: float = 15.0
+    first_s: float = 0.25
+    max_s: float = 2.0
+
+    def pauses(self) -> Iterator[float]:
+        """The pauses between attempts; ends when the next one would pass the deadline."""
+        start = time.monotonic()
+        pause = self.first_s
+        while time.monotonic() - start + pause <= self.deadline_s:
+            yield pause
+            pause = min(pause * 2, self.max_s)
+
+
+class Outage:
+    """Whether the filer is reachable, as the last calls found it: one log line when it
+    goes and one when it is back, however many calls wait meanwhile. Thread-safe."""
+
+    def __init__(self, target: str, deadline_s: float) -> None:
+        self.target = target
+        self.deadline_s = deadline_s
+        self._since: float | None = None
+        self._lock = threading.Lock()
+        self.outages = 0
+
+    def down(self, reason: str) -> None:
+        """A call found the filer unreachable (and will retry)."""
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+            self.outages += 1
+        log.warning("filer %s unreachable, retrying for up to %.0fs (%s)", self.target,
+                    self.deadline_s, reason[:200])
+
+    def up(self) -> None:
+        """A call reached the filer."""
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.warning("filer %s reachable again after %.1fs", self.target,
+                        time.monotonic() - since)
+
+    @property
+    def is_down(self) -> bool:
+        """True while the last call found the filer unreachable."""
+        return self._since is not None
+
+
 # What the filer's error text means, for the calls whose failures carry text only.
 _ERROR_TEXT = (
     ("not found", errno.ENOENT), ("no such", errno.ENOENT), ("no entry", errno.ENOENT),
@@ -251,6 +344,18 @@ def errno_of_text(text: str) -> int:
     return errno.EIO
 
 
+def _rpc_error(target: str, what: str, code: Any, text: str) -> FilerRpcError:
+    """The error a failed call raises: ``Conflict`` for a refused condition, else a
+    ``FilerRpcError`` whose errno follows the status code or the filer's text."""
+    message = f"filer {target} {what}: {code.name if code else ''} {text}"
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return Conflict(message)
+    err = errno.ENOENT if code == grpc.StatusCode.NOT_FOUND else errno_of_text(text)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        err = errno.EIO
+    return FilerRpcError(message, err)
+
+
 @dataclass(frozen=True)
 class Assignment:
     """A file id the filer assigned, where to upload it, and its write JWT (if any)."""
@@ -265,15 +370,23 @@ class FilerGrpc:
     """Blocking calls to one filer's gRPC service. Thread-safe; ``close()`` ends the
     channel (and any subscription on it)."""
 
-    def __init__(self, filer: str, timeout: float = 30.0, signature: int = 0) -> None:
+    def __init__(self, filer: str, timeout: float = 30.0, signature: int = 0,
+                 retry: RetryPolicy | None = None) -> None:
         self.filer = filer
         # Sent with every change, so this client can tell its own events from others'.
         self._sigs = [signature] if signature else []
         self.target = filer_grpc_address(filer)
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.outage = Outage(self.target, self.retry.deadline_s)
+        # Short reconnect back-off: gRPC's default grows to two minutes, which would keep
+        # a restarted filer unused long after it is back.
         self._channel = grpc.insecure_channel(
             self.target, options=[("grpc.max_receive_message_length", 256 << 20),
-                                  ("grpc.max_send_message_length", 256 << 20)])
+                                  ("grpc.max_send_message_length", 256 << 20),
+                                  ("grpc.initial_reconnect_backoff_ms", 200),
+                                  ("grpc.min_reconnect_backoff_ms", 200),
+                                  ("grpc.max_reconnect_backoff_ms", 1000)])
         self._calls: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -289,16 +402,31 @@ class FilerGrpc:
                     _SERVICE + method, request_serializer=lambda m: m.SerializeToString(),
                     response_deserializer=PB[reply].FromString)
                 self._calls[method] = fn
-        try:
-            return fn(request, timeout=self.timeout)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            text = e.details() if hasattr(e, "details") else str(e)
-            err = errno.ENOENT if code == grpc.StatusCode.NOT_FOUND else errno_of_text(text or "")
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                err = errno.EIO
-            raise FilerRpcError(f"filer {self.target} {method}: {code.name if code else ''} "
-                                f"{text}", err) from e
+        return self.riding(method, lambda: fn(request, timeout=self.timeout))
+
+    def riding(self, what: str, call: Callable[[], Any]) -> Any:
+        """Runs ``call`` (a gRPC call), retrying while the filer is unreachable, for up to
+        the retry deadline; other failures raise ``FilerRpcError`` at once."""
+        pauses = self.retry.pauses()
+        while True:
+            try:
+                out = call()
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else None
+                text = (e.details() if hasattr(e, "details") else str(e)) or ""
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    self.outage.up()
+                    raise _rpc_error(self.target, what, code, text) from e
+                self.outage.down(text)
+                pause = next(pauses, None)
+                if pause is None:
+                    raise FilerUnreachable(
+                        f"filer {self.target} {what}: unreachable for "
+                        f"{self.retry.deadline_s:.0f}s, gave up ({text[:200]})") from e
+                time.sleep(pause)
+                continue
+            self.outage.up()
+            return out
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -322,25 +450,35 @@ class FilerGrpc:
         stream = self._channel.unary_stream(
             _SERVICE + "ListEntries", request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=PB["ListEntriesResponse"].FromString)
-        try:
-            return [r.entry for r in stream(req, timeout=self.timeout)]
-        except grpc.RpcError as e:
-            raise FilerRpcError(f"filer {self.target} ListEntries {directory}: {e}") from e
+        return list(self.riding(f"ListEntries {directory}",
+                                lambda: [r.entry for r in stream(req, timeout=self.timeout)]))
 
-    def create(self, directory: str, entry: Any, exclusive: bool = False) -> None:
-        """``CreateEntry`` (creates or replaces; ``exclusive`` fails if it exists)."""
-        r = self._call("CreateEntry", PB["CreateEntryRequest"](
-            directory=directory, entry=entry, o_excl=exclusive, signatures=self._sigs),
-            "CreateEntryResponse")
+    def create(self, directory: str, entry: Any, exclusive: bool = False,
+               if_absent: bool = False) -> None:
+        """``CreateEntry`` (creates or replaces; ``exclusive`` fails with EEXIST if it
+        exists, ``if_absent`` with ``Conflict``)."""
+        req = PB["CreateEntryRequest"](directory=directory, entry=entry, o_excl=exclusive,
+                                       signatures=self._sigs)
+        if if_absent:
+            req.condition.clauses.add(kind=IF_NOT_EXISTS)
+        r = self._call("CreateEntry", req, "CreateEntryResponse")
+        if r.error_code == PRECONDITION_FAILED:
+            raise Conflict(f"filer {self.target} CreateEntry {directory}/{entry.name}: "
+                           f"exists already")
         if r.error:
             raise FilerRpcError(f"filer {self.target} CreateEntry {directory}/{entry.name}: "
                                 f"{r.error}", errno_of_text(r.error))
 
-    def update(self, directory: str, entry: Any) -> None:
-        """``UpdateEntry``: replaces the entry's attributes, chunks and extended attributes."""
-        self._call("UpdateEntry", PB["UpdateEntryRequest"](directory=directory, entry=entry,
-                                                           signatures=self._sigs),
-                   "UpdateEntryResponse")
+    def update(self, directory: str, entry: Any,
+               expect_fids: Sequence[str] | None = None) -> None:
+        """``UpdateEntry``: replaces the entry's attributes, chunks and extended attributes.
+        With ``expect_fids``, only if the stored chunks are exactly those (else
+        ``Conflict``): the filer deletes the chunks an update drops, so an update built on
+        a stale read would both lose the newer version and name deleted chunks."""
+        req = PB["UpdateEntryRequest"](directory=directory, entry=entry, signatures=self._sigs)
+        if expect_fids is not None:
+            req.condition.clauses.add(kind=IF_CHUNKS_EQUAL, fids=list(expect_fids))
+        self._call("UpdateEntry", req, "UpdateEntryResponse")
 
     def delete(self, path: str, *, delete_data: bool = True, recursive: bool = False) -> None:
         """``DeleteEntry`` of ``path`` (and its chunks, with ``delete_data``)."""

@@ -64,6 +64,7 @@ class MountOptions:
     disk_type: str = ""
     data_center: str = ""
     umask: str = "022"
+    filer_retry_sec: float = 15.0
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -172,6 +173,11 @@ def add_mount_flags(p: FlagParser) -> None:
                    metavar="MB",
                    help="memory for cached file blocks, shared by all files (default "
                         "%(default)s, as weed mount)")
+    p.add_argument("--filerRetrySec", dest="filer_retry_sec", type=float, default=15.0,
+                   metavar="SECS",
+                   help="how long a call waits for a filer that cannot be reached (stopped, "
+                        "restarting) before it fails, with writes kept buffered meanwhile "
+                        "(default %(default)s, about what weed mount's retries add up to)")
     p.add_argument("--master", default=None, metavar="HOST:PORT",
                    help="master host:port (found via the filer when omitted)")
     p.add_argument("--jwtKey", dest="jwt_key", default=None, metavar="KEY",

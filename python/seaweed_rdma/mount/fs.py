@@ -21,7 +21,7 @@ import pyfuse3
 import trio
 
 from ..client import Client
-from ..errors import NotFound, SeaweedRdmaError
+from ..errors import NotFound, SeaweedRdmaError, Unreachable
 from ..filer import Entry
 from ..reader import FileView
 from .attrs import to_attributes
@@ -102,7 +102,24 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
             return pending  # type: ignore[no-any-return]
         if self.known_absent(path):  # in a directory made here whose names are all known
             raise NotFound(f"{path}: no such file or directory")
-        return await self._off_loop(self.client.entry, path)
+        return await self._riding(self.client.entry, path)
+
+    async def _riding(self, fn: Callable[..., T], *args: Any) -> T:
+        """A filer call of the read side (HTTP), off the loop, waiting through a filer that
+        is unreachable (restarting) for up to ``-filerRetrySec``, as the gRPC calls do."""
+        assert self.grpc is not None
+        pauses = self.grpc.retry.pauses()
+        while True:
+            try:
+                out = await self._off_loop(fn, *args)
+            except Unreachable as e:
+                self.grpc.outage.down(str(e))
+                pause = next(pauses, None)
+                if pause is None:
+                    raise
+                await trio.sleep(pause)
+                continue
+            return out  # (maybe from a cache: only gRPC calls tell the outage is over)
 
     def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:
         w = self.writers.get(inode)
@@ -140,7 +157,10 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
-        text = os.fsdecode(name)
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:  # the filer holds UTF-8 names only (see names.py)
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
         if text == ".":
             return await self.getattr(parent_inode)
         if text == "..":
@@ -173,7 +193,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
             return json.dumps(self.stats()).encode()
         entry = await self._entry(self.inodes.path(inode))
-        value = entry.extended.get(XATTR_PREFIX + os.fsdecode(name))
+        value = entry.extended.get(XATTR_PREFIX + name.decode("utf-8", "replace"))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
@@ -197,7 +217,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         path = self.inodes.path(inode)
-        entries = await self._off_loop(self.client.scandir, path)
+        entries = await self._riding(self.client.scandir, path)
         fh = self._fh()
         self._dirs[fh] = sorted((os.fsencode(e.name), e) for e in entries)
         return fh
@@ -225,7 +245,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         if flags & WRITE_FLAGS:
             return await self.op_open_write(inode, flags)
         path = self.inodes.path(inode)
-        view = await self._off_loop(self.client.view, path)
+        view = await self._riding(self.client.view, path)
         fh = self._fh()
         self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
                                    self.cache)

@@ -69,7 +69,7 @@ class MetaSubscriber:
                 await trio.to_thread.run_sync(self._pump, call, token, abandon_on_cancel=True)
                 reason = "the filer ended the stream"
             except Exception as e:
-                reason = repr(e)
+                reason = _reason(e)
             finally:
                 call.cancel()
                 self.connected = False
@@ -83,3 +83,14 @@ class MetaSubscriber:
                         reason[:200], self.last_ts, pause)
             await trio.sleep(pause)
             pause = min(pause * 2, 5.0)
+
+
+def _reason(e: Exception) -> str:
+    """One line for a broken stream (a gRPC error's repr spans several)."""
+    code, details = getattr(e, "code", None), getattr(e, "details", None)
+    if callable(code) and callable(details):
+        try:
+            return f"{code().name}: {details()}"
+        except Exception:  # not a finished call after all
+            pass
+    return " ".join(repr(e).split())

@@ -24,12 +24,15 @@ import trio
 from ..filer_grpc import (
     PB,
     FilerGrpc,
+    RetryPolicy,
+    chunk_fids,
     entry_from_pb,
     join_path,
     posix_to_go_mode,
     split_path,
 )
 from .handles import OpenFile
+from .names import utf8_name
 from .subscribe import MetaSubscriber
 from .writes import FileWriter, WriteMount, WriteOptions
 
@@ -48,6 +51,15 @@ XATTR_PREFIX = "xattr-"  # how weed mount stores user extended attributes in Ext
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _PERM_BITS = 0o777 | (1 << 23) | (1 << 22) | (1 << 20)  # rwx plus Go's setuid/setgid/sticky
+
+
+def _existing_name(raw: bytes) -> str:
+    """A name that must exist already: one that is not UTF-8 cannot (the filer stores
+    only UTF-8), so it is ENOENT, with no log line."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.ENOENT) from None
 
 
 def _now_pb(a: Any) -> None:
@@ -84,7 +96,8 @@ class WriteHandlers:
         self.grpc: FilerGrpc | None = None
         self.wm: WriteMount | None = None
         self.subscriber: MetaSubscriber | None = None
-        self.grpc = FilerGrpc(self.opts.filer, signature=self.signature)
+        self.grpc = FilerGrpc(self.opts.filer, signature=self.signature,
+                              retry=RetryPolicy(deadline_s=max(0.0, self.opts.filer_retry_sec)))
         self.subscriber = MetaSubscriber(self.grpc, self.inodes.path(pyfuse3.ROOT_INODE),
                                          time.time_ns(), self._on_meta_event,
                                          on_break=self._listed_clear)
@@ -248,22 +261,46 @@ class WriteHandlers:
         n = ev.event_notification
         if self.signature in n.signatures:
             return  # ours: already applied
-        paths: list[str] = []
-        if n.old_entry.name:
-            paths.append(join_path(ev.directory, n.old_entry.name))
-        if n.new_entry.name:
-            paths.append(join_path(n.new_parent_path or ev.directory, n.new_entry.name))
+        old = join_path(ev.directory, n.old_entry.name) if n.old_entry.name else None
+        new = (join_path(n.new_parent_path or ev.directory, n.new_entry.name)
+               if n.new_entry.name else None)
         if n.old_entry.is_directory or n.new_entry.is_directory:
             self.client.invalidate()  # a directory moved or went: every path under it
-        for path in paths:
+        if old is not None and new is not None and old != new:
+            self._follow_rename(old, new)  # open files (and inodes) move with it
+        for path in [p for p in (old, new) if p is not None]:
             self._listed_drop(path)
             self._forget_path(path)
             inode = self.inodes.find(path)
-            if inode is not None and inode in self.writers:
-                continue  # being written here: our version stands until it is committed
+            w = self.writers.get(inode) if inode is not None else None
+            if w is not None:
+                if path == new:
+                    w.remote_version(n.new_entry)  # its version is the base from now on
+                elif new is None:
+                    w.unlink()  # removed elsewhere: no commit brings it back
             self._kernel_forget(path, inode)
-            if inode is not None and self.nursery is not None:
+            if inode is not None and w is None and self.nursery is not None:
                 self.nursery.start_soon(self._refresh_open_files, inode, path)
+
+    def _follow_rename(self, old: str, new: str) -> None:
+        """``old`` (a file, or a directory and all under it) is now ``new``: inode numbers,
+        the writers of open files and the names this mount knows move with it. A writer
+        of a file that the move replaced writes nowhere from now on. Called for renames
+        made here and for those the filer announces."""
+        moving, replaced = self.inodes.find(old), self.inodes.find(new)
+        # (A directory's move is announced for it and for each entry under it: those come
+        # here after their inodes moved already, and replace nothing.)
+        if moving is not None and replaced not in (None, moving) and replaced in self.writers:
+            self.writers[replaced].unlink()
+        self._listed_remove(old)
+        self._listed_add(new)
+        self.inodes.rename(old, new)
+        prefix = old + "/"
+        for w in self.writers.values():
+            if w.path == old:
+                w.moved_to(new)
+            elif w.path.startswith(prefix):
+                w.moved_to(new + w.path[len(old):])
 
     # -- files -----------------------------------------------------------------------------
 
@@ -271,8 +308,9 @@ class WriteHandlers:
                       flags: int, ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         self._writable()
         assert self.grpc is not None
-        path = self.inodes.child(parent_inode, os.fsdecode(name))
-        pb = self._new_entry(os.fsdecode(name), mode, ctx, "file")
+        text = utf8_name(name, "create")
+        path = self.inodes.child(parent_inode, text)
+        pb = self._new_entry(text, mode, ctx, "file")
         exclusive = bool(flags & os.O_EXCL)
         if exclusive:  # the filer decides, now; otherwise the first commit creates it
             await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
@@ -282,7 +320,7 @@ class WriteHandlers:
         inode = self.inodes.ref(path)
         w = self._writer(inode, path, pb, created=exclusive)
         w.assign_ahead()
-        w.handles += 1
+        w.open_handle()
         fh = self._fh()
         self._write_fhs[fh] = inode
         return (pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False),
@@ -299,7 +337,7 @@ class WriteHandlers:
             if pb.is_directory:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             w = self._writer(inode, path, pb)
-        w.handles += 1
+        w.open_handle()
         fh = self._fh()
         self._write_fhs[fh] = inode
         if flags & os.O_TRUNC and w.size:
@@ -336,10 +374,7 @@ class WriteHandlers:
         if inode is None:
             return
         w = self.writers.get(inode)
-        if w is None:
-            return
-        w.handles -= 1
-        if w.handles > 0:
+        if w is None or w.close_handle() > 0:
             return
         try:
             await w.commit()
@@ -368,37 +403,34 @@ class WriteHandlers:
         if fields.update_size:
             await w.truncate(attr.st_size)
         await w.commit()  # bytes first, so explicit times below are not overwritten
-        async with w.lock:
-            a = w.entry.attributes
-            if fields.update_mode:
-                a.file_mode = (a.file_mode & ~_PERM_BITS) | posix_to_go_mode(attr.st_mode)
-            if fields.update_uid:
-                a.uid = attr.st_uid
-            if fields.update_gid:
-                a.gid = attr.st_gid
-            if fields.update_atime:
-                a.atime, a.atime_ns = divmod(attr.st_atime_ns, 1_000_000_000)
-            if fields.update_mtime:
-                a.mtime, a.mtime_ns = divmod(attr.st_mtime_ns, 1_000_000_000)
-            if (fields.update_mode or fields.update_uid or fields.update_gid
-                    or fields.update_atime or fields.update_mtime):
-                a.ctime, a.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
-                w.meta_dirty = True
-        await w.commit()
+        values: dict[str, int] = {}
+        if fields.update_mode:
+            mode = w.state.view().attributes.file_mode
+            values["file_mode"] = (mode & ~_PERM_BITS) | posix_to_go_mode(attr.st_mode)
+        if fields.update_uid:
+            values["uid"] = attr.st_uid
+        if fields.update_gid:
+            values["gid"] = attr.st_gid
+        if fields.update_atime:
+            values["atime"], values["atime_ns"] = divmod(attr.st_atime_ns, 1_000_000_000)
+        if fields.update_mtime:
+            values["mtime"], values["mtime_ns"] = divmod(attr.st_mtime_ns, 1_000_000_000)
+        if values:  # only what changed is laid on the filer's version (see entry_state)
+            await w.change_attributes(values)
         self._forget_path(path)
         entry = w.attributes_entry()
         if temporary:
-            entry = entry_from_pb(w.entry, path)
+            entry = entry_from_pb(w.state.view(), path)
             entry.size = w.size
         return self._attrs(entry, inode)
 
     async def op_setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: Any = None) -> None:
-        await self._set_extended(inode, XATTR_PREFIX + os.fsdecode(name), value)
+        await self._set_extended(inode, XATTR_PREFIX + utf8_name(name, "setxattr"), value)
 
     async def op_removexattr(self, inode: int, name: bytes,
                           ctx: Any = None) -> None:
-        await self._set_extended(inode, XATTR_PREFIX + os.fsdecode(name), None)
+        await self._set_extended(inode, XATTR_PREFIX + utf8_name(name, "removexattr"), None)
 
     async def _set_extended(self, inode: int, key: str,
                             value: bytes | None) -> None:
@@ -407,16 +439,8 @@ class WriteHandlers:
         w = self.writers.get(inode)
         if w is None:
             w = FileWriter(path, await self._lookup_pb(path), wm)
-        async with w.lock:
-            ext = w.entry.extended
-            if value is None:
-                if key not in ext:
-                    raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-                del ext[key]
-            else:
-                ext[key] = value
-            w.meta_dirty = True
-        await w.commit()
+        if not await w.change_xattr(key, value):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         self._forget_path(path)
 
     # -- names -----------------------------------------------------------------------------
@@ -424,7 +448,7 @@ class WriteHandlers:
     async def _make(self, parent_inode: int, name: bytes, pb: Any
                     ) -> pyfuse3.EntryAttributes:
         assert self.grpc is not None
-        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        path = self.inodes.child(parent_inode, pb.name)
         await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
         self._forget_path(path)
         self.inodes.detach(path)
@@ -437,13 +461,13 @@ class WriteHandlers:
                     ctx: Any = None) -> pyfuse3.EntryAttributes:
         self._writable()
         return await self._make(parent_inode, name,
-                                self._new_entry(os.fsdecode(name), mode, ctx, "dir"))
+                                self._new_entry(utf8_name(name, "mkdir"), mode, ctx, "dir"))
 
     async def op_symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Any = None) -> pyfuse3.EntryAttributes:
         self._writable()
-        pb = self._new_entry(os.fsdecode(name), 0o777, ctx, "symlink")
-        pb.attributes.symlink_target = os.fsdecode(target)
+        pb = self._new_entry(utf8_name(name, "symlink"), 0o777, ctx, "symlink")
+        pb.attributes.symlink_target = utf8_name(target, "symlink target")
         return await self._make(parent_inode, name, pb)
 
     async def op_mknod(self, parent_inode: int, name: bytes, mode: int,
@@ -452,7 +476,7 @@ class WriteHandlers:
         if not stat.S_ISREG(mode):
             raise pyfuse3.FUSEError(errno.EPERM)  # only regular files are stored
         return await self._make(parent_inode, name,
-                                self._new_entry(os.fsdecode(name), mode, ctx, "file"))
+                                self._new_entry(utf8_name(name, "mknod"), mode, ctx, "file"))
 
     async def op_link(self, inode: int, new_parent_inode: int,
                    new_name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -462,22 +486,26 @@ class WriteHandlers:
         self._writable()
         assert self.grpc is not None
         old = self.inodes.path(inode)
-        new = self.inodes.child(new_parent_inode, os.fsdecode(new_name))
+        text = utf8_name(new_name, "link")
+        new = self.inodes.child(new_parent_inode, text)
         w = self.writers.get(inode)
         if w is not None:
             await w.commit()  # the link shares what is written so far
         pb = await self._lookup_pb(old)
         if pb.is_directory:
             raise pyfuse3.FUSEError(errno.EPERM)
+        fids = chunk_fids(pb)  # the update may not change chunks it did not read
         if not pb.hard_link_id:
             pb.hard_link_id = os.urandom(16) + b"\x01"
             pb.hard_link_counter = 1
         pb.hard_link_counter += 1
         _now_pb(pb.attributes)
-        await self._off_loop(self.grpc.update, split_path(old)[0], pb)
+        await self._off_loop(self.grpc.update, split_path(old)[0], pb, fids)
+        if w is not None:
+            w.remote_version(pb)  # the link's id and count, same content
         twin = PB["Entry"]()
         twin.CopyFrom(pb)
-        twin.name = os.fsdecode(new_name)
+        twin.name = text
         await self._off_loop(self.grpc.create, split_path(new)[0], twin, True)
         self._forget_path(old)
         self._forget_path(new)
@@ -489,7 +517,7 @@ class WriteHandlers:
                      ctx: Any = None) -> None:
         self._writable()
         assert self.grpc is not None
-        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        path = self.inodes.child(parent_inode, _existing_name(name))
         await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
         self._gone(path)
 
@@ -497,7 +525,7 @@ class WriteHandlers:
                     ctx: Any = None) -> None:
         self._writable()
         assert self.grpc is not None
-        path = self.inodes.child(parent_inode, os.fsdecode(name))
+        path = self.inodes.child(parent_inode, _existing_name(name))
         prefix = path + "/"
         pending = any(w.path.startswith(prefix) and not w.created and not w.unlinked
                       for w in self.writers.values())  # files here the filer has not seen
@@ -520,7 +548,7 @@ class WriteHandlers:
         self._listed_remove(path)
         inode = self.inodes.find(path)
         if inode is not None and inode in self.writers:
-            self.writers[inode].unlinked = True  # its handles write nowhere now
+            self.writers[inode].unlink()  # its handles write nowhere now
         self.inodes.detach(path)
 
     async def op_rename(self, parent_inode_old: int, name_old: bytes,
@@ -530,8 +558,8 @@ class WriteHandlers:
         assert self.grpc is not None
         if flags & RENAME_EXCHANGE:
             raise pyfuse3.FUSEError(errno.EINVAL)
-        old = self.inodes.child(parent_inode_old, os.fsdecode(name_old))
-        new = self.inodes.child(parent_inode_new, os.fsdecode(name_new))
+        old = self.inodes.child(parent_inode_old, _existing_name(name_old))
+        new = self.inodes.child(parent_inode_new, utf8_name(name_new, "rename"))
         target = await self._off_loop(self.grpc.lookup, new)
         if target is not None:
             if flags & RENAME_NOREPLACE:
@@ -545,14 +573,7 @@ class WriteHandlers:
             if w.path == old or w.path.startswith(prefix):
                 await w.commit()
         await self._off_loop(self.grpc.rename, old, new)
-        self._gone(new)
-        self._listed_remove(old)
-        self._listed_add(new)
-        self.inodes.rename(old, new)
-        for w in self.writers.values():
-            if w.path == old:
-                w.path = new
-            elif w.path.startswith(prefix):
-                w.path = new + w.path[len(old):]
+        self._forget_path(new)
+        self._follow_rename(old, new)
         self.client.invalidate()  # every cached path under a moved directory is stale
         self.cache.invalidate_path(old)

@@ -12,10 +12,16 @@ the newer bytes win, as the filer's readers resolve overlaps.
 Nothing reaches the filer's entry until a commit (``flush``, ``fsync``, ``release``, and
 before metadata changes): it waits for every upload of the file and then writes the
 entry with its new chunk list in one ``UpdateEntry``/``CreateEntry``. So other clients see
-either the previous version or the new one, never a half-written file. If an upload fails
-on three assignments in a row the file's writer keeps the error: later writes and the
-commit return EIO (logged with the reason), and the entry keeps its last committed
-version, so no entry ever names a chunk that was not written.
+either the previous version or the new one, never a half-written file. The entry written
+is the filer's version this writer last saw with its own changes on top, sent under the
+filer's condition that it still has that version (``entry_state``): another client's
+newer version is never overwritten, and no entry names a chunk the filer deleted.
+
+An upload that fails on three assignments in a row (or while the filer stays unreachable
+past the retry deadline) keeps its page: that commit returns EIO (logged with the reason),
+the entry keeps its last committed version, and the next commit sends the page again, so
+a writer that got an error is not stuck with it once the servers are back. Writes fail
+(EIO) only while more failed pages wait than ``MAX_DIRTY_PAGES``.
 
 Reads of a file with a writer see its bytes as written: the committed and uploaded chunks
 read through the shared read path, with sealed-but-uploading pages and dirty pages laid
@@ -39,14 +45,26 @@ import httpx
 import trio
 
 from ..errors import SeaweedRdmaError
-from ..filer_grpc import Assignment, FilerGrpc, FilerRpcError, entry_from_pb, split_path
+from ..filer_grpc import (
+    PB,
+    Assignment,
+    Conflict,
+    FilerGrpc,
+    FilerRpcError,
+    FilerUnreachable,
+    entry_from_pb,
+    split_path,
+)
 from ..reader import FileView, ReadPath
+from .entry_state import EntryState
 
 log = logging.getLogger("seaweed_rdma.mount")
 
 UPLOAD_ATTEMPTS = 3  # each on a new assignment, as weed mount retries
 ASSIGNMENT_FRESH_S = 10.0  # an assignment made ahead is used only this soon
 MAX_DIRTY_PAGES = 16  # per file; beyond it the least recently written page is uploaded
+SAVE_ATTEMPTS = 5  # entry writes refused because another client changed the file meanwhile
+RENAME_WAIT_S = 2.0  # how long a commit that finds no entry waits for a rename's event
 
 class WriteFailed(SeaweedRdmaError):
     """Bytes that could not be stored (upload failed on every assignment); EIO."""
@@ -108,6 +126,9 @@ class Uploader:
                 time.sleep(0.2 * attempt)
             try:
                 a = first if (first is not None and attempt == 0) else self.assign(path)
+            except FilerUnreachable as e:  # retried for the whole deadline already
+                reasons.append(f"assign: {e}")
+                break
             except FilerRpcError as e:
                 reasons.append(f"assign: {e}")
                 continue
@@ -126,7 +147,7 @@ class Uploader:
             return a.file_id, etag
         self.failures += 1
         raise WriteFailed(f"{path}: upload of {len(data)} bytes failed on "
-                          f"{UPLOAD_ATTEMPTS} assignments: {'; '.join(reasons)}")
+                          f"{len(reasons)} assignments: {'; '.join(reasons)}")
 
 
 @dataclass
@@ -167,10 +188,13 @@ def _merge(ranges: list[tuple[int, int]], s: int, e: int) -> list[tuple[int, int
 
 @dataclass
 class Sealed:
-    """A page being uploaded; its bytes stay readable until its chunks are in the entry."""
+    """A page being uploaded; its bytes stay readable until its chunks are in the entry.
+    ``gen`` is the writer's generation when it was sealed: a page from before another
+    client's content superseded this writer's changes is not added to the entry."""
 
     page: Page
     ts_ns: int
+    gen: int
     done: trio.Event = field(default_factory=trio.Event)
     chunks: list[Any] = field(default_factory=list)
     error: BaseException | None = None
@@ -178,40 +202,81 @@ class Sealed:
 
 class FileWriter:
     """The write state of one file (see the module docs). All methods run on the trio
-    thread; blocking work goes through ``off_loop``."""
+    thread; blocking work goes through ``off_loop``. The entry it builds on and its
+    changes are kept by one ``EntryState``; the path it follows, its handles and whether
+    it was unlinked change only through the methods below."""
 
     def __init__(self, path: str, entry: Any, mount: WriteMount, created: bool = True) -> None:
-        self.path = path
+        self._path = path
         # False for a file created here whose entry is not on the filer yet: the first
         # commit writes it with CreateEntry (one call for create+write+close of a small
         # file), or the first upload does, so a large file shows while it is written.
         self.created = created
-        self.entry = entry  # the protobuf entry: committed chunks plus uploaded ones
-        self.size = _pb_size(entry)
+        self.state = EntryState(entry)
+        self.size = self.state.size
         self.mount = mount
-        self.handles = 0
+        self._handles = 0
         self.pages: OrderedDict[int, Page] = OrderedDict()
         self.sealed: list[Sealed] = []
-        self.data_dirty = False  # bytes changed since the last commit (mtime moves)
-        self.meta_dirty = not created  # the entry differs from the filer's
-        self.unlinked = False
-        self.error: BaseException | None = None
+        self._retry: list[Sealed] = []  # uploads that failed: their pages, sent again
+        self._gen = 0
+        self._unlinked = False
+        self._inline_taken = False  # the base's inline bytes were moved into pages
+        self.last_error: BaseException | None = None
         self.lock = trio.Lock()
         self._view: FileView | None = None
         self._view_key: tuple[int, int] | None = None
-        self._chunks_version = 0  # bumped whenever entry.chunks changes
         # One assignment asked for at the first write, so the first upload (often the only
         # one: a small file) does not wait for AssignVolume at close.
         self._ahead: Assignment | None = None
         self._ahead_at = 0.0
         self._ahead_done: trio.Event | None = None
-        if entry.content and not entry.chunks:
-            # Inline content becomes dirty bytes: once chunks exist readers ignore it.
-            content = bytes(entry.content)
-            entry.content = b""
-            self._put(0, memoryview(content))
+
+    # -- identity and handles --------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The file's current path (it follows renames: ``moved_to``)."""
+        return self._path
+
+    @property
+    def unlinked(self) -> bool:
+        """True once the file was removed (here or elsewhere): nothing is written."""
+        return self._unlinked
+
+    @property
+    def handles(self) -> int:
+        """Open write handles sharing this writer."""
+        return self._handles
+
+    def open_handle(self) -> None:
+        """One more write handle uses this writer."""
+        self._handles += 1
+
+    def close_handle(self) -> int:
+        """One write handle ended; returns how many are left."""
+        self._handles = max(0, self._handles - 1)
+        return self._handles
+
+    def moved_to(self, path: str) -> None:
+        """The file was renamed (by this mount or another client): commits go there."""
+        self._path = path
+
+    def unlink(self) -> None:
+        """The file was removed: its handles write nowhere now."""
+        self._unlinked = True
 
     # -- writes --------------------------------------------------------------------------
+
+    def _take_inline(self) -> None:
+        """Before the first change, the base's inline bytes become dirty bytes: once the
+        entry has chunks, readers ignore its inline content."""
+        if self._inline_taken:
+            return
+        self._inline_taken = True
+        content = self.state.inline_content()
+        if content:
+            self._put(0, memoryview(content))
 
     def _put(self, offset: int, data: memoryview) -> None:
         cs = self.mount.opts.chunk_size
@@ -228,12 +293,14 @@ class FileWriter:
             page.put(inner, data[pos:pos + n])
             pos += n
         self.size = max(self.size, offset + len(data))
-        self.data_dirty = self.meta_dirty = True
 
     async def write(self, offset: int, data: bytes) -> int:
-        """Buffers ``data`` at ``offset``; uploads pages that are full."""
-        if self.error is not None:
-            raise WriteFailed(f"{self.path}: an earlier upload failed: {self.error}")
+        """Buffers ``data`` at ``offset``; uploads pages that are full. Fails (EIO) only
+        while more failed uploads wait to be retried than a writer may keep in memory."""
+        if len(self._retry) > MAX_DIRTY_PAGES:
+            raise WriteFailed(f"{self.path}: {len(self._retry)} chunks wait for a retry of "
+                              f"their upload: {self.last_error}")
+        self._take_inline()
         self._put(offset, memoryview(data))
         self.assign_ahead()
         cs = self.mount.opts.chunk_size
@@ -248,23 +315,28 @@ class FileWriter:
         return len(data)
 
     async def _ensure_created(self) -> None:
-        """Writes the entry, empty, if the filer has none yet."""
+        """Writes the entry, empty, if the filer has none yet (and follows the filer's
+        version if another client made one meanwhile)."""
         if self.created or self.unlinked:
             return
-        from ..filer_grpc import PB
-
-        empty = PB["Entry"]()
-        empty.CopyFrom(self.entry)
+        empty = self.state.to_send(time.time_ns())
         del empty.chunks[:]
         empty.attributes.file_size = 0
-        await self.mount.off_loop(self.mount.grpc.create, split_path(self.path)[0], empty)
+        try:
+            await self.mount.off_loop(self.mount.grpc.create, split_path(self.path)[0],
+                                      empty, False, True)
+        except Conflict:
+            await self._reread()
+            return
         self.created = True
 
     async def _seal(self, index: int) -> None:
         page = self.pages.pop(index, None)
         if page is None or not page.ranges:
             return
-        s = Sealed(page, self.mount.next_ts())
+        await self._start_upload(Sealed(page, self.mount.next_ts(), self._gen))
+
+    async def _start_upload(self, s: Sealed) -> None:
         self.sealed.append(s)
         await self.mount.upload_slots.acquire()  # back-pressure: bounded uploads in flight
         assert self.mount.nursery is not None
@@ -296,8 +368,6 @@ class FileWriter:
         return a
 
     async def _upload(self, s: Sealed) -> None:
-        from ..filer_grpc import PB
-
         cs = self.mount.opts.chunk_size
         base = s.page.index * cs
         try:
@@ -309,11 +379,11 @@ class FileWriter:
                 s.chunks.append(PB["FileChunk"](file_id=fid, offset=base + start,
                                                 size=end - start, modified_ts_ns=s.ts_ns,
                                                 e_tag=etag))
-        except BaseException as e:  # kept for the commit to report (EIO)
+        except BaseException as e:  # the page is kept and sent again (see _settle)
             s.error = e
-            if self.error is None:
-                self.error = e
-                log.error("write of %s failed: %s", self.path, e)
+            self.last_error = e
+            log.error("write of %s failed (its bytes are kept and retried): %s",
+                      self.path, e)
             if not isinstance(e, Exception):
                 raise
         finally:
@@ -323,20 +393,30 @@ class FileWriter:
 
     def _settle(self) -> None:
         """Moves finished uploads into the entry, oldest first, so a newer page never lies
-        under an older one that is still being uploaded."""
+        under an older one that is still being uploaded. A failed upload's page waits to
+        be sent again, with its stamp, so it still lies under anything written later."""
         while self.sealed and self.sealed[0].done.is_set():
             s = self.sealed.pop(0)
-            if s.error is None:
-                # Chunks past a truncation made meanwhile are clipped like the others.
-                for c in s.chunks:
-                    if c.offset < self.size:
-                        c.size = min(c.size, self.size - c.offset)
-                        self.entry.chunks.append(c)
-                self._chunks_version += 1
-                self.meta_dirty = True
+            if s.gen != self._gen:
+                continue  # superseded by another client's content meanwhile
+            if s.error is not None:
+                s.chunks = []
+                self._retry.append(s)
+                continue
+            # Chunks past a truncation made meanwhile are clipped like the others.
+            chunks = []
+            for c in s.chunks:
+                if c.offset < self.size:
+                    c.size = min(c.size, self.size - c.offset)
+                    chunks.append(c)
+            self.state.add_chunks(chunks)
 
     async def drain(self) -> None:
-        """Uploads every dirty page and waits for all uploads of this file."""
+        """Uploads every dirty page (and retries failed ones) and waits for all uploads of
+        this file. Raises ``WriteFailed`` if one failed again (its bytes are kept)."""
+        retry, self._retry = self._retry, []
+        for s in retry:
+            await self._start_upload(Sealed(s.page, s.ts_ns, self._gen))
         for index in list(self.pages):
             await self._seal(index)
         while True:
@@ -345,49 +425,130 @@ class FileWriter:
                 break
             await pending[0].done.wait()
         self._settle()
-        if self.error is not None:
-            raise WriteFailed(f"{self.path}: {self.error}") from self.error
+        if self._retry:
+            raise WriteFailed(f"{self.path}: {self.last_error}") from self.last_error
+        self.last_error = None
 
     async def commit(self) -> None:
         """Makes everything written so far durable and visible: uploads, then one entry
-        update. Raises ``WriteFailed`` (EIO) if an upload failed."""
+        write based on the filer's version. Raises ``WriteFailed`` (EIO) if an upload
+        failed; the bytes stay buffered, and the next commit tries again."""
         async with self.lock:
             await self.drain()
-            if not self.meta_dirty or self.unlinked:
+            await self._save()
+
+    async def _save(self) -> None:
+        """Writes the merged entry under the condition that the filer still has the base;
+        when it has another version, re-reads it and lays this writer's changes on it."""
+        for _ in range(SAVE_ATTEMPTS):
+            if self.unlinked or (self.created and not self.state.dirty):
                 return
-            a = self.entry.attributes
-            if self.data_dirty:
-                now = time.time_ns()
-                a.mtime, a.mtime_ns = divmod(now, 1_000_000_000)
-                a.ctime, a.ctime_ns = a.mtime, a.mtime_ns
-            a.file_size = self.size
-            directory, _ = split_path(self.path)
-            if self.created:
-                await self.mount.off_loop(self.mount.grpc.update, directory, self.entry)
-            else:
-                await self.mount.off_loop(self.mount.grpc.create, directory, self.entry)
-                self.created = True
-            self.data_dirty = self.meta_dirty = False
+            entry = self.state.to_send(time.time_ns())
+            directory = split_path(self.path)[0]
+            try:
+                if self.created:
+                    await self.mount.off_loop(self.mount.grpc.update, directory, entry,
+                                              self.state.base_fids)
+                else:
+                    await self.mount.off_loop(self.mount.grpc.create, directory, entry,
+                                              False, True)
+            except Conflict:
+                await self._reread()
+                continue
+            except FilerRpcError as e:
+                if e.errno != errno.ENOENT or not self.created:
+                    raise
+                await self._vanished()
+                continue
+            self.created = True
+            self.state.committed(entry)
             self.mount.committed(self)
+            return
+        raise WriteFailed(f"{self.path}: changed elsewhere at each of {SAVE_ATTEMPTS} "
+                          "tries to write it")
+
+    async def _reread(self) -> None:
+        """The filer refused the write: another version is there. Follows it."""
+        fresh = await self.mount.off_loop(self.mount.grpc.lookup, self.path)
+        if fresh is None:
+            await self._vanished()
+            return
+        self.created = True
+        log.warning("%s changed elsewhere since this mount read it: this handle's changes "
+                    "go on top of that version", self.path)
+        self.state.rebase(fresh)
+        self.size = max(self.state.size, self._pending_end())
+
+    async def _vanished(self) -> None:
+        """The entry is not at our path: a rename this mount has not heard of yet (wait
+        for its event, which moves ``path``), or a removal (the handle writes nowhere, as
+        weed mount does not bring a file back that another client removed)."""
+        old = self.path
+        deadline = trio.current_time() + RENAME_WAIT_S
+        while self.path == old and not self.unlinked and trio.current_time() < deadline:
+            await trio.sleep(0.05)
+        if self.path == old and not self.unlinked:
+            log.warning("%s was removed elsewhere while open here; what this handle wrote "
+                        "since its last commit is dropped", old)
+            self.unlink()
 
     async def truncate(self, size: int) -> None:
         """Sets the size: drops bytes past it (chunks are clipped, as weed mount does) or
         grows the file with a hole."""
         async with self.lock:
+            self._take_inline()
             await self.drain()
-            if size < self.size:
-                keep = []
-                for c in self.entry.chunks:
-                    if c.offset >= size:
-                        continue
-                    if c.offset + c.size > size:
-                        c.size = size - c.offset
-                    keep.append(c)
-                del self.entry.chunks[:]
-                self.entry.chunks.extend(keep)
-                self._chunks_version += 1
+            self.state.truncate(size)
             self.size = size
-            self.data_dirty = self.meta_dirty = True
+
+    # -- another client's change -----------------------------------------------------------
+
+    def remote_version(self, entry: Any) -> None:
+        """The filer announced another client's version of this file. Its attributes are
+        taken (changes made here stay on top); if its content differs from the base, it
+        supersedes the bytes written here and not committed yet, as weed mount drops a
+        handle's dirty pages then (logged)."""
+        if not self.created or self.unlinked:
+            return  # not on the filer yet: the first commit's condition decides
+        if not self.state.same_content(entry):
+            dropped = sum(len(p.buf) for p in self.pages.values())
+            dropped += sum(len(s.page.buf) for s in [*self.sealed, *self._retry])
+            self.pages.clear()
+            self._retry.clear()
+            self._gen += 1  # uploads in flight now end in no entry
+            self._inline_taken = False
+            dropped += self.state.supersede()
+            if dropped:
+                log.warning("%s: another client's newer content supersedes %d bytes written "
+                            "here and not yet committed (as weed mount does)", self.path,
+                            dropped)
+        self.state.rebase(entry)
+        self.size = max(self.state.size, self._pending_end())
+
+    def _pending_end(self) -> int:
+        cs = self.mount.opts.chunk_size
+        ends = [p.index * cs + p.ranges[-1][1] for p in
+                [*self.pages.values(), *(s.page for s in [*self.sealed, *self._retry]
+                                         if s.gen == self._gen)] if p.ranges]
+        return max(ends, default=0)
+
+    # -- metadata changes ------------------------------------------------------------------
+
+    async def change_attributes(self, values: dict[str, int]) -> None:
+        """Sets attributes (chmod, chown, utimens) and commits them."""
+        async with self.lock:
+            self.state.set_attributes(values)
+        await self.commit()
+
+    async def change_xattr(self, key: str, value: bytes | None) -> bool:
+        """Sets or removes an extended attribute and commits; False (nothing done) when
+        removing one that is not there."""
+        async with self.lock:
+            if value is None and not self.state.has_xattr(key):
+                return False
+            self.state.set_xattr(key, value)
+        await self.commit()
+        return True
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -400,8 +561,13 @@ class FileWriter:
         # The pages to lay over the chunks are taken before any await: an upload that
         # finishes meanwhile leaves the sealed list, while the chunk list read below may
         # still be the one without it. A page taken here keeps its bytes either way.
-        layers = [s.page for s in self.sealed] + list(self.pages.values())
-        if self.entry.chunks:
+        pending = sorted([*self._retry, *self.sealed], key=lambda s: s.ts_ns)
+        layers = [s.page for s in pending if s.gen == self._gen] + list(self.pages.values())
+        view_entry = self.state.view()
+        inline = None if self._inline_taken else self.state.inline_content()
+        if inline is not None:
+            buf[:] = inline[offset:offset + n].ljust(n, b"\0")
+        elif view_entry.chunks:
             view = await self._base_view(reader)
             await reader.readinto_async(view, memoryview(buf), offset, self.mount.off_loop)
         cs = self.mount.opts.chunk_size
@@ -414,9 +580,9 @@ class FileWriter:
         return bytes(buf)
 
     async def _base_view(self, reader: ReadPath) -> FileView:
-        key = (self._chunks_version, self.size)
+        key = (self.state.version, self.size)
         if self._view is None or self._view_key != key:
-            entry = entry_from_pb(self.entry, self.path)
+            entry = entry_from_pb(self.state.view(), self.path)
             entry.size = self.size
             entry.content = None
             self._view = await self.mount.off_loop(reader.view, entry)
@@ -425,19 +591,12 @@ class FileWriter:
 
     def attributes_entry(self) -> Any:
         """The read-side ``Entry`` for this file as written (size and times)."""
-        e = entry_from_pb(self.entry, self.path)
+        e = entry_from_pb(self.state.view(), self.path)
         e.size = self.size
         e.content = None
-        if self.data_dirty:
+        if self.pages or self.sealed or self.state.bytes_changed:
             e.mtime_ns = max(e.mtime_ns, self.mount.last_write_ns)
         return e
-
-
-def _pb_size(entry: Any) -> int:
-    end = max((c.offset + c.size for c in entry.chunks), default=0)
-    if entry.content and not entry.chunks:
-        return len(entry.content)
-    return max(int(entry.attributes.file_size), end)
 
 
 class WriteMount:

@@ -1,0 +1,27 @@
+"""Names as the filer stores them: UTF-8 only.
+
+The filer's entries (and ``weed mount``'s, which goes through protobuf strings) hold
+UTF-8 text; a name, symlink target or xattr name that is not valid UTF-8 cannot be
+stored as given. ``weed mount`` rewrites such bytes to ``_``, so the name a program
+created is not the one it lists afterwards; this mount refuses them instead, with
+EILSEQ ("illegal byte sequence") and one log line, so the program learns at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import pyfuse3
+
+log = logging.getLogger("seaweed_rdma.mount")
+
+
+def utf8_name(raw: bytes, what: str) -> str:
+    """``raw`` as text, or ``FUSEError(EILSEQ)`` (logged) when it is not valid UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        log.warning("%s %r: not valid UTF-8, which the filer cannot store (EILSEQ)",
+                    what, raw)
+        raise pyfuse3.FUSEError(errno.EILSEQ) from None
