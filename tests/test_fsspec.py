@@ -62,7 +62,7 @@ def test_ls_info_glob_find_walk(fs, shapes):  # type: ignore[no-untyped-def]
     with pytest.raises(FileNotFoundError):
         fs.info("/shapes/nope")
     with pytest.raises(NotImplementedError):
-        fs.open("/shapes/new.bin", "wb")
+        fs.open("/shapes/new.bin", "ab")
 
 
 def test_pyarrow_reads_parquet(fs, cluster):  # type: ignore[no-untyped-def]

@@ -126,3 +126,14 @@ def assert_all_right(rounds: list[list[WorkerReport]], transport_bytes: Callable
             assert r.http_bytes == 0, r
             total += r.files * FILE_SIZE
     assert transport_bytes() - before >= total
+
+
+def dataset_batch(args: tuple[Any, list[int]]) -> list[Any]:
+    """A worker's batch from a dataset it was sent (pickled) or inherited (forked)."""
+    ds, indices = args
+    return list(ds.__getitems__(indices))
+
+
+def iterate(ds: Any) -> list[Any]:
+    """Everything a dataset yields, in a worker process."""
+    return list(ds)

@@ -14,12 +14,14 @@ import httpx
 
 from . import process
 from .discovery import discover_master
-from .entry_cache import EntryCache
-from .errors import ClientClosed, IsADirectory, NotADirectory
+from .errors import ClientClosed, IsADirectory, NotADirectory, SeaweedRdmaError
 from .fastpath import VERBS_SLOT_SIZE, FastPath
 from .fileobj import SeaweedFile, SeaweedRawFile
 from .filer import Entry, FilerClient, normalize_path
+from .held import HeldLimits, HeldMetadata
+from .many import read_views
 from .master import MasterClient
+from .metastream import MetaStream
 from .reader import FileView, ReadPath
 from .stats import Stats
 from .volume_http import VolumeHttpReader
@@ -47,6 +49,10 @@ class ClientConfig:
     fast_verbs_slot_size: int = VERBS_SLOT_SIZE
     fast_verbs_slots: int = 16
     fast_busy_poll_us: int = 50
+    meta_stream: bool = True
+    meta_list_dirs: bool = True
+    meta_max_entries: int = 200_000
+    meta_max_bytes: int = 128 << 20
 
 
 class _Parts:
@@ -79,9 +85,37 @@ class _Parts:
         self.reader = ReadPath(VolumeHttpReader(self.master, self.http, c.jwt_key),
                                self.stats, self.executor, fast, fallback=c.fallback,
                                verify=c.verify)
-        self.meta = EntryCache(c.meta_ttl)
+        self.stream: MetaStream | None = None
+        self._stream_lock = threading.Lock()
+        limits = HeldLimits(ttl=c.meta_ttl, max_entries=c.meta_max_entries,
+                            max_bytes=c.meta_max_bytes,
+                            list_dirs=c.meta_list_dirs)
+        self.meta = HeldMetadata(self.filer, limits,
+                                 self._start_stream if c.meta_stream else None)
+        self._filer_address = c.filer
+
+    def _start_stream(self) -> None:
+        """Starts following the filer's metadata events, once, before the first fetch."""
+        if self.stream is not None:
+            return
+        with self._stream_lock:
+            if self.stream is None:
+                stream = MetaStream(self._filer_address, "/", self.meta.on_event,
+                                    self.meta.stream_state)
+                stream.start()
+                self.stream = stream
+
+    def pause_for_fork(self) -> bool:
+        """Ends the metadata stream before a fork (gRPC must not be mid-call then)."""
+        return self.stream is not None and self.stream.pause_for_fork()
+
+    def resume_after_fork(self) -> None:
+        if self.stream is not None:
+            self.stream.start()
 
     def close(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
         if self.reader.fast is not None:
             self.reader.fast.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -101,7 +135,12 @@ class Client:
     ``filer`` is ``host:port`` (or ``host:port.grpcPort``). ``master`` is found through the
     filer when not given. ``sidecar`` and ``transport`` choose the fast path (``None``: HTTP
     only). ``jwt_key`` is the cluster's read-JWT signing key, if reads need a token.
-    ``meta_ttl`` is how long entry metadata is reused before the filer is asked again.
+    Metadata is held (see ``held``): a path read once, and a directory two of whose paths
+    were read (listed whole, ``meta_list_dirs``), are not asked of the filer again while
+    the filer's metadata stream (``meta_stream``) says nothing changed; an overwrite,
+    delete or rename by any writer shows as soon as its event arrives. Without the stream
+    (or while it is down) entries are reused for ``meta_ttl`` seconds. At most
+    ``meta_max_entries`` entries and about ``meta_max_bytes`` bytes are held.
     ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
     requests in flight per sidecar connection. ``verify=True`` reads every chunk whole and
@@ -147,6 +186,10 @@ class Client:
         fast_verbs_slot_size: int = VERBS_SLOT_SIZE,
         fast_verbs_slots: int = 16,
         fast_busy_poll_us: int = 50,
+        meta_stream: bool = True,
+        meta_list_dirs: bool = True,
+        meta_max_entries: int = 200_000,
+        meta_max_bytes: int = 128 << 20,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -158,7 +201,9 @@ class Client:
             fast_timeout=fast_timeout, fast_max_inflight=fast_max_inflight,
             fallback=fallback, verify=verify, fast_connect_timeout=fast_connect_timeout,
             fast_verbs_slot_size=fast_verbs_slot_size, fast_verbs_slots=fast_verbs_slots,
-            fast_busy_poll_us=fast_busy_poll_us)
+            fast_busy_poll_us=fast_busy_poll_us, meta_stream=meta_stream,
+            meta_list_dirs=meta_list_dirs, meta_max_entries=meta_max_entries,
+            meta_max_bytes=meta_max_bytes)
         if config.master is None:
             # Found once: a forked or unpickled copy reuses the answer.
             config = dataclasses.replace(config, master=discover_master(filer, timeout))
@@ -171,6 +216,7 @@ class Client:
         self.sidecar = config.sidecar
         self._closed = False
         self._lock = threading.Lock()
+        self._resume = False  # a metadata stream paused by a fork, to take up after it
         self._parts: _Parts | None = _Parts(config)
         self._pid = os.getpid()
         process.register(self)
@@ -194,6 +240,17 @@ class Client:
                 self._parts = _Parts(self.config)
                 self._pid = os.getpid()
             return self._parts
+
+    def _pause_for_fork(self) -> None:
+        parts = self._parts
+        self._resume = parts is not None and self._pid == os.getpid() \
+            and parts.pause_for_fork()
+
+    def _resume_after_fork(self) -> None:
+        parts = self._parts
+        if self._resume and parts is not None:
+            parts.resume_after_fork()
+        self._resume = False
 
     def _abandon_after_fork(self) -> None:
         """In a forked child: the parent's connections, engine, threads and locks are
@@ -254,19 +311,12 @@ class Client:
     # -- metadata ----------------------------------------------------------------------
 
     def entry(self, path: str) -> Entry:
-        """The filer entry at ``path`` (cached for ``meta_ttl`` seconds)."""
+        """The filer entry at ``path`` (held: see the class docs)."""
         return self._cached(path)[0]
 
     def _cached(self, path: str) -> tuple[Entry, FileView | None]:
         self._check_open()
-        parts = self._live()
-        path = normalize_path(path)
-        hit = parts.meta.get(path)
-        if hit is not None:
-            return hit
-        entry = parts.filer.get_entry(path)
-        parts.meta.put(entry)
-        return entry, None
+        return self._live().meta.get(normalize_path(path))
 
     def view(self, path: str) -> FileView:
         """``path`` planned for reading (cached with its entry for ``meta_ttl``); pass it to
@@ -305,7 +355,7 @@ class Client:
         entry, _ = self._cached(path)
         if not entry.is_dir:
             raise NotADirectory(f"{entry.path}: not a directory")
-        return list(self.filer.iter_dir(path))
+        return self._live().meta.listdir(normalize_path(path))
 
     def listdir(self, path: str) -> list[str]:
         """Names in directory ``path``, as ``os.listdir`` gives them."""
@@ -336,6 +386,66 @@ class Client:
         raw = SeaweedRawFile(self, normalize_path(path), self.view(path))
         return SeaweedFile(raw, buffer_size=buffering)
 
+    def read_many(self, paths: list[str], *, on_error: str = "return"
+                  ) -> list[bytes | BaseException]:
+        """Many whole files at once, in ``paths``' order: their extents go to the sidecars
+        in one batch (many requests in flight per connection, the GIL released once)
+        rather than one round trip per file. A file that cannot be read (absent, a
+        directory, unreachable) gives its exception in its place and the others still
+        arrive; ``on_error="raise"`` raises the first such exception instead."""
+        return self._many(paths, None, on_error)
+
+    def readinto_many(self, paths: list[str], buffers: list[Any], *,
+                      on_error: str = "return") -> list[int | BaseException]:
+        """``readinto`` for many files at once (from offset 0, one buffer each, any writable
+        contiguous buffer), as ``read_many`` reads them; each result is the byte count
+        (short when the file is) or the file's exception."""
+        if len(paths) != len(buffers):
+            raise ValueError("paths and buffers must have the same length")
+        views = [memoryview(b).cast("B") for b in buffers]
+        got = self._many(paths, [len(v) for v in views], on_error)
+        out: list[int | BaseException] = []
+        for view, data in zip(views, got, strict=True):
+            if isinstance(data, BaseException):
+                out.append(data)
+            else:
+                view[:len(data)] = data
+                out.append(len(data))
+        return out
+
+    def _many(self, paths: list[str], limits: list[int] | None, on_error: str
+              ) -> list[bytes | BaseException]:
+        if on_error not in ("return", "raise"):
+            raise ValueError(f"on_error must be 'return' or 'raise', not {on_error!r}")
+        self._check_open()
+
+        def plan(path: str) -> FileView | BaseException:
+            try:
+                return self.view(path)
+            except (SeaweedRdmaError, ValueError, OSError) as e:
+                return e
+
+        parts = self._live()
+        # Held entries plan on this thread; only the others wait for the filer, together.
+        views: list[FileView | BaseException | None] = []
+        for p in paths:
+            try:
+                held = parts.meta.peek(normalize_path(p))
+            except ValueError as e:
+                views.append(e)
+                continue
+            views.append(plan(p) if held is not None else None)
+        missing = [i for i, v in enumerate(views) if v is None]
+        for i, v in zip(missing, parts.executor.map(plan, [paths[i] for i in missing]),
+                        strict=True):
+            views[i] = v
+        out = read_views(parts.reader, [v for v in views if v is not None], limits)
+        if on_error == "raise":
+            for r in out:
+                if isinstance(r, BaseException):
+                    raise r
+        return out
+
     def read_fid(self, file_id: str, offset: int = 0, size: int | None = None) -> bytes:
         """Reads a needle's data by file id (``"3,01637037d6"``), bypassing the filer: over
         the fast path when there is one (whole needle, CRC-checked), else over HTTP.
@@ -358,6 +468,9 @@ class Client:
         snap["pid"] = os.getpid()
         fast = parts.reader.fast
         snap["transport"] = fast.transport if fast is not None else "http"
+        snap["metadata"] = parts.meta.stats()
+        if parts.stream is not None:
+            snap["metadata"]["stream"] = parts.stream.stats()
         if fast is not None:
             snap["sidecars"] = fast.health()
             snap["engine"] = dict(fast.engine.stats())

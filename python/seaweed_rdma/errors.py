@@ -37,6 +37,13 @@ class NotFound(SeaweedRdmaError, FileNotFoundError):
     errno = errno.ENOENT
 
 
+class AlreadyExists(SeaweedRdmaError, FileExistsError):
+    """The path to create is there already."""
+
+    errno = errno.EEXIST
+    reason = "exists"
+
+
 class IsADirectory(SeaweedRdmaError, IsADirectoryError):
     """A directory where a file was expected."""
 

@@ -7,13 +7,13 @@ import stat as stat_mod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
 
 from .addresses import http_base
-from .errors import NotADirectory, NotFound, ServerError, Unreachable
+from .errors import AlreadyExists, NotADirectory, NotFound, ServerError, Unreachable
 
 # Go's os.FileMode keeps the file type in high bits; SeaweedFS stores those as they are.
 _GO_DIR = 1 << 31
@@ -256,3 +256,43 @@ class FilerClient:
             last = body.get("LastFileName") or ""
             if not body.get("ShouldDisplayLoadMore") or not entries or not last:
                 return
+
+    # -- writes (through the filer's HTTP API) ------------------------------------------
+
+    def _change(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            r = self._http.request(method, self.base + quote(path), **kwargs)
+        except httpx.HTTPError as e:
+            raise Unreachable(f"filer {self.address} unreachable ({what} {path}): {e!r}") from e
+        if r.status_code == 404:
+            raise NotFound(f"{path}: no such file or directory on filer {self.address}")
+        if r.status_code == 409:
+            raise AlreadyExists(f"{path}: exists on filer {self.address} ({r.text[:200]})")
+        if r.status_code >= 300:
+            raise ServerError(f"filer {self.address} {what} {path}: HTTP {r.status_code} "
+                              f"{r.text[:200]}")
+        return r
+
+    def put(self, path: str, data: bytes | IO[bytes], max_mb: int = 4,
+            mime: str = "application/octet-stream") -> None:
+        """Stores ``data`` (bytes, or a binary file object read to its end) at ``path``,
+        replacing what is there; the filer cuts it into chunks of ``max_mb`` MiB."""
+        path = normalize_path(path)
+        body: Any = data if isinstance(data, bytes) else iter(lambda: data.read(1 << 20), b"")
+        self._change("PUT", path, "write", params={"maxMB": str(max_mb)}, content=body,
+                     headers={"Content-Type": mime})
+
+    def mkdir(self, path: str) -> None:
+        """Creates directory ``path`` (and its parents)."""
+        self._change("POST", normalize_path(path).rstrip("/") + "/", "mkdir")
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        """Deletes ``path`` (a directory's contents too, with ``recursive``); deleting what
+        is not there succeeds, as on the filer."""
+        params = {"recursive": "true"} if recursive else {}
+        self._change("DELETE", normalize_path(path), "delete", params=params)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Moves ``src`` to ``dst`` (replacing a file there)."""
+        self._change("POST", normalize_path(dst), "rename",
+                     params={"mv.from": normalize_path(src)})

@@ -4,13 +4,20 @@
     fsspec.filesystem("seaweedfs", filer="127.0.0.1:8888", sidecar=":18515")
 
 Reads go through ``seaweed_rdma.Client``, so the fast path and HTTP fallback apply to
-every byte; the filesystem is read-only.
+every byte. Writes (``open(..., "wb")``, ``pipe``, ``put``, ``rm``, ``mv``, ``mkdir``) go
+through the filer's HTTP API, which cuts files into chunks of ``chunk_mb`` MiB as
+``weed upload`` does; a file opened for writing is spooled locally (in memory up to 64 MiB,
+then on disk) and stored when it is closed, so readers see the old version or the new one.
 """
 
 from __future__ import annotations
 
+import mimetypes
+import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from .extras import missing
@@ -34,10 +41,11 @@ def _kind(entry: Entry) -> str:
 
 
 class SeaweedFileSystem(AbstractFileSystem):
-    """Read-only fsspec filesystem over a SeaweedFS filer.
+    """fsspec filesystem over a SeaweedFS filer.
 
     ``filer`` is ``host:port`` (taken from the URL when opened by URL); ``sidecar``,
-    ``transport``, ``master`` and ``jwt_key`` are passed to ``Client``.
+    ``transport``, ``master`` and ``jwt_key`` are passed to ``Client``; ``chunk_mb`` is the
+    chunk size of files written.
     """
 
     protocol = (PROTOCOL,)
@@ -45,9 +53,12 @@ class SeaweedFileSystem(AbstractFileSystem):
 
     def __init__(self, filer: str = "127.0.0.1:8888", sidecar: Any = None,
                  transport: str = "auto", master: str | None = None,
-                 jwt_key: str | None = None, **kwargs: Any) -> None:
+                 jwt_key: str | None = None, chunk_mb: int = 4, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if chunk_mb < 1:
+            raise ValueError(f"chunk_mb must be >= 1, not {chunk_mb}")
         self.filer = filer
+        self.chunk_mb = chunk_mb
         self.client = Client(filer, sidecar=sidecar, transport=transport, master=master,
                              jwt_key=jwt_key)
 
@@ -112,6 +123,24 @@ class SeaweedFileSystem(AbstractFileSystem):
             return b""
         return self.client.read(path, start, end - start)
 
+    def cat(self, path: Any, recursive: bool = False, on_error: str = "raise",
+            **kwargs: Any) -> Any:
+        """As fsspec's ``cat``; many paths are read in one batch (``Client.read_many``)."""
+        paths = self.expand_path(path, recursive=recursive, **kwargs)
+        if not (len(paths) > 1 or isinstance(path, list)
+                or paths[0] != self._strip_protocol(path)):
+            return self.cat_file(paths[0], **kwargs)
+        out: dict[str, Any] = {}
+        for p, got in zip(paths, self.client.read_many(paths), strict=True):
+            if isinstance(got, BaseException):
+                if on_error == "raise":
+                    raise got
+                if on_error == "return":
+                    out[p] = got
+            else:
+                out[p] = got
+        return out
+
     def cat_ranges(self, paths: list[str], starts: list[int] | int, ends: list[int] | int,
                    max_gap: int | None = None, on_error: str = "return", **kwargs: Any
                    ) -> list[Any]:
@@ -135,12 +164,96 @@ class SeaweedFileSystem(AbstractFileSystem):
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: dict[str, Any] | None = None,
-              **kwargs: Any) -> SeaweedBufferedFile:
+              **kwargs: Any) -> AbstractBufferedFile:
+        if mode == "wb":
+            return SeaweedWriteFile(self, path, mode=mode, block_size=block_size or 4 << 20,
+                                    autocommit=autocommit)
         if mode != "rb":
-            raise NotImplementedError("seaweedfs:// is read-only: open with mode 'rb'")
+            raise NotImplementedError(f"seaweedfs:// opens files with mode 'rb' or 'wb', "
+                                      f"not {mode!r}")
         return SeaweedBufferedFile(self, path, mode=mode,
                                    block_size=block_size or 4 << 20,
                                    cache_options=cache_options, **kwargs)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def _changed(self, *paths: str) -> None:
+        for p in paths:
+            self.client.invalidate(p)
+
+    def store(self, path: str, data: bytes | IO[bytes]) -> None:
+        """Writes ``data`` (bytes or a binary file object) to ``path`` in one go."""
+        path = self._strip_protocol(path)
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        self.client.filer.put(path, data, max_mb=self.chunk_mb, mime=mime)
+        self._changed(path)
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite",
+                  **kwargs: Any) -> None:
+        self.store(path, value)
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = None, mode: str = "overwrite",
+                 **kwargs: Any) -> None:
+        if os.path.isdir(lpath):
+            self.makedirs(rpath, exist_ok=True)
+            return
+        with open(lpath, "rb") as f:
+            self.store(rpath, f)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        self.client.filer.mkdir(path)
+        self._changed(path)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        try:
+            self.mkdir(path)
+        except FileExistsError:
+            if not exist_ok:
+                raise
+
+    def rm_file(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        self.client.filer.delete(path)
+        self._changed(path)
+
+    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        for p in path if isinstance(path, list) else [path]:
+            p = self._strip_protocol(p)
+            self.client.filer.delete(p, recursive=recursive)
+            self._changed(p)
+
+    def rmdir(self, path: str) -> None:
+        self.rm(path)
+
+    def mv(self, path1: str, path2: str, recursive: bool = False,
+           maxdepth: int | None = None, **kwargs: Any) -> None:
+        src, dst = self._strip_protocol(path1), self._strip_protocol(path2)
+        self.client.filer.rename(src, dst)
+        self._changed(src, dst)
+
+
+class SeaweedWriteFile(AbstractBufferedFile):
+    """A file being written: spooled here, stored (chunked by the filer) on close."""
+
+    def _initiate_upload(self) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        self.buffer.seek(0)
+        shutil.copyfileobj(self.buffer, self._spool)
+        if final:
+            self._spool.seek(0)
+            try:
+                self.fs.store(self.path, self._spool)
+            finally:
+                self._spool.close()
+        return True
+
+    def discard(self) -> None:
+        spool = getattr(self, "_spool", None)
+        if spool is not None:
+            spool.close()
 
 
 class SeaweedBufferedFile(AbstractBufferedFile):

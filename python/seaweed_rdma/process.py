@@ -25,6 +25,12 @@ from typing import Any, Protocol
 class ForkAware(Protocol):
     """An object with parts bound to the process that built them."""
 
+    def _pause_for_fork(self) -> None:
+        """Called before a fork: leave any gRPC call (its threads do not survive)."""
+
+    def _resume_after_fork(self) -> None:
+        """Called in the parent after a fork: take up what ``_pause_for_fork`` left."""
+
     def _abandon_after_fork(self) -> None:
         """Called in a forked child: drop the parent's parts without using them."""
 
@@ -48,6 +54,16 @@ def abandon(parts: object) -> None:
         _abandoned.append(parts)
 
 
+def _before_fork() -> None:
+    for obj in list(_live):
+        obj._pause_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for obj in list(_live):
+        obj._resume_after_fork()
+
+
 def _after_fork_in_child() -> None:
     global _abandoned_lock
     # A parent thread may have held this lock at the fork: the child's copy would never
@@ -58,4 +74,5 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

@@ -227,10 +227,11 @@ class ReadPath:
                   for ci, in_chunk, length, buf_off, is_whole in extents if not is_whole]
         return ReadWork(n, whole, ranged)
 
-    def finish(self, work: ReadWork, buf: memoryview, undelivered: list[RangeRequest]
-               ) -> None:
-        """Whole chunks, and the ranges the fast path did not deliver, over the slower
-        paths (in parallel when there are several)."""
+    def slow_jobs(self, work: ReadWork, buf: memoryview, undelivered: list[RangeRequest]
+                  ) -> list[Callable[[], None]]:
+        """The jobs that fetch ``work``'s whole chunks, and the ranges the fast path did not
+        deliver, over the slower paths. Raises ``FastPathFailed`` for the latter when HTTP
+        fallback is off."""
         if undelivered:
             first = undelivered[0]
             self._may_fall_back(f"{first.chunk.file_id} [{first.in_chunk}+{first.length}]",
@@ -238,7 +239,13 @@ class ReadPath:
         jobs = [self._whole_job(chunk, in_chunk, dest) for chunk, in_chunk, dest in work.whole]
         jobs += [self._range_job(r.chunk, r.in_chunk, buf[r.buf_offset:r.buf_offset + r.length])
                  for r in undelivered]
-        self._run(jobs)
+        return jobs
+
+    def finish(self, work: ReadWork, buf: memoryview, undelivered: list[RangeRequest]
+               ) -> None:
+        """Whole chunks, and the ranges the fast path did not deliver, over the slower
+        paths (in parallel when there are several)."""
+        self.run_jobs(self.slow_jobs(work, buf, undelivered))
 
     def readinto(self, view: FileView, buf: memoryview, offset: int) -> int:
         """Fills ``buf`` from file offset ``offset``; returns the byte count (short at EOF)."""
@@ -313,7 +320,9 @@ class ReadPath:
     def _range_job(self, chunk: Chunk, in_chunk: int, dest: memoryview) -> Callable[[], None]:
         return lambda: self.http_range(chunk, in_chunk, dest)
 
-    def _run(self, jobs: list[Callable[[], None]]) -> None:
+    def run_jobs(self, jobs: list[Callable[[], None]]) -> None:
+        """Runs ``jobs`` (in parallel on the worker threads when there are several); raises
+        the first failure once all are done."""
         if not jobs:
             return
         if len(jobs) == 1:

@@ -133,7 +133,9 @@ def run_mount(opts: MountOptions) -> int:
                     fast_max_inflight=max(1, opts.rdma_max_concurrent),
                     fast_busy_poll_us=opts.rdma_busy_poll_us,
                     fallback=opts.rdma_fallback or not sidecar,
-                    verify=opts.rdma_verify)
+                    verify=opts.rdma_verify,
+                    # The mount follows the filer's events itself and drops what changed.
+                    meta_stream=False, meta_list_dirs=False)
     try:
         root = client.entry(opts.filer_path)
         if not root.is_dir:

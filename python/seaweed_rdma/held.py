@@ -1,0 +1,323 @@
+"""Held metadata: the one owner of the filer entries a Client keeps between reads.
+
+A path asked for once is fetched (``?metadata=true``) and held. A directory from which a
+second path is asked for is listed whole (paged) and held, absences included, so reading
+the files of a directory costs one listing rather than one request per file. Held entries
+stay fresh through the filer's metadata stream (``metastream``), which starts before the
+first fetch: an overwrite, delete or rename by any writer drops what is held of it as
+soon as its event arrives, and the next lookup fetches it again. While the stream is down
+(or cannot run), entries expire ``ttl`` seconds after they were fetched, as a plain cache
+would. The set is bounded by
+entry count and an estimate of bytes, least recently used first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import NotFound
+from .filer import Entry, FilerClient
+from .reader import FileView
+
+
+def _parent(path: str) -> tuple[str, str]:
+    head, _, name = path.rpartition("/")
+    return head or "/", name
+
+
+def _child(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name
+
+
+def _version(e: Entry) -> tuple[Any, ...]:
+    """What tells two versions of an entry apart, the same whether it came from the filer's
+    HTTP API or from a metadata event."""
+    return (e.mode, e.uid, e.gid, e.file_size, tuple(c.file_id for c in e.chunks),
+            e.content or b"", e.symlink_target, e.mtime_ns // 1_000_000_000)
+
+
+def _cost(entry: Entry) -> int:
+    """Rough bytes an entry holds in memory."""
+    return 256 + 96 * len(entry.chunks) + len(entry.content or b"") + len(entry.path)
+
+
+@dataclass
+class _Held:
+    entry: Entry
+    view: FileView | None
+    at: float
+    cost: int
+
+
+@dataclass
+class _Dir:
+    names: set[str] = field(default_factory=set)
+    at: float = 0.0
+    complete: bool = False
+
+
+@dataclass(frozen=True)
+class HeldLimits:
+    """How much is held and for how long without a live stream."""
+
+    ttl: float = 1.0
+    max_entries: int = 200_000
+    max_bytes: int = 128 << 20
+    list_dirs: bool = True  # hold directories whole (absences included); False: paths only
+    list_after: int = 2  # lookups in one directory before it is listed whole
+    max_list: int = 100_000  # a larger directory is not held whole
+
+
+class HeldMetadata:
+    """Entries by path, directories listed whole, kept fresh by metadata events."""
+
+    def __init__(self, filer: FilerClient, limits: HeldLimits,
+                 start_stream: Callable[[], None] | None = None) -> None:
+        self._filer = filer
+        self._limits = limits
+        self._start_stream = start_stream
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Held] = OrderedDict()
+        self._bytes = 0
+        self._dirs: dict[str, _Dir] = {}
+        # Names under each directory that lead to something held, for dropping subtrees.
+        self._children: dict[str, set[str]] = {}
+        self._lookups: dict[str, int] = {}
+        # Bumped by every event under a directory: a fetch that raced one is not held.
+        self._gen: dict[str, int] = {}
+        self._stream_up = False
+        self.counts = {"hits": 0, "fetches": 0, "listings": 0, "held_absent": 0,
+                       "events": 0, "evictions": 0}
+
+    # -- freshness ----------------------------------------------------------------------
+
+    def stream_state(self, up: bool) -> None:
+        """The metadata stream came up (events will reach us) or broke (TTL applies)."""
+        with self._lock:
+            self._stream_up = up
+
+    def _fresh(self, at: float) -> bool:
+        return self._stream_up or time.monotonic() - at < self._limits.ttl
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def get(self, path: str) -> tuple[Entry, FileView | None]:
+        """The entry at ``path`` (normalized) and its planned view, if any: held, or
+        fetched and held. Raises ``NotFound``."""
+        if self._start_stream is not None:
+            self._start_stream()
+        parent, name = _parent(path)
+        with self._lock:
+            held = self._entries.get(path)
+            if held is not None and self._fresh(held.at):
+                self._entries.move_to_end(path)
+                self.counts["hits"] += 1
+                return held.entry, held.view
+            d = self._dirs.get(parent)
+            if d is not None and d.complete and self._fresh(d.at) and name not in d.names \
+                    and path != "/":
+                self.counts["held_absent"] += 1
+                raise NotFound(f"{path}: no such file or directory on filer "
+                               f"{self._filer.address}")
+            seen = self._lookups[parent] = self._lookups.get(parent, 0) + 1
+            listed = d is not None and d.complete and self._fresh(d.at)
+        if path != "/" and not listed and self._limits.list_dirs \
+                and seen >= self._limits.list_after:
+            self._list(parent)
+            with self._lock:
+                held = self._entries.get(path)
+                d = self._dirs.get(parent)
+                if held is not None:
+                    return held.entry, held.view
+                if d is not None and d.complete:
+                    self.counts["held_absent"] += 1
+                    raise NotFound(f"{path}: no such file or directory on filer "
+                                   f"{self._filer.address}")
+        gen = self._gen.get(parent, 0)
+        entry = self._filer.get_entry(path)
+        with self._lock:
+            self.counts["fetches"] += 1
+            if self._gen.get(parent, 0) == gen:
+                self._put(entry)
+        return entry, None
+
+    def peek(self, path: str) -> tuple[Entry, FileView | None] | None:
+        """The entry at ``path`` and its view if held and fresh; never asks the filer."""
+        with self._lock:
+            held = self._entries.get(path)
+            if held is None or not self._fresh(held.at):
+                return None
+            self._entries.move_to_end(path)
+            self.counts["hits"] += 1
+            return held.entry, held.view
+
+    def listdir(self, path: str) -> list[Entry]:
+        """The entries of directory ``path`` (normalized), held whole."""
+        if self._start_stream is not None:
+            self._start_stream()
+        with self._lock:
+            d = self._dirs.get(path)
+            if d is not None and d.complete and self._fresh(d.at):
+                out = [self._entries[_child(path, n)].entry for n in sorted(d.names)
+                       if _child(path, n) in self._entries]
+                if len(out) == len(d.names):
+                    self.counts["hits"] += 1
+                    return out
+        return self._list(path)
+
+    def _list(self, directory: str) -> list[Entry]:
+        gen = self._gen.get(directory, 0)
+        entries = list(self._filer.iter_dir(directory))
+        with self._lock:
+            self.counts["listings"] += 1
+            if self._gen.get(directory, 0) != gen or len(entries) > self._limits.max_list \
+                    or not self._limits.list_dirs:
+                return entries  # changed while listed, too large, or not wanted whole
+            now = time.monotonic()
+            # Whole until one of its entries is evicted (`_put` then says so).
+            self._dirs[directory] = _Dir({e.name for e in entries}, now, True)
+            for e in entries:
+                self._put(e, now)
+        return entries
+
+    def _put(self, entry: Entry, at: float | None = None) -> None:
+        self._drop_entry(entry.path)
+        path = entry.path
+        while path != "/":
+            parent, name = _parent(path)
+            names = self._children.setdefault(parent, set())
+            if name in names:
+                break
+            names.add(name)
+            path = parent
+        cost = _cost(entry)
+        self._entries[entry.path] = _Held(entry, None, time.monotonic() if at is None else at,
+                                          cost)
+        self._bytes += cost
+        while self._entries and (len(self._entries) > self._limits.max_entries
+                                 or self._bytes > self._limits.max_bytes):
+            path = next(iter(self._entries))
+            self._drop_entry(path)
+            self.counts["evictions"] += 1
+            d = self._dirs.get(_parent(path)[0])
+            if d is not None:
+                d.complete = False  # an absent name no longer proves absence
+
+    def attach(self, entry: Entry, view: FileView) -> None:
+        """Keeps ``view`` with ``entry`` while that is still the version held."""
+        with self._lock:
+            held = self._entries.get(entry.path)
+            if held is not None and held.entry is entry:
+                held.view = view
+
+    def remember(self, entry: Entry) -> None:
+        """Holds ``entry``, learnt elsewhere (a listing); keeps the planned view of the
+        same version."""
+        with self._lock:
+            held = self._entries.get(entry.path)
+            if held is not None and held.view is not None \
+                    and held.entry.mtime_ns == entry.mtime_ns \
+                    and held.entry.chunks == entry.chunks:
+                held.at = time.monotonic()
+                return
+            self._put(entry)
+
+    def drop(self, path: str | None) -> None:
+        """Forgets ``path`` and everything under it (``None``: everything)."""
+        with self._lock:
+            if path is None:
+                self._entries.clear()
+                self._dirs.clear()
+                self._children.clear()
+                self._bytes = 0
+                return
+            self._forget(path)
+            d = self._dirs.get(_parent(path)[0])
+            if d is not None:
+                d.complete = False  # what became of the name is not known
+
+    def _drop_entry(self, path: str) -> _Held | None:
+        held = self._entries.pop(path, None)
+        if held is not None:
+            self._bytes -= held.cost
+            if path not in self._children:  # a leaf: nothing held is reached through it
+                parent, name = _parent(path)
+                names = self._children.get(parent)
+                if names is not None:
+                    names.discard(name)
+        return held
+
+    def _forget(self, path: str, subtree: bool = True) -> None:
+        """Drops ``path`` (and, with ``subtree``, all held under it); a fetch of it, or a
+        listing of its directory, already under way will not be held."""
+        parent = _parent(path)[0]
+        self._gen[parent] = self._gen.get(parent, 0) + 1
+        self._gen[path] = self._gen.get(path, 0) + 1
+        self._drop_entry(path)
+        if not subtree:
+            return
+        todo = [path]
+        while todo:
+            d = todo.pop()
+            self._gen[d] = self._gen.get(d, 0) + 1
+            self._dirs.pop(d, None)
+            for name in self._children.pop(d, ()):
+                child = _child(d, name)
+                self._drop_entry(child)
+                todo.append(child)
+
+    # -- events -------------------------------------------------------------------------
+
+    def on_event(self, ev: Any) -> None:
+        """Applies one metadata event: the names it touches are dropped (the next lookup
+        fetches them), and their directories are no longer trusted to prove an absence.
+        Nothing is taken from the event itself: the stream replays events from a little
+        before it started, and an old event must not bring back an old version. An event
+        that what is held already shows (a replayed one, as a rule) changes nothing."""
+        from .filer_grpc import entry_from_pb
+
+        n = ev.event_notification
+        old = _child(ev.directory, n.old_entry.name) if n.old_entry.name else ""
+        new_dir = n.new_parent_path or ev.directory
+        new = _child(new_dir, n.new_entry.name) if n.new_entry.name else ""
+        with self._lock:
+            self.counts["events"] += 1
+            new_shown = not new or self._shows(new, entry_from_pb(n.new_entry, new))
+            old_shown = not old or old == new or self._shows(old, None)
+            if new_shown and old_shown:
+                return
+            if old and old == new:
+                # Changed in place (a write, a chmod; a directory's own times): the name
+                # and whatever lies under a directory are unchanged.
+                self._forget(old, subtree=False)
+                return
+            for directory, path in ((ev.directory, old), (new_dir, new)):
+                if path:
+                    self._forget(path)
+                    d = self._dirs.get(directory)
+                    if d is not None:
+                        d.complete = False
+
+    def _shows(self, path: str, entry: Entry | None) -> bool:
+        """Whether what is held of ``path`` is ``entry`` (``None``: known absent)."""
+        held = self._entries.get(path)
+        if entry is None:
+            directory, name = _parent(path)
+            d = self._dirs.get(directory)
+            return held is None and d is not None and d.complete and name not in d.names
+        if held is None:
+            # A directory held only as a listing: that it exists is all that is held.
+            return entry.is_dir and path in self._dirs
+        return _version(held.entry) == _version(entry)
+
+    def stats(self) -> dict[str, Any]:
+        """What is held and how lookups were answered."""
+        with self._lock:
+            return {"entries": len(self._entries), "bytes": self._bytes,
+                    "directories": sum(d.complete for d in self._dirs.values()),
+                    "stream_up": self._stream_up, **self.counts}

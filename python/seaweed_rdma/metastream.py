@@ -1,0 +1,146 @@
+"""The filer's ``SubscribeMetadata`` stream, followed on a thread of its own for a Client.
+
+The stream starts a little before the first entry is held (so no change made after a
+fetch can be missed: the filer replays its log from ``since_ns``), and every event goes to
+one callback. When the stream breaks, the follower says so (held entries then fall back to
+their TTL), pauses, and resubscribes from the last event it saw.
+
+Forks: gRPC must not be inside a call when a process forks (its threads would be gone in
+the child, holding its locks). So a fork stops the stream first (``pause_for_fork``, from
+an ``os.register_at_fork`` hook) and starts it again in the parent afterwards; the child
+starts its own through its own Client parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("seaweed_rdma.metastream")
+
+# Events stamped up to this long before our clock's "now" are asked for again: the filer's
+# clock and ours may differ a little, and an event seen twice is harmless.
+CLOCK_SLACK_NS = 2_000_000_000
+# How long a new stream must stay open before held entries trust it.
+UP_AFTER_S = 0.3
+
+
+class MetaStream:
+    """Follows metadata events under ``prefix`` on filer ``filer`` (``host:port[.grpc]``)
+    and calls ``on_event`` (on the follower thread) for each; ``on_state(up)`` when the
+    stream comes up or breaks."""
+
+    def __init__(self, filer: str, prefix: str, on_event: Callable[[Any], None],
+                 on_state: Callable[[bool], None]) -> None:
+        self._filer = filer
+        self._prefix = prefix
+        self._on_event = on_event
+        self._on_state = on_state
+        self.last_ts = time.time_ns() - CLOCK_SLACK_NS
+        self.events = 0
+        self.breaks = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._call: Any = None
+        self._thread: threading.Thread | None = None
+        self._grpc: Any = None
+
+    def start(self) -> None:
+        """Starts following (idempotent)."""
+        with self._lock:
+            if self._thread is not None or self._stopping:
+                return
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="seaweed-rdma-metastream")
+            self._thread.start()
+
+    def stop(self, wait: float = 2.0) -> None:
+        """Ends the stream and waits up to ``wait`` seconds for its thread."""
+        with self._lock:
+            self._stopping = True
+            call, thread = self._call, self._thread
+            self._thread = None
+        if call is not None:
+            call.cancel()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+        if self._grpc is not None:
+            self._grpc.close()
+            self._grpc = None
+
+    def pause_for_fork(self) -> bool:
+        """Ends the stream (its thread leaves gRPC) before a fork; whether it ran."""
+        with self._lock:
+            call, thread = self._call, self._thread
+            if thread is None or self._stopping:
+                return False
+            self._stopping = True
+            self._thread = None
+        if call is not None:
+            call.cancel()
+        thread.join(2.0)
+        with self._lock:
+            self._stopping = False
+        return True
+
+    def _mark_up(self, call: Any) -> None:
+        if self._call is call and call.is_active():
+            self._on_state(True)
+
+    def stats(self) -> dict[str, Any]:
+        """Events seen and stream breaks."""
+        return {"events": self.events, "breaks": self.breaks, "last_ts_ns": self.last_ts}
+
+    def _run(self) -> None:
+        from .filer_grpc import FilerGrpc, iter_events
+
+        pause = 0.2
+        name = f"seaweed-rdma-client-{os.getpid()}"
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                if self._grpc is None:
+                    self._grpc = FilerGrpc(self._filer)
+                call = self._call = self._grpc.subscribe(name, self._prefix, self.last_ts)
+            seen = self.events
+            reason = "the filer ended the stream"
+            # The filer sends nothing (not even headers) until an event: a stream still
+            # open after UP_AFTER_S counts as up. Events from before then are not lost:
+            # the filer replays its log from `since_ns`.
+            timer = threading.Timer(UP_AFTER_S, self._mark_up, args=(call,))
+            timer.daemon = True
+            timer.start()
+            try:
+                for reply in call:
+                    self._on_state(True)
+                    for ev in iter_events(reply):
+                        self.events += 1
+                        self.last_ts = max(self.last_ts, ev.ts_ns)
+                        try:
+                            self._on_event(ev)
+                        except Exception:  # one bad event must not end the stream
+                            log.exception("metadata event under %s", ev.directory)
+            except Exception as e:
+                code = getattr(e, "code", None)
+                reason = (f"{code().name}: {e.details()}" if callable(code)  # type: ignore[attr-defined]
+                          else repr(e))
+            finally:
+                timer.cancel()
+                self._on_state(False)
+            with self._lock:
+                self._call = None
+                if self._stopping:
+                    return
+            self.breaks += 1
+            if self.events > seen:
+                pause = 0.2
+            log.warning("metadata stream from %s broke (%s); held entries expire by TTL "
+                        "until it resumes from %d in %.1fs", self._filer, reason[:200],
+                        self.last_ts, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)

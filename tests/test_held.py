@@ -1,0 +1,138 @@
+"""Held metadata against a real filer: a directory read is listed once and its files then
+cost no filer request; changes by other writers (the filer's HTTP API, `weed mount`) show
+through the metadata stream; without the stream entries expire by TTL; the held set is
+bounded."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from seaweed_rdma import Client, NotFound
+from seaweed_rdma.cluster import LocalCluster
+
+from .conftest import FUSE_OK, weed_mount
+
+pytestmark = [pytest.mark.cluster]
+
+
+def _files(cluster: LocalCluster, d: str, n: int) -> dict[str, bytes]:
+    out = {f"{d}/f{i:03d}.bin": b"held %d " % i * 50 for i in range(n)}
+    for p, b in out.items():
+        cluster.upload(p, b)
+    return out
+
+
+def _until(fn, limit: float = 15.0) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``fn()`` is true; fails past ``limit``."""
+    t0 = time.monotonic()
+    while not fn():
+        assert time.monotonic() - t0 < limit, "the change never showed"
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def _stream_up(c: Client) -> None:
+    _until(lambda: c.stats()["metadata"]["stream_up"])
+
+
+def test_a_directory_read_costs_one_listing(cluster):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/one", 30)
+    # The stream replays the last 2 s of events when it starts (metastream.CLOCK_SLACK_NS);
+    # an upload's intermediate versions would send this directory to be listed again.
+    time.sleep(2.5)
+    with Client(cluster.filer.grpc_address) as c:
+        for p, b in files.items():
+            assert c.read(p) == b
+        m = c.stats()["metadata"]
+        assert m["listings"] == 1 and m["fetches"] <= 2, m
+        for p, b in files.items():  # a second epoch: nothing asked of the filer
+            assert c.read(p) == b
+        with pytest.raises(NotFound):
+            c.read("/held/one/absent.bin")
+        m2 = c.stats()["metadata"]
+        assert (m2["listings"], m2["fetches"]) == (m["listings"], m["fetches"]), m2
+        assert m2["held_absent"] == 1
+        assert sorted(c.listdir("/held/one")) == sorted(p.rsplit("/", 1)[1] for p in files)
+        assert c.stats()["metadata"]["listings"] == 1
+
+
+def test_other_writers_changes_show_through_the_stream(cluster):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/two", 5)
+    paths = sorted(files)
+    with Client(cluster.filer.grpc_address, meta_ttl=3600) as c:
+        for p in paths:
+            c.read(p)
+        _stream_up(c)
+        cluster.upload(paths[0], b"rewritten by another writer")
+        took = _until(lambda: c.read(paths[0]) == b"rewritten by another writer")
+        httpx.delete(f"{cluster.filer.url}{paths[1]}").raise_for_status()
+
+        def gone() -> bool:
+            try:
+                c.read(paths[1])
+            except NotFound:
+                return True
+            return False
+
+        _until(gone)
+        r = httpx.post(f"{cluster.filer.url}/held/two/moved.bin",
+                       params={"mv.from": paths[2]})
+        assert r.status_code < 300, r.text
+        def moved() -> bool:
+            try:
+                return c.read("/held/two/moved.bin") == files[paths[2]]
+            except NotFound:  # the event may not have arrived yet
+                return False
+
+        _until(moved)
+        with pytest.raises(NotFound):
+            c.read(paths[2])
+        cluster.upload("/held/two/new.bin", b"a new file")
+        _until(lambda: "new.bin" in c.listdir("/held/two"))
+        assert c.stats()["metadata"]["events"] >= 4
+        # With a one-hour TTL, only the stream can have shown these within seconds.
+        assert took < 10
+
+
+@pytest.mark.fuse
+@pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")
+def test_a_change_through_weed_mount_shows(cluster, tmp_path: Path):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/three", 3)
+    path = sorted(files)[0]
+    with Client(cluster.filer.grpc_address, meta_ttl=3600) as c, \
+            weed_mount(cluster.filer, tmp_path) as mnt:
+        for p in files:
+            c.read(p)
+        _stream_up(c)
+        with open(mnt / path.lstrip("/"), "wb") as f:
+            f.write(b"through weed mount")
+            os.fsync(f.fileno())
+        _until(lambda: c.read(path) == b"through weed mount", limit=30)
+
+
+def test_without_the_stream_entries_expire_by_ttl(cluster):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/four", 3)
+    path = sorted(files)[0]
+    with Client(cluster.filer.grpc_address, meta_stream=False, meta_ttl=0.5) as c:
+        assert c.read(path) == files[path]
+        cluster.upload(path, b"changed")
+        assert c.read(path) == files[path]  # held: no stream, TTL not yet passed
+        time.sleep(0.6)
+        assert c.read(path) == b"changed"
+        assert not c.stats()["metadata"]["stream_up"]
+
+
+def test_the_held_set_is_bounded(cluster):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/five", 40)
+    with Client(cluster.filer.grpc_address, meta_max_entries=10) as c:
+        for p, b in files.items():
+            assert c.read(p) == b
+        m = c.stats()["metadata"]
+        assert m["entries"] <= 10 and m["evictions"] > 0, m
+        # Evicted names no longer prove absence: the directory is not held whole.
+        assert m["directories"] == 0, m
