@@ -511,8 +511,8 @@ class FileWriter:
         if not self.created or self.unlinked:
             return  # not on the filer yet: the first commit's condition decides
         if not self.state.same_content(entry):
-            dropped = sum(len(p.buf) for p in self.pages.values())
-            dropped += sum(len(s.page.buf) for s in [*self.sealed, *self._retry])
+            dropped = sum(p.covered() for p in self.pages.values())
+            dropped += sum(s.page.covered() for s in [*self.sealed, *self._retry])
             self.pages.clear()
             self._retry.clear()
             self._gen += 1  # uploads in flight now end in no entry
