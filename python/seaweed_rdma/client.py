@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -12,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from . import process
+from . import metastream, process
 from .discovery import discover_master
 from .errors import ClientClosed, IsADirectory, NotADirectory, SeaweedRdmaError
 from .fastpath import VERBS_SLOT_SIZE, FastPath
@@ -90,8 +91,8 @@ class _Parts:
         limits = HeldLimits(ttl=c.meta_ttl, max_entries=c.meta_max_entries,
                             max_bytes=c.meta_max_bytes,
                             list_dirs=c.meta_list_dirs)
-        self.meta = HeldMetadata(self.filer, limits,
-                                 self._start_stream if c.meta_stream else None)
+        follow = c.meta_stream and metastream.usable_here()
+        self.meta = HeldMetadata(self.filer, limits, self._start_stream if follow else None)
         self._filer_address = c.filer
 
     def _start_stream(self) -> None:
@@ -426,7 +427,10 @@ class Client:
                 return e
 
         parts = self._live()
-        # Held entries plan on this thread; only the others wait for the filer, together.
+        # Directories with several of these paths are listed once each, together; held
+        # entries then plan on this thread, and only the rest wait for the filer.
+        with contextlib.suppress(ValueError):
+            parts.meta.prefetch([normalize_path(p) for p in paths], parts.executor.map)
         views: list[FileView | BaseException | None] = []
         for p in paths:
             try:

@@ -13,6 +13,7 @@ entry count and an estimate of bytes, least recently used first.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NotFound
+from .errors import NotFound, SeaweedRdmaError
 from .filer import Entry, FilerClient
 from .reader import FileView
 
@@ -91,6 +92,8 @@ class HeldMetadata:
         # Bumped by every event under a directory: a fetch that raced one is not held.
         self._gen: dict[str, int] = {}
         self._stream_up = False
+        # Listings under way: a thread that needs the same directory waits for that one.
+        self._listing: dict[str, threading.Event] = {}
         self.counts = {"hits": 0, "fetches": 0, "listings": 0, "held_absent": 0,
                        "events": 0, "evictions": 0}
 
@@ -160,17 +163,73 @@ class HeldMetadata:
         """The entries of directory ``path`` (normalized), held whole."""
         if self._start_stream is not None:
             self._start_stream()
+        for _ in range(2):
+            held = self._held_listing(path)
+            if held is not None:
+                return held
+            listed = self._list(path)
+            if listed is not None:
+                return listed
+        return list(self._filer.iter_dir(path))  # listed by another thread, and changed
+
+    def _held_listing(self, path: str) -> list[Entry] | None:
         with self._lock:
             d = self._dirs.get(path)
-            if d is not None and d.complete and self._fresh(d.at):
-                out = [self._entries[_child(path, n)].entry for n in sorted(d.names)
-                       if _child(path, n) in self._entries]
-                if len(out) == len(d.names):
-                    self.counts["hits"] += 1
-                    return out
-        return self._list(path)
+            if d is None or not d.complete or not self._fresh(d.at):
+                return None
+            out = [self._entries[_child(path, n)].entry for n in sorted(d.names)
+                   if _child(path, n) in self._entries]
+            if len(out) != len(d.names):
+                return None
+            self.counts["hits"] += 1
+            return out
 
-    def _list(self, directory: str) -> list[Entry]:
+    def prefetch(self, paths: list[str], run: Callable[..., Any] = map) -> None:
+        """Lists, once each, the directories in which ``paths`` (normalized) have at least
+        ``list_after`` entries not held, so that looking them up then costs nothing;
+        ``run`` maps over the directories (an executor's ``map`` lists them together)."""
+        if not self._limits.list_dirs:
+            return
+        if self._start_stream is not None:
+            self._start_stream()
+        wanted: dict[str, int] = {}
+        with self._lock:
+            for p in paths:
+                held = self._entries.get(p)
+                if held is None or not self._fresh(held.at):
+                    parent = _parent(p)[0]
+                    wanted[parent] = wanted.get(parent, 0) + 1
+            dirs = [d for d, n in wanted.items() if n >= self._limits.list_after
+                    and not self._whole(d)]
+        list(run(self._try_list, dirs))
+
+    def _whole(self, directory: str) -> bool:
+        d = self._dirs.get(directory)
+        return d is not None and d.complete and self._fresh(d.at)
+
+    def _try_list(self, directory: str) -> None:
+        # A failure here is each path's own lookup's to report.
+        with contextlib.suppress(OSError, SeaweedRdmaError):
+            self._list(directory)
+
+    def _list(self, directory: str) -> list[Entry] | None:
+        """Lists ``directory`` and holds it whole; ``None`` when another thread was
+        listing it (this one waited for that listing instead)."""
+        with self._lock:
+            running = self._listing.get(directory)
+            if running is None:
+                done = self._listing[directory] = threading.Event()
+        if running is not None:
+            running.wait(60)
+            return None
+        try:
+            return self._list_now(directory)
+        finally:
+            with self._lock:
+                del self._listing[directory]
+            done.set()
+
+    def _list_now(self, directory: str) -> list[Entry]:
         gen = self._gen.get(directory, 0)
         entries = list(self._filer.iter_dir(directory))
         with self._lock:

@@ -15,9 +15,11 @@ from .errors import InvalidRange, SeaweedRdmaError
 from .fastpath import RangeRequest
 from .reader import FileView, ReadPath, ReadWork
 
-# Files are read in groups of at most this many bytes (one buffer, one engine batch each);
-# a file larger than this is read on its own.
+# Files are read in groups of at most this many bytes (one buffer, one engine batch each).
 GROUP_BYTES = 16 << 20
+# A file this large is read on its own, straight into its result (as ``Client.read``):
+# copying it out of a group buffer would cost more than its own round trip.
+LARGE = 512 << 10
 
 # Each thread reuses its group buffer: fresh memory costs a page fault per 4 KiB on first
 # touch, which for small files costs more than the reads themselves.
@@ -65,10 +67,21 @@ def read_views(reader: ReadPath, views: list[FileView | BaseException],
     out: list[bytes | BaseException] = [v if isinstance(v, BaseException) else b""
                                         for v in views]
     todo = [(i, v) for i, v in enumerate(views) if isinstance(v, FileView)]
-    for group in _groups(todo, group_bytes):
+    small = [(i, v) for i, v in todo if _want(v, i, limits) < LARGE]
+    for group in _groups(small, group_bytes):
         for i, result in _read_group(reader, group, limits):
             out[i] = result
+    for i, v in todo:
+        if _want(v, i, limits) >= LARGE:
+            try:
+                out[i] = reader.read(v, 0, _want(v, i, limits))
+            except SeaweedRdmaError as e:
+                out[i] = e
     return out
+
+
+def _want(view: FileView, i: int, limits: list[int] | None) -> int:
+    return view.size if limits is None else min(view.size, limits[i])
 
 
 def _read_group(reader: ReadPath, group: list[tuple[int, FileView]],

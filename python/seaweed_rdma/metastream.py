@@ -7,8 +7,10 @@ their TTL), pauses, and resubscribes from the last event it saw.
 
 Forks: gRPC must not be inside a call when a process forks (its threads would be gone in
 the child, holding its locks). So a fork stops the stream first (``pause_for_fork``, from
-an ``os.register_at_fork`` hook) and starts it again in the parent afterwards; the child
-starts its own through its own Client parts.
+an ``os.register_at_fork`` hook) and starts it again in the parent afterwards. A forked
+child of a process that used gRPC does not use it at all (``usable_here``): gRPC's own
+state is not guaranteed to survive a fork, and a hang in a DataLoader worker is worse than
+metadata that expires by TTL there. A spawned worker has its own stream.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ log = logging.getLogger("seaweed_rdma.metastream")
 CLOCK_SLACK_NS = 2_000_000_000
 # How long a new stream must stay open before held entries trust it.
 UP_AFTER_S = 0.3
+
+
+# The process that first followed a stream; a forked child sees its parent's id here.
+_grpc_pid: int | None = None
+
+
+def usable_here() -> bool:
+    """Whether this process may follow a stream: not a fork of a process that used gRPC."""
+    return _grpc_pid is None or _grpc_pid == os.getpid()
 
 
 class MetaStream:
@@ -51,6 +62,10 @@ class MetaStream:
 
     def start(self) -> None:
         """Starts following (idempotent)."""
+        global _grpc_pid
+        if not usable_here():
+            return
+        _grpc_pid = os.getpid()
         with self._lock:
             if self._thread is not None or self._stopping:
                 return
