@@ -91,7 +91,7 @@ class _Parts:
         limits = HeldLimits(ttl=c.meta_ttl, max_entries=c.meta_max_entries,
                             max_bytes=c.meta_max_bytes,
                             list_dirs=c.meta_list_dirs)
-        follow = c.meta_stream and metastream.usable_here()
+        follow = c.meta_stream and c.meta_ttl > 0 and metastream.usable_here()
         self.meta = HeldMetadata(self.filer, limits, self._start_stream if follow else None)
         self._filer_address = c.filer
 
@@ -140,7 +140,8 @@ class Client:
     were read (listed whole, ``meta_list_dirs``), are not asked of the filer again while
     the filer's metadata stream (``meta_stream``) says nothing changed; an overwrite,
     delete or rename by any writer shows as soon as its event arrives. Without the stream
-    (or while it is down) entries are reused for ``meta_ttl`` seconds. At most
+    (or while it is down) entries are reused for ``meta_ttl`` seconds; ``meta_ttl=0``
+    holds nothing (every lookup asks the filer). At most
     ``meta_max_entries`` entries and about ``meta_max_bytes`` bytes are held.
     ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the

@@ -105,6 +105,8 @@ class HeldMetadata:
             self._stream_up = up
 
     def _fresh(self, at: float) -> bool:
+        if self._limits.ttl <= 0:
+            return False  # nothing is held: every lookup asks the filer
         return self._stream_up or time.monotonic() - at < self._limits.ttl
 
     # -- lookups ------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class HeldMetadata:
             seen = self._lookups[parent] = self._lookups.get(parent, 0) + 1
             listed = d is not None and d.complete and self._fresh(d.at)
         if path != "/" and not listed and self._limits.list_dirs \
-                and seen >= self._limits.list_after:
+                and self._limits.ttl > 0 and seen >= self._limits.list_after:
             self._list(parent)
             with self._lock:
                 held = self._entries.get(path)
@@ -188,7 +190,7 @@ class HeldMetadata:
         """Lists, once each, the directories in which ``paths`` (normalized) have at least
         ``list_after`` entries not held, so that looking them up then costs nothing;
         ``run`` maps over the directories (an executor's ``map`` lists them together)."""
-        if not self._limits.list_dirs:
+        if not self._limits.list_dirs or self._limits.ttl <= 0:
             return
         if self._start_stream is not None:
             self._start_stream()
