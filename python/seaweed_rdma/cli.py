@@ -162,8 +162,9 @@ def build_parser() -> FlagParser:
                    help="serve local volumes' needles to readers (Rust; see "
                         "`seaweed-rdma sidecar --help`)")
 
-    s = sub.add_parser("mount", help="mount a filer directory read-only with FUSE; flags as "
-                                     "`weed mount` (see `seaweed-rdma mount --help`)",
+    s = sub.add_parser("mount", help="mount a filer directory with FUSE (reads over the fast "
+                                     "path, writes the way weed mount makes them); flags "
+                                     "as `weed mount` (see `seaweed-rdma mount --help`)",
                        description=mount_flags.DESCRIPTION,
                        ignorable=mount_flags.IGNORED_WEED_FLAGS)
     mount_flags.add_mount_flags(s)

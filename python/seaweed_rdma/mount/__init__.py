@@ -1,4 +1,5 @@
-"""``seaweed-rdma mount``: a read-only FUSE mount spelled like ``weed mount``."""
+"""``seaweed-rdma mount``: a FUSE mount spelled like ``weed mount``: reads over the fast
+path (sidecars, then HTTP), writes the way ``weed mount`` makes them."""
 
 from __future__ import annotations
 
