@@ -185,7 +185,14 @@ class Engine:
         verbs_slot_size: int = 1048576,
         verbs_slots: int = 64,
         busy_poll_us: int = 50,
-    ) -> Engine: ...
+        pinned_budget: int = 67108864,
+        idle_timeout_ms: int = 60000,
+        max_conns: int = 128,
+    ) -> Engine:
+        """``verbs_slots`` slots per verbs connection, carved from one process-wide pinned
+        allocation of ``pinned_budget`` bytes (each connection its own registration and
+        rkey). Connections unused for ``idle_timeout_ms`` are closed (0: never); past
+        ``max_conns`` open ones the least recently used idle one is closed first."""
     def read_into(self, buffer: Any, ops: list[RangeOp]) -> list[OpFailure | None]:
         """Per op: None when delivered into ``buffer[buf_offset:buf_offset+length]``, else
         an ``OpFailure``."""
@@ -206,7 +213,10 @@ class Engine:
     @property
     def closed(self) -> bool: ...
     def health(self) -> list[dict[str, Any]]: ...
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]:
+        """Counters: batches, reads, bytes (``bytes_by_transport``), failures by reason,
+        connects, ``open_conns``, ``reaped``, ``evicted``, ``over_cap``, and the verbs
+        receive pools' ``pinned_bytes`` of ``pinned_budget`` (``pinned_leases`` so far)."""
 
 def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     """A new, not yet initialised ``bytes`` of ``size`` bytes and a writable view of it, to

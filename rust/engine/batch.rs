@@ -194,6 +194,7 @@ impl Io<'_, '_> {
                         Some(conn) => Seat::Open(conn),
                         None => {
                             let cfg = *self.ctx.cfg;
+                            self.ctx.generation.make_room(cfg.max_conns, false, self.ctx.stats);
                             let verbs = self.ctx.generation.verbs(&cfg);
                             let stats = self.ctx.stats.clone();
                             let job = pool.clone().conn(seat, cfg, stats, limit, verbs);

@@ -61,7 +61,13 @@ impl Conn {
             }
             None => None,
         };
-        let stream = TcpStream::connect(addr).await.map_err(|e| Failure::Connect(e.to_string()))?;
+        // An `ip:port` is connected to as it is: a name would be looked up on a blocking
+        // thread of the runtime, one more thread per connect under way.
+        let stream = match addr.parse::<std::net::SocketAddr>() {
+            Ok(ip) => TcpStream::connect(ip).await,
+            Err(_) => TcpStream::connect(addr).await,
+        };
+        let stream = stream.map_err(|e| Failure::Connect(e.to_string()))?;
         // Requests are small and latency-bound; never let Nagle hold them back.
         stream.set_nodelay(true).map_err(|e| io("TCP_NODELAY", e))?;
         let (rd, mut wr) = stream.into_split();
@@ -108,6 +114,12 @@ impl Conn {
     /// False once the connection broke; the pool then replaces it.
     pub(super) fn is_open(&self) -> bool {
         self.shared.table().is_open()
+    }
+
+    /// Whether the connection is open and owes no answer (the reaper may close it).
+    pub(super) fn is_idle(&self) -> bool {
+        let table = self.shared.table();
+        table.is_open() && table.is_empty()
     }
 
     /// Registers a READ and queues it for the writer; returns its request id.

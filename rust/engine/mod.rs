@@ -101,6 +101,8 @@ mod lane_tests;
 #[cfg(test)]
 mod latency_tests;
 #[cfg(test)]
+mod scale_tests;
+#[cfg(test)]
 pub(crate) mod test_server;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -137,7 +139,8 @@ impl Engine {
     /// Builds an engine and its runtime; connects lazily, on first use of each sidecar.
     ///
     /// # Errors
-    /// [`Error::Config`] for a zero timeout, in-flight limit or connection count, or a
+    /// [`Error::Config`] for a zero timeout, in-flight limit or connection count (per
+    /// sidecar or `max_conns`), or a
     /// back-off range with `backoff_min > backoff_max`; [`Error::Runtime`] when the
     /// runtime's threads cannot be started.
     pub fn new(cfg: EngineConfig) -> Result<Engine> {
@@ -145,8 +148,8 @@ impl Engine {
         if cfg.timeout.is_zero() || cfg.connect_timeout.is_zero() {
             return bad("timeouts must be positive");
         }
-        if cfg.max_inflight == 0 || cfg.conns_per_sidecar == 0 {
-            return bad("max_inflight and conns_per_sidecar must be at least 1");
+        if cfg.max_inflight == 0 || cfg.conns_per_sidecar == 0 || cfg.max_conns == 0 {
+            return bad("max_inflight, conns_per_sidecar and max_conns must be at least 1");
         }
         if cfg.backoff_min > cfg.backoff_max {
             return bad("backoff_min must not exceed backoff_max");
@@ -154,13 +157,9 @@ impl Engine {
         if cfg.transport != Transport::Tcp && (cfg.verbs_slot_size == 0 || cfg.verbs_slots == 0) {
             return bad("verbs_slot_size and verbs_slots must be at least 1");
         }
-        let current = Current::new().map_err(Error::Runtime)?;
-        let core = Core {
-            cfg,
-            stats: Arc::new(Stats::default()),
-            use_lane: true,
-            submitted: Arc::new(AtomicUsize::new(0)),
-        };
+        let stats = Arc::new(Stats::default());
+        let current = Current::new(cfg.idle_timeout, stats.clone()).map_err(Error::Runtime)?;
+        let core = Core { cfg, stats, use_lane: true, submitted: Arc::new(AtomicUsize::new(0)) };
         Ok(Engine { core, current })
     }
 
@@ -327,7 +326,10 @@ impl Engine {
 
     /// Counters since the engine was created.
     pub fn stats(&self) -> EngineStats {
-        let sidecars = self.generation().map_or(0, |g| g.pools().len());
-        self.core.stats.snapshot(sidecars)
+        let generation = self.generation();
+        let sidecars = generation.as_ref().map_or(0, |g| g.pools().len());
+        let open = generation.as_ref().map_or(0, |g| g.open_conns());
+        let pinned = generation.as_ref().map_or((0, 0, 0), |g| g.pinned());
+        self.core.stats.snapshot(sidecars, open, pinned)
     }
 }

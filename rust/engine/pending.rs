@@ -303,6 +303,11 @@ impl Table {
         self.closed.get_or_insert(why);
     }
 
+    /// Whether no request is waiting for its answer.
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether the connection is still usable.
     pub(super) fn is_open(&self) -> bool {
         self.closed.is_none()

@@ -1,8 +1,10 @@
 //! One sidecar: its connections (one per seat), its idle lane connections, and its health (up, or
-//! down until a back-off ends).
+//! down until a back-off ends). Each connection remembers when it was last used, so the reaper
+//! can close those idle past `idle_timeout` and a new connection past `max_conns` can close the
+//! least recently used idle one (`runtime.rs`).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
@@ -19,6 +21,20 @@ const LIGHT_STRIKES: u32 = 3;
 /// many. A batch that finds them all busy takes the async path rather than opening (and
 /// soon closing) yet another connection.
 const LANE_CONNS: usize = 8;
+
+/// Milliseconds since the first call in this process: when a connection was last used.
+pub(super) fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Which idle connection of a pool [`Pool::oldest_idle`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Idle {
+    Seat(usize),
+    Lane,
+}
 
 /// How much a failure says about the sidecar's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +83,8 @@ pub(super) struct Pool {
     pub(super) addr: String,
     /// One async mutex per connection, so concurrent batches share one connect attempt.
     seats: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    /// When each seat's connection was last handed to a batch ([`now_ms`]).
+    seat_used: Vec<AtomicU64>,
     next_seat: AtomicUsize,
     /// Lane connections (see [`super::lane`]).
     lane: Mutex<LaneSlots>,
@@ -83,6 +101,7 @@ impl Pool {
         Pool {
             addr: addr.to_owned(),
             seats: (0..conns.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            seat_used: (0..conns.max(1)).map(|_| AtomicU64::new(0)).collect(),
             next_seat: AtomicUsize::new(0),
             lane: Mutex::new(LaneSlots::default()),
             lane_broken: AtomicUsize::new(0),
@@ -112,7 +131,70 @@ impl Pool {
     /// now; lets a batch skip a task and its wake-up when the connection is already up.
     pub(super) fn open_conn(&self, seat: usize) -> Option<Arc<Conn>> {
         let held = self.seats[seat].try_lock().ok()?;
-        held.as_ref().filter(|c| c.is_open()).cloned()
+        let conn = held.as_ref().filter(|c| c.is_open()).cloned()?;
+        self.seat_used[seat].store(now_ms(), Ordering::Relaxed);
+        Some(conn)
+    }
+
+    /// Connections of this sidecar open now (a seat being connected counts as one).
+    pub(super) fn open_count(&self) -> usize {
+        let seats = self
+            .seats
+            .iter()
+            .filter(|s| {
+                s.try_lock().map_or(true, |held| held.as_ref().is_some_and(|c| c.is_open()))
+            })
+            .count();
+        let lane = self.lane();
+        seats + lane.busy + lane.idle.len()
+    }
+
+    /// This sidecar's least recently used idle connection (owing no answer, no batch on it):
+    /// when it was last used, and which.
+    pub(super) fn oldest_idle(&self) -> Option<(u64, Idle)> {
+        let seats = self.seats.iter().enumerate().filter_map(|(i, seat)| {
+            let held = seat.try_lock().ok()?;
+            let idle = held.as_ref().is_some_and(|c| c.is_idle());
+            idle.then(|| (self.seat_used[i].load(Ordering::Relaxed), Idle::Seat(i)))
+        });
+        let lane = self.lane().idle.first().map(|(_, used)| (*used, Idle::Lane));
+        seats.chain(lane).min_by_key(|(used, _)| *used)
+    }
+
+    /// Takes `which` out of the pool if it is still idle (the caller drops it, closing it).
+    pub(super) fn take_idle(&self, which: Idle) -> Option<Closed> {
+        match which {
+            Idle::Seat(i) => {
+                let mut held = self.seats.get(i)?.try_lock().ok()?;
+                if !held.as_ref().is_some_and(|c| c.is_idle()) {
+                    return None;
+                }
+                held.take().map(|c| Closed::Conn { _conn: c })
+            }
+            Idle::Lane => {
+                let mut lane = self.lane();
+                (!lane.idle.is_empty()).then(|| Closed::Wire { _wire: lane.idle.remove(0).0 })
+            }
+        }
+    }
+
+    /// Takes out every connection idle since before `cutoff` ([`now_ms`] units).
+    pub(super) fn take_idle_since(&self, cutoff: u64) -> Vec<Closed> {
+        let mut out = Vec::new();
+        for (i, seat) in self.seats.iter().enumerate() {
+            if self.seat_used[i].load(Ordering::Relaxed) >= cutoff {
+                continue;
+            }
+            if let Ok(mut held) = seat.try_lock() {
+                if held.as_ref().is_some_and(|c| c.is_idle()) {
+                    out.extend(held.take().map(|c| Closed::Conn { _conn: c }));
+                }
+            }
+        }
+        let mut lane = self.lane();
+        let stale = lane.idle.iter().take_while(|(_, used)| *used < cutoff).count();
+        out.extend(lane.idle.drain(..stale).map(|(wire, _)| Closed::Wire { _wire: wire }));
+        out
     }
 
     /// The open connection in `seat`, connecting (and shaking hands) if there is none.
@@ -145,6 +227,7 @@ impl Pool {
                 };
             self.note_transport(conn.transport());
             self.connected(conn.ack.server_id, held.is_some(), &cfg, &stats);
+            self.seat_used[seat].store(now_ms(), Ordering::Relaxed);
             *held = Some(conn.clone());
             Ok(conn)
         };
@@ -162,8 +245,10 @@ impl Pool {
 
     /// The verbs state a new connection (async or lane) offers: none once verbs to this
     /// sidecar failed under [`Transport::Auto`].
+    /// A full pinned budget gives this one connection tcp (and changes nothing for later
+    /// ones).
     pub(super) fn offer_verbs(&self, verbs: Option<Arc<Host>>) -> Option<Arc<Host>> {
-        verbs.filter(|_| !self.tcp_only.load(Ordering::Relaxed))
+        verbs.filter(|host| !self.tcp_only.load(Ordering::Relaxed) && host.has_room())
     }
 
     /// Verbs to this sidecar failed on this side under [`Transport::Auto`] (a memlock limit
@@ -204,7 +289,7 @@ impl Pool {
         loop {
             let wire = {
                 let mut lane = self.lane();
-                let wire = lane.idle.pop();
+                let wire = lane.idle.pop().map(|(wire, _)| wire);
                 if wire.is_none() && lane.busy >= LANE_CONNS {
                     return None;
                 }
@@ -315,8 +400,9 @@ impl Pool {
 /// A sidecar's lane connections.
 #[derive(Debug, Default)]
 struct LaneSlots {
-    /// Connections owing no answer, ready for a batch.
-    idle: Vec<Wire>,
+    /// Connections owing no answer, ready for a batch, with when each was last used: the
+    /// oldest first (a batch takes the newest).
+    idle: Vec<(Wire, u64)>,
     /// Tickets out: connections in use, or being made.
     busy: usize,
 }
@@ -338,8 +424,17 @@ impl LaneTicket {
     /// Keeps `wire` for the next batch. Only for a batch that ended cleanly: a connection
     /// that still owes answers would hand them to the wrong batch.
     pub(super) fn keep(self, wire: Wire) {
-        self.pool.lane().idle.push(wire);
+        self.pool.lane().idle.push((wire, now_ms()));
     }
+}
+
+/// A connection taken out of its pool to be closed (by dropping it, off the lock).
+#[derive(Debug)]
+pub(super) enum Closed {
+    /// An async connection; its tasks stop when the last holder lets go.
+    Conn { _conn: Arc<Conn> },
+    /// A lane connection.
+    Wire { _wire: Wire },
 }
 
 impl Drop for LaneTicket {

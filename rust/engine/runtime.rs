@@ -10,11 +10,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
-use super::pool::Pool;
+use super::pool::{now_ms, Closed, Pool};
+use super::stats::Stats;
 use super::types::{EngineConfig, Failure, Transport};
 use super::verbs::Host;
 
@@ -39,6 +41,16 @@ pub(super) struct Generation {
 }
 
 impl Generation {
+    /// A generation whose reaper closes connections idle for `idle` (none for zero).
+    fn start(idle: Duration, stats: &Arc<Stats>) -> std::io::Result<Arc<Generation>> {
+        let generation = Arc::new(Generation::new()?);
+        if !idle.is_zero() {
+            let weak = Arc::downgrade(&generation);
+            generation.rt.spawn(reap(weak, idle, stats.clone()));
+        }
+        Ok(generation)
+    }
+
     fn new() -> std::io::Result<Generation> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKERS)
@@ -79,7 +91,8 @@ impl Generation {
             return Ok(None);
         }
         let host = self.verbs.get_or_init(|| {
-            let host = Host::open(cfg.verbs_slot_size, cfg.verbs_slots).map(Arc::new);
+            let host =
+                Host::open(cfg.verbs_slot_size, cfg.verbs_slots, cfg.pinned_budget).map(Arc::new);
             match (&host, cfg.transport) {
                 (Ok(_), _) => tracing::info!("engine: verbs transport ready"),
                 (Err(why), Transport::Verbs) => tracing::warn!("engine: verbs unavailable: {why}"),
@@ -94,11 +107,73 @@ impl Generation {
         }
     }
 
+    /// Connections open now, every sidecar together.
+    pub(super) fn open_conns(&self) -> usize {
+        self.pools_map().values().map(|p| p.open_count()).sum()
+    }
+
+    /// The pinned budget's state (bytes registered, budget, pools registered), once verbs
+    /// was opened.
+    pub(super) fn pinned(&self) -> (u64, u64, u64) {
+        match self.verbs.get() {
+            Some(Ok(host)) => host.pinned(),
+            _ => (0, 0, 0),
+        }
+    }
+
+    /// Before a new connection: while `max_conns` or more are open (not counting the new
+    /// one, which `counted` says is already among them: a lane ticket is), closes the least
+    /// recently used idle one. With none idle the new one is made anyway (a batch never
+    /// waits for a connection to free up), and counted as over the cap.
+    pub(super) fn make_room(&self, max_conns: usize, counted: bool, stats: &Stats) {
+        let mut closed = Vec::new();
+        let mut open = self.open_conns().saturating_sub(usize::from(counted));
+        while open >= max_conns {
+            let pools = self.pools();
+            let oldest = pools
+                .iter()
+                .filter_map(|p| p.oldest_idle().map(|(used, which)| (used, which, p)))
+                .min_by_key(|(used, ..)| *used);
+            let Some(conn) = oldest.and_then(|(_, which, pool)| pool.take_idle(which)) else {
+                stats.over_cap();
+                break;
+            };
+            stats.evicted();
+            closed.push(conn);
+            open -= 1;
+        }
+        close_off_thread(&self.rt, closed);
+    }
+
     /// Every pool, sorted by address.
     pub(super) fn pools(&self) -> Vec<Arc<Pool>> {
         let mut all: Vec<_> = self.pools_map().values().cloned().collect();
         all.sort_by(|a, b| a.addr.cmp(&b.addr));
         all
+    }
+}
+
+/// Closes connections on a blocking thread: a verbs connection's queue pair is destroyed
+/// and its pool deregistered (unpinned) there, which takes longer than a worker should wait.
+fn close_off_thread(rt: &Runtime, closed: Vec<Closed>) {
+    if !closed.is_empty() {
+        drop(rt.spawn_blocking(move || drop(closed)));
+    }
+}
+
+/// The reaper: every so often, closes the connections unused for `idle`. Ends with the
+/// generation.
+async fn reap(generation: Weak<Generation>, idle: Duration, stats: Arc<Stats>) {
+    let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(generation) = generation.upgrade() else { return };
+        let cutoff = now_ms().saturating_sub(idle_ms);
+        let closed: Vec<Closed> =
+            generation.pools().iter().flat_map(|p| p.take_idle_since(cutoff)).collect();
+        stats.reaped(closed.len());
+        close_off_thread(&generation.rt, closed);
     }
 }
 
@@ -140,14 +215,19 @@ impl Drop for Lease {
 pub(super) struct Current {
     current: Mutex<Option<Arc<Generation>>>,
     closed: AtomicBool,
+    /// For each generation's reaper.
+    idle: Duration,
+    stats: Arc<Stats>,
 }
 
 impl Current {
-    /// Builds the first generation.
-    pub(super) fn new() -> std::io::Result<Current> {
+    /// Builds the first generation, whose reaper closes connections idle for `idle`.
+    pub(super) fn new(idle: Duration, stats: Arc<Stats>) -> std::io::Result<Current> {
         Ok(Current {
-            current: Mutex::new(Some(Arc::new(Generation::new()?))),
+            current: Mutex::new(Some(Generation::start(idle, &stats)?)),
             closed: AtomicBool::new(false),
+            idle,
+            stats,
         })
     }
 
@@ -187,7 +267,7 @@ impl Current {
         if let Some(stale) = slot.take() {
             std::mem::forget(stale);
         }
-        let fresh = Arc::new(Generation::new()?);
+        let fresh = Generation::start(self.idle, &self.stats)?;
         *slot = Some(fresh.clone());
         Ok(fresh)
     }

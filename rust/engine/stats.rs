@@ -20,6 +20,9 @@ pub(super) struct Stats {
     reconnects: AtomicU64,
     marked_down: AtomicU64,
     aborted: AtomicU64,
+    reaped: AtomicU64,
+    evicted: AtomicU64,
+    over_cap: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -72,7 +75,29 @@ impl Stats {
         self.aborted.fetch_add(conns as u64, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self, sidecars: usize) -> EngineStats {
+    /// Idle connections closed by the reaper.
+    pub(super) fn reaped(&self, conns: usize) {
+        self.reaped.fetch_add(conns as u64, Ordering::Relaxed);
+    }
+
+    /// An idle connection closed to stay within `max_conns`.
+    pub(super) fn evicted(&self) {
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection made past `max_conns`, none being idle.
+    pub(super) fn over_cap(&self) {
+        self.over_cap.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters, with what the caller knows of the process now: sidecars, open
+    /// connections and the pinned budget's `(registered, budget, pools registered)`.
+    pub(super) fn snapshot(
+        &self,
+        sidecars: usize,
+        open_conns: usize,
+        pinned: (u64, u64, u64),
+    ) -> EngineStats {
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let bytes = self.bytes.load(Ordering::Relaxed);
         // Read apart, so a delivery between the loads could make verbs look larger.
@@ -92,6 +117,13 @@ impl Stats {
             marked_down: self.marked_down.load(Ordering::Relaxed),
             aborted: self.aborted.load(Ordering::Relaxed),
             sidecars,
+            open_conns,
+            reaped: self.reaped.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            over_cap: self.over_cap.load(Ordering::Relaxed),
+            pinned_bytes: pinned.0,
+            pinned_budget: pinned.1,
+            pinned_leases: pinned.2,
         }
     }
 }

@@ -225,7 +225,7 @@ fn many_tickets_in_parallel_all_complete() {
 
 #[test]
 fn the_last_hold_on_a_runtime_can_go_on_one_of_its_own_threads() {
-    let current = runtime::Current::new().expect("runtime");
+    let current = runtime::Current::new(Duration::ZERO, Default::default()).expect("runtime");
     let generation = current.get().expect("generation");
     drop(current);
     let rt = generation.rt.handle().clone();

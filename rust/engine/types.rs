@@ -58,8 +58,19 @@ pub struct EngineConfig {
     pub verbs_slot_size: u32,
     /// Most slots one verbs connection registers: its verbs READs in flight at once. Each
     /// connection registers `min(in-flight asked, verbs_slots)` slots of its own (a lane
-    /// connection at most 8), so the memory pinned grows with the connections.
+    /// connection at most 8), carved from the process's pinned budget.
     pub verbs_slots: u32,
+    /// Bytes the process pins for verbs receive pools, all connections together: one
+    /// allocation, carved into each connection's pool (its own registration and rkey). A
+    /// connection that finds it full is made over tcp under [`Transport::Auto`].
+    pub pinned_budget: u64,
+    /// A connection (async or lane) unused for this long is closed by the reaper (and its
+    /// slice of the pinned budget given back). Zero keeps connections until the engine closes.
+    pub idle_timeout: Duration,
+    /// Most connections open at once, all sidecars together. A new connection past it first
+    /// closes the least recently used idle one; where none is idle it is made anyway and
+    /// counted (`over_cap`).
+    pub max_conns: usize,
     /// How long a small batch on the calling thread (the lane) retries its socket before
     /// it sleeps until the answer: an answer due in microseconds then costs no wake-up,
     /// which on an idle (virtual) CPU can cost more than the read. Zero never spins.
@@ -78,6 +89,9 @@ impl Default for EngineConfig {
             transport: Transport::Auto,
             verbs_slot_size: 1 << 20,
             verbs_slots: 64,
+            pinned_budget: 64 << 20,
+            idle_timeout: Duration::from_secs(60),
+            max_conns: 128,
             busy_poll: Duration::from_micros(50),
         }
     }
@@ -294,4 +308,19 @@ pub struct EngineStats {
     pub aborted: u64,
     /// Sidecars known to the engine.
     pub sidecars: usize,
+    /// Connections open now (async and lane, all sidecars).
+    pub open_conns: usize,
+    /// Connections closed after `idle_timeout` unused.
+    pub reaped: u64,
+    /// Idle connections closed to stay within `max_conns`.
+    pub evicted: u64,
+    /// Connections made past `max_conns` because none was idle to close.
+    pub over_cap: u64,
+    /// Verbs receive pools: bytes registered (pinned) now, the budget they are carved
+    /// from (0 before verbs is first used), and pools registered so far.
+    pub pinned_bytes: u64,
+    /// See `pinned_bytes`.
+    pub pinned_budget: u64,
+    /// See `pinned_bytes`.
+    pub pinned_leases: u64,
 }

@@ -162,12 +162,16 @@ pub(super) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     /// `Engine(timeout_ms=5000, connect_timeout_ms=1000, max_inflight=128, conns_per_sidecar=2,
-    /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64, busy_poll_us=50)`.
+    /// transport="auto", verbs_slot_size=1 MiB, verbs_slots=64, busy_poll_us=50,
+    /// pinned_budget=64 MiB, idle_timeout_ms=60000, max_conns=128)`.
     /// `transport`: "auto" (verbs where this host and the sidecar can, else tcp), "tcp", or
     /// "verbs" (ops fail with reason "verbs" where this host cannot). `verbs_slots` is per
-    /// connection: each verbs connection registers up to that many slots of its own.
+    /// connection: each verbs connection registers up to that many slots of its own, carved
+    /// from one process-wide pinned allocation of `pinned_budget` bytes.
     /// `busy_poll_us`: how long a small read on the calling thread keeps checking for its
-    /// answer before it sleeps (0: never).
+    /// answer before it sleeps (0: never). Connections unused for `idle_timeout_ms` are
+    /// closed (0: never); past `max_conns` open ones, the least recently used idle one is
+    /// closed first.
     #[new]
     #[pyo3(signature = (
         timeout_ms=5000,
@@ -178,6 +182,9 @@ impl PyEngine {
         verbs_slot_size=1048576,
         verbs_slots=64,
         busy_poll_us=50,
+        pinned_budget=67108864,
+        idle_timeout_ms=60000,
+        max_conns=128,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -189,6 +196,9 @@ impl PyEngine {
         verbs_slot_size: u32,
         verbs_slots: u32,
         busy_poll_us: u64,
+        pinned_budget: u64,
+        idle_timeout_ms: u64,
+        max_conns: usize,
     ) -> PyResult<Self> {
         let Some(transport) = Transport::parse(transport) else {
             return Err(PyValueError::new_err(format!(
@@ -204,6 +214,9 @@ impl PyEngine {
             verbs_slot_size,
             verbs_slots,
             busy_poll: Duration::from_micros(busy_poll_us),
+            pinned_budget,
+            idle_timeout: Duration::from_millis(idle_timeout_ms),
+            max_conns,
             ..EngineConfig::default()
         };
         Ok(Self { inner: Arc::new(Engine::new(cfg).map_err(to_py_err)?) })
@@ -341,6 +354,13 @@ impl PyEngine {
         d.set_item("marked_down", s.marked_down)?;
         d.set_item("aborted", s.aborted)?;
         d.set_item("sidecars", s.sidecars)?;
+        d.set_item("open_conns", s.open_conns)?;
+        d.set_item("reaped", s.reaped)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("over_cap", s.over_cap)?;
+        d.set_item("pinned_bytes", s.pinned_bytes)?;
+        d.set_item("pinned_budget", s.pinned_budget)?;
+        d.set_item("pinned_leases", s.pinned_leases)?;
         Ok(d)
     }
 }

@@ -46,6 +46,7 @@
 //! handles inherited from the parent (libibverbs objects do not survive fork). The engine
 //! already rebuilds its state in a child; it should build verbs state there afresh too.
 
+pub mod arena;
 mod attrs;
 mod cq;
 mod device;
@@ -65,6 +66,7 @@ mod ffi_layout_tests;
 #[cfg(test)]
 mod tests;
 
+pub use arena::{Arena, ArenaLease};
 pub use attrs::{
     choose_gid, format_gid, mtu_bytes, path_mtu, random_psn, GidEntry, GidKind, LinkLayer,
     LocalPort, Role,

@@ -15,6 +15,7 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use super::arena::ArenaLease;
 use super::device::{PdInner, ProtectionDomain};
 use super::error::{last_os_error, VerbsError, VerbsResult};
 use super::ffi::{self, IbvMr, IbvSge};
@@ -57,14 +58,30 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// The memory a registration covers: an allocation of its own, or a slice of the
+/// process's pinned arena (given back when the registration is gone).
+enum Backing {
+    Own(AlignedBuf),
+    Leased(ArenaLease),
+}
+
+impl Backing {
+    fn ptr(&self) -> NonNull<u8> {
+        match self {
+            Backing::Own(buf) => buf.ptr,
+            Backing::Leased(lease) => lease.ptr(),
+        }
+    }
+}
+
 pub(crate) struct MrInner {
     pd: Arc<PdInner>,
     mr: NonNull<IbvMr>,
     lkey: u32,
     rkey: u32,
     // Dropped after `Drop::drop` has deregistered the MR, so the NIC loses access to the
-    // memory before it is freed.
-    buf: AlignedBuf,
+    // memory before it is freed (or given back to the arena for another registration).
+    buf: Backing,
 }
 
 // SAFETY: the MR is only read by the library; the buffer's bytes are reached through Slots,
@@ -135,7 +152,32 @@ impl ProtectionDomain {
         if len == 0 {
             return Err(VerbsError::Invalid("a registered pool needs at least one byte".into()));
         }
-        let buf = AlignedBuf::new(len)?;
+        let buf = Backing::Own(AlignedBuf::new(len)?);
+        self.register(buf, len, slot_size, slot_count, access)
+    }
+
+    /// Registers a slice of the process's pinned arena as a pool of its own (its own MR and
+    /// rkey, covering that slice only), one slot per arena unit. Slices never overlap, so
+    /// registering them pins no page twice.
+    ///
+    /// # Errors
+    /// [`VerbsError::Invalid`] for an empty slice, [`VerbsError::RegMr`].
+    pub fn register_lease(&self, lease: ArenaLease, access: Access) -> VerbsResult<RegisteredPool> {
+        let (len, slot_size, slot_count) = (lease.len(), lease.slot_size(), lease.slots());
+        if len == 0 {
+            return Err(VerbsError::Invalid("a registered pool needs at least one byte".into()));
+        }
+        self.register(Backing::Leased(lease), len, slot_size, slot_count, access)
+    }
+
+    fn register(
+        &self,
+        buf: Backing,
+        len: usize,
+        slot_size: u32,
+        slot_count: u32,
+        access: Access,
+    ) -> VerbsResult<RegisteredPool> {
         let flags = match access {
             Access::LocalOnly => ffi::IBV_ACCESS_LOCAL_WRITE,
             // Remote write requires local write (verbs rejects it otherwise).
@@ -143,10 +185,10 @@ impl ProtectionDomain {
         };
         let flags = i32::try_from(flags).unwrap_or(0);
         let fns = self.inner.ctx.lib.fns();
-        // SAFETY: a live PD and `len` bytes of our own allocation, which outlives the MR
-        // (see MrInner's field order).
+        // SAFETY: a live PD and `len` bytes of memory we own (an allocation, or an arena
+        // slice no other lease covers), which outlives the MR (see MrInner's field order).
         let mr =
-            unsafe { (fns.reg_mr)(self.inner.ptr.as_ptr(), buf.ptr.as_ptr().cast(), len, flags) };
+            unsafe { (fns.reg_mr)(self.inner.ptr.as_ptr(), buf.ptr().as_ptr().cast(), len, flags) };
         let mr =
             NonNull::new(mr).ok_or_else(|| VerbsError::RegMr { len, source: last_os_error() })?;
         // SAFETY: ibv_reg_mr returned a valid ibv_mr, which stays allocated until dereg.
@@ -179,7 +221,7 @@ impl RegisteredPool {
 
     /// Address of slot 0.
     pub fn addr(&self) -> u64 {
-        self.inner.buf.ptr.as_ptr() as u64
+        self.inner.buf.ptr().as_ptr() as u64
     }
 
     /// The pool as announced to the peer in the verbs exchange.
@@ -202,7 +244,7 @@ impl RegisteredPool {
             .map(|index| {
                 let offset = index as usize * size;
                 // SAFETY: offset < slot_size * slot_count = the allocation's length.
-                let ptr = unsafe { self.inner.buf.ptr.add(offset) };
+                let ptr = unsafe { self.inner.buf.ptr().add(offset) };
                 Slot { mr: Arc::clone(&self.inner), index, ptr, len: size }
             })
             .collect()

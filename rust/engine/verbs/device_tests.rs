@@ -83,7 +83,8 @@ fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
 #[test]
 #[ignore = "requires an RDMA device (soft-RoCE rxe or hardware); optionally set SEAWEED_RDMA_DEVICE"]
 fn each_connection_registers_and_announces_a_pool_of_its_own() {
-    let host = std::sync::Arc::new(super::Host::open(64 * 1024, 4).expect("an RDMA device"));
+    let host =
+        std::sync::Arc::new(super::Host::open(64 * 1024, 4, 64 << 20).expect("an RDMA device"));
     let a = host.prepare(16).expect("first connection");
     let b = host.prepare(2).expect("second connection");
     let (pa, pb) = (a.remote(), b.remote());
@@ -370,5 +371,88 @@ fn a_late_write_for_a_timed_out_read_never_lands_in_a_later_reads_slot() {
         }
         let stats = engine.stats();
         assert_eq!(stats.bytes_by_transport["verbs"], stats.bytes, "{stats:?}");
+    }
+}
+
+/// Pages this process has pinned (`VmPin` in /proc/self/status), in bytes.
+fn vm_pin() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPin:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
+fn sixteen_sidecars_over_verbs_pin_at_most_the_budget() {
+    const BUDGET: u64 = 64 << 20;
+    const SIDECARS: usize = 16;
+    let (cluster, needles, first) = verbs_setup(47, &[4000, 70_000, 300_000, 900_000]);
+    let device = sidecar_device();
+    let mut args = vec!["--transport", "verbs", "--max-read", "1048576"];
+    if !device.is_empty() {
+        args.extend(["--rdma-device", device.as_str()]);
+    }
+    let mut sidecars = vec![first];
+    while sidecars.len() < SIDECARS {
+        sidecars.push(RealSidecar::start(cluster.volume_dir(), &args));
+    }
+    // The sidecars run in this process and pin their staging pools: count the engine's
+    // pins from here on.
+    let before = vm_pin();
+    // A Client's defaults: 16 slots of 1 MiB + 4 KiB per connection, two async
+    // connections per sidecar plus lane connections.
+    let cfg = EngineConfig {
+        timeout: Duration::from_secs(20),
+        transport: Transport::Auto,
+        verbs_slot_size: (1 << 20) + 4096,
+        verbs_slots: 16,
+        max_inflight: 16,
+        pinned_budget: BUDGET,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(cfg).expect("engine");
+    for used in [2, 4, 8, 16] {
+        // One batch over the first `used` sidecars (async path), then a small one on each
+        // (lane path).
+        let mut ops = Vec::new();
+        let mut at = 0usize;
+        for sidecar in &sidecars[..used] {
+            for (fid, data) in &needles {
+                ops.push(range(&sidecar.addr(), *fid, 0, data.len() as u32, at));
+                at += data.len();
+            }
+        }
+        let mut buf = vec![0u8; at];
+        let out = engine.read_into(&mut buf, &ops);
+        assert!(out.iter().all(Result::is_ok), "{used} sidecars: {out:?}");
+        for (op, (_, data)) in ops.iter().zip(needles.iter().cycle()) {
+            assert_eq!(&buf[op.buf_offset..op.buf_offset + op.len as usize], &data[..]);
+        }
+        for sidecar in &sidecars[..used] {
+            let (fid, data) = &needles[0];
+            let mut small = vec![0u8; data.len()];
+            let out = engine.read_into(&mut small, &[range(&sidecar.addr(), *fid, 0, 4000, 0)]);
+            assert!(out.iter().all(Result::is_ok), "{out:?}");
+            assert_eq!(&small, data);
+        }
+        let stats = engine.stats();
+        let pinned = vm_pin().saturating_sub(before);
+        eprintln!(
+            "{used} sidecars: VmPin +{} KiB, engine pinned {} KiB of {} KiB, {} pools, \
+             verbs bytes {} of {}",
+            pinned >> 10,
+            stats.pinned_bytes >> 10,
+            stats.pinned_budget >> 10,
+            stats.pinned_leases,
+            stats.bytes_by_transport["verbs"],
+            stats.bytes
+        );
+        assert!(stats.pinned_budget <= BUDGET, "{stats:?}");
+        assert!(stats.pinned_bytes <= stats.pinned_budget, "{stats:?}");
+        assert!(pinned <= BUDGET, "VmPin grew by {pinned} bytes with {used} sidecars");
+        assert!(stats.bytes_by_transport["verbs"] > 0, "{stats:?}");
     }
 }

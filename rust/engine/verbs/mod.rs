@@ -12,7 +12,12 @@
 //!
 //! Every connection registers its own pool at connect (one memory region, one rkey) and
 //! announces only that pool: a sidecar can reach no slot of another connection. The pool
-//! is sized for the READs the connection asks to have in flight, at most `verbs_slots`.
+//! is a slice of the process's one pinned arena ([`crate::verbs::Arena`], `pinned_budget`
+//! bytes, allocated once): the connection's registration covers that slice only, slices
+//! never overlap, so however many sidecars the process reads from it pins at most the
+//! budget. A slice holds up to the READs the connection asks to have in flight (at most
+//! `verbs_slots`), and never more than half of what is free; a connection that finds the
+//! arena full is made over tcp (under `auto`) until a slice is given back.
 //!
 //! The device sits behind [`RecvQueue`], so the matching and re-posting logic is tested
 //! with a fake queue; real devices are exercised by the ignored `device_tests`.
@@ -34,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::stats::Stats;
 use super::types::Failure;
 use crate::proto::ReadRequest;
+use crate::verbs::Arena;
 use crate::verbs::{
     self, Access, ClientExchange, CompletionQueue, ConnectedQp, Context, Endpoint, LocalPort,
     PreparedQp, ProtectionDomain, QpCaps, RemotePool, Role, Slot,
@@ -210,28 +216,51 @@ pub(in crate::engine) struct Host {
     ctx: Context,
     port: LocalPort,
     pd: ProtectionDomain,
-    slot_size: u32,
+    /// The process's pinned budget, carved into every connection's receive pool.
+    arena: Arena,
     /// Most slots one connection registers (`verbs_slots`).
     max_slots: u32,
     /// Bytes of receive pools registered now, by every connection of this process.
     registered: Arc<AtomicU64>,
+    /// Receive pools registered since the host was opened.
+    leases: AtomicU64,
 }
 
 impl Host {
-    /// Opens the device ([`DEVICE_ENV`], else the first) and its first ACTIVE port. Each
-    /// connection will register up to `max_slots` slots of `slot_size` bytes.
+    /// Opens the device ([`DEVICE_ENV`], else the first) and its first ACTIVE port, and
+    /// allocates the pinned arena of `budget` bytes (pinned only as connections register
+    /// slices of it). Each connection will register up to `max_slots` slots of `slot_size`
+    /// bytes (rounded up to whole pages).
     ///
     /// # Errors
-    /// A sentence saying what is missing: libibverbs, a device, an active port, or the
-    /// protection domain.
-    pub(in crate::engine) fn open(slot_size: u32, max_slots: u32) -> Result<Host, String> {
+    /// A sentence saying what is missing: libibverbs, a device, an active port, the
+    /// protection domain, or a budget that holds no slot.
+    pub(in crate::engine) fn open(
+        slot_size: u32,
+        max_slots: u32,
+        budget: u64,
+    ) -> Result<Host, String> {
         let lib = verbs::Loader::global().map_err(|e| e.to_string())?;
         let device = std::env::var(DEVICE_ENV).ok().filter(|d| !d.is_empty());
         let ctx = Context::open(lib, device.as_deref()).map_err(|e| e.to_string())?;
         let port = ctx.local_port(None, None).map_err(|e| e.to_string())?;
         let pd = ctx.alloc_pd().map_err(|e| e.to_string())?;
+        let arena = Arena::new(slot_size, budget).map_err(|e| e.to_string())?;
         let registered = Arc::new(AtomicU64::new(0));
-        Ok(Host { ctx, port, pd, slot_size, max_slots: max_slots.max(1), registered })
+        let leases = AtomicU64::new(0);
+        Ok(Host { ctx, port, pd, arena, max_slots: max_slots.max(1), registered, leases })
+    }
+
+    /// Whether the arena has a slot free for another connection.
+    pub(in crate::engine) fn has_room(&self) -> bool {
+        self.arena.leased_bytes() < self.arena.bytes()
+    }
+
+    /// What the pinned budget holds now: (bytes registered, the arena's size, pools
+    /// registered so far).
+    pub(in crate::engine) fn pinned(&self) -> (u64, u64, u64) {
+        let leases = self.leases.load(Ordering::Relaxed);
+        (self.registered.load(Ordering::Relaxed), self.arena.bytes(), leases)
     }
 
     /// Slots a connection asking for `want_inflight` READs in flight registers: one per
@@ -241,10 +270,17 @@ impl Host {
         want_inflight.clamp(1, self.max_slots)
     }
 
-    /// Registers a receive pool of `count` slots, after checking that the memlock limit
-    /// allows it on top of every pool this process holds now.
+    /// Registers a receive pool of up to `count` slots over a slice of the arena, after
+    /// checking that the memlock limit allows it on top of every pool this process holds.
     fn register(&self, count: u32) -> Result<Arc<SlotPool>, Failure> {
-        let bytes = u64::from(self.slot_size) * u64::from(count);
+        let lease = self.arena.lease(count).ok_or_else(|| {
+            Failure::Verbs(format!(
+                "the pinned budget ({} MiB, pinned_budget) is leased to other connections",
+                self.arena.bytes() >> 20
+            ))
+        })?;
+        let slot_size = lease.slot_size();
+        let bytes = lease.len() as u64;
         let held = self.registered.fetch_add(bytes, Ordering::AcqRel);
         // Returned when the pool is gone (or right here, if registering fails).
         let reservation = Reservation { bytes, registered: self.registered.clone() };
@@ -253,10 +289,11 @@ impl Host {
             .map_err(|e| Failure::Verbs(e.to_string()))?;
         let pool = self
             .pd
-            .register_pool(self.slot_size, count, Access::RemoteWrite)
+            .register_lease(lease, Access::RemoteWrite)
             .map_err(|e| Failure::Verbs(format!("register the receive pool: {e}")))?;
+        self.leases.fetch_add(1, Ordering::Relaxed);
         let remote = pool.remote();
-        Ok(Arc::new(SlotPool::new(pool.into_slots(), self.slot_size, remote, reservation)))
+        Ok(Arc::new(SlotPool::new(pool.into_slots(), slot_size, remote, reservation)))
     }
 
     /// A queue pair in RESET and a freshly registered receive pool for a new connection

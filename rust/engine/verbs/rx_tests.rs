@@ -113,7 +113,7 @@ fn a_timed_out_reads_late_write_keeps_its_slot_apart_from_later_reads() {
 
 /// Whether this host has a usable device: the transport tests below expect none.
 fn no_device() -> bool {
-    let missing = Host::open(4096, 1).is_err();
+    let missing = Host::open(4096, 1, 1 << 20).is_err();
     if !missing {
         eprintln!("skipped: this host has an RDMA device (see device_tests)");
     }
