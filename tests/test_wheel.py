@@ -40,6 +40,21 @@ def clean_venv(wheel, tmp_path_factory):  # type: ignore[no-untyped-def]
     return venv
 
 
+def test_the_wheel_is_one_an_index_accepts(wheel):  # type: ignore[no-untyped-def]
+    """PyPI takes manylinux (not linux_x86_64) wheels; auditwheel must agree with the tag
+    maturin gave, and find no library outside the manylinux policy to bundle."""
+    auditwheel = Path(sys.executable).parent / "auditwheel"
+    if not auditwheel.exists():
+        pytest.skip("auditwheel not installed (ci/requirements.txt installs it)")
+    r = subprocess.run([str(auditwheel), "show", str(wheel)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = " ".join(r.stdout.split())
+    assert 'consistent with the following platform tag: "manylinux' in text, text
+    assert "abi3" in wheel.name and "-cp310-" in wheel.name, wheel.name
+    assert "libibverbs" not in text, "libibverbs must stay loaded at run time, not linked"
+
+
 def test_extension_does_not_link_libibverbs(clean_venv):  # type: ignore[no-untyped-def]
     if not shutil.which("readelf"):
         pytest.skip("readelf not installed")

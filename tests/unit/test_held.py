@@ -1,0 +1,189 @@
+"""HeldMetadata's rules without a cluster: a stand-in for the filer's HTTP listing and entry
+calls (counting them), and metadata events built as the filer's protobufs."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from seaweed_rdma.errors import NotFound
+from seaweed_rdma.filer import Chunk, Entry
+from seaweed_rdma.filer_grpc import PB
+from seaweed_rdma.held import HeldLimits, HeldMetadata
+
+
+def _entry(path: str, fid: str = "1,01aa", mtime_s: int = 100, is_dir: bool = False) -> Entry:
+    mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o644)
+    return Entry(path=path, mode=mode, size=10, mtime_ns=mtime_s * 1_000_000_000,
+                 ctime_ns=0, crtime_ns=0, uid=0, gid=0, mime="", inode=0,
+                 chunks=[] if is_dir else [Chunk(fid, 0, 10, 1)])
+
+
+class Tree:
+    """What the filer holds, and how often it was asked."""
+
+    address = "stand-in"
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = {e.path: e for e in entries}
+        self.gets = 0
+        self.lists = 0
+        self.list_gate: threading.Event | None = None
+
+    def get_entry(self, path: str) -> Entry:
+        self.gets += 1
+        if path not in self.entries:
+            raise NotFound(path)
+        return self.entries[path]
+
+    def iter_dir(self, path: str) -> Iterator[Entry]:
+        self.lists += 1
+        if self.list_gate is not None:
+            self.list_gate.wait(5)
+        prefix = path.rstrip("/") + "/"
+        for p, e in sorted(self.entries.items()):
+            if p.startswith(prefix) and "/" not in p[len(prefix):]:
+                yield e
+
+
+def _event(directory: str, old: Entry | None, new: Entry | None,
+           new_parent: str = "") -> Any:
+    def pb(e: Entry | None) -> Any:
+        m = PB["Entry"]()
+        if e is None:
+            return m
+        m.name = e.name
+        m.is_directory = e.is_dir
+        m.attributes.mtime = e.mtime_ns // 1_000_000_000
+        m.attributes.file_size = e.size
+        m.attributes.file_mode = e.mode & 0o777
+        for c in e.chunks:
+            m.chunks.add(file_id=c.file_id, offset=c.offset, size=c.size,
+                         modified_ts_ns=c.modified_ts_ns)
+        return m
+
+    ev = PB["SubscribeMetadataResponse"](directory=directory)
+    ev.event_notification.old_entry.CopyFrom(pb(old))
+    ev.event_notification.new_entry.CopyFrom(pb(new))
+    ev.event_notification.new_parent_path = new_parent
+    return ev
+
+
+@pytest.fixture
+def tree() -> Tree:
+    return Tree([_entry("/d", is_dir=True)] + [_entry(f"/d/f{i}", f"1,0{i}aa") for i in range(5)])
+
+
+def _held(tree: Tree, **kw: Any) -> HeldMetadata:
+    h = HeldMetadata(tree, HeldLimits(ttl=60, **kw))  # type: ignore[arg-type]
+    h.stream_state(True)
+    return h
+
+
+def test_second_lookup_lists_then_nothing_is_asked(tree: Tree) -> None:
+    h = _held(tree)
+    h.get("/d/f0")
+    h.get("/d/f1")
+    assert (tree.gets, tree.lists) == (1, 1)
+    for i in range(5):
+        h.get(f"/d/f{i}")
+    with pytest.raises(NotFound):
+        h.get("/d/absent")
+    assert (tree.gets, tree.lists) == (1, 1)
+
+
+def test_a_replayed_event_changes_nothing_and_a_new_version_is_fetched(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    h.on_event(_event("/d", None, tree.entries["/d/f1"]))  # a create we already listed
+    h.on_event(_event("/", None, tree.entries["/d"]))  # the directory's own creation
+    h.get("/d/f1")
+    assert (tree.gets, tree.lists) == (0, 1), "replays must not drop what is held"
+    newer = _entry("/d/f1", "1,99bb", mtime_s=200)
+    tree.entries["/d/f1"] = newer
+    h.on_event(_event("/d", tree.entries["/d/f1"], newer))
+    assert h.get("/d/f1")[0].chunks[0].file_id == "1,99bb"
+    assert tree.gets == 1
+    with pytest.raises(NotFound):
+        h.get("/d/absent")  # an in-place change leaves the directory whole
+    assert tree.lists == 1
+
+
+def test_a_delete_or_rename_elsewhere_is_never_answered_from_what_was_held(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    moved = _entry("/e/g", "1,03aa")
+    del tree.entries["/d/f3"]
+    tree.entries["/e/g"] = moved
+    h.on_event(_event("/d", _entry("/d/f3", "1,03aa"), moved, new_parent="/e"))
+    with pytest.raises(NotFound):
+        h.get("/d/f3")  # not held any more: asked, and the filer says so
+    assert h.get("/e/g")[0] is moved
+
+
+def test_a_directory_renamed_drops_everything_under_it(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    tree.entries = {p.replace("/d", "/x", 1): e for p, e in tree.entries.items()}
+    h.on_event(_event("/", _entry("/d", is_dir=True), _entry("/x", is_dir=True)))
+    with pytest.raises(NotFound):
+        h.get("/d/f0")
+    assert h.stats()["entries"] == 0
+
+
+def test_eviction_stops_a_directory_proving_absence(tree: Tree) -> None:
+    h = _held(tree, max_entries=3)
+    h.listdir("/d")
+    assert h.stats()["directories"] == 0
+    h.get("/d/f0")  # evicted: asked again, found
+    assert tree.gets == 1
+
+
+def test_a_fetch_that_raced_an_event_is_not_held(tree: Tree) -> None:
+    h = _held(tree, list_dirs=False)
+    real = tree.get_entry
+
+    def racing(path: str) -> Entry:
+        got = real(path)
+        h.on_event(_event("/d", got, _entry(path, "1,77cc", mtime_s=300)))
+        return got
+
+    tree.get_entry = racing  # type: ignore[method-assign]
+    h.get("/d/f2")
+    tree.get_entry = real  # type: ignore[method-assign]
+    h.get("/d/f2")
+    assert tree.gets == 2, "the older answer was not held over the newer event"
+
+
+def test_one_listing_however_many_threads_ask(tree: Tree) -> None:
+    h = _held(tree)
+    tree.list_gate = threading.Event()
+    out: list[int] = []
+    threads = [threading.Thread(target=lambda: out.append(len(h.listdir("/d"))))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    tree.list_gate.set()
+    for t in threads:
+        t.join(5)
+    assert out == [5] * 6 and tree.lists == 1
+
+
+def test_without_the_stream_entries_expire(tree: Tree) -> None:
+    h = HeldMetadata(tree, HeldLimits(ttl=0.05, list_dirs=False))  # type: ignore[arg-type]
+    h.get("/d/f0")
+    h.get("/d/f0")
+    assert tree.gets == 1
+    time.sleep(0.06)
+    h.get("/d/f0")
+    assert tree.gets == 2
+    nothing = HeldMetadata(tree, HeldLimits(ttl=0))  # type: ignore[arg-type]
+    for _ in range(3):
+        nothing.get("/d/f0")
+    assert (tree.gets, tree.lists) == (5, 0)
