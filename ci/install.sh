@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(fuse3 libfuse3-dev pkg-config libibverbs-dev librdmacm-dev libclang-dev clang
-              rdma-core ibverbs-utils iproute2 fio iperf3 kmod)
+              rdma-core ibverbs-utils iproute2 fio iperf3 kmod
+              git rsync sqlite3 autoconf automake libtool make gcc perl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -19,5 +19,7 @@ mypy
 python -m mypy.stubtest seaweed_rdma._core
 echo "[test] pytest"
 python -m pytest -q -p no:cacheprovider "$@"
+echo "[test] POSIX conformance beside weed mount (ci/conformance.sh)"
+bash ci/conformance.sh
 echo "[test] verbs suite on soft-RoCE (ci/guest.sh)"
 bash ci/guest.sh

@@ -262,7 +262,8 @@ def test_errnos_and_attributes(wmount, cluster):  # type: ignore[no-untyped-def]
     with pytest.raises(OSError) as e:
         os.link(d / "sub", d / "hard")
     assert e.value.errno == errno.EPERM  # no hard links to directories
-    # umask 022 (weed mount's default) on top of the caller's mode; owner is the caller
+    # the caller's mode after the caller's umask (022 here), as weed mount; owner is the caller
+    os.umask(0o022)
     fd = os.open(d / "wide", os.O_CREAT | os.O_WRONLY, 0o777)
     os.close(fd)
     st = os.stat(d / "wide")

@@ -44,8 +44,10 @@ def go_mode_to_posix(mode: int) -> int:
         kind = stat_mod.S_IFIFO
     elif mode & _GO_SOCKET:
         kind = stat_mod.S_IFSOCK
+    elif mode & _GO_CHAR_DEVICE:  # weed mount stores a char device with this bit alone
+        kind = stat_mod.S_IFCHR
     elif mode & _GO_DEVICE:
-        kind = stat_mod.S_IFCHR if mode & _GO_CHAR_DEVICE else stat_mod.S_IFBLK
+        kind = stat_mod.S_IFBLK
     else:
         kind = stat_mod.S_IFREG
     return kind | perm
@@ -128,6 +130,10 @@ class Entry:
     symlink_target: str = ""
     md5: str = ""
     extended: dict[str, bytes] = field(default_factory=dict)
+    atime_ns: int = 0  # 0: not recorded (read as the mtime)
+    rdev: int = 0  # device number of a char/block device (the kernel's encoding)
+    nlink: int = 1  # names of a hard-linked file (the filer's HardLinkCounter), else 1
+    hard_link_id: bytes = b""
 
     @property
     def name(self) -> str:
@@ -181,6 +187,10 @@ class Entry:
             symlink_target=d.get("SymlinkTarget", "") or "",
             md5=d.get("Md5", "") or "",
             extended=extended,
+            atime_ns=_time_ns(d.get("Atime")),
+            rdev=int(d.get("Rdev", 0) or 0),
+            nlink=max(1, int(d.get("HardLinkCounter", 0) or 0)),
+            hard_link_id=base64.b64decode(d.get("HardLinkId") or "") or b"",
         )
 
 

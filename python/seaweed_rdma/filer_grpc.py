@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -120,6 +121,13 @@ _MESSAGES: dict[str, list[tuple[Any, ...]]] = {
         ("collection", 6, "string"), ("replication", 7, "string"), ("error", 8, "string"),
         ("location", 9, "Location"), ("replicas", 10, "Location", "repeated"),
     ],
+    "StatisticsRequest": [
+        ("replication", 1, "string"), ("collection", 2, "string"), ("ttl", 3, "string"),
+        ("disk_type", 4, "string"),
+    ],
+    "StatisticsResponse": [
+        ("total_size", 4, "uint64"), ("used_size", 5, "uint64"), ("file_count", 6, "uint64"),
+    ],
     "SubscribeMetadataRequest": [
         ("client_name", 1, "string"), ("path_prefix", 2, "string"), ("since_ns", 3, "int64"),
         ("signature", 4, "int32"), ("path_prefixes", 6, "string", "repeated"),
@@ -189,8 +197,23 @@ _GO_SETGID = 1 << 22
 _GO_STICKY = 1 << 20
 
 
+# The kind bits weed mount 4.48 stores for special files (a char device carries the
+# char-device bit alone, a block device the device bit).
+_GO_KIND = {"dir": GO_DIR, "symlink": GO_SYMLINK, "fifo": 1 << 25, "socket": 1 << 24,
+            "char": 1 << 21, "block": 1 << 26}
+_POSIX_KIND = {stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+               stat.S_IFSOCK: "socket", stat.S_IFCHR: "char", stat.S_IFBLK: "block"}
+
+
+def kind_of(st_mode: int) -> str:
+    """The kind name ``posix_to_go_mode`` takes for a POSIX ``st_mode`` ("file" for a
+    regular file)."""
+    return _POSIX_KIND.get(stat.S_IFMT(st_mode), "file")
+
+
 def posix_to_go_mode(mode: int, kind: str = "file") -> int:
-    """Go ``os.FileMode`` bits for POSIX permission bits and a kind (file, dir, symlink)."""
+    """Go ``os.FileMode`` bits for POSIX permission bits and a kind (file, dir, symlink,
+    fifo, socket, char, block), as weed mount stores them."""
     out = mode & 0o777
     if mode & 0o4000:
         out |= _GO_SETUID
@@ -198,11 +221,7 @@ def posix_to_go_mode(mode: int, kind: str = "file") -> int:
         out |= _GO_SETGID
     if mode & 0o1000:
         out |= _GO_STICKY
-    if kind == "dir":
-        out |= GO_DIR
-    elif kind == "symlink":
-        out |= GO_SYMLINK
-    return out
+    return out | _GO_KIND.get(kind, 0)
 
 
 def split_path(path: str) -> tuple[str, str]:
@@ -232,7 +251,10 @@ def entry_from_pb(pb: Any, path: str) -> Entry:
                  uid=a.uid, gid=a.gid, mime=a.mime, inode=a.inode, chunks=chunks,
                  content=bytes(pb.content) if pb.content else None,
                  symlink_target=a.symlink_target, md5=a.md5.hex() if a.md5 else "",
-                 extended={k: bytes(v) for k, v in pb.extended.items()})
+                 extended={k: bytes(v) for k, v in pb.extended.items()},
+                 atime_ns=a.atime * 1_000_000_000 + a.atime_ns if a.atime else 0,
+                 rdev=a.rdev, nlink=max(1, pb.hard_link_counter),
+                 hard_link_id=bytes(pb.hard_link_id))
 
 
 def _fid_text(fid: Any) -> str:
@@ -499,6 +521,15 @@ class FilerGrpc:
             old_directory=od, old_name=on, new_directory=nd, new_name=nn,
             signatures=self._sigs),
             "AtomicRenameEntryResponse")
+
+    def statistics(self, collection: str = "", replication: str = "",
+                   disk_type: str = "") -> tuple[int, int, int]:
+        """``Statistics``: the cluster's (total bytes, used bytes, file count) for new
+        files of this collection, replication and disk type."""
+        r = self._call("Statistics", PB["StatisticsRequest"](
+            collection=collection, replication=replication, disk_type=disk_type),
+            "StatisticsResponse")
+        return int(r.total_size), int(r.used_size), int(r.file_count)
 
     # -- data --------------------------------------------------------------------------------
 

@@ -40,3 +40,25 @@ def test_unknown_inode_is_a_key_error() -> None:
     t = InodeTable("/")
     with pytest.raises(KeyError):
         t.path(987654)
+
+
+def test_hard_links_share_one_inode() -> None:
+    t = InodeTable("/")
+    a = t.hard_link("/a", b"L")
+    assert t.hard_link("/b", b"L") == a  # a lookup of the other name finds the same inode
+    assert t.find("/b") == a and sorted(t.names(a)) == ["/a", "/b"]
+    t.detach("/a")  # the first name went: the other carries the inode on
+    assert t.find("/a") is None and t.path(a) == "/b"
+    t.rename("/b", "/c")
+    assert t.path(a) == "/c" and t.find("/c") == a
+    t.bind("/d", a)
+    t.detach("/c")
+    assert t.path(a) == "/d"
+    assert t.forget(a, 0) and t.find("/d") is None
+
+
+def test_rename_over_a_name_unbinds_it() -> None:
+    t = InodeTable("/")
+    a, b = t.inode("/a"), t.inode("/b")
+    t.rename("/a", "/b")
+    assert t.find("/b") == a and t.path(b) == "/b"  # b keeps its path for the kernel

@@ -49,7 +49,7 @@ class MountOptions:
     read_only: bool = False
     cache_meta_ttl_sec: float = 1.0
     concurrent_readers: int = 32
-    allow_others: bool = False
+    allow_others: bool = True
     auto_unmount: bool = True
     debug: bool = False
     master: str | None = None
@@ -145,7 +145,9 @@ def add_mount_flags(p: FlagParser) -> None:
     p.add_argument("--dataCenter", dest="data_center", default="", metavar="DC",
                    help="prefer volumes in this data center for writes")
     p.add_argument("--umask", default="022", metavar="OCTAL",
-                   help="octal umask applied to created files and directories "
+                   help="octal umask, accepted as weed mount 4.48 accepts it: there it "
+                        "does not change the modes of created files and directories (the "
+                        "kernel applies the caller's umask), and neither does it here "
                         "(default %(default)s)")
     p.add_argument("--rdma.connectTimeoutMs", dest="rdma_connect_timeout_ms", type=int,
                    default=1000, metavar="MS",
@@ -162,8 +164,10 @@ def add_mount_flags(p: FlagParser) -> None:
     p.add_argument("--concurrentReaders", dest="concurrent_readers", type=int, default=32,
                    metavar="N",
                    help="reads served at once")
-    p.add_bool("--allowOthers", dest="allow_others", default=False,
-               help="let other users see the mount (FUSE allow_other)")
+    p.add_bool("--allowOthers", dest="allow_others", default=True,
+               help="let other users use the mount (FUSE allow_other; default on, as "
+                    "weed mount; permissions are checked by the kernel from each entry's "
+                    "mode, uid and gid)")
     p.add_bool("--autoUnmount", dest="auto_unmount", default=True,
                help="unmount if this process dies (FUSE auto_unmount)")
     p.add_argument("--readaheadMiB", dest="readahead_mib", type=int, default=8,

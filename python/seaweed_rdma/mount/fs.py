@@ -28,6 +28,7 @@ from .attrs import to_attributes
 from .flags import MountOptions
 from .handles import BlockCache, OpenFile
 from .inodes import InodeTable
+from .names import check_length
 from .native import NativeLoop
 from .write_ops import XATTR_PREFIX, WriteHandlers
 
@@ -36,6 +37,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 STATS_XATTR = b"user.seaweed_rdma.stats"  # JSON of the mount's state, on its root only
+STATFS_TTL_S = 10.0
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 
@@ -88,6 +90,8 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         self._open_mtime: dict[int, int] = {}
         self.cache = BlockCache(opts.cache_capacity_mb << 20)
         self.native: NativeLoop | None = None  # set once the session is mounted
+        self._statfs: tuple[int, int, int] = (0, 0, 0)
+        self._statfs_at = -STATFS_TTL_S
         self._init_writes()
 
     # -- helpers ---------------------------------------------------------------------
@@ -125,6 +129,8 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         w = self.writers.get(inode)
         if w is not None:  # being written here: its size and times as written
             entry = w.attributes_entry()
+        elif entry.is_dir:
+            entry = self.dir_times.apply(entry)
         return to_attributes(entry, inode, self.ttl)
 
     def _fh(self) -> int:
@@ -157,6 +163,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     @fuse_errors
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
+        check_length(name)  # every call that takes a path comes here first
         try:
             text = name.decode("utf-8")
         except UnicodeDecodeError:  # the filer holds UTF-8 names only (see names.py)
@@ -169,7 +176,14 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
             return self._attrs(entry, self.inodes.ref(parent))
         path = self.inodes.child(parent_inode, text)
         entry = await self._entry(path)
+        self._bind(entry, path)
         return self._attrs(entry, self.inodes.ref(path))
+
+    def _bind(self, entry: Entry, path: str) -> int:
+        """The inode of ``path`` (one for all names of a hard-linked file)."""
+        if entry.hard_link_id and entry.nlink > 1:
+            return self.inodes.hard_link(path, entry.hard_link_id)
+        return self.inodes.inode(path)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, nlookup in inode_list:
@@ -178,6 +192,9 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        orphan = self.orphan_entry(inode)  # unlinked while open
+        if orphan is not None:
+            return to_attributes(orphan, inode, self.ttl)
         entry = await self._entry(self.inodes.path(inode))
         return self._attrs(entry, inode)
 
@@ -205,10 +222,27 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
                 if k.startswith(XATTR_PREFIX)]
 
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        """The cluster's capacity, from the filer's ``Statistics`` (asked at most every
+        ``STATFS_TTL_S``; until the first answer, or if the filer has none, a large one)."""
+        now = trio.current_time()
+        if self.grpc is not None and now - self._statfs_at > STATFS_TTL_S:
+            self._statfs_at = now
+            try:
+                self._statfs = await self._off_loop(
+                    self.grpc.statistics, self.opts.collection, self.opts.replication,
+                    self.opts.disk_type)
+            except (SeaweedRdmaError, OSError) as e:
+                log.info("statfs: %s", e)
+        total, used, files = self._statfs
+        block = 1 << 20
         s = pyfuse3.StatvfsData()
-        s.f_bsize = s.f_frsize = 1 << 20
-        s.f_blocks = s.f_bfree = s.f_bavail = 1 << 30  # capacity is the cluster's, unbounded here
-        s.f_files = s.f_ffree = s.f_favail = 1 << 30
+        s.f_bsize = s.f_frsize = block
+        if total <= 0:
+            total = (1 << 30) * block  # the filer gave no capacity: unbounded
+        s.f_blocks = total // block
+        s.f_bfree = s.f_bavail = max(0, total - used) // block
+        s.f_files = files + (1 << 30)
+        s.f_ffree = s.f_favail = 1 << 30
         s.f_namemax = 255
         return s
 
@@ -227,7 +261,7 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         listing = self._dirs.get(fh, [])
         for index in range(start_id, len(listing)):
             name, entry = listing[index]
-            inode = self.inodes.inode(entry.path)
+            inode = self._bind(entry, entry.path)
             self.client.remember(entry)
             # An entry the kernel took counts one lookup (readdirplus), like lookup().
             if not pyfuse3.readdir_reply(token, name, self._attrs(entry, inode), index + 1):
@@ -287,7 +321,10 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         self._native_locks.pop(fh, None)
         if f is not None and self.native is not None:
             self.native.forget(fh, f.inode)
+        inode = f.inode if f is not None else self._write_fhs.get(fh)
         await self.op_release_write(fh)
+        if inode is not None:
+            await self.reap_if_closed(inode)
 
     # -- writes (implemented in write_ops.WriteHandlers) ---------------------------------
 

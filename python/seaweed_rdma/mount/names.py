@@ -5,6 +5,11 @@ UTF-8 text; a name, symlink target or xattr name that is not valid UTF-8 cannot 
 stored as given. ``weed mount`` rewrites such bytes to ``_``, so the name a program
 created is not the one it lists afterwards; this mount refuses them instead, with
 EILSEQ ("illegal byte sequence") and one log line, so the program learns at once.
+
+Every name is also held to ``NAME_MAX`` (255 bytes), as local filesystems do: the kernel
+leaves that check to the filesystem, and a FUSE request reaches the mount by name at
+``lookup`` first (and at the handlers that make a name), so ``check_length`` there answers
+ENAMETOOLONG for every system call that takes a path.
 """
 
 from __future__ import annotations
@@ -17,8 +22,19 @@ import pyfuse3
 log = logging.getLogger("seaweed_rdma.mount")
 
 
+NAME_MAX = 255
+
+
+def check_length(raw: bytes) -> None:
+    """``FUSEError(ENAMETOOLONG)`` for a name longer than ``NAME_MAX`` bytes."""
+    if len(raw) > NAME_MAX:
+        raise pyfuse3.FUSEError(errno.ENAMETOOLONG)
+
+
 def utf8_name(raw: bytes, what: str) -> str:
-    """``raw`` as text, or ``FUSEError(EILSEQ)`` (logged) when it is not valid UTF-8."""
+    """``raw`` as text, or ``FUSEError(EILSEQ)`` (logged) when it is not valid UTF-8;
+    ENAMETOOLONG past ``NAME_MAX`` bytes."""
+    check_length(raw)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

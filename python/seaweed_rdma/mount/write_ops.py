@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import random
-import stat
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,16 +22,20 @@ import trio
 
 from ..filer_grpc import (
     PB,
+    Conflict,
     FilerGrpc,
     RetryPolicy,
     chunk_fids,
     entry_from_pb,
     join_path,
+    kind_of,
     posix_to_go_mode,
     split_path,
 )
+from .attrs import to_attributes
+from .dir_times import DirTimes
 from .handles import OpenFile
-from .names import utf8_name
+from .names import check_length, utf8_name
 from .subscribe import MetaSubscriber
 from .writes import FileWriter, WriteMount, WriteOptions
 
@@ -56,10 +59,35 @@ _PERM_BITS = 0o777 | (1 << 23) | (1 << 22) | (1 << 20)  # rwx plus Go's setuid/s
 def _existing_name(raw: bytes) -> str:
     """A name that must exist already: one that is not UTF-8 cannot (the filer stores
     only UTF-8), so it is ENOENT, with no log line."""
+    check_length(raw)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+
+def _attribute_values(attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields
+                      ) -> dict[str, int]:
+    """The FuseAttributes values a setattr asks for (mode as Go permission bits)."""
+    values: dict[str, int] = {}
+    if fields.update_mode:
+        values["file_mode"] = posix_to_go_mode(attr.st_mode)
+    if fields.update_uid:
+        values["uid"] = attr.st_uid
+    if fields.update_gid:
+        values["gid"] = attr.st_gid
+    if fields.update_atime:
+        values["atime"], values["atime_ns"] = divmod(attr.st_atime_ns, 1_000_000_000)
+    if fields.update_mtime:
+        values["mtime"], values["mtime_ns"] = divmod(attr.st_mtime_ns, 1_000_000_000)
+    if fields.update_ctime:
+        values["ctime"], values["ctime_ns"] = divmod(attr.st_ctime_ns, 1_000_000_000)
+    return values
+
+
+def to_orphan_attrs(entry: Any, inode: int, ops: Any) -> pyfuse3.EntryAttributes:
+    """Attributes of a file unlinked while open (no name: link count 0)."""
+    return to_attributes(entry, inode, float(ops.opts.cache_meta_ttl_sec))
 
 
 def _now_pb(a: Any) -> None:
@@ -106,6 +134,10 @@ class WriteHandlers:
         # breaks): a name not in them is answered ENOENT without asking the filer, which
         # is what most lookups of a create are.
         self._listed: dict[str, set[str]] = {}
+        # Files unlinked here while open (inode -> their last entry): readable and
+        # writable through their handles until the last one closes (reap_if_closed).
+        self._orphans: dict[int, Any] = {}
+        self.dir_times = DirTimes(self.grpc, self._off_loop, self._forget_path)
         if not self.opts.read_only:
             o = self.opts
             self.wm = WriteMount(self.grpc, WriteOptions(
@@ -121,6 +153,7 @@ class WriteHandlers:
             async with trio.open_nursery() as nursery:
                 if self.wm is not None:
                     self.wm.nursery = nursery
+                self.dir_times.nursery = nursery
                 if self.subscriber is not None:
                     nursery.start_soon(self.subscriber.run)
                 await trio.sleep_forever()
@@ -149,7 +182,9 @@ class WriteHandlers:
     def _new_entry(self, name: str, mode: int, ctx: Any, kind: str) -> Any:
         e = PB["Entry"](name=name, is_directory=kind == "dir")
         a = e.attributes
-        perm = mode & 0o7777 & ~self.opts.umask_bits if kind != "symlink" else 0o777
+        # The kernel applied the caller's umask already; weed mount 4.48 applies no
+        # -umask of its own on top, and neither does this mount (see flags.py).
+        perm = mode & 0o7777 if kind != "symlink" else 0o777
         a.file_mode = posix_to_go_mode(perm, kind)
         a.uid, a.gid = (ctx.uid, ctx.gid) if ctx is not None else (os.getuid(), os.getgid())
         _now_pb(a)
@@ -264,8 +299,9 @@ class WriteHandlers:
         old = join_path(ev.directory, n.old_entry.name) if n.old_entry.name else None
         new = (join_path(n.new_parent_path or ev.directory, n.new_entry.name)
                if n.new_entry.name else None)
-        if n.old_entry.is_directory or n.new_entry.is_directory:
-            self.client.invalidate()  # a directory moved or went: every path under it
+        for path in (old, new):  # a directory moved or went: every path under it
+            if path is not None and (n.old_entry.is_directory or n.new_entry.is_directory):
+                self.client.invalidate(path)
         if old is not None and new is not None and old != new:
             self._follow_rename(old, new)  # open files (and inodes) move with it
         for path in [p for p in (old, new) if p is not None]:
@@ -317,6 +353,7 @@ class WriteHandlers:
         self._forget_path(path)
         self.inodes.detach(path)  # a new file: a new inode number
         self._listed_add(path)
+        self.dir_times.touch_parent(path)
         inode = self.inodes.ref(path)
         w = self._writer(inode, path, pb, created=exclusive)
         w.assign_ahead()
@@ -381,7 +418,7 @@ class WriteHandlers:
         except Exception as e:  # reported by flush already (close returns EIO)
             log.warning("release of %s: %s", w.path, e)
         finally:
-            if self.writers.get(inode) is w and w.handles == 0:
+            if self.writers.get(inode) is w and w.handles == 0 and inode not in self._orphans:
                 del self.writers[inode]
                 self._forget_path(w.path)
                 await self._refresh_open_files(inode, w.path)
@@ -393,36 +430,64 @@ class WriteHandlers:
         wm = self._writable()
         assert self.grpc is not None
         path = self.inodes.path(inode)
+        values = _attribute_values(attr, fields)
         w = self.writers.get(inode)
+        orphan = self._orphans.get(inode)
+        if orphan is not None and w is None:  # unlinked while open, read-only handles
+            if fields.update_size:
+                raise pyfuse3.FUSEError(errno.EBADF)
+            for name, value in values.items():
+                setattr(orphan.attributes, name, value)
+            return to_orphan_attrs(self.orphan_entry(inode), inode, self)
+        if w is None and not fields.update_size:
+            # chmod, chown, utimens: the entry's attributes and ctime, nothing else (no
+            # writer, the bytes and the mtime stay as they are).
+            return await self._set_metadata(inode, path, values)
         temporary = w is None
         if w is None:
             pb = await self._lookup_pb(path)
-            if fields.update_size and pb.is_directory:
+            if pb.is_directory:
                 raise pyfuse3.FUSEError(errno.EISDIR)
             w = FileWriter(path, pb, wm)
         if fields.update_size:
             await w.truncate(attr.st_size)
         await w.commit()  # bytes first, so explicit times below are not overwritten
-        values: dict[str, int] = {}
-        if fields.update_mode:
+        if "file_mode" in values:
             mode = w.state.view().attributes.file_mode
-            values["file_mode"] = (mode & ~_PERM_BITS) | posix_to_go_mode(attr.st_mode)
-        if fields.update_uid:
-            values["uid"] = attr.st_uid
-        if fields.update_gid:
-            values["gid"] = attr.st_gid
-        if fields.update_atime:
-            values["atime"], values["atime_ns"] = divmod(attr.st_atime_ns, 1_000_000_000)
-        if fields.update_mtime:
-            values["mtime"], values["mtime_ns"] = divmod(attr.st_mtime_ns, 1_000_000_000)
+            values["file_mode"] = (mode & ~_PERM_BITS) | values["file_mode"]
         if values:  # only what changed is laid on the filer's version (see entry_state)
             await w.change_attributes(values)
         self._forget_path(path)
+        if orphan is not None:
+            return to_orphan_attrs(self.orphan_entry(inode), inode, self)
         entry = w.attributes_entry()
         if temporary:
             entry = entry_from_pb(w.state.view(), path)
             entry.size = w.size
         return self._attrs(entry, inode)
+
+    async def _set_metadata(self, inode: int, path: str, values: dict[str, int]
+                            ) -> pyfuse3.EntryAttributes:
+        """Sets attributes of an entry no writer holds, under the filer's condition that
+        its chunks are still the ones read (another client's newer content is re-read)."""
+        assert self.grpc is not None
+        for _ in range(5):
+            pb = await self._lookup_pb(path)
+            a = pb.attributes
+            for name, value in values.items():
+                if name == "file_mode":
+                    value = (a.file_mode & ~_PERM_BITS) | value
+                setattr(a, name, value)
+            if "ctime" not in values:
+                a.ctime, a.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
+            try:
+                await self._off_loop(self.grpc.update, split_path(path)[0], pb,
+                                     chunk_fids(pb))
+            except Conflict:
+                continue
+            self._forget_path(path)
+            return self._attrs(entry_from_pb(pb, path), inode)
+        raise pyfuse3.FUSEError(errno.EAGAIN)
 
     async def op_setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: Any = None) -> None:
@@ -453,6 +518,7 @@ class WriteHandlers:
         self._forget_path(path)
         self.inodes.detach(path)
         self._listed_add(path)
+        self.dir_times.touch_parent(path)
         if pb.is_directory:
             self._listed[path] = set()  # made just now: empty
         return self._attrs(entry_from_pb(pb, path), self.inodes.ref(path))
@@ -472,11 +538,16 @@ class WriteHandlers:
 
     async def op_mknod(self, parent_inode: int, name: bytes, mode: int,
                     rdev: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        """Regular files, fifos, sockets and devices, stored as weed mount stores them: an
+        entry with the kind in its mode and the device number in ``rdev``."""
         self._writable()
-        if not stat.S_ISREG(mode):
-            raise pyfuse3.FUSEError(errno.EPERM)  # only regular files are stored
-        return await self._make(parent_inode, name,
-                                self._new_entry(utf8_name(name, "mknod"), mode, ctx, "file"))
+        kind = kind_of(mode)
+        if kind in ("dir", "symlink"):
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        pb = self._new_entry(utf8_name(name, "mknod"), mode, ctx, kind)
+        if kind in ("char", "block"):
+            pb.attributes.rdev = rdev & 0xFFFFFFFF
+        return await self._make(parent_inode, name, pb)
 
     async def op_link(self, inode: int, new_parent_inode: int,
                    new_name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -499,7 +570,7 @@ class WriteHandlers:
             pb.hard_link_id = os.urandom(16) + b"\x01"
             pb.hard_link_counter = 1
         pb.hard_link_counter += 1
-        _now_pb(pb.attributes)
+        pb.attributes.ctime, pb.attributes.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
         await self._off_loop(self.grpc.update, split_path(old)[0], pb, fids)
         if w is not None:
             w.remote_version(pb)  # the link's id and count, same content
@@ -507,10 +578,13 @@ class WriteHandlers:
         twin.CopyFrom(pb)
         twin.name = text
         await self._off_loop(self.grpc.create, split_path(new)[0], twin, True)
-        self._forget_path(old)
-        self._forget_path(new)
+        self.inodes.hard_link(old, bytes(pb.hard_link_id))
         self.inodes.detach(new)
+        self.inodes.bind(new, inode)
+        for name in self.inodes.names(inode):
+            self._forget_path(name)  # every name's link count moved
         self._listed_add(new)
+        self.dir_times.touch_parent(new)
         return self._attrs(entry_from_pb(twin, new), self.inodes.ref(new))
 
     async def op_unlink(self, parent_inode: int, name: bytes,
@@ -518,8 +592,62 @@ class WriteHandlers:
         self._writable()
         assert self.grpc is not None
         path = self.inodes.child(parent_inode, _existing_name(name))
+        inode = self.inodes.find(path)
+        if inode is not None and self._is_open(inode) and len(self.inodes.names(inode)) == 1:
+            # Open here: POSIX keeps the file readable and writable through its handles
+            # until the last one closes. The name goes now; the bytes when it closes.
+            w = self.writers.get(inode)
+            if w is not None:
+                await w.commit()
+            pb = await self._lookup_pb(path)
+            if not pb.is_directory and pb.hard_link_counter <= 1:
+                await self._off_loop(lambda: self.grpc.delete(path, delete_data=False))  # type: ignore[union-attr]
+                self._orphans[inode] = pb
+                self._gone(path)
+                if w is not None:
+                    w.keep_open_unlinked()
+                return
         await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
         self._gone(path)
+
+    def _is_open(self, inode: int) -> bool:
+        w = self.writers.get(inode)
+        return (w is not None and w.handles > 0) or any(
+            f.inode == inode for f in self._files.values())
+
+    def orphan_entry(self, inode: int) -> Any | None:
+        """The read-side entry of an open file that was unlinked here (link count 0), or
+        None when ``inode`` is not one."""
+        pb = self._orphans.get(inode)
+        if pb is None:
+            return None
+        w = self.writers.get(inode)
+        entry = w.attributes_entry() if w is not None else entry_from_pb(pb, pb.name)
+        entry.nlink = 0
+        return entry
+
+    async def reap_if_closed(self, inode: int) -> None:
+        """After a release: an unlinked file's bytes are deleted once its last handle is
+        closed. The filer deletes chunks with the entry naming them, so the entry is put
+        back under a hidden name and deleted with its data at once."""
+        pb = self._orphans.get(inode)
+        if pb is None or self._is_open(inode):
+            return
+        del self._orphans[inode]
+        assert self.grpc is not None
+        w = self.writers.pop(inode, None)
+        tomb = PB["Entry"]()
+        tomb.CopyFrom(w.state.view() if w is not None else pb)
+        tomb.name = f".seaweed_rdma.unlinked.{self.signature}.{inode}"
+        tomb.ClearField("hard_link_id")
+        tomb.hard_link_counter = 0
+        root = self.inodes.path(pyfuse3.ROOT_INODE)
+        where = join_path(root, tomb.name)
+        try:
+            await self._off_loop(self.grpc.create, root, tomb, False)
+            await self._off_loop(lambda: self.grpc.delete(where, delete_data=True))  # type: ignore[union-attr]
+        except Exception as e:  # the bytes stay on the volumes until a filer cleanup
+            log.warning("chunks of unlinked %s not deleted: %s", pb.name, e)
 
     async def op_rmdir(self, parent_inode: int, name: bytes,
                     ctx: Any = None) -> None:
@@ -546,10 +674,20 @@ class WriteHandlers:
     def _gone(self, path: str) -> None:
         self._forget_path(path)
         self._listed_remove(path)
+        self.dir_times.touch_parent(path)
         inode = self.inodes.find(path)
-        if inode is not None and inode in self.writers:
-            self.writers[inode].unlink()  # its handles write nowhere now
+        if inode is None:
+            return
         self.inodes.detach(path)
+        others = [p for p in self.inodes.names(inode) if p != path]
+        for other in others:  # a hard link: the other names' link count moved
+            self._forget_path(other)
+        w = self.writers.get(inode)
+        if w is not None:
+            if others and w.path == path:
+                w.moved_to(self.inodes.path(inode))  # the file lives on under another name
+            elif not others:
+                w.unlink()  # its handles write nowhere now
 
     async def op_rename(self, parent_inode_old: int, name_old: bytes,
                      parent_inode_new: int, name_new: bytes, flags: int, ctx: Any = None
@@ -575,5 +713,8 @@ class WriteHandlers:
         await self._off_loop(self.grpc.rename, old, new)
         self._forget_path(new)
         self._follow_rename(old, new)
-        self.client.invalidate()  # every cached path under a moved directory is stale
+        self.dir_times.moved(old, new)
+        self.dir_times.touch_parent(old)
+        self.dir_times.touch_parent(new)
+        self.client.invalidate(old)  # it and every cached path under it (a directory)
         self.cache.invalidate_path(old)

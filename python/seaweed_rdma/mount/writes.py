@@ -266,6 +266,11 @@ class FileWriter:
         """The file was removed: its handles write nowhere now."""
         self._unlinked = True
 
+    def keep_open_unlinked(self) -> None:
+        """The file was unlinked here while open: its handles keep reading and writing
+        it (uploads go on; commits write no entry), until its last close."""
+        self._unlinked = True
+
     # -- writes --------------------------------------------------------------------------
 
     def _take_inline(self) -> None:

@@ -1,0 +1,94 @@
+"""Directory times: a directory's mtime and ctime move when a name in it is added, removed
+or renamed, as POSIX asks and as ``weed mount`` does (it writes the directory's entry).
+
+The filer does not move them itself, so the mount writes the directory's entry after such
+a change. That write runs in the background, one at a time per directory and coalesced
+(a burst of creates in one directory costs one or two ``UpdateEntry`` calls, not one per
+create), and until it is done the mount answers the directory's attributes with the new
+times from here (``apply``), so a ``stat`` right after the change sees them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ..filer import Entry
+from ..filer_grpc import FilerGrpc, FilerRpcError, split_path
+
+log = logging.getLogger("seaweed_rdma.mount")
+
+OffLoop = Callable[..., Awaitable[Any]]
+
+
+class DirTimes:
+    """Pending directory time changes, by directory path; the only owner of them."""
+
+    def __init__(self, grpc: FilerGrpc, off_loop: OffLoop,
+                 on_written: Callable[[str], None]) -> None:
+        self._grpc = grpc
+        self._off_loop = off_loop
+        self._on_written = on_written  # drops what the mount cached of the directory
+        self._pending: dict[str, int] = {}  # directory -> ns its times move to
+        self._writing: set[str] = set()
+        self.nursery: trio.Nursery | None = None
+        self.writes = 0
+
+    def touch(self, directory: str, now_ns: int | None = None) -> None:
+        """A name in ``directory`` changed now: its mtime and ctime move."""
+        ns = now_ns if now_ns is not None else time.time_ns()
+        self._pending[directory] = max(ns, self._pending.get(directory, 0))
+        if directory not in self._writing and self.nursery is not None:
+            self._writing.add(directory)
+            self.nursery.start_soon(self._write, directory)
+
+    def touch_parent(self, path: str) -> None:
+        """``touch`` of the directory holding ``path``."""
+        self.touch(split_path(path)[0])
+
+    def moved(self, old: str, new: str) -> None:
+        """A directory was renamed: its pending times follow it."""
+        ns = self._pending.pop(old, None)
+        if ns is not None:
+            self.touch(new, ns)
+
+    def apply(self, entry: Entry) -> Entry:
+        """``entry`` with the times set here and not yet on the filer."""
+        ns = self._pending.get(entry.path)
+        if ns is None or ns <= entry.mtime_ns:
+            return entry
+        return dataclasses.replace(entry, mtime_ns=ns, ctime_ns=max(ns, entry.ctime_ns))
+
+    async def _write(self, directory: str) -> None:
+        try:
+            while True:
+                ns = self._pending.get(directory)
+                if ns is None:
+                    return
+                try:
+                    await self._off_loop(self._write_now, directory, ns)
+                except (FilerRpcError, OSError) as e:  # gone meanwhile, or the filer is
+                    log.info("times of %s not written: %s", directory, e)
+                if self._pending.get(directory) == ns:
+                    del self._pending[directory]
+                    self._on_written(directory)
+        finally:
+            self._writing.discard(directory)
+
+    def _write_now(self, directory: str, ns: int) -> None:
+        """Blocking: moves the directory entry's mtime and ctime to ``ns`` (never back)."""
+        pb = self._grpc.lookup(directory) if directory != "/" else None
+        if pb is None or not pb.is_directory:
+            return
+        a = pb.attributes
+        if a.mtime * 1_000_000_000 + a.mtime_ns >= ns:
+            return
+        a.mtime, a.mtime_ns = divmod(ns, 1_000_000_000)
+        a.ctime, a.ctime_ns = a.mtime, a.mtime_ns
+        self._grpc.update(split_path(directory)[0], pb)
+        self.writes += 1
