@@ -62,7 +62,8 @@
 //! lane alike, offer verbs as well as tcp; the sidecar chooses. A verbs connection is the
 //! same TCP control stream, but it registers a receive pool of its own at connect (at most
 //! `verbs_slots` slots, one per READ it asks to have in flight; its own memory region and
-//! rkey, so a sidecar can write only into the slots of its own connection), each READ
+//! rkey, so a sidecar can write only into the slots of its own connection; a slice of the
+//! process's one pinned arena of [`EngineConfig::pinned_budget`] bytes), each READ
 //! names one of those slots, and the sidecar RDMA-writes the bytes there. The answer is
 //! complete once both the DATA frame and the receive completion are in; the bytes are
 //! then copied into the caller's buffer, by the reader task (`verbs/rx.rs`) or on the
@@ -70,6 +71,11 @@
 //! before its pool is deregistered. Without a usable device, `Auto` is plain tcp and
 //! `Verbs` fails every op with [`Failure::Verbs`]; a memlock limit too low for another
 //! pool fails the connect the same way (under `Auto`: tcp to that sidecar from then on).
+//!
+//! # Connections over time
+//! A reaper task closes connections unused for [`EngineConfig::idle_timeout`]; a new
+//! connection past [`EngineConfig::max_conns`] first closes the least recently used idle
+//! one (`pool.rs`, `runtime.rs`). Both give a verbs connection's slice back to the arena.
 //!
 //! # Fork
 //! The runtime's threads do not survive `fork()`; the first call in a child process builds

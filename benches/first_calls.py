@@ -1,0 +1,99 @@
+"""First calls in a fresh process (issue 26): a whole-file ``read()`` timed as call 1, 2
+and 3, each in several fresh processes, beside a filer GET of the same file from the same
+process in the same run (taken right after each read() call, so both see the same host).
+Prints per call: the median read() time, the filer GET's, and the ratio (goal: >= 3x on
+every one of the first three calls), plus ``readinto`` into a ready buffer for reference.
+
+    .venv/bin/python benches/first_calls.py [--size-mib 64] [--processes 5] [--transport tcp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+from seaweed_rdma.cluster import LocalCluster
+
+CHILD = r"""
+import json, sys, time
+import httpx
+from seaweed_rdma import Client
+filer, grpc, sidecars, transport, path, size = sys.argv[1:7]
+size = int(size)
+out = {"read": [], "get": [], "readinto": []}
+t0 = time.perf_counter()
+c = Client(grpc, sidecar=json.loads(sidecars), transport=transport)
+out["client_s"] = time.perf_counter() - t0
+http = httpx.Client(timeout=120)
+for _ in range(3):
+    t = time.perf_counter(); data = c.read(path); out["read"].append(time.perf_counter() - t)
+    assert len(data) == size
+    del data
+    t = time.perf_counter(); r = http.get(f"http://{filer}{path}")
+    out["get"].append(time.perf_counter() - t)
+    assert len(r.content) == size
+    del r
+buf = bytearray(size)
+for _ in range(3):
+    t = time.perf_counter(); n = c.readinto(path, buf)
+    out["readinto"].append(time.perf_counter() - t)
+    assert n == size
+out["stats"] = {k: c.stats()["engine"][k] for k in ("connects", "open_conns", "pinned_bytes")}
+c.close()
+print(json.dumps(out))
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mib", type=int, default=64)
+    ap.add_argument("--chunk-mib", type=int, default=4)
+    ap.add_argument("--processes", type=int, default=5)
+    ap.add_argument("--transport", default="tcp")
+    a = ap.parse_args()
+    size = a.size_mib << 20
+    with LocalCluster(volumes=1) as cluster:
+        cluster.add_sidecar(cluster.volume_servers[0])
+        path = "/bench/first_calls.bin"
+        data = bytes(range(256)) * (size // 256)
+        cluster.upload(path, data, max_mb=a.chunk_mib)
+        runs = []
+        for _ in range(a.processes):
+            argv = [sys.executable, "-c", CHILD, cluster.filer.address,
+                    cluster.filer.grpc_address, json.dumps(cluster.sidecar_map()),
+                    a.transport, path, str(size)]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                return 1
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            time.sleep(0.2)
+    mib = size / (1 << 20)
+    print(f"{a.size_mib} MiB file in {a.chunk_mib} MiB chunks, {a.processes} fresh processes, "
+          f"transport={a.transport}; medians")
+    print(f"{'call':>6} {'read() ms':>10} {'MB/s':>8} {'filer GET ms':>13} {'ratio':>6} "
+          f"{'min ratio':>10}")
+    worst = float("inf")
+    for call in range(3):
+        reads = [r["read"][call] for r in runs]
+        gets = [r["get"][call] for r in runs]
+        ratios = [g / t for g, t in zip(gets, reads, strict=True)]
+        med_r, med_g = statistics.median(reads), statistics.median(gets)
+        worst = min(worst, min(ratios))
+        print(f"{call + 1:>6} {med_r * 1e3:>10.1f} {mib * 1.048576 / med_r:>8.0f} "
+              f"{med_g * 1e3:>13.1f} {med_g / med_r:>6.2f} {min(ratios):>10.2f}")
+    into = statistics.median(x for r in runs for x in r["readinto"])
+    print(f"readinto (ready buffer), median of calls 1-3: {into * 1e3:.1f} ms, "
+          f"{mib * 1.048576 / into:.0f} MB/s")
+    print(f"Client() construction: {statistics.median(r['client_s'] for r in runs) * 1e3:.1f} ms")
+    print(f"worst ratio over the first three calls: {worst:.2f} (goal >= 3)")
+    print(f"engine: {runs[-1]['stats']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
