@@ -456,3 +456,43 @@ fn sixteen_sidecars_over_verbs_pin_at_most_the_budget() {
         assert!(stats.bytes_by_transport["verbs"] > 0, "{stats:?}");
     }
 }
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware); optionally set SEAWEED_RDMA_DEVICE"]
+fn connections_lease_disjoint_slices_of_one_budget_and_a_held_one_takes_no_other() {
+    const SLOT: u32 = 64 * 1024;
+    // Eight slots in all.
+    let host = std::sync::Arc::new(
+        super::Host::open(SLOT, 16, 8 * u64::from(SLOT)).expect("an RDMA device"),
+    );
+    let before = vm_pin();
+    // A connection that asks for 16 gets at most half of what is free.
+    let stuck = host.prepare(16).expect("first connection");
+    let others: Vec<_> = (0..3).map(|_| host.prepare(16).expect("a later connection")).collect();
+    let counts: Vec<u32> =
+        std::iter::once(&stuck).chain(&others).map(|p| p.remote().slot_count).collect();
+    assert_eq!(counts, [4, 2, 1, 1], "each gets at most half of what is free");
+    // Each its own registration over its own slice.
+    let pools: Vec<_> = std::iter::once(&stuck).chain(&others).map(|p| p.remote()).collect();
+    for (i, a) in pools.iter().enumerate() {
+        for b in &pools[i + 1..] {
+            assert_ne!(a.rkey, b.rkey);
+            assert!(a.addr + a.len <= b.addr || b.addr + b.len <= a.addr, "{a:?} {b:?}");
+        }
+    }
+    let (registered, budget, leases) = host.pinned();
+    assert_eq!((registered, budget, leases), (8 * u64::from(SLOT), 8 * u64::from(SLOT), 4));
+    assert!(!host.has_room());
+    let full = host.prepare(1).expect_err("the budget is all leased");
+    assert!(full.to_string().contains("pinned_budget"), "{full}");
+    let pinned = vm_pin().saturating_sub(before);
+    assert!(pinned <= 8 * u64::from(SLOT), "VmPin grew by {pinned}");
+    // The stuck connection keeps its own slots only; when another goes, its slot is free
+    // for a new connection, and the stuck one's are not touched.
+    drop(others);
+    let again = host.prepare(16).expect("room again");
+    assert_eq!(again.remote().slot_count, 2);
+    assert_eq!(host.pinned().0, 6 * u64::from(SLOT));
+    drop(stuck);
+    assert_eq!(host.pinned().0, 2 * u64::from(SLOT));
+}
