@@ -4,6 +4,7 @@
 mod buffer;
 mod engine;
 mod errors;
+mod failure;
 mod fid;
 mod manifest;
 mod native;

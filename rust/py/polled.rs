@@ -6,7 +6,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use super::buffer::PyDest;
-use super::engine::PyOpFailure;
+use super::failure::PyOpFailure;
 use crate::engine::Polled;
 
 /// A small batch in flight on one sidecar connection. Wait until `fileno()` is readable

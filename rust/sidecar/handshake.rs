@@ -13,7 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{timeout_at, Instant};
 use tracing::warn;
 
-use super::tcp::{protocol, End, Limits};
+use super::limits::{protocol, End, Limits};
 use super::transport::{Pusher, TcpPusher, VerbsBackend};
 use super::HANDSHAKE_DEADLINE;
 use crate::proto::{

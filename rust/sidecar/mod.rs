@@ -56,6 +56,7 @@ mod config;
 mod handshake;
 mod http;
 mod jwt;
+mod limits;
 mod rdma;
 mod read;
 mod service;
@@ -193,7 +194,7 @@ impl Sidecar {
         });
         let write_timeout =
             (config.write_timeout_secs > 0).then(|| Duration::from_secs(config.write_timeout_secs));
-        let limits = Arc::new(tcp::Limits {
+        let limits = Arc::new(limits::Limits {
             max_frame: config.max_frame,
             max_read: config.max_read,
             max_inflight: config.max_inflight,

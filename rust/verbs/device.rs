@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::attrs::{choose_gid, GidEntry, GidKind, LinkLayer, LocalPort};
+use super::attrs::{choose_gid, GidEntry, LocalPort};
 use super::error::{from_ret, last_os_error, VerbsError, VerbsResult};
 use super::ffi::{self, IbvContext, IbvDevice, IbvDeviceAttr, IbvGid, IbvPd, IbvPortAttr};
+use super::gid::{GidKind, LinkLayer};
 use super::loader::Loader;
 
 /// Where the kernel describes RDMA devices (GID types and netdevs live here).

@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::attrs::GidKind;
+use super::gid::GidKind;
 use super::slots::RemotePool;
 use crate::error::{Error, Result};
 use crate::proto::Cursor;

@@ -53,6 +53,7 @@ mod device;
 mod error;
 pub mod exchange;
 mod ffi;
+mod gid;
 mod loader;
 mod mr;
 mod probe;
@@ -68,13 +69,13 @@ mod tests;
 
 pub use arena::{Arena, ArenaLease};
 pub use attrs::{
-    choose_gid, format_gid, mtu_bytes, path_mtu, random_psn, GidEntry, GidKind, LinkLayer,
-    LocalPort, Role,
+    choose_gid, format_gid, mtu_bytes, path_mtu, random_psn, GidEntry, LocalPort, Role,
 };
 pub use cq::{Backoff, Completion, CompletionQueue, Pause};
 pub use device::{device_names, Context, DeviceAttr, PortAttr, ProtectionDomain};
 pub use error::{VerbsError, VerbsResult};
 pub use exchange::{ClientExchange, Endpoint};
+pub use gid::{GidKind, LinkLayer};
 pub use loader::{Loader, LIBIBVERBS};
 pub use mr::{Access, RegisteredPool, Sge, Slot};
 pub use probe::{

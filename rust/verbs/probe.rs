@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::attrs::{GidEntry, LinkLayer};
+use super::attrs::GidEntry;
 use super::device::{device_names, Context, DeviceAttr, PortAttr, SYSFS_ROOT};
 use super::error::VerbsError;
+use super::gid::LinkLayer;
 use super::loader::{Loader, LIBIBVERBS};
 use super::slots::{check_memlock, has_cap_ipc_lock, MemlockLimit};
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::verbs::attrs::GidKind;
+use crate::verbs::gid::GidKind;
 
 fn lib(present: bool, error: Option<&str>) -> LibraryReport {
     LibraryReport {
