@@ -14,7 +14,7 @@ use super::answer::Delivered;
 use super::conn::Conn;
 use super::dest::Dest;
 use super::pending::{Done, Recipient, Reply};
-use super::pool::Pool;
+use super::pool::SidecarPool;
 use super::runtime::Generation;
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure};
@@ -40,7 +40,7 @@ pub(super) struct Job {
 }
 
 /// Everything a batch needs from the engine.
-pub(super) struct Ctx<'a> {
+pub(super) struct BatchCtx<'a> {
     pub(super) generation: &'a Generation,
     pub(super) cfg: &'a EngineConfig,
     pub(super) stats: &'a Arc<Stats>,
@@ -94,9 +94,14 @@ enum Seat {
 /// Runs `jobs` and returns one outcome per job, giving up on answers at `deadline`. With
 /// `probe`, sidecars in back-off are tried anyway. Must not be called from a task of the
 /// engine's runtime (it blocks); its blocking threads are fine.
-pub(super) fn run(ctx: &Ctx<'_>, jobs: &[Job], probe: bool, deadline: Instant) -> Vec<Outcome> {
+pub(super) fn run(
+    ctx: &BatchCtx<'_>,
+    jobs: &[Job],
+    probe: bool,
+    deadline: Instant,
+) -> Vec<Outcome> {
     let mut results: Vec<Option<Outcome>> = jobs.iter().map(|_| None).collect();
-    let mut groups: Vec<(Arc<Pool>, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(Arc<SidecarPool>, Vec<usize>)> = Vec::new();
     let mut by_addr: HashMap<&str, usize> = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
         let g = *by_addr.entry(&job.sidecar).or_insert_with(|| {
@@ -160,7 +165,7 @@ pub(super) fn run(ctx: &Ctx<'_>, jobs: &[Job], probe: bool, deadline: Instant) -
 
 /// The async half of a batch, borrowed state only.
 struct Io<'a, 'b> {
-    ctx: &'a Ctx<'b>,
+    ctx: &'a BatchCtx<'b>,
     jobs: &'a [Job],
     results: &'a mut [Option<Outcome>],
     reg: &'a mut Registry,
@@ -173,7 +178,7 @@ struct Io<'a, 'b> {
 impl Io<'_, '_> {
     async fn drive(
         &mut self,
-        groups: &[(Arc<Pool>, Vec<usize>)],
+        groups: &[(Arc<SidecarPool>, Vec<usize>)],
         rx: &mut UnboundedReceiver<Done>,
     ) {
         // Start every connect at once (each bounded), so dead sidecars cost one connect

@@ -10,9 +10,9 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
+use super::conn_state::ConnState;
 use super::frames;
 use super::pending::{Recipient, Reply};
-use super::shared::Shared;
 use super::stats::Stats;
 use super::tasks::{self, Outgoing};
 use super::types::Failure;
@@ -28,7 +28,7 @@ pub(super) const READ_BUFFER: usize = 16 * 1024;
 pub(super) struct Conn {
     /// What the sidecar granted.
     pub(super) ack: HelloAck,
-    shared: Arc<Shared>,
+    shared: Arc<ConnState>,
     queue: UnboundedSender<Outgoing>,
     reader: AbortHandle,
     writer: AbortHandle,
@@ -92,7 +92,7 @@ impl Conn {
             _ => None,
         };
         let slots = link.as_ref().map(|l| l.slots.clone());
-        let shared = Arc::new(Shared::new(link));
+        let shared = Arc::new(ConnState::new(link));
         let max_body = frames::max_answer(&ack);
         let reader = tasks::spawn_reader(rd, shared.clone(), max_body);
         let (queue, rx) = mpsc::unbounded_channel();

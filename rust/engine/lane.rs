@@ -1,5 +1,5 @@
 //! The lane: a small batch for one sidecar, run entirely on the calling thread over a
-//! blocking connection ([`Wire`]).
+//! blocking connection ([`LaneConn`]).
 //!
 //! The async path costs several thread hops per batch (the caller wakes the writer task,
 //! the reader task wakes the caller), each a wake-up and a context switch; on a small
@@ -27,12 +27,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::answer::{self, Asked, Delivered, Verdict};
-use super::batch::{Ctx, Outcome};
+use super::batch::{BatchCtx, Outcome};
 use super::frames;
-use super::pool::{LaneTicket, Pool};
+use super::lane_conn::{timed_out, LaneConn, Offer};
+use super::pool::{LaneTicket, SidecarPool};
 use super::types::{EngineConfig, Failure, Transport, WholeNeedle};
 use super::verbs::{self, lane::LaneLink, rx};
-use super::wire::{timed_out, Offer, Wire};
 use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest};
 
 /// Most ops a batch may have to take the lane: a handful of requests pipelined on one
@@ -94,14 +94,14 @@ pub(super) fn target<'o>(mut ops: impl Iterator<Item = (&'o str, u32)>) -> Optio
 
 /// The claim on a lane connection of `addr`'s sidecar for one batch, unless the sidecar's
 /// lane connections are all busy (the batch then takes the async path).
-pub(super) fn ticket(ctx: &Ctx<'_>, addr: &str) -> Option<LaneTicket> {
+pub(super) fn ticket(ctx: &BatchCtx<'_>, addr: &str) -> Option<LaneTicket> {
     ctx.generation.pool(addr, ctx.cfg.conns_per_sidecar).lane_ticket()
 }
 
 /// Runs `ops` on the ticket's sidecar and returns one outcome per op, giving up at
 /// `deadline`.
 pub(super) fn run(
-    ctx: &Ctx<'_>,
+    ctx: &BatchCtx<'_>,
     mut ticket: LaneTicket,
     ops: &mut [LaneOp<'_>],
     deadline: Instant,
@@ -159,9 +159,9 @@ fn want_inflight(cfg: &EngineConfig) -> u32 {
 }
 
 /// A new lane connection, within the connect timeout (and the batch's deadline). It offers
-/// verbs exactly when a new async connection would ([`Pool::conn`]), and falls back the
+/// verbs exactly when a new async connection would ([`SidecarPool::conn`]), and falls back the
 /// same way under [`Transport::Auto`].
-fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failure> {
+fn connect(ctx: &BatchCtx<'_>, pool: &SidecarPool, deadline: Instant) -> Result<LaneConn, Failure> {
     let limit = deadline.min(Instant::now() + ctx.cfg.connect_timeout);
     ctx.generation.make_room(ctx.cfg.max_conns, true, ctx.stats);
     let host = pool.offer_verbs(ctx.generation.verbs(ctx.cfg)?);
@@ -169,10 +169,10 @@ fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failur
     let want = want_inflight(ctx.cfg);
     let tcp_ok = ctx.cfg.transport != Transport::Verbs;
     let offer = host.as_ref().map(|host| Offer { host, tcp_ok, stats: ctx.stats });
-    let wire = match Wire::connect(&addrs, want, limit, offer) {
+    let wire = match LaneConn::connect(&addrs, want, limit, offer) {
         Err(Failure::Verbs(why)) if ctx.cfg.transport == Transport::Auto => {
             pool.verbs_failed(&why);
-            Wire::connect(&addrs, want, limit, None)?
+            LaneConn::connect(&addrs, want, limit, None)?
         }
         other => other?,
     };
@@ -183,7 +183,7 @@ fn connect(ctx: &Ctx<'_>, pool: &Pool, deadline: Instant) -> Result<Wire, Failur
 
 /// The addresses of `addr`: parsed when it is an `ip:port`, else looked up on the engine
 /// runtime's blocking threads, so the wait has a deadline (`getaddrinfo` has none).
-fn resolve(ctx: &Ctx<'_>, addr: &str, limit: Instant) -> Result<Vec<SocketAddr>, Failure> {
+fn resolve(ctx: &BatchCtx<'_>, addr: &str, limit: Instant) -> Result<Vec<SocketAddr>, Failure> {
     if let Ok(one) = addr.parse::<SocketAddr>() {
         return Ok(vec![one]);
     }
@@ -210,7 +210,7 @@ fn protocol(what: impl Into<String>) -> Failure {
 
 /// One batch's requests and answers on one connection.
 struct Exchange<'w> {
-    wire: &'w mut Wire,
+    wire: &'w mut LaneConn,
     deadline: Instant,
     max_body: u32,
     /// Requests allowed in flight at once.

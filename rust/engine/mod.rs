@@ -84,21 +84,21 @@
 mod answer;
 mod batch;
 mod conn;
+mod conn_state;
 mod dest;
 mod frames;
 mod lane;
+mod lane_conn;
 mod pending;
 mod polled;
 mod pool;
 mod reads;
 mod runtime;
-mod shared;
 mod stats;
 mod tasks;
 mod ticket;
 mod types;
 mod verbs;
-mod wire;
 
 #[cfg(test)]
 mod e2e;
@@ -130,14 +130,14 @@ pub use verbs::DEVICE_ENV;
 use crate::error::{Error, Result};
 use crate::proto::ReadRequest;
 use batch::{Job, Want};
-use reads::{Batch, Core, RangeResults, WholeResults};
+use reads::{EngineCore, RangeResults, ReadBatch, WholeResults};
 use runtime::{Current, Generation, Lease};
 use stats::Stats;
 
 /// The client engine; cheap to share between threads (`&self` everywhere).
 #[derive(Debug)]
 pub struct Engine {
-    core: Core,
+    core: EngineCore,
     current: Current,
 }
 
@@ -165,14 +165,15 @@ impl Engine {
         }
         let stats = Arc::new(Stats::default());
         let current = Current::new(cfg.idle_timeout, stats.clone()).map_err(Error::Runtime)?;
-        let core = Core { cfg, stats, use_lane: true, submitted: Arc::new(AtomicUsize::new(0)) };
+        let core =
+            EngineCore { cfg, stats, use_lane: true, submitted: Arc::new(AtomicUsize::new(0)) };
         Ok(Engine { core, current })
     }
 
     /// The same engine with every batch on the async path, for tests of that path.
     #[cfg(test)]
     pub(crate) fn without_lane(self) -> Engine {
-        Engine { core: Core { use_lane: false, ..self.core }, ..self }
+        Engine { core: EngineCore { use_lane: false, ..self.core }, ..self }
     }
 
     /// The settings this engine runs with.
@@ -190,14 +191,14 @@ impl Engine {
     fn blocking<T>(
         &self,
         n: usize,
-        f: impl FnOnce(&Batch<'_>) -> Vec<std::result::Result<T, Failure>>,
+        f: impl FnOnce(&ReadBatch<'_>) -> Vec<std::result::Result<T, Failure>>,
     ) -> Vec<std::result::Result<T, Failure>> {
         let deadline = self.deadline();
         match self.current.get() {
             Ok(generation) => {
                 // The caller's own thread waits, so it may spin for a prompt answer.
                 let spin = self.core.cfg.busy_poll;
-                f(&Batch { core: &self.core, generation: &generation, deadline, spin })
+                f(&ReadBatch { core: &self.core, generation: &generation, deadline, spin })
             }
             Err(e) => self.core.unavailable(n, &e),
         }
@@ -253,7 +254,9 @@ impl Engine {
         &self,
         n: usize,
         mut buffer: B,
-        work: impl FnOnce(&Batch<'_>, &mut B) -> Vec<std::result::Result<T, Failure>> + Send + 'static,
+        work: impl FnOnce(&ReadBatch<'_>, &mut B) -> Vec<std::result::Result<T, Failure>>
+            + Send
+            + 'static,
     ) -> std::io::Result<Ticket<T, B>>
     where
         T: Send + Sync + 'static,
@@ -277,7 +280,7 @@ impl Engine {
             let out = match lease.get() {
                 Some(generation) if Instant::now() < deadline => {
                     let (spin, _running) = core.submitted_spin();
-                    work(&Batch { core: &core, generation, deadline, spin }, &mut buffer)
+                    work(&ReadBatch { core: &core, generation, deadline, spin }, &mut buffer)
                 }
                 _ => core.expired(n),
             };

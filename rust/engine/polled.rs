@@ -20,11 +20,11 @@ use super::answer::{self, Asked, Verdict};
 use super::dest;
 use super::frames;
 use super::lane;
+use super::lane_conn::LaneConn;
 use super::pool::LaneTicket;
-use super::reads::Core;
+use super::reads::EngineCore;
 use super::ticket::DestBuffer;
 use super::types::{Failure, RangeOp};
-use super::wire::Wire;
 use super::Engine;
 use crate::proto::{DataHeader, FrameHeader, Kind, DATA_HEADER_LEN, FRAME_HEADER_LEN};
 
@@ -33,9 +33,9 @@ pub const POLLED_MAX_BYTES: u64 = 64 << 10;
 
 /// A small batch in flight on a lane connection; see the module docs.
 pub struct Polled<B: DestBuffer> {
-    core: Core,
+    core: EngineCore,
     ticket: Option<LaneTicket>,
-    wire: Option<Wire>,
+    wire: Option<LaneConn>,
     dest: B,
     ops: Vec<RangeOp>,
     /// `(request id, op index, echo its answer must carry)` of READs not yet answered.
@@ -127,7 +127,7 @@ impl Engine {
 impl<B: DestBuffer> Polled<B> {
     /// The socket to wait on (readable: call [`poll`](Self::poll)); -1 once finished.
     pub fn fd(&self) -> i32 {
-        self.wire.as_ref().map_or(-1, Wire::raw_fd)
+        self.wire.as_ref().map_or(-1, LaneConn::raw_fd)
     }
 
     /// Whether the outcomes were given (or the batch given up): `poll` has nothing more.

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
+use super::lane_conn::LaneConn;
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, SidecarHealth, Transport};
 use super::verbs::Host;
-use super::wire::Wire;
 use crate::proto::Status;
 
 /// Consecutive light failures (BUSY, INTERNAL, a dropped connection) that count as one
@@ -29,7 +29,7 @@ pub(super) fn now_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Which idle connection of a pool [`Pool::oldest_idle`] found.
+/// Which idle connection of a pool [`SidecarPool::oldest_idle`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Idle {
     Seat(usize),
@@ -79,7 +79,7 @@ struct Health {
 
 /// A sidecar's connections and health.
 #[derive(Debug)]
-pub(super) struct Pool {
+pub(super) struct SidecarPool {
     pub(super) addr: String,
     /// One async mutex per connection, so concurrent batches share one connect attempt.
     seats: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
@@ -96,9 +96,9 @@ pub(super) struct Pool {
     tcp_only: AtomicBool,
 }
 
-impl Pool {
-    pub(super) fn new(addr: &str, conns: usize) -> Pool {
-        Pool {
+impl SidecarPool {
+    pub(super) fn new(addr: &str, conns: usize) -> SidecarPool {
+        SidecarPool {
             addr: addr.to_owned(),
             seats: (0..conns.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
             seat_used: (0..conns.max(1)).map(|_| AtomicU64::new(0)).collect(),
@@ -173,7 +173,7 @@ impl Pool {
             }
             Idle::Lane => {
                 let mut lane = self.lane();
-                (!lane.idle.is_empty()).then(|| Closed::Wire { _wire: lane.idle.remove(0).0 })
+                (!lane.idle.is_empty()).then(|| Closed::Lane { _conn: lane.idle.remove(0).0 })
             }
         }
     }
@@ -193,7 +193,7 @@ impl Pool {
         }
         let mut lane = self.lane();
         let stale = lane.idle.iter().take_while(|(_, used)| *used < cutoff).count();
-        out.extend(lane.idle.drain(..stale).map(|(wire, _)| Closed::Wire { _wire: wire }));
+        out.extend(lane.idle.drain(..stale).map(|(wire, _)| Closed::Lane { _conn: wire }));
         out
     }
 
@@ -402,7 +402,7 @@ impl Pool {
 struct LaneSlots {
     /// Connections owing no answer, ready for a batch, with when each was last used: the
     /// oldest first (a batch takes the newest).
-    idle: Vec<(Wire, u64)>,
+    idle: Vec<(LaneConn, u64)>,
     /// Tickets out: connections in use, or being made.
     busy: usize,
 }
@@ -410,20 +410,20 @@ struct LaneSlots {
 /// One lane batch's claim on a sidecar's lane connections; dropping it frees the claim.
 #[derive(Debug)]
 pub(super) struct LaneTicket {
-    pool: Arc<Pool>,
+    pool: Arc<SidecarPool>,
     /// An idle connection to use; `None`: make one.
-    pub(super) wire: Option<Wire>,
+    pub(super) wire: Option<LaneConn>,
 }
 
 impl LaneTicket {
     /// The sidecar.
-    pub(super) fn pool(&self) -> &Arc<Pool> {
+    pub(super) fn pool(&self) -> &Arc<SidecarPool> {
         &self.pool
     }
 
     /// Keeps `wire` for the next batch. Only for a batch that ended cleanly: a connection
     /// that still owes answers would hand them to the wrong batch.
-    pub(super) fn keep(self, wire: Wire) {
+    pub(super) fn keep(self, wire: LaneConn) {
         self.pool.lane().idle.push((wire, now_ms()));
     }
 }
@@ -434,7 +434,7 @@ pub(super) enum Closed {
     /// An async connection; its tasks stop when the last holder lets go.
     Conn { _conn: Arc<Conn> },
     /// A lane connection.
-    Wire { _wire: Wire },
+    Lane { _conn: LaneConn },
 }
 
 impl Drop for LaneTicket {

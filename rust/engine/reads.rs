@@ -2,14 +2,14 @@
 //!
 //! A blocking call runs it on the caller's thread; a submitted one ([`super::ticket`]) on one
 //! of the engine runtime's blocking threads, after the call has returned. So what a batch
-//! needs of its engine is gathered in [`Core`], cheap to clone and owned by the batch.
+//! needs of its engine is gathered in [`EngineCore`], cheap to clone and owned by the batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::answer::Delivered;
-use super::batch::{self, Ctx, Job, Outcome, Want};
+use super::batch::{self, BatchCtx, Job, Outcome, Want};
 use super::dest;
 use super::lane::{self, LaneOp};
 use super::pool;
@@ -24,16 +24,16 @@ pub(super) type WholeResults = Vec<Result<WholeNeedle, Failure>>;
 
 /// What every batch needs of its engine.
 #[derive(Debug, Clone)]
-pub(super) struct Core {
+pub(super) struct EngineCore {
     pub(super) cfg: EngineConfig,
     pub(super) stats: Arc<Stats>,
     /// Whether small batches take the lane (always, except in tests of the async path).
     pub(super) use_lane: bool,
-    /// Submitted batches running now (see [`Core::submitted_spin`]).
+    /// Submitted batches running now (see [`EngineCore::submitted_spin`]).
     pub(super) submitted: Arc<AtomicUsize>,
 }
 
-impl Core {
+impl EngineCore {
     /// Counts a submitted batch as running until the guard drops, and says how long its
     /// lane waits may spin: as long as on a caller's thread while it runs alone (one event
     /// loop task reading at a time gains the wake-up it saves), not at all beside others
@@ -72,8 +72,8 @@ impl Core {
 
 /// One batch: the engine's core, the runtime generation its pools live in, and the moment
 /// it gives up.
-pub(super) struct Batch<'a> {
-    pub(super) core: &'a Core,
+pub(super) struct ReadBatch<'a> {
+    pub(super) core: &'a EngineCore,
     pub(super) generation: &'a Arc<Generation>,
     pub(super) deadline: Instant,
     /// How long a lane wait of this batch spins before it sleeps (see
@@ -93,9 +93,9 @@ impl Drop for SubmittedGuard<'_> {
 /// A batch's way onto the lane: the claim on one of the sidecar's lane connections.
 type Lane = pool::LaneTicket;
 
-impl Batch<'_> {
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
+impl ReadBatch<'_> {
+    fn ctx(&self) -> BatchCtx<'_> {
+        BatchCtx {
             generation: self.generation,
             cfg: &self.core.cfg,
             stats: &self.core.stats,

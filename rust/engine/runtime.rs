@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
-use super::pool::{now_ms, Closed, Pool};
+use super::pool::{now_ms, Closed, SidecarPool};
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, Transport};
 use super::verbs::Host;
@@ -33,7 +33,7 @@ const BLOCKING_THREADS: usize = 64;
 pub(super) struct Generation {
     pid: u32,
     pub(super) rt: Runtime,
-    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    pools: Mutex<HashMap<String, Arc<SidecarPool>>>,
     /// This process's verbs state, or why there is none; tried once, on first verbs use.
     /// Registered memory and device handles do not survive a fork either, so a child's
     /// generation opens its own.
@@ -67,18 +67,18 @@ impl Generation {
         })
     }
 
-    fn pools_map(&self) -> MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+    fn pools_map(&self) -> MutexGuard<'_, HashMap<String, Arc<SidecarPool>>> {
         // Only inserts happen under this lock; a panic cannot leave the map half-updated.
         self.pools.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The pool for `addr`, created on first use.
-    pub(super) fn pool(&self, addr: &str, conns: usize) -> Arc<Pool> {
+    pub(super) fn pool(&self, addr: &str, conns: usize) -> Arc<SidecarPool> {
         let mut pools = self.pools_map();
         if let Some(pool) = pools.get(addr) {
             return pool.clone();
         }
-        let pool = Arc::new(Pool::new(addr, conns));
+        let pool = Arc::new(SidecarPool::new(addr, conns));
         pools.insert(addr.to_owned(), pool.clone());
         pool
     }
@@ -146,7 +146,7 @@ impl Generation {
     }
 
     /// Every pool, sorted by address.
-    pub(super) fn pools(&self) -> Vec<Arc<Pool>> {
+    pub(super) fn pools(&self) -> Vec<Arc<SidecarPool>> {
         let mut all: Vec<_> = self.pools_map().values().cloned().collect();
         all.sort_by(|a, b| a.addr.cmp(&b.addr));
         all

@@ -12,9 +12,9 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use super::answer::{self, Delivered};
+use super::conn_state::ConnState;
 use super::frames;
 use super::pending::{Claim, Send};
-use super::shared::Shared;
 use super::types::{Failure, WholeNeedle};
 use super::verbs::{rx, SlotLease, SlotPool};
 use crate::proto::{self, DataHeader, FrameHeader, Kind};
@@ -36,7 +36,7 @@ pub(super) struct Outgoing {
 /// Fails the connection's entries and signals "gone" when the reader's future is dropped,
 /// whether it returned, hit an error, or was aborted (even before its first poll: the guard
 /// is captured by the future, so it is dropped with it).
-struct ReaderExit(Arc<Shared>);
+struct ReaderExit(Arc<ConnState>);
 
 impl Drop for ReaderExit {
     fn drop(&mut self) {
@@ -46,7 +46,7 @@ impl Drop for ReaderExit {
 
 pub(super) fn spawn_reader(
     rd: BufReader<OwnedReadHalf>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnState>,
     max_body: u32,
 ) -> AbortHandle {
     let exit = ReaderExit(shared);
@@ -62,7 +62,7 @@ pub(super) fn spawn_reader(
 pub(super) fn spawn_writer(
     wr: OwnedWriteHalf,
     rx: UnboundedReceiver<Outgoing>,
-    shared: Arc<Shared>,
+    shared: Arc<ConnState>,
     sem: Arc<Semaphore>,
     slots: Option<Arc<SlotPool>>,
     reader: AbortHandle,
@@ -80,7 +80,7 @@ pub(super) fn spawn_writer(
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut rx: UnboundedReceiver<Outgoing>,
-    shared: &Shared,
+    shared: &ConnState,
     sem: Arc<Semaphore>,
     slots: Option<&Arc<SlotPool>>,
 ) -> Option<Failure> {
@@ -130,7 +130,7 @@ async fn write_loop(
 /// Marks a queued entry sent and gives it the permit, and a verbs READ its slot; entries
 /// cancelled meanwhile are skipped (dropping the permit and the slot).
 fn attach(
-    shared: &Shared,
+    shared: &ConnState,
     mut o: Outgoing,
     permit: tokio::sync::OwnedSemaphorePermit,
     lease: Option<SlotLease>,
@@ -154,7 +154,7 @@ fn lost(e: std::io::Error) -> Failure {
 }
 
 /// Reads frames until the connection fails; returns why.
-async fn read_loop(rd: &mut Reader, shared: &Shared, max_body: u32) -> Failure {
+async fn read_loop(rd: &mut Reader, shared: &ConnState, max_body: u32) -> Failure {
     let mut scratch = vec![0u8; DISCARD_CHUNK];
     loop {
         let mut raw = [0u8; proto::FRAME_HEADER_LEN];
@@ -179,7 +179,7 @@ async fn read_loop(rd: &mut Reader, shared: &Shared, max_body: u32) -> Failure {
 
 async fn on_data(
     rd: &mut Reader,
-    shared: &Shared,
+    shared: &ConnState,
     header: FrameHeader,
     scratch: &mut [u8],
 ) -> Result<(), Failure> {

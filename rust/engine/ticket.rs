@@ -51,12 +51,12 @@ impl DestBuffer for Box<[u8]> {
 /// then drops the destination itself.
 #[derive(Debug)]
 pub struct Ticket<T, B = ()> {
-    shared: Arc<Shared<T, B>>,
+    shared: Arc<TicketState<T, B>>,
 }
 
 /// What a ticket and its batch share.
 #[derive(Debug)]
-struct Shared<T, B> {
+struct TicketState<T, B> {
     results: OnceLock<Vec<Result<T, Failure>>>,
     /// The destination, once the batch has finished with it (until taken back).
     buffer: Mutex<Option<B>>,
@@ -139,7 +139,7 @@ impl<T, B> Ticket<T, B> {
 /// is never left waiting for good.
 #[derive(Debug)]
 pub(super) struct Completer<T, B> {
-    shared: Option<Arc<Shared<T, B>>>,
+    shared: Option<Arc<TicketState<T, B>>>,
     ops: usize,
 }
 
@@ -151,7 +151,7 @@ pub(super) fn pair<T, B>(
     ops: usize,
     deadline: Instant,
 ) -> io::Result<(Ticket<T, B>, Completer<T, B>)> {
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(TicketState {
         results: OnceLock::new(),
         buffer: Mutex::new(None),
         done: Mutex::new(false),

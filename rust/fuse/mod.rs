@@ -24,12 +24,12 @@
 //! "ended" eventfd turns readable, for the Python side to stop pyfuse3's loop.
 //! [`Attached::detach`] puts the real descriptor back before libfuse unmounts.
 
+mod abi;
 mod fd;
 mod files;
 mod pieces;
 mod session;
 mod tokens;
-mod wire;
 
 #[cfg(test)]
 mod tests;

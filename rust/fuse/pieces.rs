@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 
-use super::wire::{out_header, InHeader, ReadIn, IN_HEADER, OUT_HEADER};
+use super::abi::{out_header, InHeader, ReadIn, IN_HEADER, OUT_HEADER};
 
 /// Where `fuse_read_in.offset` and `.size` sit in a READ request.
 const READ_OFFSET_AT: usize = IN_HEADER + 8;
@@ -161,7 +161,7 @@ impl Pieces {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuse::wire::{opcode, request};
+    use crate::fuse::abi::{opcode, request};
 
     fn read(unique: u64, offset: u64, size: u32) -> Vec<u8> {
         let mut body = [0u8; 40];

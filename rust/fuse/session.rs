@@ -18,14 +18,14 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::abi::{
+    init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
+    set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
+};
 use super::fd;
 use super::files::{Planned, Registry};
 use super::pieces::{Outcome, Pieces};
 use super::tokens::Tokens;
-use super::wire::{
-    init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
-    set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
-};
 use crate::engine::Engine;
 use crate::fid::FileId;
 
@@ -112,7 +112,7 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct SessionState {
     engine: Arc<Engine>,
     files: Registry,
     cfg: LoopConfig,
@@ -136,7 +136,7 @@ struct Shared {
 /// devices.
 #[derive(Debug)]
 pub struct NativeLoop {
-    shared: Arc<Shared>,
+    shared: Arc<SessionState>,
     threads: Vec<JoinHandle<()>>,
     devices: Vec<OwnedFd>,
 }
@@ -164,7 +164,7 @@ impl NativeLoop {
             fd::set_nonblocking(d.as_raw_fd())?;
         }
         let (notices, queue) = mpsc::channel();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SessionState {
             engine,
             files: Registry::default(),
             cfg,
@@ -279,7 +279,7 @@ fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
 
-impl Shared {
+impl SessionState {
     fn end(&self, why: &str) {
         if !self.has_ended.swap(true, Ordering::SeqCst) {
             tracing::info!("FUSE session ended: {why}");

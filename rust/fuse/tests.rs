@@ -6,10 +6,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::abi::{opcode, out_header, request, OUT_HEADER};
 use super::fd;
 use super::files::{NativeFile, Route};
 use super::session::{LoopConfig, NativeLoop};
-use super::wire::{opcode, out_header, request, OUT_HEADER};
 use crate::engine::test_server::{Mode, TestServer};
 use crate::engine::tests::{engine, needles, pattern, COOKIE};
 use crate::plan::ChunkSpec;
@@ -173,8 +173,8 @@ fn a_large_forwarded_read_goes_in_pieces_and_reaches_its_device_whole() {
     let mut pieces = Vec::new();
     for _ in 0..3 {
         let msg = next(&r.python, 5000).expect("a piece");
-        let h = super::wire::InHeader::parse(&msg).expect("a request");
-        let read = super::wire::ReadIn::parse(&msg).expect("a READ");
+        let h = super::abi::InHeader::parse(&msg).expect("a request");
+        let read = super::abi::ReadIn::parse(&msg).expect("a READ");
         assert_eq!(read.fh, 8);
         pieces.push((h.unique, read.offset, read.size));
     }
@@ -203,7 +203,7 @@ fn a_piece_that_fails_fails_its_whole_read() {
     send(&r.kernels[0], &read_req(90, 8, 0, 2 * PIECE));
     let a = next(&r.python, 5000).expect("piece 1");
     let b = next(&r.python, 5000).expect("piece 2");
-    let unique = |m: &[u8]| super::wire::InHeader::parse(m).expect("request").unique;
+    let unique = |m: &[u8]| super::abi::InHeader::parse(m).expect("request").unique;
     let mut full = out_header(OUT_HEADER + PIECE as usize, 0, unique(&a)).to_vec();
     full.resize(OUT_HEADER + PIECE as usize, 1);
     send(&r.python, &full);

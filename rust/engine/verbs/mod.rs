@@ -5,7 +5,7 @@
 //!
 //! The TCP connection stays the control stream; a verbs connection differs from a tcp one
 //! in three places only: the handshake appends the queue-pair exchange
-//! ([`super::conn::Conn::connect`], `super::wire::Wire::connect`), each READ names a receive
+//! ([`super::conn::Conn::connect`], `super::lane_conn::LaneConn::connect`), each READ names a receive
 //! slot of the connection's own pool before it is sent ([`super::tasks`], the lane), and an
 //! answer is completed from the slot once both its frame and its receive completion are in
 //! ([`rx`], the lane).

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::matcher::{CompletionStep, FrameStep, Matcher};
 use super::{Link, RecvEvent, RecvQueue, SlotLease};
-use crate::engine::shared::Shared;
+use crate::engine::conn_state::ConnState;
 use crate::engine::types::Failure;
 use crate::proto::{self, DataHeader, FrameHeader, Status};
 use crate::verbs::{Backoff, Pause};
@@ -80,7 +80,11 @@ pub(in crate::engine) fn pump<S>(
 }
 
 /// Waits for READ `id`'s receive completion; its frame is in.
-async fn wait_written(shared: &Shared, link: &Link, id: u32) -> Result<(SlotLease, u32), Failure> {
+async fn wait_written(
+    shared: &ConnState,
+    link: &Link,
+    id: u32,
+) -> Result<(SlotLease, u32), Failure> {
     let deadline = Instant::now() + WRITE_WAIT;
     let mut backoff = Backoff::default();
     let mut events = Vec::new();
@@ -106,7 +110,7 @@ async fn wait_written(shared: &Shared, link: &Link, id: u32) -> Result<(SlotLeas
 /// Why the connection must close (lost, protocol, failed receive).
 pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
     rd: &mut R,
-    shared: &Shared,
+    shared: &ConnState,
     link: &Link,
     header: FrameHeader,
 ) -> Result<(), Failure> {
@@ -138,7 +142,7 @@ pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
 /// Completes the READ `header` answers from `written` (the slot and byte count) or,
 /// without one, from the status alone.
 fn answer(
-    shared: &Shared,
+    shared: &ConnState,
     link: &Link,
     header: &FrameHeader,
     data: &DataHeader,

@@ -115,7 +115,7 @@ fn write_all(stream: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> io:
 /// The buffer lets one `read` take several small answers (or a header with its payload);
 /// a remainder at least as large as the buffer is read straight into its destination.
 #[derive(Debug)]
-pub(super) struct Wire {
+pub(super) struct LaneConn {
     /// The queue pair, pool and matching state of a verbs connection. Whatever the order
     /// against the socket, [`LaneLink`] destroys its queue pair before its slots go back.
     pub(super) verbs: Option<LaneLink>,
@@ -142,7 +142,7 @@ pub(super) struct Offer<'a> {
     pub(super) stats: &'a Arc<Stats>,
 }
 
-impl Wire {
+impl LaneConn {
     /// Connects to the first of `addrs` that answers, asks for `want_inflight` requests in
     /// flight, and checks the grant; all before `deadline`. With `verbs`, the HELLO also
     /// offers verbs with a fresh queue pair and pool, and the sidecar chooses, as on an
@@ -152,7 +152,7 @@ impl Wire {
         want_inflight: u32,
         deadline: Instant,
         verbs: Option<Offer<'_>>,
-    ) -> Result<Wire, Failure> {
+    ) -> Result<LaneConn, Failure> {
         let fail = |what: &str, e: io::Error| Failure::Connect(format!("{what}: {e}"));
         let prepared = verbs.as_ref().map(|o| o.host.prepare(want_inflight)).transpose()?;
         let mut last = io::Error::new(ErrorKind::NotFound, "address resolved to nothing");
@@ -195,7 +195,16 @@ impl Wire {
             _ => None,
         };
         let buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-        Ok(Wire { verbs: link, stream, ack, buf, pos: 0, end: 0, next_id: 0, spin: Duration::ZERO })
+        Ok(LaneConn {
+            verbs: link,
+            stream,
+            ack,
+            buf,
+            pos: 0,
+            end: 0,
+            next_id: 0,
+            spin: Duration::ZERO,
+        })
     }
 
     /// `"verbs"` or `"tcp"`, as the sidecar chose.

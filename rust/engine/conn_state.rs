@@ -11,7 +11,7 @@ use super::verbs::Link;
 
 /// State the connection's tasks and its batches share.
 #[derive(Debug, Default)]
-pub(super) struct Shared {
+pub(super) struct ConnState {
     /// The queue pair of a verbs connection. Declared before `table` so it is destroyed
     /// first: the slots the table holds are freed only once nothing can write into them.
     link: Option<Link>,
@@ -25,10 +25,10 @@ pub(super) struct Shared {
     writer: OnceLock<AbortHandle>,
 }
 
-impl Shared {
-    /// Shared state for a new connection (with its queue pair, on verbs).
-    pub(super) fn new(link: Option<Link>) -> Shared {
-        Shared { link, ..Shared::default() }
+impl ConnState {
+    /// State for a new connection (with its queue pair, on verbs).
+    pub(super) fn new(link: Option<Link>) -> ConnState {
+        ConnState { link, ..ConnState::default() }
     }
 
     /// The verbs half, on a verbs connection.
