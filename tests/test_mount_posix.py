@@ -7,15 +7,19 @@ and what one mount makes the other must read the same way.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from .conftest import FUSE_OK, weed_mount
@@ -230,11 +234,13 @@ def _atime(d: Path) -> tuple[int, int]:
     return st.st_atime_ns, st.st_mtime_ns
 
 
-def test_atime_is_kept_apart_from_mtime(mounts: tuple[Path, Path]) -> None:
+def test_atime_is_kept_apart_from_mtime(mounts: tuple[Path, Path], cluster) -> None:  # type: ignore[no-untyped-def]
     ours, weed = _both(mounts, "atime", _atime)
     assert ours == weed == (9_000_000_000, 7_000_000_000)
-    # the filer keeps it: weed mount reads the same atime for our file
-    assert _until(lambda: os.stat(mounts[1] / "atime-ours" / "f").st_atime_ns == 9_000_000_000)
+    # the filer keeps it in the entry's Atime, where weed mount keeps its own (weed mount
+    # 4.48 shows the mtime as the atime of entries it did not set itself)
+    r = httpx.get(f"{cluster.filer.url}/atime-ours/f", params={"metadata": "true"}, timeout=30)
+    assert r.json()["Atime"].startswith("1970-01-01T00:00:09")
 
 
 # -- 7. open and unlinked --------------------------------------------------------------------
@@ -278,3 +284,65 @@ def test_chmod_chown_touch_only_metadata(mounts: tuple[Path, Path]) -> None:
     assert _until(lambda: (mounts[1] / "setattr-ours" / "f").read_bytes()
                   == b"small inline-sized content"
                   and os.stat(mounts[1] / "setattr-ours" / "f").st_uid == 1234)
+
+
+# -- 11. beyond weed mount: renameat2, statfs, locks, xattrs --------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD = -100
+
+
+def _renameat2(old: Path, new: Path, flags: int) -> int:
+    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def test_renameat2_noreplace_and_exchange(mounts: tuple[Path, Path]) -> None:
+    d = _fresh(mounts[0], "renameat2")
+    (d / "a").write_bytes(b"A")
+    (d / "b").write_bytes(b"B")
+    assert _renameat2(d / "a", d / "b", 1) == errno.EEXIST  # RENAME_NOREPLACE
+    assert _renameat2(d / "a", d / "c", 1) == 0
+    assert _renameat2(d / "c", d / "b", 2) == 0  # RENAME_EXCHANGE
+    assert (d / "c").read_bytes() == b"B" and (d / "b").read_bytes() == b"A"
+    assert sorted(os.listdir(d)) == ["b", "c"]
+    assert _renameat2(d / "c", d / "nothere", 2) == errno.ENOENT
+    assert _until(lambda: (mounts[1] / "renameat2" / "c").read_bytes() == b"B"
+                  and sorted(os.listdir(mounts[1] / "renameat2")) == ["b", "c"])
+
+
+def test_statfs_is_the_clusters(mounts: tuple[Path, Path]) -> None:
+    ours, weed = (os.statvfs(m) for m in mounts)
+    assert ours.f_namemax == 255
+    total = ours.f_blocks * ours.f_frsize
+    assert 0 < total < 1 << 50  # the cluster's capacity, not a made-up huge number
+    print("statfs total bytes: ours", total, "weed mount", weed.f_blocks * weed.f_frsize)
+
+
+def test_locks_are_local_to_the_mount(mounts: tuple[Path, Path]) -> None:
+    import fcntl
+    d = _fresh(mounts[0], "locks")
+    (d / "f").write_bytes(b"x" * 100)
+    with open(d / "f", "r+b") as f1, open(d / "f", "r+b") as f2:
+        fcntl.flock(f1, fcntl.LOCK_EX)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(f2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f1, fcntl.LOCK_UN)
+        fcntl.lockf(f1, fcntl.LOCK_EX, 10, 0)  # byte-range: another process is refused
+        probe = ("import fcntl, sys\n"
+                 "f = open(sys.argv[1], 'r+b')\n"
+                 "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 50)\n"
+                 "try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)\n"
+                 "except BlockingIOError:\n    sys.exit(7)\n")
+        r = subprocess.run([sys.executable, "-c", probe, str(d / "f")])
+        assert r.returncode == 7
+
+
+def test_xattrs_read_by_weed_mount(mounts: tuple[Path, Path]) -> None:
+    d = _fresh(mounts[0], "xattrs")
+    (d / "f").write_bytes(b"x")
+    os.setxattr(d / "f", "user.color", b"blue")
+    assert _until(lambda: os.getxattr(mounts[1] / "xattrs" / "f", "user.color") == b"blue")
+    os.setxattr(mounts[1] / "xattrs" / "f", "user.size", b"big")
+    assert _until(lambda: os.getxattr(d / "f", "user.size") == b"big")

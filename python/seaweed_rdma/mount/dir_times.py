@@ -4,8 +4,9 @@ or renamed, as POSIX asks and as ``weed mount`` does (it writes the directory's 
 The filer does not move them itself, so the mount writes the directory's entry after such
 a change. That write runs in the background, one at a time per directory and coalesced
 (a burst of creates in one directory costs one or two ``UpdateEntry`` calls, not one per
-create), and until it is done the mount answers the directory's attributes with the new
-times from here (``apply``), so a ``stat`` right after the change sees them.
+create), and the mount answers the directory's attributes with the new times from here
+(``apply``) until it is done and for ``KEEP_S`` after, so a ``stat`` right after the
+change sees them, even one whose filer read started before the write landed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..filer_grpc import FilerGrpc, FilerRpcError, split_path
 log = logging.getLogger("seaweed_rdma.mount")
 
 OffLoop = Callable[..., Awaitable[Any]]
+KEEP_S = 10.0  # how long times stay answered from here after they were written
 
 
 class DirTimes:
@@ -35,6 +37,7 @@ class DirTimes:
         self._off_loop = off_loop
         self._on_written = on_written  # drops what the mount cached of the directory
         self._pending: dict[str, int] = {}  # directory -> ns its times move to
+        self._written: dict[str, tuple[int, float]] = {}  # directory -> (ns, written at)
         self._writing: set[str] = set()
         self.nursery: trio.Nursery | None = None
         self.writes = 0
@@ -54,12 +57,25 @@ class DirTimes:
     def moved(self, old: str, new: str) -> None:
         """A directory was renamed: its pending times follow it."""
         ns = self._pending.pop(old, None)
+        self._written.pop(old, None)
         if ns is not None:
             self.touch(new, ns)
 
+    def drop(self, directory: str) -> None:
+        """The directory's times were set explicitly (utimens): nothing kept here wins."""
+        self._pending.pop(directory, None)
+        self._written.pop(directory, None)
+
     def apply(self, entry: Entry) -> Entry:
-        """``entry`` with the times set here and not yet on the filer."""
+        """``entry`` with the times set here (not yet on the filer, or written lately)."""
         ns = self._pending.get(entry.path)
+        if ns is None:
+            written = self._written.get(entry.path)
+            if written is not None:
+                if time.monotonic() - written[1] > KEEP_S:
+                    del self._written[entry.path]
+                else:
+                    ns = written[0]
         if ns is None or ns <= entry.mtime_ns:
             return entry
         return dataclasses.replace(entry, mtime_ns=ns, ctime_ns=max(ns, entry.ctime_ns))
@@ -76,9 +92,16 @@ class DirTimes:
                     log.info("times of %s not written: %s", directory, e)
                 if self._pending.get(directory) == ns:
                     del self._pending[directory]
+                    self._written[directory] = (ns, time.monotonic())
                     self._on_written(directory)
+                    self._expire()
         finally:
             self._writing.discard(directory)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for d in [d for d, (_, at) in self._written.items() if now - at > KEEP_S]:
+            del self._written[d]
 
     def _write_now(self, directory: str, ns: int) -> None:
         """Blocking: moves the directory entry's mtime and ctime to ``ns`` (never back)."""

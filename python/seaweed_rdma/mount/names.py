@@ -32,9 +32,15 @@ def check_length(raw: bytes) -> None:
 
 
 def utf8_name(raw: bytes, what: str) -> str:
-    """``raw`` as text, or ``FUSEError(EILSEQ)`` (logged) when it is not valid UTF-8;
-    ENAMETOOLONG past ``NAME_MAX`` bytes."""
+    """A name in a directory as text: ENAMETOOLONG past ``NAME_MAX`` bytes, else
+    ``utf8_text``."""
     check_length(raw)
+    return utf8_text(raw, what)
+
+
+def utf8_text(raw: bytes, what: str) -> str:
+    """``raw`` (a name, a symlink target, an xattr name) as text, or ``FUSEError(EILSEQ)``
+    (logged) when it is not valid UTF-8."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -35,7 +35,7 @@ from ..filer_grpc import (
 from .attrs import to_attributes
 from .dir_times import DirTimes
 from .handles import OpenFile
-from .names import check_length, utf8_name
+from .names import check_length, utf8_name, utf8_text
 from .subscribe import MetaSubscriber
 from .writes import FileWriter, WriteMount, WriteOptions
 
@@ -480,6 +480,8 @@ class WriteHandlers:
                 setattr(a, name, value)
             if "ctime" not in values:
                 a.ctime, a.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
+            if pb.is_directory and ("mtime" in values or "ctime" in values):
+                self.dir_times.drop(path)  # times set explicitly win over ours
             try:
                 await self._off_loop(self.grpc.update, split_path(path)[0], pb,
                                      chunk_fids(pb))
@@ -491,11 +493,11 @@ class WriteHandlers:
 
     async def op_setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: Any = None) -> None:
-        await self._set_extended(inode, XATTR_PREFIX + utf8_name(name, "setxattr"), value)
+        await self._set_extended(inode, XATTR_PREFIX + utf8_text(name, "setxattr"), value)
 
     async def op_removexattr(self, inode: int, name: bytes,
                           ctx: Any = None) -> None:
-        await self._set_extended(inode, XATTR_PREFIX + utf8_name(name, "removexattr"), None)
+        await self._set_extended(inode, XATTR_PREFIX + utf8_text(name, "removexattr"), None)
 
     async def _set_extended(self, inode: int, key: str,
                             value: bytes | None) -> None:
@@ -533,7 +535,7 @@ class WriteHandlers:
                       ctx: Any = None) -> pyfuse3.EntryAttributes:
         self._writable()
         pb = self._new_entry(utf8_name(name, "symlink"), 0o777, ctx, "symlink")
-        pb.attributes.symlink_target = utf8_name(target, "symlink target")
+        pb.attributes.symlink_target = utf8_text(target, "symlink target")
         return await self._make(parent_inode, name, pb)
 
     async def op_mknod(self, parent_inode: int, name: bytes, mode: int,
@@ -694,10 +696,11 @@ class WriteHandlers:
                      ) -> None:
         self._writable()
         assert self.grpc is not None
-        if flags & RENAME_EXCHANGE:
-            raise pyfuse3.FUSEError(errno.EINVAL)
         old = self.inodes.child(parent_inode_old, _existing_name(name_old))
         new = self.inodes.child(parent_inode_new, utf8_name(name_new, "rename"))
+        if flags & RENAME_EXCHANGE:
+            await self._exchange(old, new)
+            return
         target = await self._off_loop(self.grpc.lookup, new)
         if target is not None:
             if flags & RENAME_NOREPLACE:
@@ -706,10 +709,7 @@ class WriteHandlers:
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
         # Bytes still buffered for files being moved go to the filer first, so the entry
         # that moves is the written one.
-        prefix = old + "/"
-        for w in list(self.writers.values()):
-            if w.path == old or w.path.startswith(prefix):
-                await w.commit()
+        await self._commit_under(old)
         await self._off_loop(self.grpc.rename, old, new)
         self._forget_path(new)
         self._follow_rename(old, new)
@@ -718,3 +718,31 @@ class WriteHandlers:
         self.dir_times.touch_parent(new)
         self.client.invalidate(old)  # it and every cached path under it (a directory)
         self.cache.invalidate_path(old)
+
+    async def _commit_under(self, path: str) -> None:
+        """Sends the bytes buffered for ``path`` and anything under it to the filer."""
+        prefix = path + "/"
+        for w in list(self.writers.values()):
+            if w.path == path or w.path.startswith(prefix):
+                await w.commit()
+
+    async def _exchange(self, a: str, b: str) -> None:
+        """``renameat2(RENAME_EXCHANGE)``: the filer has no exchange, so three renames
+        through a hidden name in ``a``'s directory. Atomic for this mount's callers (the
+        loop runs nothing else of theirs in between); other clients may see the hidden
+        name, or ``a`` missing, for the few milliseconds it takes."""
+        assert self.grpc is not None
+        if await self._off_loop(self.grpc.lookup, b) is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        await self._commit_under(a)
+        await self._commit_under(b)
+        tmp = join_path(split_path(a)[0],
+                        f".seaweed_rdma.exchange.{self.signature}.{random.getrandbits(32)}")
+        for src, dst in ((a, tmp), (b, a), (tmp, b)):
+            await self._off_loop(self.grpc.rename, src, dst)
+            self._follow_rename(src, dst)
+            self.client.invalidate(src)
+            self.client.invalidate(dst)
+            self.cache.invalidate_path(src)
+        for path in (a, b):
+            self.dir_times.touch_parent(path)
