@@ -1,6 +1,8 @@
-//! The one decision on a DATA answer, made the same way by all three readers of answers:
-//! the lane (`lane.rs`), the async reader task (`tasks.rs`) and the verbs receive path
-//! (`verbs/rx.rs`). Whether a payload may be written into the caller's buffer, and what a
+//! The one decoder of DATA answers, called the same way by every reader of answers: the
+//! lane (`lane.rs`, tcp and verbs), the async reader task (`tasks.rs`), polled batches
+//! (`polled.rs`) and the verbs receive path (`verbs/rx.rs`). Those are drivers that move
+//! bytes; the layout of the body ([`data_body`]), the DATA header ([`data_header`]), the
+//! echo ([`check_echo`]) and what the answer means ([`judge`]) are decided here. Whether a payload may be written into the caller's buffer, and what a
 //! short or refused answer means, is decided here and nowhere else.
 
 use super::types::{Failure, WholeNeedle};
@@ -92,29 +94,55 @@ pub(super) fn range_outcome(got: usize, want: usize) -> Result<Delivered, Failur
     }
 }
 
-/// The payload length of a DATA frame that carries its bytes (tcp), from its frame header.
-///
-/// # Errors
-/// A body shorter than the DATA header.
-pub(super) fn payload_len(header: &FrameHeader) -> Result<u32, Failure> {
-    header
-        .body_len
-        .checked_sub(proto::DATA_HEADER_LEN as u32)
-        .ok_or_else(|| Failure::protocol("DATA body shorter than its header"))
+/// How a DATA frame's needle bytes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Carried {
+    /// In the frame, after the DATA header (tcp).
+    Inline,
+    /// RDMA-written into the READ's receive slot; the body is the DATA header alone (verbs).
+    Written,
 }
 
-/// Checks that an OK answer carries the byte count its header announces.
+/// The first step of decoding a DATA frame, before its body is read: checks the body's
+/// layout for how its bytes travel and returns how many payload bytes follow the DATA
+/// header in the frame (0 for [`Carried::Written`]). Every reader of answers (the async
+/// reader task, the lane, polled batches, the verbs receive path) calls this, then reads
+/// the DATA header and calls [`data_header`].
 ///
 /// # Errors
-/// The two differ.
-pub(super) fn check_len(data: &DataHeader, payload: u32) -> Result<(), Failure> {
-    if data.status == Status::Ok && data.data_len != payload {
+/// A body shorter than the DATA header, or a verbs body that is not exactly one.
+pub(super) fn data_body(header: &FrameHeader, carried: Carried) -> Result<u32, Failure> {
+    let len = proto::DATA_HEADER_LEN as u32;
+    match carried {
+        Carried::Inline => header
+            .body_len
+            .checked_sub(len)
+            .ok_or_else(|| Failure::protocol("DATA body shorter than its header")),
+        Carried::Written if header.body_len == len => Ok(0),
+        Carried::Written => {
+            Err(Failure::protocol(format!("verbs DATA with a {}-byte body", header.body_len)))
+        }
+    }
+}
+
+/// The second step: decodes the DATA header and checks that an inline OK answer carries
+/// the byte count the header announces (`payload`, from [`data_body`]).
+///
+/// # Errors
+/// A malformed header, or a count that differs.
+pub(super) fn data_header(
+    raw: &[u8],
+    payload: u32,
+    carried: Carried,
+) -> Result<DataHeader, Failure> {
+    let data = DataHeader::decode(raw).map_err(|e| Failure::protocol(e.to_string()))?;
+    if carried == Carried::Inline && data.status == Status::Ok && data.data_len != payload {
         return Err(Failure::protocol(format!(
             "DATA says {} bytes but carries {payload}",
             data.data_len
         )));
     }
-    Ok(())
+    Ok(data)
 }
 
 #[cfg(test)]
@@ -160,11 +188,28 @@ mod tests {
         assert_eq!(crossed.reason(), "crossed");
     }
 
+    fn frame(body_len: u32) -> FrameHeader {
+        FrameHeader { kind: proto::Kind::Data, flags: 0, request_id: 1, body_len, echo: 0 }
+    }
+
+    fn encoded(data: &DataHeader) -> Vec<u8> {
+        data.encode().to_vec()
+    }
+
     #[test]
-    fn lengths_are_checked() {
+    fn bodies_and_lengths_are_checked_for_each_carriage() {
+        let len = proto::DATA_HEADER_LEN as u32;
+        assert_eq!(data_body(&frame(len + 10), Carried::Inline).ok(), Some(10));
+        assert!(data_body(&frame(len - 1), Carried::Inline).is_err());
+        assert_eq!(data_body(&frame(len), Carried::Written).ok(), Some(0));
+        assert!(data_body(&frame(len + 10), Carried::Written).is_err());
         let ok = header(Status::Ok, 0);
-        assert!(check_len(&ok, 10).is_ok());
-        assert!(check_len(&ok, 9).is_err());
-        assert!(check_len(&header(Status::NotFound, 0), 0).is_ok());
+        assert!(data_header(&encoded(&ok), 10, Carried::Inline).is_ok());
+        assert!(data_header(&encoded(&ok), 9, Carried::Inline).is_err());
+        // Over verbs the bytes are in the slot: the frame carries none.
+        assert!(data_header(&encoded(&ok), 0, Carried::Written).is_ok());
+        let missing = header(Status::NotFound, 0);
+        assert!(data_header(&encoded(&missing), 0, Carried::Inline).is_ok());
+        assert!(data_header(&[0u8; 3], 0, Carried::Inline).is_err());
     }
 }

@@ -26,14 +26,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::answer::{self, Asked, Delivered, Verdict};
+use super::answer::{self, Asked, Carried, Delivered, Verdict};
 use super::batch::{BatchCtx, Outcome};
 use super::frames;
 use super::lane_conn::{timed_out, LaneConn, Offer};
 use super::pool::{LaneTicket, SidecarPool};
 use super::types::{EngineConfig, Failure, Transport, WholeNeedle};
 use super::verbs::{self, lane::LaneLink, rx};
-use crate::proto::{self, DataHeader, FrameHeader, Kind, ReadRequest};
+use crate::proto::{self, FrameHeader, Kind, ReadRequest};
 
 /// Most ops a batch may have to take the lane: a handful of requests pipelined on one
 /// connection; larger batches gain from spreading over the async connections.
@@ -305,11 +305,10 @@ impl Exchange<'_> {
             self.results[i] = Some(result);
             return Ok(());
         }
-        let payload = answer::payload_len(&header)?;
+        let payload = answer::data_body(&header, Carried::Inline)?;
         let mut raw = [0u8; proto::DATA_HEADER_LEN];
         self.wire.read_exact(&mut raw, deadline).map_err(io_failure)?;
-        let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
-        answer::check_len(&data, payload)?;
+        let data = answer::data_header(&raw, payload, Carried::Inline)?;
         let n = payload as usize;
         let asked = match &ops[i].target {
             Target::Range(dest) => Asked::Range(dest.len()),
@@ -353,12 +352,10 @@ impl Exchange<'_> {
         header: &FrameHeader,
         target: &mut Target<'_>,
     ) -> Result<Outcome, Failure> {
-        if header.body_len != proto::DATA_HEADER_LEN as u32 {
-            return Err(protocol(format!("verbs DATA with a {}-byte body", header.body_len)));
-        }
+        let payload = answer::data_body(header, Carried::Written)?;
         let mut raw = [0u8; proto::DATA_HEADER_LEN];
         self.wire.read_exact(&mut raw, self.deadline).map_err(io_failure)?;
-        let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
+        let data = answer::data_header(&raw, payload, Carried::Written)?;
         let Some(link) = self.wire.verbs.as_mut() else {
             return Err(protocol("verbs answer on a tcp connection"));
         };

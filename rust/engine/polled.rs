@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use super::answer::{self, Asked, Verdict};
+use super::answer::{self, Asked, Carried, Verdict};
 use super::dest;
 use super::frames;
 use super::lane;
@@ -26,7 +26,7 @@ use super::reads::EngineCore;
 use super::ticket::DestBuffer;
 use super::types::{Failure, RangeOp};
 use super::Engine;
-use crate::proto::{DataHeader, FrameHeader, Kind, DATA_HEADER_LEN, FRAME_HEADER_LEN};
+use crate::proto::{FrameHeader, Kind, DATA_HEADER_LEN, FRAME_HEADER_LEN};
 
 /// Largest batch (bytes asked in all) a polled batch takes.
 pub const POLLED_MAX_BYTES: u64 = 64 << 10;
@@ -211,10 +211,9 @@ impl<B: DestBuffer> Polled<B> {
         end: usize,
     ) -> Result<(), Failure> {
         answer::check_echo(id, header.echo, echo)?;
-        let payload = answer::payload_len(header)?;
-        let data = DataHeader::decode(&self.rx[body..body + DATA_HEADER_LEN])
-            .map_err(|e| Failure::protocol(e.to_string()))?;
-        answer::check_len(&data, payload)?;
+        let payload = answer::data_body(header, Carried::Inline)?;
+        let data =
+            answer::data_header(&self.rx[body..body + DATA_HEADER_LEN], payload, Carried::Inline)?;
         let bytes = &self.rx[body + DATA_HEADER_LEN..end];
         let op = &self.ops[i];
         let want = op.len as usize;

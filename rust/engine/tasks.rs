@@ -11,13 +11,13 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
-use super::answer::{self, Delivered};
+use super::answer::{self, Carried, Delivered};
 use super::conn_state::ConnState;
 use super::frames;
 use super::pending::{Claim, Send};
 use super::types::{Failure, WholeNeedle};
 use super::verbs::{rx, SlotLease, SlotPool};
-use crate::proto::{self, DataHeader, FrameHeader, Kind};
+use crate::proto::{self, FrameHeader, Kind};
 
 /// Scratch space for payloads nobody wants any more.
 const DISCARD_CHUNK: usize = 64 * 1024;
@@ -187,11 +187,10 @@ async fn on_data(
         return rx::on_data(rd, shared, link, header).await;
     }
     let id = header.request_id;
-    let payload = answer::payload_len(&header)?;
+    let payload = answer::data_body(&header, Carried::Inline)?;
     let mut raw = [0u8; proto::DATA_HEADER_LEN];
     rd.read_exact(&mut raw).await.map_err(lost)?;
-    let data = DataHeader::decode(&raw).map_err(|e| Failure::protocol(e.to_string()))?;
-    answer::check_len(&data, payload)?;
+    let data = answer::data_header(&raw, payload, Carried::Inline)?;
     let claim = shared.table().claim(id, header.echo, &data, payload)?;
     match claim {
         Claim::Skip => skip(rd, payload, scratch).await?,

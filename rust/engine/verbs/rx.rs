@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::matcher::{CompletionStep, FrameStep, Matcher};
 use super::{Link, RecvEvent, RecvQueue, SlotLease};
+use crate::engine::answer::{data_body, data_header, Carried};
 use crate::engine::conn_state::ConnState;
 use crate::engine::types::Failure;
 use crate::proto::{self, DataHeader, FrameHeader, Status};
@@ -115,12 +116,10 @@ pub(in crate::engine) async fn on_data<R: AsyncRead + Unpin>(
     header: FrameHeader,
 ) -> Result<(), Failure> {
     let id = header.request_id;
-    if header.body_len != proto::DATA_HEADER_LEN as u32 {
-        return Err(protocol(format!("verbs DATA with a {}-byte body", header.body_len)));
-    }
+    let payload = data_body(&header, Carried::Written)?;
     let mut raw = [0u8; proto::DATA_HEADER_LEN];
     rd.read_exact(&mut raw).await.map_err(|e| Failure::Lost(e.to_string()))?;
-    let data = DataHeader::decode(&raw).map_err(|e| protocol(e.to_string()))?;
+    let data = data_header(&raw, payload, Carried::Written)?;
     let wrote = data.status == Status::Ok && data.data_len > 0;
     let step = shared.table().verbs().frame(id, wrote, data.data_len);
     let (lease, len) = match step {
