@@ -119,12 +119,23 @@ def test_sidecar_killed_during_concurrent_reads(cluster, sidecars, shapes):  # t
     with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp",
                 fast_timeout=2.0) as c:
         with readers_running(c, {s.path: s.data}) as errors:
-            time.sleep(1.0)
+            deadline = time.monotonic() + 30
+            while c.stats()["fast"]["bytes"] < 8 << 20:  # the readers are on the fast path
+                assert time.monotonic() < deadline, c.stats()
+                time.sleep(0.05)
+            # ... and still reading over it right up to the kill.
+            before = c.stats()["fast"]["bytes"]
+            time.sleep(0.2)
+            assert c.stats()["fast"]["bytes"] > before
             for sc in cluster.sidecars:
                 sc.sigkill()
             time.sleep(2.0)
         assert not errors, errors[:5]
-        assert c.stats()["http"]["bytes"] > 0, "reads should have fallen back to HTTP"
+        st = c.stats()
+        assert st["http"]["bytes"] > 0, "reads should have fallen back to HTTP"
+        cut = st["engine"]["failures_by_reason"]
+        # The readers met the dead sidecars (cut mid-read, refused, then marked down).
+        assert sum(cut.get(k, 0) for k in ("lost", "timeout", "connect", "down")) > 0, cut
         for sc in cluster.sidecars:
             sc.start()
         # Back on the fast path by itself once the back-off has passed.

@@ -51,8 +51,18 @@ def test_fsspec_cat_of_many_paths_goes_through_the_batch(cluster, sidecars, shap
     mine = [s for s in shapes.values() if s.filer == cluster.filer.grpc_address]
     fs = fsspec.filesystem("seaweedfs", filer=cluster.filer.grpc_address, sidecar=sidecars,
                            transport="tcp", skip_instance_cache=True)
+    calls: list[int] = []
+    batch = fs.client.read_many
+
+    def counted(paths, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(paths))
+        return batch(paths, **kw)
+
+    fs.client.read_many = counted
     got = fs.cat([s.path for s in mine])
     assert {p: got[p] for p in got} == {s.path: s.data for s in mine}
-    assert fs.client.stats()["file_reads"] >= len(mine)
+    assert calls == [len(mine)], "one batch for all the paths"
+    st = fs.client.stats()
+    assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] > 0, st
     missing = fs.cat([mine[0].path, "/no/such"], on_error="return")
     assert isinstance(missing["/no/such"], FileNotFoundError)

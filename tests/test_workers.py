@@ -86,12 +86,18 @@ def test_fork_while_reads_are_in_flight_and_a_fork_of_a_fork(cluster, sidecars, 
         errors: list[str] = []
         stop = threading.Event()
 
+        reads = [0, 0, 0]
+
         def busy(seed: int) -> None:
             i = seed
             while not stop.is_set():
                 p = paths[i % len(paths)]
-                if hashlib.md5(c.read(p)).hexdigest() != files[p]:
-                    errors.append(p)
+                try:
+                    if hashlib.md5(c.read(p)).hexdigest() != files[p]:
+                        errors.append(p)
+                except Exception as e:  # a failure is the test's, not a dead thread's
+                    errors.append(repr(e))
+                reads[seed] += 1
                 i += 7
 
         threads = [threading.Thread(target=busy, args=(s,)) for s in range(3)]
@@ -100,6 +106,12 @@ def test_fork_while_reads_are_in_flight_and_a_fork_of_a_fork(cluster, sidecars, 
         try:
             for n in range(12):
                 share = paths[n * 40:(n + 1) * 40]
+                # The parent's threads are reading at the moment of each fork.
+                seen = sum(reads)
+                deadline = time.monotonic() + 30
+                while sum(reads) < seen + 3:
+                    assert time.monotonic() < deadline, "the parent's readers stopped"
+                    time.sleep(0.001)
                 pid = os.fork()
                 if pid == 0:
                     # A parent thread was inside a read at this moment (locks held,
@@ -112,7 +124,10 @@ def test_fork_while_reads_are_in_flight_and_a_fork_of_a_fork(cluster, sidecars, 
             for t in threads:
                 t.join(60)
         assert errors == []
-        assert c.stats()["fast"]["bytes"] > 0
+        st = c.stats()
+        assert all(n > 0 for n in reads), reads
+        assert st["fast"]["bytes"] > 0 and st["http"]["bytes"] == 0, st
+        assert st["engine"]["failures_by_reason"].get("crossed", 0) == 0
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
