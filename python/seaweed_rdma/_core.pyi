@@ -3,6 +3,7 @@
 from typing import Any, Generic, Literal, TypeVar, final
 
 __all__ = [
+    "ChunkRoute",
     "Engine",
     "NativeReads",
     "Needle",
@@ -145,6 +146,33 @@ class PolledRead:
         """The outcomes once every answer is in (or the deadline passed), else None."""
 
 @final
+class ChunkRoute:
+    """A chunk of a file (the filer's ``offset``, ``size``, ``modified_ts_ns``, ``whole``)
+    and the needle behind it on ``sidecar`` (empty: no sidecar serves it, pyfuse3 answers
+    its READs)."""
+
+    def __new__(cls, offset: int, size: int, modified_ts_ns: int, whole: bool, sidecar: str,
+                volume: int, key: int, cookie: int, jwt: str = "") -> ChunkRoute: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def modified_ts_ns(self) -> int: ...
+    @property
+    def whole(self) -> bool: ...
+    @property
+    def sidecar(self) -> str: ...
+    @property
+    def volume(self) -> int: ...
+    @property
+    def key(self) -> int: ...
+    @property
+    def cookie(self) -> int: ...
+    @property
+    def jwt(self) -> str: ...
+
+@final
 class NativeReads:
     """The native FUSE read loop spliced into a mounted pyfuse3 session: READs of
     registered handles are answered on Rust threads from the engine, every other request
@@ -153,12 +181,8 @@ class NativeReads:
     def __new__(cls, engine: Engine, session_fd: int, threads: int = 4,
                 op_bytes: int = 1048576, max_message: int = 1114112,
                 jwt_key: str | None = None) -> NativeReads: ...
-    def register(self, fh: int,
-                 chunks: list[tuple[int, int, int, bool, str, int, int, int, str]],
-                 attr_size: int) -> None:
-        """Answers READs of ``fh`` natively: ``chunks`` as ``(offset, size,
-        modified_ts_ns, whole, sidecar, volume, key, cookie, jwt)``, ``sidecar`` empty
-        where none can serve the chunk."""
+    def register(self, fh: int, chunks: list[ChunkRoute], attr_size: int) -> None:
+        """Answers READs of ``fh`` natively from ``chunks``."""
     def unregister(self, fh: int) -> bool:
         """Stops answering ``fh`` natively; whether it was registered."""
     def ended_fileno(self) -> int:

@@ -17,9 +17,75 @@ const _: () = assert!(MAX_MESSAGE == 1_114_112);
 const MIN_MESSAGE: usize = (64 << 10) + 4096;
 use crate::plan::ChunkSpec;
 
-/// A chunk and where to read it: `(offset, size, modified_ts_ns, whole, sidecar, volume,
-/// key, cookie, jwt)`; an empty `sidecar` means none can serve it.
-type ChunkRoute = (i64, u64, i64, bool, String, u32, u64, u32, String);
+/// A chunk of a file and where to read it: the filer's chunk fields (`offset`, `size`,
+/// `modified_ts_ns`, `whole`) and the needle behind it on `sidecar` (empty: no sidecar can
+/// serve it, so its READs go to pyfuse3).
+#[pyclass(frozen, name = "ChunkRoute", module = "seaweed_rdma._core")]
+struct PyChunkRoute {
+    #[pyo3(get)]
+    offset: i64,
+    #[pyo3(get)]
+    size: u64,
+    #[pyo3(get)]
+    modified_ts_ns: i64,
+    #[pyo3(get)]
+    whole: bool,
+    #[pyo3(get)]
+    sidecar: String,
+    #[pyo3(get)]
+    volume: u32,
+    #[pyo3(get)]
+    key: u64,
+    #[pyo3(get)]
+    cookie: u32,
+    #[pyo3(get)]
+    jwt: String,
+}
+
+#[pymethods]
+impl PyChunkRoute {
+    #[new]
+    #[pyo3(
+        signature = (offset, size, modified_ts_ns, whole, sidecar, volume, key, cookie, jwt=String::new()),
+        text_signature = "(offset, size, modified_ts_ns, whole, sidecar, volume, key, cookie, jwt='')"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        offset: i64,
+        size: u64,
+        modified_ts_ns: i64,
+        whole: bool,
+        sidecar: String,
+        volume: u32,
+        key: u64,
+        cookie: u32,
+        jwt: String,
+    ) -> Self {
+        PyChunkRoute { offset, size, modified_ts_ns, whole, sidecar, volume, key, cookie, jwt }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ChunkRoute(offset={}, size={}, sidecar={:?}, volume={}, key={:#x})",
+            self.offset, self.size, self.sidecar, self.volume, self.key
+        )
+    }
+}
+
+impl PyChunkRoute {
+    /// The plan's chunk and, where a sidecar serves it, the engine's route.
+    fn to_parts(&self) -> crate::Result<(ChunkSpec, Option<Route>)> {
+        let spec = ChunkSpec::from_filer(self.offset, self.size, self.modified_ts_ns, self.whole)?;
+        let route = (!self.sidecar.is_empty()).then(|| Route {
+            sidecar: self.sidecar.clone(),
+            volume: self.volume,
+            key: self.key,
+            cookie: self.cookie,
+            jwt: self.jwt.clone(),
+        });
+        Ok((spec, route))
+    }
+}
 
 /// READs of registered handles answered on Rust threads from the engine; every other
 /// request goes on to pyfuse3 unchanged.
@@ -66,34 +132,18 @@ impl PyNativeReads {
         Ok(Self { attached: Mutex::new(attached) })
     }
 
-    /// Answers READs of handle `fh` natively from now on, from `chunks` (see the module
-    /// docs for the tuple) of a file whose entry says `attr_size` bytes.
+    /// Answers READs of handle `fh` natively from now on, from `chunks` (`ChunkRoute`s) of
+    /// a file whose entry says `attr_size` bytes.
     fn register(
         &self,
         py: Python<'_>,
         fh: u64,
-        chunks: Vec<ChunkRoute>,
+        chunks: Vec<PyRef<'_, PyChunkRoute>>,
         attr_size: u64,
     ) -> PyResult<()> {
-        let file = py
-            .detach(move || {
-                let chunks = chunks
-                    .into_iter()
-                    .map(|(offset, size, ts, whole, sidecar, volume, key, cookie, jwt)| {
-                        let spec = ChunkSpec::from_filer(offset, size, ts, whole)?;
-                        let route = (!sidecar.is_empty()).then_some(Route {
-                            sidecar,
-                            volume,
-                            key,
-                            cookie,
-                            jwt,
-                        });
-                        Ok((spec, route))
-                    })
-                    .collect::<crate::Result<Vec<_>>>()?;
-                NativeFile::new(chunks, attr_size)
-            })
-            .map_err(to_py_err)?;
+        // Converted to owned values under the GIL, planned without it.
+        let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
+        let file = py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)?;
         self.with(|a| a.native().files().insert(fh, file));
         Ok(())
     }
@@ -146,5 +196,6 @@ impl PyNativeReads {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyChunkRoute>()?;
     m.add_class::<PyNativeReads>()
 }

@@ -15,7 +15,7 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from .._core import NativeReads, parse_fid
+from .._core import ChunkRoute, NativeReads, parse_fid
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from .flags import MountOptions
 
 log = logging.getLogger("seaweed_rdma.mount")
-
-ChunkRoute = tuple[int, int, int, bool, str, int, int, int, str]
 
 # Bound on every message between the kernel and libfuse through the loop (a WRITE, a READ
 # that pyfuse3 answers): 1 MiB and headers, so requests stay as large as without the loop.
@@ -102,8 +100,8 @@ class NativeLoop:
             targets = fast.targets(c)
             sidecar = targets[0] if targets and not c.whole else ""
             vid, key, cookie = parse_fid(c.file_id)
-            routes.append((c.offset, c.size, c.modified_ts_ns, c.whole, sidecar, vid, key,
-                           cookie, ""))
+            routes.append(ChunkRoute(c.offset, c.size, c.modified_ts_ns, c.whole, sidecar,
+                                     vid, key, cookie))
         self._reads.register(fh, routes, view.entry.size)
 
     def track(self, fh: int, inode: int) -> None:
