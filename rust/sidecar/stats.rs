@@ -81,6 +81,8 @@ pub(crate) struct Stats {
     pub(crate) connections_refused: AtomicU64,
     /// Protocol connections closed because the client stopped taking its answers.
     pub(crate) connections_stalled: AtomicU64,
+    /// Protocol connections closed after `--idle-timeout-secs` with nothing asked.
+    pub(crate) connections_idle_closed: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) http_requests: AtomicU64,
     pub(crate) http_connections_open: AtomicU64,
@@ -113,6 +115,17 @@ pub(crate) struct Gauges {
     pub(crate) rdma_device: Option<String>,
 }
 
+impl Gauges {
+    /// Staging bytes pinned: the whole pool, registered once at start, when serving verbs.
+    pub(crate) fn pinned_bytes(&self) -> u64 {
+        if self.rdma_device.is_some() {
+            (self.staging_slabs as u64).saturating_mul(self.staging_slab_size as u64)
+        } else {
+            0
+        }
+    }
+}
+
 fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
@@ -125,6 +138,7 @@ impl Stats {
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_stalled: AtomicU64::new(0),
+            connections_idle_closed: AtomicU64::new(0),
             protocol_errors: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
             http_connections_open: AtomicU64::new(0),
@@ -222,6 +236,7 @@ impl Stats {
                 "total": get(&self.connections_total),
                 "refused": get(&self.connections_refused),
                 "stalled": get(&self.connections_stalled),
+                "idle_closed": get(&self.connections_idle_closed),
             },
             "protocol_errors": get(&self.protocol_errors),
             "http_requests": get(&self.http_requests),
@@ -240,6 +255,7 @@ impl Stats {
                 "slabs": g.staging_slabs,
                 "slab_size": g.staging_slab_size,
                 "in_use": g.staging_in_use,
+                "pinned_bytes": g.pinned_bytes(),
                 "per_connection": g.staging_per_connection,
             },
         })
@@ -301,6 +317,18 @@ impl Stats {
             "counter",
             "Protocol connections closed because the client took no answer bytes for --write-timeout-secs.",
             one(get(&self.connections_stalled)),
+        );
+        metric(
+            "connections_idle_closed_total",
+            "counter",
+            "Protocol connections closed after --idle-timeout-secs with nothing asked.",
+            one(get(&self.connections_idle_closed)),
+        );
+        metric(
+            "staging_pinned_bytes",
+            "gauge",
+            "Bytes of staging registered (pinned) for verbs; 0 when serving tcp only.",
+            one(g.pinned_bytes()),
         );
         let errors = one(get(&self.protocol_errors));
         metric(
@@ -418,6 +446,8 @@ mod tests {
             rdma_device: Some("rxe0".into()),
         };
         let json = stats.json(&g);
+        assert_eq!(json["staging"]["pinned_bytes"], 4096);
+        assert_eq!(json["connections"]["idle_closed"], 0);
         assert_eq!(json["reads"], 3);
         assert_eq!(json["bytes"], 15);
         assert_eq!(json["sources"]["upstream"]["bytes"], 5);

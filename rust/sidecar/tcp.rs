@@ -227,6 +227,7 @@ impl Handler {
                 Some(read) => read.map_err(End::Io)?,
                 None if inflight.available_permits() == granted => {
                     debug!(%peer, "idle connection timed out");
+                    self.service.stats.connections_idle_closed.fetch_add(1, Ordering::Relaxed);
                     return Ok(());
                 }
                 None => continue,
