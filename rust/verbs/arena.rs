@@ -12,7 +12,6 @@
 //! device: a connection gets at most half of what is free (so one greedy or stuck
 //! connection never takes the rest), and nothing it holds can be taken by another.
 
-use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -91,11 +90,13 @@ impl Carve {
     }
 }
 
-/// The arena's memory: one zeroed, page-aligned allocation, made once. Pages are committed
-/// (and pinned) only when a registration covers them.
+/// The arena's memory: one anonymous private mapping, made once. Its pages are zero and
+/// take no memory until first touched; a registration touches (and pins) only the pages of
+/// its own slice. (A page-aligned heap allocation would be zeroed with a memset, making
+/// the whole budget resident at once.)
 struct Memory {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 // SAFETY: the allocation is reached only through leases, each of which covers a range no
@@ -106,9 +107,9 @@ unsafe impl Sync for Memory {}
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        // SAFETY: allocated in `Arena::new` with this layout, freed once, after every lease
-        // (each holds the arena, and so this memory) is gone.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: mapped in `Arena::new` with this length, unmapped once, after every lease
+        // (each holds the arena, and so this memory) and so every registration is gone.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -150,13 +151,23 @@ impl Arena {
         let unit = u32::try_from(unit).map_err(|_| VerbsError::Alloc(usize::MAX))?;
         let len = usize::try_from(u64::from(unit) * u64::from(units))
             .map_err(|_| VerbsError::Alloc(usize::MAX))?;
-        let layout =
-            Layout::from_size_align(len, PAGE as usize).map_err(|_| VerbsError::Alloc(len))?;
-        // SAFETY: the layout has a non-zero size. Zeroed memory of this size comes from
-        // mmap, so no page is committed before a registration pins it.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or(VerbsError::Alloc(len))?;
-        let memory = Memory { ptr, layout };
+        // SAFETY: a fresh anonymous private mapping of `len` (> 0) bytes at an address the
+        // kernel picks; nothing else refers to it. MAP_FAILED is checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(VerbsError::Alloc(len));
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(VerbsError::Alloc(len))?;
+        let memory = Memory { ptr, len };
         Ok(Arena {
             inner: Arc::new(ArenaInner { memory, unit, carve: Mutex::new(Carve::new(units)) }),
         })
@@ -309,6 +320,24 @@ mod tests {
         drop(other);
         assert_eq!(arena.leased_bytes(), 8 * 4096);
         assert_eq!(arena.bytes(), 16 * 4096);
+    }
+
+    #[test]
+    fn the_budget_takes_no_memory_until_a_slice_is_used() {
+        fn rss_kib() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap_or("0");
+            line.trim().trim_end_matches("kB").trim().parse().unwrap_or(0)
+        }
+        let before = rss_kib();
+        let arena = Arena::new(1 << 20, 256 << 20).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(arena.bytes(), 256 << 20);
+        // Other tests run in this process at the same time: allow for them, not for 256 MiB.
+        assert!(rss_kib() < before + (64 << 10), "{before} KiB -> {} KiB", rss_kib());
+        let lease = arena.lease(1).unwrap_or_else(|| panic!("empty"));
+        // SAFETY: the lease's slice is `len` bytes of the arena's mapping, held by it alone.
+        let slice = unsafe { std::slice::from_raw_parts(lease.ptr().as_ptr(), lease.len()) };
+        assert!(slice.iter().all(|&b| b == 0));
     }
 
     #[test]
