@@ -391,7 +391,8 @@ fn sixteen_sidecars_over_verbs_pin_at_most_the_budget() {
     const SIDECARS: usize = 16;
     let (cluster, needles, first) = verbs_setup(47, &[4000, 70_000, 300_000, 900_000]);
     let device = sidecar_device();
-    let mut args = vec!["--transport", "verbs", "--max-read", "1048576"];
+    // Small staging: the guest has a few GiB, and each sidecar pins its staging pool.
+    let mut args = vec!["--transport", "verbs", "--max-read", "1048576", "--staging-mib", "8"];
     if !device.is_empty() {
         args.extend(["--rdma-device", device.as_str()]);
     }
