@@ -213,7 +213,7 @@ impl SidecarPool {
             if let Some(conn) = held.as_ref().filter(|c| c.is_open()) {
                 return Ok(conn.clone());
             }
-            let verbs = self.offer_verbs(verbs?);
+            let verbs = self.offer_verbs(verbs?, cfg.transport)?;
             let tcp_ok = cfg.transport != Transport::Verbs;
             let conn =
                 match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), tcp_ok, &stats)
@@ -244,11 +244,25 @@ impl SidecarPool {
     }
 
     /// The verbs state a new connection (async or lane) offers: none once verbs to this
-    /// sidecar failed under [`Transport::Auto`].
-    /// A full pinned budget gives this one connection tcp (and changes nothing for later
-    /// ones).
-    pub(super) fn offer_verbs(&self, verbs: Option<Arc<Host>>) -> Option<Arc<Host>> {
-        verbs.filter(|host| !self.tcp_only.load(Ordering::Relaxed) && host.has_room())
+    /// sidecar failed under [`Transport::Auto`]. A full pinned budget gives this one
+    /// connection tcp under `Auto` (later ones try verbs again), and fails it under
+    /// [`Transport::Verbs`], which never reads over tcp.
+    ///
+    /// # Errors
+    /// [`Failure::Verbs`]: the budget is all leased and the engine may use verbs only.
+    pub(super) fn offer_verbs(
+        &self,
+        verbs: Option<Arc<Host>>,
+        transport: Transport,
+    ) -> Result<Option<Arc<Host>>, Failure> {
+        let Some(host) = verbs.filter(|_| !self.tcp_only.load(Ordering::Relaxed)) else {
+            return Ok(None);
+        };
+        match (host.has_room(), transport) {
+            (true, _) => Ok(Some(host)),
+            (false, Transport::Verbs) => Err(Failure::Verbs(host.budget_full())),
+            (false, _) => Ok(None),
+        }
     }
 
     /// Verbs to this sidecar failed on this side under [`Transport::Auto`] (a memlock limit

@@ -251,6 +251,14 @@ impl Host {
         Ok(Host { ctx, port, pd, arena, max_slots: max_slots.max(1), registered, leases })
     }
 
+    /// Why a connection gets no receive pool: the budget is all leased.
+    pub(in crate::engine) fn budget_full(&self) -> String {
+        format!(
+            "the pinned budget ({} MiB, pinned_budget) is leased to other connections",
+            self.arena.bytes() >> 20
+        )
+    }
+
     /// Whether the arena has a slot free for another connection.
     pub(in crate::engine) fn has_room(&self) -> bool {
         self.arena.leased_bytes() < self.arena.bytes()
@@ -273,12 +281,7 @@ impl Host {
     /// Registers a receive pool of up to `count` slots over a slice of the arena, after
     /// checking that the memlock limit allows it on top of every pool this process holds.
     fn register(&self, count: u32) -> Result<Arc<SlotPool>, Failure> {
-        let lease = self.arena.lease(count).ok_or_else(|| {
-            Failure::Verbs(format!(
-                "the pinned budget ({} MiB, pinned_budget) is leased to other connections",
-                self.arena.bytes() >> 20
-            ))
-        })?;
+        let lease = self.arena.lease(count).ok_or_else(|| Failure::Verbs(self.budget_full()))?;
         let slot_size = lease.slot_size();
         let bytes = lease.len() as u64;
         let held = self.registered.fetch_add(bytes, Ordering::AcqRel);
