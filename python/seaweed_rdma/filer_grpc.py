@@ -257,6 +257,12 @@ def entry_from_pb(pb: Any, path: str) -> Entry:
                  hard_link_id=bytes(pb.hard_link_id))
 
 
+def _key_hex(key: int) -> str:
+    """A needle key as file ids spell it: hex of its bytes, leading zero bytes dropped."""
+    text = f"{key:x}"
+    return "0" + text if len(text) % 2 else text
+
+
 def _fid_text(fid: Any) -> str:
     from ._core import format_fid
 
@@ -536,13 +542,32 @@ class FilerGrpc:
     def assign(self, *, path: str, collection: str = "", replication: str = "",
                ttl_sec: int = 0, disk_type: str = "", data_center: str = "") -> Assignment:
         """``AssignVolume``: one file id and the volume server to upload it to."""
+        return self.assign_many(path=path, count=1, collection=collection,
+                                replication=replication, ttl_sec=ttl_sec,
+                                disk_type=disk_type, data_center=data_center)[0]
+
+    def assign_many(self, *, path: str, count: int, collection: str = "",
+                    replication: str = "", ttl_sec: int = 0, disk_type: str = "",
+                    data_center: str = "") -> tuple[Assignment, ...]:
+        """``AssignVolume`` with ``count``: up to ``count`` file ids on one volume (the
+        master reserves ``count`` consecutive keys; each id here is written out in full,
+        key and cookie, not as ``_N``). Ids with a write JWT come one per call (a token
+        names one file id)."""
         r = self._call("AssignVolume", PB["AssignVolumeRequest"](
-            count=1, collection=collection, replication=replication, ttl_sec=ttl_sec,
-            disk_type=disk_type, data_center=data_center, path=path), "AssignVolumeResponse")
+            count=max(1, count), collection=collection, replication=replication,
+            ttl_sec=ttl_sec, disk_type=disk_type, data_center=data_center, path=path),
+            "AssignVolumeResponse")
         if r.error or not r.file_id:
             raise FilerRpcError(f"filer {self.target} AssignVolume for {path}: "
                                 f"{r.error or 'no file id'}")
-        return Assignment(r.file_id, r.location.url, r.location.public_url, r.auth)
+        first = Assignment(r.file_id, r.location.url, r.location.public_url, r.auth)
+        got = max(1, min(count, r.count or 1))
+        if got == 1 or r.auth or "_" in r.file_id:
+            return (first,)
+        vid, _, hexpart = r.file_id.partition(",")
+        key, cookie = int(hexpart[:-8], 16), hexpart[-8:]
+        return (first, *(Assignment(f"{vid},{_key_hex(key + i)}{cookie}", first.url,
+                                    first.public_url, "") for i in range(1, got)))
 
     # -- metadata events ---------------------------------------------------------------------
 

@@ -3,10 +3,11 @@ or renamed, as POSIX asks and as ``weed mount`` does (it writes the directory's 
 
 The filer does not move them itself, so the mount writes the directory's entry after such
 a change. That write runs in the background, one at a time per directory and coalesced
-(a burst of creates in one directory costs one or two ``UpdateEntry`` calls, not one per
-create), and the mount answers the directory's attributes with the new times from here
-(``apply``) until it is done and for ``KEEP_S`` after, so a ``stat`` right after the
-change sees them, even one whose filer read started before the write landed.
+(it waits ``GATHER_S`` first, so a burst of creates in one directory costs one or two
+``UpdateEntry`` calls, not one per create), and the mount answers the directory's
+attributes with the new times from here (``apply``) until it is done and for ``KEEP_S``
+after, so a ``stat`` right after the change sees them, even one whose filer read started
+before the write landed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger("seaweed_rdma.mount")
 
 OffLoop = Callable[..., Awaitable[Any]]
 KEEP_S = 10.0  # how long times stay answered from here after they were written
+GATHER_S = 0.05  # a directory's write waits this long for more changes to join it
 
 
 class DirTimes:
@@ -82,6 +84,7 @@ class DirTimes:
 
     async def _write(self, directory: str) -> None:
         try:
+            await trio.sleep(GATHER_S)  # a burst of creates: one write for all of them
             while True:
                 ns = self._pending.get(directory)
                 if ns is None:

@@ -97,6 +97,11 @@ class EntryState:
                 and entry.content == self._base.content
                 and entry_size(entry) == entry_size(self._base))
 
+    @property
+    def mtime_set(self) -> bool:
+        """True when an mtime was set here (utimens) after the last bytes written."""
+        return "mtime" in self._attrs
+
     def has_xattr(self, key: str) -> bool:
         """Whether the merged entry has extended attribute ``key``."""
         if key in self._xattrs:
@@ -152,6 +157,13 @@ class EntryState:
             raise ValueError(f"not an attribute a handle sets: {sorted(unknown)}")
         self._attrs.update(values)
         self._changed()
+
+    def bytes_written(self) -> None:
+        """Bytes were written: an mtime set here before them gives way to the write's."""
+        if "mtime" in self._attrs:
+            self._attrs.pop("mtime", None)
+            self._attrs.pop("mtime_ns", None)
+            self._changed()
 
     def set_xattr(self, key: str, value: bytes | None) -> None:
         """Sets (or, with None, removes) an extended attribute."""

@@ -347,8 +347,12 @@ class WriteHandlers:
         text = utf8_name(name, "create")
         path = self.inodes.child(parent_inode, text)
         pb = self._new_entry(text, mode, ctx, "file")
-        exclusive = bool(flags & os.O_EXCL)
-        if exclusive:  # the filer decides, now; otherwise the first commit creates it
+        # O_EXCL: the filer decides now, unless this mount knows every name of the
+        # directory (made here, nothing changed elsewhere since: as weed mount answers
+        # from its metadata cache); otherwise the first commit creates it, under the
+        # filer's IF_NOT_EXISTS condition.
+        exclusive = bool(flags & os.O_EXCL) and not self.known_absent(path)
+        if exclusive:
             await self._off_loop(self.grpc.create, split_path(path)[0], pb, True)
         self._forget_path(path)
         self.inodes.detach(path)  # a new file: a new inode number
@@ -451,7 +455,8 @@ class WriteHandlers:
             w = FileWriter(path, pb, wm)
         if fields.update_size:
             await w.truncate(attr.st_size)
-        await w.commit()  # bytes first, so explicit times below are not overwritten
+        if temporary or fields.update_size:
+            await w.commit()
         if "file_mode" in values:
             mode = w.state.view().attributes.file_mode
             values["file_mode"] = (mode & ~_PERM_BITS) | values["file_mode"]
@@ -701,7 +706,8 @@ class WriteHandlers:
         if flags & RENAME_EXCHANGE:
             await self._exchange(old, new)
             return
-        target = await self._off_loop(self.grpc.lookup, new)
+        # (A name this mount knows is free needs no lookup: a directory made here.)
+        target = None if self.known_absent(new) else await self._off_loop(self.grpc.lookup, new)
         if target is not None:
             if flags & RENAME_NOREPLACE:
                 raise pyfuse3.FUSEError(errno.EEXIST)
