@@ -190,16 +190,28 @@ impl Io<'_, '_> {
             .min(self.deadline.saturating_duration_since(Instant::now()));
         // Open connections are taken as they are; a task (and its wake-up) only for a seat
         // that needs connecting.
-        let seats: Vec<Vec<Seat>> = groups
+        let found: Vec<Vec<(usize, Option<Arc<Conn>>)>> = groups
             .iter()
             .map(|(pool, idxs)| {
-                pool.pick_seats(idxs.len())
+                let seats = pool.pick_seats(idxs.len()).into_iter();
+                seats.map(|seat| (seat, pool.open_conn(seat))).collect()
+            })
+            .collect();
+        // Room for every connection this batch is about to make, before any of them starts.
+        let adding = found.iter().flatten().filter(|(_, conn)| conn.is_none()).count();
+        if adding > 0 {
+            self.ctx.generation.make_room(self.ctx.cfg.max_conns, adding, 0, self.ctx.stats);
+        }
+        let seats: Vec<Vec<Seat>> = groups
+            .iter()
+            .zip(found)
+            .map(|((pool, _), found)| {
+                found
                     .into_iter()
-                    .map(|seat| match pool.open_conn(seat) {
+                    .map(|(seat, conn)| match conn {
                         Some(conn) => Seat::Open(conn),
                         None => {
                             let cfg = *self.ctx.cfg;
-                            self.ctx.generation.make_room(cfg.max_conns, false, self.ctx.stats);
                             let verbs = self.ctx.generation.verbs(&cfg);
                             let stats = self.ctx.stats.clone();
                             let job = pool.clone().conn(seat, cfg, stats, limit, verbs);

@@ -163,7 +163,7 @@ fn want_inflight(cfg: &EngineConfig) -> u32 {
 /// same way under [`Transport::Auto`].
 fn connect(ctx: &BatchCtx<'_>, pool: &SidecarPool, deadline: Instant) -> Result<LaneConn, Failure> {
     let limit = deadline.min(Instant::now() + ctx.cfg.connect_timeout);
-    ctx.generation.make_room(ctx.cfg.max_conns, true, ctx.stats);
+    ctx.generation.make_room(ctx.cfg.max_conns, 1, 1, ctx.stats);
     let host = pool.offer_verbs(ctx.generation.verbs(ctx.cfg)?, ctx.cfg.transport)?;
     let addrs = resolve(ctx, &pool.addr, limit)?;
     let want = want_inflight(ctx.cfg);

@@ -121,14 +121,14 @@ impl Generation {
         }
     }
 
-    /// Before a new connection: while `max_conns` or more are open (not counting the new
-    /// one, which `counted` says is already among them: a lane ticket is), closes the least
-    /// recently used idle one. With none idle the new one is made anyway (a batch never
+    /// Before `adding` new connections: while they would make more than `max_conns` open
+    /// (`counted` of them are already among the open ones: a lane ticket is), closes the
+    /// least recently used idle one. With none idle the new one is made anyway (a batch never
     /// waits for a connection to free up), and counted as over the cap.
-    pub(super) fn make_room(&self, max_conns: usize, counted: bool, stats: &Stats) {
+    pub(super) fn make_room(&self, max_conns: usize, adding: usize, counted: usize, stats: &Stats) {
         let mut closed = Vec::new();
-        let mut open = self.open_conns().saturating_sub(usize::from(counted));
-        while open >= max_conns {
+        let mut open = self.open_conns().saturating_sub(counted);
+        while open + adding > max_conns {
             let pools = self.pools();
             let oldest = pools
                 .iter()

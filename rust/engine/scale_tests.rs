@@ -86,3 +86,25 @@ fn zero_idle_timeout_keeps_connections() {
     assert_eq!(engine.stats().open_conns, 1);
     assert_eq!(engine.stats().reaped, 0);
 }
+
+#[test]
+fn the_cap_holds_on_the_async_path_too() {
+    let servers: Vec<TestServer> =
+        (0..6).map(|_| TestServer::start(needles(0..4, 1000), Mode::Normal)).collect();
+    // Two async connections per sidecar: a cap of 4 holds two sidecars' worth.
+    let engine =
+        Engine::new(EngineConfig { max_conns: 4, ..cfg(2) }).expect("engine").without_lane();
+    for server in &servers {
+        let mut buf = vec![SENTINEL; 200];
+        let ops = [op(&server.addr, 1, 0, 100, 0), op(&server.addr, 2, 0, 100, 100)];
+        let out = engine.read_into(&mut buf, &ops);
+        assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+        assert_eq!(buf[..100], pattern(1, 1000)[..100]);
+        let stats = engine.stats();
+        assert!(stats.open_conns <= 4, "{stats:?}");
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.connects, 12, "{stats:?}");
+    assert_eq!(stats.evicted, 8, "{stats:?}");
+    assert_eq!(stats.over_cap, 0, "{stats:?}");
+}
