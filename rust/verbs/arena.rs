@@ -166,6 +166,11 @@ impl Arena {
         if ptr == libc::MAP_FAILED {
             return Err(VerbsError::Alloc(len));
         }
+        // A forked child builds its own engine state and never touches this memory; without
+        // this the kernel would copy every pinned page of it into the child at fork.
+        // Advisory: on failure the child just gets a copy.
+        // SAFETY: the mapping made just above, `len` bytes; changes only fork's treatment.
+        unsafe { libc::madvise(ptr, len, libc::MADV_DONTFORK) };
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(VerbsError::Alloc(len))?;
         let memory = Memory { ptr, len };
         Ok(Arena {
