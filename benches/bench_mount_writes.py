@@ -130,7 +130,8 @@ def main() -> int:
         "metadata ops/s": lambda d: metadata(d, args.meta_files),
     }
     results: dict[str, dict[str, list[float]]] = {t: {"ours": [], "weed": []} for t in tests}
-    with LocalCluster(volumes=1) as cluster:
+    # Room for every round's bytes (the default 64 MiB volumes ran out on the third).
+    with LocalCluster(volumes=2, volume_size_limit_mb=512) as cluster:
         filer = cluster.filer.grpc_address
         procs = []
         try:

@@ -209,8 +209,12 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
             return json.dumps(self.stats()).encode()
-        entry = await self._entry(self.inodes.path(inode))
-        value = entry.extended.get(XATTR_PREFIX + name.decode("utf-8", "replace"))
+        key = XATTR_PREFIX + name.decode("utf-8", "replace")
+        w = self.writers.get(inode)
+        if w is not None:  # being written here: no filer call (the kernel asks for
+            value = w.xattr(key)  # security.capability before every write)
+        else:
+            value = (await self._entry(self.inodes.path(inode))).extended.get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value

@@ -578,6 +578,11 @@ class FileWriter:
         if self._handles == 0:
             await self.commit()
 
+    def xattr(self, key: str) -> bytes | None:
+        """The extended attribute ``key`` of the file as written here, or None."""
+        value = self.state.view().extended.get(key)
+        return bytes(value) if value is not None else None
+
     async def change_xattr(self, key: str, value: bytes | None) -> bool:
         """Sets or removes an extended attribute and commits; False (nothing done) when
         removing one that is not there."""
