@@ -63,10 +63,14 @@ class _Parts:
 
     def __init__(self, c: ClientConfig) -> None:
         assert c.master is not None
+        pool = httpx.Limits(max_connections=max(64, c.max_workers * 2),
+                            max_keepalive_connections=max(32, c.max_workers))
         self.http = httpx.Client(
             timeout=httpx.Timeout(c.timeout, connect=min(c.timeout, 5.0)),
-            limits=httpx.Limits(max_connections=max(64, c.max_workers * 2),
-                                max_keepalive_connections=max(32, c.max_workers)),
+            # Plain http:// needs no certificates; loading them costs 20-100 ms of every
+            # new client's (and forked worker's) first call, so only https:// loads them.
+            transport=httpx.HTTPTransport(verify=False, limits=pool),
+            mounts={"https://": LazyTLS(limits=pool)},
             follow_redirects=False,
         )
         self.filer = FilerClient(c.filer, self.http)
@@ -121,6 +125,25 @@ class _Parts:
             self.reader.fast.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.http.close()
+
+
+class LazyTLS(httpx.BaseTransport):
+    """An https transport (certificates verified) built on its first request."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._transport: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                self._transport = httpx.HTTPTransport(verify=True, **self._kwargs)
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def _from_config(config: ClientConfig) -> Client:
