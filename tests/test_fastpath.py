@@ -271,8 +271,9 @@ def test_event_loop_reads_drive_small_batches_themselves(cluster, sidecars):  # 
                 off = rng.randrange(0, len(payload) - size)
                 buf = memoryview(bytearray(size))
                 if cancel_some and i % 10 == 0:
-                    with trio.move_on_after(0):  # cancelled at its first wait
+                    with trio.move_on_after(0) as scope:  # cancelled at its first wait
                         await c.reader.readinto_async(view, buf, off, off_loop)
+                    cancelled.append(scope.cancelled_caught)
                     continue
                 n = await c.reader.readinto_async(view, buf, off, off_loop)
                 assert n == size and bytes(buf) == payload[off:off + size], (off, size)
@@ -282,7 +283,9 @@ def test_event_loop_reads_drive_small_batches_themselves(cluster, sidecars):  # 
                 for seed in range(4):
                     nursery.start_soon(reader, seed, seed % 2 == 1)
 
+        cancelled: list[bool] = []
         trio.run(main)
+        assert cancelled and all(cancelled), "every read meant to be cancelled was"
         st = c.stats()
         assert st["http"]["bytes"] == 0, st["fallback_reasons"]
         assert st["engine"]["polled_batches"] > 50, st["engine"]

@@ -84,13 +84,20 @@ def test_sidecar_killed_during_verbs_reads_then_verbs_comes_back(
     with Client(s.filer, sidecar=mapping(verbs_sidecars), transport="verbs",
                 fast_timeout=2.0, fast_connect_timeout=CONNECT_TIMEOUT) as c:
         with readers_running(c, {s.path: s.data}, threads=4) as errors:
-            time.sleep(1.0)
+            # Verbs carries bytes (on both ends) before the kill, not only after a restart.
+            deadline = time.monotonic() + CONNECT_TIMEOUT + 60
+            while c.stats()["engine"]["bytes_by_transport"].get("verbs", 0) == 0:
+                assert time.monotonic() < deadline, c.stats()
+                time.sleep(0.2)
+            assert sidecar_bytes(verbs_sidecars)["verbs"] > 0
             for sc in verbs_sidecars:
                 sc.sigkill()
             time.sleep(2.0)
         assert not errors, errors[:5]
         st = c.stats()
-        assert st["fallbacks"] > 0 and st["fallback_reasons"], st
+        assert st["fallbacks"] > 0 and st["http"]["bytes"] > 0, st
+        met = set(st["fallback_reasons"]) | set(st["engine"]["failures_by_reason"])
+        assert met & {"lost", "timeout", "verbs", "connect", "down"}, st
         for sc in verbs_sidecars:
             sc.start()
         # The engine probes a sidecar that was down again after its back-off: keep reading
