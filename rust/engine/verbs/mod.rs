@@ -16,7 +16,7 @@
 //! bytes, allocated once): the connection's registration covers that slice only, slices
 //! never overlap, so however many sidecars the process reads from it pins at most the
 //! budget. A slice holds up to the READs the connection asks to have in flight (at most
-//! `verbs_slots`), and never more than half of what is free; a connection that finds the
+//! `verbs_slots`), and never more than an eighth of what is free; a connection that finds the
 //! arena full is made over tcp (under `auto`) until a slice is given back.
 //!
 //! The device sits behind [`RecvQueue`], so the matching and re-posting logic is tested
