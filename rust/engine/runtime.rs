@@ -174,6 +174,10 @@ async fn reap(generation: Weak<Generation>, idle: Duration, stats: Arc<Stats>) {
             generation.pools().iter().flat_map(|p| p.take_idle_since(cutoff)).collect();
         stats.reaped(closed.len());
         close_off_thread(&generation.rt, closed);
+        // The engine may have let go meanwhile: then this is the last reference, and
+        // dropping a runtime on one of its own threads would panic. A lease drops it on a
+        // thread of its own.
+        drop(Lease::new(generation));
     }
 }
 

@@ -108,3 +108,17 @@ fn the_cap_holds_on_the_async_path_too() {
     assert_eq!(stats.evicted, 8, "{stats:?}");
     assert_eq!(stats.over_cap, 0, "{stats:?}");
 }
+
+#[test]
+fn engines_dropped_while_their_reaper_runs_go_quietly() {
+    let server = TestServer::start(needles(0..4, 1000), Mode::Normal);
+    // A reaper that ticks every 10 ms, and engines dropped at every point of its tick.
+    for _ in 0..50 {
+        let engine =
+            Engine::new(EngineConfig { idle_timeout: Duration::from_millis(20), ..cfg(1) })
+                .expect("engine");
+        read_one(&engine, &server, 1);
+        std::thread::sleep(Duration::from_millis(3));
+        drop(engine);
+    }
+}
