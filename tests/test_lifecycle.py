@@ -133,3 +133,21 @@ def test_fallback_counters_use_stable_reasons(cluster, shapes):  # type: ignore[
     reasons = st["fallback_reasons"]
     assert reasons and set(reasons) <= REASONS, reasons
     assert sum(reasons.values()) == st["fallbacks"]
+
+
+@pytest.mark.cluster
+def test_client_sets_the_engines_limits(cluster, sidecars, shapes):  # type: ignore[no-untyped-def]
+    """The connection cap and idle timeout reach the engine: with a cap of one connection,
+    reads from every sidecar in turn leave at most one open, by evicting the idle one."""
+    s = shapes["multi_chunk"]
+    addrs = sorted(set(sidecars.values()))
+    if len(addrs) < 2:
+        pytest.skip("needs two sidecars")
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp",
+                fast_max_conns=1, fast_idle_timeout=30, fast_pinned_budget=8 << 20) as c:
+        for _ in range(2):
+            for addr in addrs:
+                c.reader.fast.engine.ping(addr)  # type: ignore[union-attr]
+        eng = c.stats()["engine"]
+        assert eng["open_conns"] <= 1 + eng["over_cap"] and eng["evicted"] >= 1, eng
+        assert c.read(s.path) == s.data

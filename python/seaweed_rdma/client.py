@@ -54,6 +54,9 @@ class ClientConfig:
     meta_list_dirs: bool = True
     meta_max_entries: int = 200_000
     meta_max_bytes: int = 128 << 20
+    fast_pinned_budget: int = 64 << 20
+    fast_idle_timeout: float = 60.0
+    fast_max_conns: int = 128
 
 
 class _Parts:
@@ -86,7 +89,9 @@ class _Parts:
                             connect_timeout=c.fast_connect_timeout,
                             verbs_slot_size=c.fast_verbs_slot_size,
                             verbs_slots=c.fast_verbs_slots,
-                            busy_poll_us=c.fast_busy_poll_us)
+                            busy_poll_us=c.fast_busy_poll_us,
+                            pinned_budget=c.fast_pinned_budget,
+                            idle_timeout=c.fast_idle_timeout, max_conns=c.fast_max_conns)
         self.reader = ReadPath(VolumeHttpReader(self.master, self.http, c.jwt_key),
                                self.stats, self.executor, fast, fallback=c.fallback,
                                verify=c.verify)
@@ -185,11 +190,15 @@ class Client:
     The default, 1 MiB + 4 KiB, holds a 1 MiB chunk stored encrypted (28 bytes longer than
     its plaintext). ``fast_verbs_slots`` caps the slots of each verbs connection (its reads
     in flight); reads beyond them wait for a free slot. Each verbs connection registers
-    (pins) its own slots when it connects, so pinned memory grows with the connections:
-    see docs/operations.md, "Pinned memory on the reader's host". ``fast_busy_poll_us``
+    its own slots (its own rkey) within the process's pinned budget below: see
+    docs/operations.md, "Pinned memory on the reader's host". ``fast_busy_poll_us``
     is how long a small read keeps checking for its answer before the thread sleeps: an
     answer due in microseconds then costs no wake-up (0: never spin; see
-    docs/operations.md, "Busy polling").
+    docs/operations.md, "Busy polling"). Over verbs every connection's slots come from
+    one pinned allocation of ``fast_pinned_budget`` bytes per process;
+    ``fast_idle_timeout`` (seconds, 0: never) closes sidecar connections left unused, and
+    past ``fast_max_conns`` open connections the least recently used idle one is closed
+    (docs/scale.md).
     """
 
     def __init__(
@@ -215,6 +224,9 @@ class Client:
         meta_list_dirs: bool = True,
         meta_max_entries: int = 200_000,
         meta_max_bytes: int = 128 << 20,
+        fast_pinned_budget: int = 64 << 20,
+        fast_idle_timeout: float = 60.0,
+        fast_max_conns: int = 128,
     ) -> None:
         if transport not in ("auto", "tcp", "verbs", "http"):
             raise ValueError(f"transport must be auto, tcp, verbs or http, not {transport!r}")
@@ -228,7 +240,8 @@ class Client:
             fast_verbs_slot_size=fast_verbs_slot_size, fast_verbs_slots=fast_verbs_slots,
             fast_busy_poll_us=fast_busy_poll_us, meta_stream=meta_stream,
             meta_list_dirs=meta_list_dirs, meta_max_entries=meta_max_entries,
-            meta_max_bytes=meta_max_bytes)
+            meta_max_bytes=meta_max_bytes, fast_pinned_budget=fast_pinned_budget,
+            fast_idle_timeout=fast_idle_timeout, fast_max_conns=fast_max_conns)
         if config.master is None:
             # Found once: a forked or unpickled copy reuses the answer.
             config = dataclasses.replace(config, master=discover_master(filer, timeout))

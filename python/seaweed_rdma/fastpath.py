@@ -115,7 +115,8 @@ class FastPath:
                  stats: Stats, jwt_key: str | None = None, timeout: float = 5.0,
                  max_inflight: int = 128, connect_timeout: float = 1.0,
                  verbs_slot_size: int = VERBS_SLOT_SIZE, verbs_slots: int = 16,
-                 busy_poll_us: int = 50) -> None:
+                 busy_poll_us: int = 50, pinned_budget: int = 64 << 20,
+                 idle_timeout: float = 60.0, max_conns: int = 128) -> None:
         self.spec = spec
         self.requested = transport
         self._master = master
@@ -133,6 +134,8 @@ class FastPath:
                              connect_timeout_ms=max(1, int(connect_timeout * 1000)),
                              verbs_slot_size=verbs_slot_size, verbs_slots=verbs_slots,
                              max_inflight=max_inflight, busy_poll_us=busy_poll_us,
+                             pinned_budget=pinned_budget,
+                             idle_timeout_ms=int(idle_timeout * 1000), max_conns=max_conns,
                              transport=cast(Literal["auto", "tcp", "verbs"], transport))
 
     @property

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// A queue pair connects in milliseconds on hardware, but under qemu's TCG on a loaded
+/// 2-core host the handshake has taken over the default second: these tests are about
+/// what the connection carries, not how fast it comes up.
+const DEVICE_CONNECT: Duration = Duration::from_secs(30);
+
 use crate::engine::e2e::{range, whole, RealSidecar};
 use crate::engine::{Engine, EngineConfig, Failure, Transport};
 use crate::testutil::{Cluster, Rng, Upload};
@@ -45,6 +50,7 @@ fn engine_reads_byte_exact_over_verbs_from_the_real_sidecar() {
         // larger than a slot must fail with a reason to fall back.
         verbs_slot_size: 256 * 1024,
         verbs_slots: 4,
+        connect_timeout: DEVICE_CONNECT,
         ..EngineConfig::default()
     };
     let engine = Engine::new(cfg).expect("engine");
@@ -136,6 +142,7 @@ fn small_batches_take_the_lane_over_verbs_and_count_as_verbs_on_both_ends() {
             transport,
             verbs_slot_size: 256 * 1024,
             verbs_slots: 4,
+            connect_timeout: DEVICE_CONNECT,
             ..EngineConfig::default()
         };
         let engine = Engine::new(cfg).expect("engine");
@@ -412,6 +419,7 @@ fn sixteen_sidecars_over_verbs_pin_at_most_the_budget() {
         verbs_slots: 16,
         max_inflight: 16,
         pinned_budget: BUDGET,
+        connect_timeout: DEVICE_CONNECT,
         ..EngineConfig::default()
     };
     let engine = Engine::new(cfg).expect("engine");
