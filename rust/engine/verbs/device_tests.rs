@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
+use crate::engine::e2e::{range, whole, RealSidecar};
+use crate::engine::{Engine, EngineConfig, Failure, Transport};
+use crate::testutil::{Cluster, Rng, Upload};
+
 /// A queue pair connects in milliseconds on hardware, but under qemu's TCG on a loaded
 /// 2-core host the handshake has taken over the default second: these tests are about
 /// what the connection carries, not how fast it comes up.
 const DEVICE_CONNECT: Duration = Duration::from_secs(30);
-
-use crate::engine::e2e::{range, whole, RealSidecar};
-use crate::engine::{Engine, EngineConfig, Failure, Transport};
-use crate::testutil::{Cluster, Rng, Upload};
 
 /// The sidecar's device: `SEAWEED_RDMA_SIDECAR_DEVICE` when set (the guest puts the sidecar
 /// on the other end of a veth pair, so every byte crosses a link), else the engine's.
