@@ -41,6 +41,7 @@ class DirTimes:
         self._pending: dict[str, int] = {}  # directory -> ns its times move to
         self._written: dict[str, tuple[int, float]] = {}  # directory -> (ns, written at)
         self._writing: set[str] = set()
+        self._locks: dict[str, trio.Lock] = {}
         self.nursery: trio.Nursery | None = None
         self.writes = 0
 
@@ -62,6 +63,24 @@ class DirTimes:
         self._written.pop(old, None)
         if ns is not None:
             self.touch(new, ns)
+
+    def guard(self, path: str) -> trio.Lock:
+        """The lock under which an entry's read-modify-write of ``path`` runs: this
+        class's time writes take it, and so must every other change of a directory's
+        entry here (a chmod between our lookup and our update would be undone)."""
+        lock = self._locks.get(path)
+        if lock is None:
+            lock = self._locks[path] = trio.Lock()
+        return lock
+
+    def release_guard(self, path: str) -> None:
+        """Forgets ``path``'s lock once nobody holds or waits for it."""
+        self._release_guard(path)
+
+    def _release_guard(self, path: str) -> None:
+        lock = self._locks.get(path)
+        if lock is not None and not lock.locked() and not lock.statistics().tasks_waiting:
+            del self._locks[path]
 
     def drop(self, directory: str) -> None:
         """The directory's times were set explicitly (utimens): nothing kept here wins."""
@@ -90,9 +109,12 @@ class DirTimes:
                 if ns is None:
                     return
                 try:
-                    await self._off_loop(self._write_now, directory, ns)
+                    async with self.guard(directory):
+                        await self._off_loop(self._write_now, directory, ns)
                 except (FilerRpcError, OSError) as e:  # gone meanwhile, or the filer is
                     log.info("times of %s not written: %s", directory, e)
+                finally:
+                    self._release_guard(directory)
                 if self._pending.get(directory) == ns:
                     del self._pending[directory]
                     self._written[directory] = (ns, time.monotonic())

@@ -476,6 +476,15 @@ class WriteHandlers:
         """Sets attributes of an entry no writer holds, under the filer's condition that
         its chunks are still the ones read (another client's newer content is re-read)."""
         assert self.grpc is not None
+        try:
+            async with self.dir_times.guard(path):  # not undone by a directory time write
+                return await self._set_metadata_now(inode, path, values)
+        finally:
+            self.dir_times.release_guard(path)
+
+    async def _set_metadata_now(self, inode: int, path: str, values: dict[str, int]
+                                ) -> pyfuse3.EntryAttributes:
+        assert self.grpc is not None
         for _ in range(5):
             pb = await self._lookup_pb(path)
             a = pb.attributes
@@ -509,10 +518,14 @@ class WriteHandlers:
         wm = self._writable()
         path = self.inodes.path(inode)
         w = self.writers.get(inode)
-        if w is None:
-            w = FileWriter(path, await self._lookup_pb(path), wm)
-        if not await w.change_xattr(key, value):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        try:
+            async with self.dir_times.guard(path):  # not undone by a directory time write
+                if w is None:
+                    w = FileWriter(path, await self._lookup_pb(path), wm)
+                if not await w.change_xattr(key, value):
+                    raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        finally:
+            self.dir_times.release_guard(path)
         self._forget_path(path)
 
     # -- names -----------------------------------------------------------------------------
