@@ -12,10 +12,11 @@ before the write landed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -73,6 +74,19 @@ class DirTimes:
             lock = self._locks[path] = trio.Lock()
         return lock
 
+    @contextlib.asynccontextmanager
+    async def holding(self, *paths: str) -> AsyncIterator[None]:
+        """Holds the guards of ``paths`` (in one order, so two holders cannot deadlock),
+        for a removal or a rename: a time write of a directory that goes meanwhile would
+        otherwise write its entry back after it went (the filer's update also creates)."""
+        wanted = sorted(set(paths))
+        async with contextlib.AsyncExitStack() as stack:
+            for p in wanted:
+                await stack.enter_async_context(self.guard(p))
+            yield
+        for p in wanted:
+            self._release_guard(p)
+
     def release_guard(self, path: str) -> None:
         """Forgets ``path``'s lock once nobody holds or waits for it."""
         self._release_guard(path)
@@ -105,17 +119,20 @@ class DirTimes:
         try:
             await trio.sleep(GATHER_S)  # a burst of creates: one write for all of them
             while True:
-                ns = self._pending.get(directory)
-                if ns is None:
-                    return
+                ns: int | None = None
                 try:
                     async with self.guard(directory):
+                        # Read under the guard: times set explicitly meanwhile (utimens,
+                        # which drops them here) must not be overwritten by ours.
+                        ns = self._pending.get(directory)
+                        if ns is None:
+                            return
                         await self._off_loop(self._write_now, directory, ns)
                 except (FilerRpcError, OSError) as e:  # gone meanwhile, or the filer is
                     log.info("times of %s not written: %s", directory, e)
                 finally:
                     self._release_guard(directory)
-                if self._pending.get(directory) == ns:
+                if ns is not None and self._pending.get(directory) == ns:
                     del self._pending[directory]
                     self._written[directory] = (ns, time.monotonic())
                     self._on_written(directory)

@@ -679,7 +679,9 @@ class WriteHandlers:
                       for w in self.writers.values())  # files here the filer has not seen
         if pending or await self._off_loop(self.grpc.list, path, 1):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)
-        await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
+        async with self.dir_times.holding(path):  # no time write brings it back
+            await self._off_loop(lambda: self.grpc.delete(path, delete_data=True))  # type: ignore[union-attr]
+            self.dir_times.drop(path)
         self._gone(path)
 
     def _listed_remove(self, path: str) -> None:
@@ -729,10 +731,11 @@ class WriteHandlers:
         # Bytes still buffered for files being moved go to the filer first, so the entry
         # that moves is the written one.
         await self._commit_under(old)
-        await self._off_loop(self.grpc.rename, old, new)
+        async with self.dir_times.holding(old, new):  # no time write brings ``old`` back
+            await self._off_loop(self.grpc.rename, old, new)
+            self.dir_times.moved(old, new)
         self._forget_path(new)
         self._follow_rename(old, new)
-        self.dir_times.moved(old, new)
         self.dir_times.touch_parent(old)
         self.dir_times.touch_parent(new)
         self.client.invalidate(old)  # it and every cached path under it (a directory)
@@ -758,7 +761,8 @@ class WriteHandlers:
         tmp = join_path(split_path(a)[0],
                         f".seaweed_rdma.exchange.{self.signature}.{random.getrandbits(32)}")
         for src, dst in ((a, tmp), (b, a), (tmp, b)):
-            await self._off_loop(self.grpc.rename, src, dst)
+            async with self.dir_times.holding(src, dst):
+                await self._off_loop(self.grpc.rename, src, dst)
             self._follow_rename(src, dst)
             self.client.invalidate(src)
             self.client.invalidate(dst)
