@@ -112,6 +112,7 @@ def main() -> int:
         cluster.upload("/conformance/weed/.keep", b"")
         cluster.upload("/conformance/ours/.keep", b"")
         procs = []
+        retried: list[str] = []
         try:
             for name, cmd in (
                     ("weed", [find_weed(), "mount"]),
@@ -128,6 +129,18 @@ def main() -> int:
                 weed_f = pool.submit(run_suite, args.build, work / "weed", dirs, args.timeout_s)
                 ours_f = pool.submit(run_suite, args.build, work / "ours", dirs, args.timeout_s)
                 weed, ours = weed_f.result(), ours_f.result()
+            # A file that fails here what passes on weed mount runs once more, alone: the
+            # two suites share 2 cores, and a real fault fails twice. Both results print.
+            for name in sorted(ours):
+                wbad = weed.get(name, (0, set()))[1]
+                if ours[name][1] - wbad:
+                    d, t = name.split("/", 1)
+                    again = run_file(args.build / "tests" / d / t, work / "ours",
+                                     args.timeout_s)
+                    print(f"RETRY {name}: failed {sorted(ours[name][1] - wbad)[:20]} with "
+                          f"weed mount's run beside it; alone: {sorted(again[1] - wbad)[:20]}")
+                    retried.append(name)
+                    ours[name] = again
         finally:
             for p, mnt in procs:
                 stop(p, mnt)
@@ -143,7 +156,8 @@ def main() -> int:
     n_ours = sum(len(b) for _, b in ours.values())
     n_weed = sum(len(b) for _, b in weed.values())
     print(f"pjdfstest ({','.join(dirs)}): {total} subtests; failed: ours {n_ours}, "
-          f"weed mount {n_weed}; {time.monotonic() - started:.0f} s")
+          f"weed mount {n_weed}; {time.monotonic() - started:.0f} s"
+          + (f"; files run twice: {', '.join(retried)}" if retried else ""))
     if worse:
         print(f"FAIL: {len(worse)} subtests fail on this mount and pass on weed mount: "
               f"{', '.join(worse[:50])}")
