@@ -289,15 +289,17 @@ fn busy_and_internal_answers_are_strikes_not_instant_down() {
     }
     // A success in between clears the strikes.
     std::thread::sleep(cfg(1).backoff_min);
+    let internal = vec![Err(Failure::Status(Status::Internal))];
     server.set_mode(Mode::Refuse(Status::Internal));
-    engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 100, 0)]);
+    assert_eq!(engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 100, 0)]), internal);
     server.set_mode(Mode::Normal);
     assert_eq!(engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 100, 0)]), vec![Ok(())]);
     server.set_mode(Mode::Refuse(Status::Internal));
     for _ in 0..2 {
-        engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 100, 0)]);
+        assert_eq!(engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 100, 0)]), internal);
     }
-    assert!(health_of(&engine, &server.addr).up);
+    assert_eq!(engine.stats().failures_by_reason.get("internal"), Some(&3));
+    assert!(health_of(&engine, &server.addr).up, "two strikes after a success");
 }
 
 #[test]
