@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 
+import bench_mount
 from seaweed_rdma import Client
 from seaweed_rdma.cluster import LocalCluster, find_weed
 
@@ -57,13 +58,7 @@ def mount(name: str, argv: list[str], tmp: Path, probe: str) -> tuple[Path, Any,
 
 
 def unmount(mnt: Path, proc: Any, log: Any) -> None:
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False,
-                   stderr=subprocess.DEVNULL)
+    bench_mount.unmount(mnt, proc)
     log.close()
 
 
