@@ -1,8 +1,9 @@
 """Held metadata: the one owner of the filer entries a Client keeps between reads.
 
 A path asked for once is fetched (``?metadata=true``) and held. A directory from which a
-second path is asked for is listed whole (paged) and held, absences included, so reading
-the files of a directory costs one listing rather than one request per file. Held entries
+second path is asked for is listed whole (paged) and held, so reading the files of a
+directory costs one listing rather than one request per file. A name not held is always
+asked for (it may have just been made elsewhere). Held entries
 stay fresh through the filer's metadata stream (``metastream``), which starts before the
 first fetch: an overwrite, delete or rename by any writer drops what is held of it as
 soon as its event arrives, and the next lookup fetches it again. While the stream is down
@@ -116,19 +117,17 @@ class HeldMetadata:
         fetched and held. Raises ``NotFound``."""
         if self._start_stream is not None:
             self._start_stream()
-        parent, name = _parent(path)
+        parent = _parent(path)[0]
         with self._lock:
             held = self._entries.get(path)
             if held is not None and self._fresh(held.at):
                 self._entries.move_to_end(path)
                 self.counts["hits"] += 1
                 return held.entry, held.view
+            # A name a held directory lacks is still asked for: another client may have just
+            # made it, and its event may not be here yet (a reader told "it is written" must
+            # find it). Only a listing made for this very lookup answers an absence.
             d = self._dirs.get(parent)
-            if d is not None and d.complete and self._fresh(d.at) and name not in d.names \
-                    and path != "/":
-                self.counts["held_absent"] += 1
-                raise NotFound(f"{path}: no such file or directory on filer "
-                               f"{self._filer.address}")
             seen = self._lookups[parent] = self._lookups.get(parent, 0) + 1
             listed = d is not None and d.complete and self._fresh(d.at)
         if path != "/" and not listed and self._limits.list_dirs \

@@ -92,9 +92,12 @@ def test_second_lookup_lists_then_nothing_is_asked(tree: Tree) -> None:
     assert (tree.gets, tree.lists) == (1, 1)
     for i in range(5):
         h.get(f"/d/f{i}")
-    with pytest.raises(NotFound):
-        h.get("/d/absent")
     assert (tree.gets, tree.lists) == (1, 1)
+    with pytest.raises(NotFound):
+        h.get("/d/absent")  # not held: asked (it may have just been made elsewhere)
+    tree.entries["/d/new"] = _entry("/d/new", "1,55aa")
+    assert h.get("/d/new")[0].path == "/d/new"
+    assert (tree.gets, tree.lists) == (3, 1)
 
 
 def test_a_replayed_event_changes_nothing_and_a_new_version_is_fetched(tree: Tree) -> None:
