@@ -252,7 +252,6 @@ class LocalCluster:
         assert self.base_dir is not None
         servers = volume_server if isinstance(volume_server, list) else [volume_server]
         index = len(self.sidecars)
-        port, http_port = free_port(), free_port()
         upstream = (f"--volume-server={servers[0].url}" if len(servers) == 1
                     else f"--master={self.master.address}")
         extra = list(extra or [])
@@ -261,14 +260,23 @@ class LocalCluster:
         device = os.environ.get(SIDECAR_DEVICE_ENV)
         if device and not any(a.startswith("--rdma-device") for a in extra):
             extra.append(f"--rdma-device={device}")
-        argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
-                *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}", upstream,
-                f"--http=127.0.0.1:{http_port}", *extra]
-        # A sidecar over several volume servers belongs to none of them in sidecar_map().
-        sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
-                          self.base_dir / f"sidecar{index}.log", argv,
-                          servers[0] if len(servers) == 1 else None, start_timeout)
-        sidecar.start()
+        # A port found free can be taken (as another connection's local port) before the
+        # sidecar binds it, which a cluster of many servers makes likely: try new ones.
+        for attempt in range(5):
+            port, http_port = free_port(), free_port()
+            argv = [sys.executable, "-m", "seaweed_rdma.cli", "sidecar",
+                    *(f"--dir={s.dir}" for s in servers), f"--listen=127.0.0.1:{port}",
+                    upstream, f"--http=127.0.0.1:{http_port}", *extra]
+            # A sidecar over several volume servers belongs to none of them in sidecar_map().
+            sidecar = Sidecar("sidecar", port, http_port, servers[0].dir, None,  # type: ignore[arg-type]
+                              self.base_dir / f"sidecar{index}.log", argv,
+                              servers[0] if len(servers) == 1 else None, start_timeout)
+            try:
+                sidecar.start()
+                break
+            except SeaweedRdmaError as e:
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
         self.sidecars.append(sidecar)
         return sidecar
 
