@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import logging
@@ -359,7 +358,10 @@ class Client:
     def view(self, path: str) -> FileView:
         """``path`` planned for reading (cached with its entry for ``meta_ttl``); pass it to
         ``reader`` methods to read the same version many times."""
-        entry, view = self._cached(path)
+        return self._planned(*self._cached(path))
+
+    def _planned(self, entry: Entry, view: FileView | None) -> FileView:
+        """``entry``'s view: the one held with it, or planned now and held."""
         if view is None:
             if entry.is_dir:
                 raise IsADirectory(f"{entry.path}: is a directory")
@@ -463,19 +465,27 @@ class Client:
             except (SeaweedRdmaError, ValueError, OSError) as e:
                 return e
 
+        def plan_held(held: tuple[Entry, FileView | None]) -> FileView | BaseException:
+            try:
+                return self._planned(*held)
+            except (SeaweedRdmaError, ValueError, OSError) as e:
+                return e
+
         parts = self._live()
-        # Directories with several of these paths are listed once each, together; held
-        # entries then plan on this thread, and only the rest wait for the filer.
-        with contextlib.suppress(ValueError):
-            parts.meta.prefetch([normalize_path(p) for p in paths], parts.executor.map)
-        views: list[FileView | BaseException | None] = []
+        normal: list[str | ValueError] = []
         for p in paths:
             try:
-                held = parts.meta.peek(normalize_path(p))
+                normal.append(normalize_path(p))
             except ValueError as e:
-                views.append(e)
-                continue
-            views.append(plan(p) if held is not None else None)
+                normal.append(e)
+        # Directories with several of these paths are listed once each, together; held
+        # entries then plan on this thread, and only the rest wait for the filer.
+        parts.meta.prefetch([n for n in normal if isinstance(n, str)], parts.executor.map)
+        views: list[FileView | BaseException | None] = []
+        for n in normal:
+            held = parts.meta.peek(n) if isinstance(n, str) else None
+            views.append(n if isinstance(n, ValueError)
+                         else None if held is None else plan_held(held))
         missing = [i for i, v in enumerate(views) if v is None]
         for i, v in zip(missing, parts.executor.map(plan, [paths[i] for i in missing]),
                         strict=True):
