@@ -1,5 +1,11 @@
-"""``seaweed-rdma mount``: a FUSE mount spelled like ``weed mount``: reads over the fast
-path (sidecars, then HTTP), writes the way ``weed mount`` makes them."""
+"""``seaweed-rdma mount``: a FUSE mount that reads and writes a SeaweedFS filer's tree,
+spelled like ``weed mount``.
+
+Reads go over the fast path (sidecars, then HTTP for what it cannot deliver); writes are
+made the way ``weed mount`` makes them (chunks uploaded to volume servers, entries written
+with the filer's gRPC API). ``fs`` lists the modules and the one owner of each piece of
+the mount's state.
+"""
 
 from __future__ import annotations
 

@@ -43,16 +43,20 @@ class DirTimes:
         self._written: dict[str, tuple[int, float]] = {}  # directory -> (ns, written at)
         self._writing: set[str] = set()
         self._locks: dict[str, trio.Lock] = {}
-        self.nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
         self.writes = 0
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Where time writes run, for the life of the mount (none start before)."""
+        self._nursery = nursery
 
     def touch(self, directory: str, now_ns: int | None = None) -> None:
         """A name in ``directory`` changed now: its mtime and ctime move."""
         ns = now_ns if now_ns is not None else time.time_ns()
         self._pending[directory] = max(ns, self._pending.get(directory, 0))
-        if directory not in self._writing and self.nursery is not None:
+        if directory not in self._writing and self._nursery is not None:
             self._writing.add(directory)
-            self.nursery.start_soon(self._write, directory)
+            self._nursery.start_soon(self._write, directory)
 
     def touch_parent(self, path: str) -> None:
         """``touch`` of the directory holding ``path``."""

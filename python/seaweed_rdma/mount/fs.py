@@ -1,10 +1,24 @@
-"""The FUSE operations over a filer directory tree.
+"""The FUSE operations of the mount, which reads and writes a filer directory tree: a
+thin driver (``SeaweedOperations``) over the owners of the mount's state.
 
-Metadata comes from the filer (cached for ``-cacheMetaTtlSec``, which is also the kernel's
-entry/attr timeout); reads go through ``Client``'s read path (fast path first, per-extent
-HTTP fallback). Filer and engine calls run off the trio thread, so the loop never blocks.
-Every handler turns errors into a ``FUSEError`` with the matching errno. The handlers that
-change the tree (and write file bytes) are implemented in ``write_ops`` (see there).
+Each operation checks and decodes its arguments, calls the owners and the change logic
+below, and maps errors to errnos (``fuse_errors``). The owners, each of one piece of state:
+
+- inode numbers: ``inodes.InodeTable``;
+- the tree of names (pending and listed names, renames followed, directory times):
+  ``tree.Tree``;
+- held metadata (the filer entries kept between calls): the Client's
+  ``held.HeldMetadata``, reached through ``Client.entry``/``invalidate``;
+- handle state (open handles, their readers and writers, files unlinked while open, native
+  registrations): ``handle_table.HandleTable``;
+- cached file blocks: ``handles.BlockCache``.
+
+The change logic owns no state: ``file_changes.FileChanges`` (create, write, flush,
+setattr, xattrs), ``name_changes.NameChanges`` (mkdir ... rename) and, for other clients'
+changes, ``events.MetaEvents`` fed by ``subscribe.MetaSubscriber``. Metadata is held for
+``-cacheMetaTtlSec`` (also the kernel's entry/attr timeout) unless an event drops it
+sooner; reads go through the Client's read path (fast path first, per-extent HTTP
+fallback). Filer and engine calls run off the trio thread (``calls.FilerCalls``).
 """
 
 from __future__ import annotations
@@ -14,6 +28,8 @@ import functools
 import json
 import logging
 import os
+import random
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,16 +37,23 @@ import pyfuse3
 import trio
 
 from ..client import Client
-from ..errors import NotFound, SeaweedRdmaError, Unreachable
+from ..errors import SeaweedRdmaError
 from ..filer import Entry
+from ..filer_grpc import FilerGrpc, RetryPolicy
 from ..reader import FileView
-from .attrs import to_attributes
+from .calls import FilerCalls
+from .events import MetaEvents
+from .file_changes import XATTR_PREFIX, FileChanges
 from .flags import MountOptions
-from .handles import BlockCache, OpenFile
+from .handle_table import HandleTable
+from .handles import BlockCache
 from .inodes import InodeTable
+from .name_changes import NameChanges
 from .names import check_length
 from .native import NativeLoop
-from .write_ops import XATTR_PREFIX, WriteHandlers
+from .subscribe import MetaSubscriber
+from .tree import Tree
+from .writes import WriteMount, WriteOptions
 
 log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
@@ -66,8 +89,8 @@ def fuse_errors(fn: Callable[P, Coroutine[Any, Any, T]]
     return wrapper
 
 
-class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
-    """pyfuse3 operations over a ``Client``."""
+class SeaweedOperations(pyfuse3.Operations):
+    """pyfuse3 operations over a ``Client``: the driver (see the module docs)."""
 
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -77,84 +100,80 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         self.client = client
         self.opts = opts
         self.ttl = float(opts.cache_meta_ttl_sec)
-        self.inodes = InodeTable(opts.filer_path)
-        self.nursery: trio.Nursery | None = None
-        self._limiter = trio.CapacityLimiter(max(1, opts.concurrent_readers))
-        self._files: dict[int, OpenFile] = {}
-        # One registration with the native loop at a time per handle: two refreshes of one
-        # file (the filer may announce a change twice) must not end with the older one's
-        # chunk list registered, or with none.
-        self._native_locks: dict[int, trio.Lock] = {}
-        self._dirs: dict[int, list[tuple[bytes, Entry]]] = {}
-        self._next_fh = 1
-        self._open_mtime: dict[int, int] = {}
-        self.cache = BlockCache(opts.cache_capacity_mb << 20)
+        self.nursery: trio.Nursery | None = None  # the session's, for reads
         self.native: NativeLoop | None = None  # set once the session is mounted
         self._statfs: tuple[int, int, int] = (0, 0, 0)
         self._statfs_at = -STATFS_TTL_S
-        self._init_writes()
+        # Our own requests carry this signature, so the filer's events for them are skipped.
+        signature = random.randint(1, 2**31 - 1)
+        self.grpc = FilerGrpc(opts.filer, signature=signature,
+                              retry=RetryPolicy(deadline_s=max(0.0, opts.filer_retry_sec)))
+        self.calls = FilerCalls(self.grpc, opts.concurrent_readers)
+        self.inodes = InodeTable(opts.filer_path)
+        self.cache = BlockCache(opts.cache_capacity_mb << 20)
+        self.handles = HandleTable(client, self.calls, self.cache, opts.readahead_mib << 20)
+        self.tree = Tree(client, self.cache, self.inodes, self.handles, self.grpc,
+                         self.calls, self.ttl)
+        self.wm: WriteMount | None = None
+        if not opts.read_only:
+            self.wm = WriteMount(self.grpc, WriteOptions(
+                chunk_size=max(1, opts.chunk_size_limit_mb) << 20,
+                concurrent_writers=max(1, opts.concurrent_writers),
+                collection=opts.collection, replication=opts.replication,
+                ttl_sec=opts.ttl_sec, disk_type=opts.disk_type,
+                data_center=opts.data_center), lambda w: self.tree.forget_path(w.path))
+        self.files = FileChanges(self.grpc, self.calls, self.inodes, self.tree, self.handles,
+                                 self.wm, opts.ttl_sec)
+        self.names = NameChanges(self.grpc, self.calls, client, self.inodes, self.tree,
+                                 self.handles, self.wm, signature, opts.ttl_sec)
+        self.events = MetaEvents(signature, client, self.inodes, self.tree, self.handles)
+        self.subscriber = MetaSubscriber(self.grpc, self.inodes.path(pyfuse3.ROOT_INODE),
+                                         time.time_ns(), self.events.apply,
+                                         on_break=self.tree.forget_listed)
 
-    # -- helpers ---------------------------------------------------------------------
+    def attach_native(self, native: NativeLoop | None) -> None:
+        """The native loop, once the session is mounted (None: it does not run)."""
+        self.native = native
+        self.handles.attach_native(native)
 
-    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(functools.partial(fn, *args),
-                                             limiter=self._limiter)
-
-    async def _entry(self, path: str) -> Entry:
-        pending = self.pending_entry(path)  # created here, on the filer at its first commit
-        if pending is not None:
-            return pending  # type: ignore[no-any-return]
-        if self.known_absent(path):  # in a directory made here whose names are all known
-            raise NotFound(f"{path}: no such file or directory")
-        return await self._riding(self.client.entry, path)
-
-    async def _riding(self, fn: Callable[..., T], *args: Any) -> T:
-        """A filer call of the read side (HTTP), off the loop, waiting through a filer that
-        is unreachable (restarting) for up to ``-filerRetrySec``, as the gRPC calls do."""
-        assert self.grpc is not None
-        pauses = self.grpc.retry.pauses()
-        while True:
-            try:
-                out = await self._off_loop(fn, *args)
-            except Unreachable as e:
-                self.grpc.outage.down(str(e))
-                pause = next(pauses, None)
-                if pause is None:
-                    raise
-                await trio.sleep(pause)
-                continue
-            return out  # (maybe from a cache: only gRPC calls tell the outage is over)
-
-    def _attrs(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:
-        w = self.writers.get(inode)
-        if w is not None:  # being written here: its size and times as written
-            entry = w.attributes_entry()
-        elif entry.is_dir:
-            entry = self.dir_times.apply(entry)
-        return to_attributes(entry, inode, self.ttl)
-
-    def _fh(self) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        return fh
+    async def background(self) -> None:
+        """Runs for the life of the mount: the metadata subscription, and the nursery in
+        which uploads, directory time writes and the work after events run. Closes the
+        write side's connections when cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.wm is not None:
+                    self.wm.run_in(nursery)
+                self.tree.dir_times.run_in(nursery)
+                self.events.run_in(nursery)
+                nursery.start_soon(self.subscriber.run)
+                await trio.sleep_forever()
+        finally:
+            if self.wm is not None:
+                self.wm.close()
+            self.grpc.close()
 
     async def _fetch(self, view: FileView, offset: int, buf: memoryview) -> int:
         """Fills ``buf`` from ``offset``. Plain extents go to the engine and come back
         through an eventfd (no thread hop); whole chunks and fallbacks run in a thread."""
-        return await self.client.reader.readinto_async(view, buf, offset, self._off_loop)
+        return await self.client.reader.readinto_async(view, buf, offset,
+                                                        self.calls.off_loop)
 
     def stats(self) -> dict[str, Any]:
         """The mount's own state, for the ``user.seaweed_rdma.stats`` xattr of its root."""
+        writes: dict[str, Any] = {"writers": len(self.handles.writers())}
+        if self.wm is not None:
+            writes.update(self.wm.stats())
+        writes.update(self.subscriber.stats())
         return {
             "inodes": len(self.inodes),
-            "open_files": len(self._files),
-            "open_dirs": len(self._dirs),
+            **self.handles.stats(),
             "cache_blocks": len(self.cache),
             "cache_bytes": self.cache.used,
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,
             "client": self.client.stats(),
-            "writes": self.write_stats(),
+            "writes": writes,
             "native_reads": self.native.stats() if self.native is not None else None,
         }
 
@@ -172,12 +191,12 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
             return await self.getattr(parent_inode)
         if text == "..":
             parent = self.inodes.path(parent_inode).rsplit("/", 1)[0] or "/"
-            entry = await self._entry(parent)
-            return self._attrs(entry, self.inodes.ref(parent))
+            entry = await self.tree.entry(parent)
+            return self.tree.attributes(entry, self.inodes.ref(parent))
         path = self.inodes.child(parent_inode, text)
-        entry = await self._entry(path)
+        entry = await self.tree.entry(path)
         self._bind(entry, path)
-        return self._attrs(entry, self.inodes.ref(path))
+        return self.tree.attributes(entry, self.inodes.ref(path))
 
     def _bind(self, entry: Entry, path: str) -> int:
         """The inode of ``path`` (one for all names of a hard-linked file)."""
@@ -188,19 +207,19 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, nlookup in inode_list:
             if self.inodes.forget(inode, nlookup):
-                self._open_mtime.pop(inode, None)
+                self.handles.inode_forgotten(inode)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        orphan = self.orphan_entry(inode)  # unlinked while open
+        orphan = self.tree.orphan_attributes(inode)  # unlinked while open
         if orphan is not None:
-            return to_attributes(orphan, inode, self.ttl)
-        entry = await self._entry(self.inodes.path(inode))
-        return self._attrs(entry, inode)
+            return orphan
+        entry = await self.tree.entry(self.inodes.path(inode))
+        return self.tree.attributes(entry, inode)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
-        entry = await self._entry(self.inodes.path(inode))
+        entry = await self.tree.entry(self.inodes.path(inode))
         if not entry.is_symlink:
             raise pyfuse3.FUSEError(errno.EINVAL)
         return os.fsencode(entry.symlink_target)
@@ -210,18 +229,18 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         if inode == pyfuse3.ROOT_INODE and name == STATS_XATTR:
             return json.dumps(self.stats()).encode()
         key = XATTR_PREFIX + name.decode("utf-8", "replace")
-        w = self.writers.get(inode)
+        w = self.handles.writer(inode)
         if w is not None:  # being written here: no filer call (the kernel asks for
             value = w.xattr(key)  # security.capability before every write)
         else:
-            value = (await self._entry(self.inodes.path(inode))).extended.get(key)
+            value = (await self.tree.entry(self.inodes.path(inode))).extended.get(key)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        entry = await self._entry(self.inodes.path(inode))
+        entry = await self.tree.entry(self.inodes.path(inode))
         return [os.fsencode(k[len(XATTR_PREFIX):]) for k in entry.extended
                 if k.startswith(XATTR_PREFIX)]
 
@@ -229,10 +248,10 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
         """The cluster's capacity, from the filer's ``Statistics`` (asked at most every
         ``STATFS_TTL_S``; until the first answer, or if the filer has none, a large one)."""
         now = trio.current_time()
-        if self.grpc is not None and now - self._statfs_at > STATFS_TTL_S:
+        if now - self._statfs_at > STATFS_TTL_S:
             self._statfs_at = now
             try:
-                self._statfs = await self._off_loop(
+                self._statfs = await self.calls.off_loop(
                     self.grpc.statistics, self.opts.collection, self.opts.replication,
                     self.opts.disk_type)
             except (SeaweedRdmaError, OSError) as e:
@@ -254,145 +273,120 @@ class SeaweedOperations(WriteHandlers, pyfuse3.Operations):
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: Any = None) -> int:
-        path = self.inodes.path(inode)
-        entries = await self._riding(self.client.scandir, path)
-        fh = self._fh()
-        self._dirs[fh] = sorted((os.fsencode(e.name), e) for e in entries)
-        return fh
+        entries = await self.calls.riding(self.client.scandir, self.inodes.path(inode))
+        return self.handles.open_dir(sorted((os.fsencode(e.name), e) for e in entries))
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing = self._dirs.get(fh, [])
+        listing = self.handles.listing(fh)
         for index in range(start_id, len(listing)):
             name, entry = listing[index]
             inode = self._bind(entry, entry.path)
             self.client.remember(entry)
             # An entry the kernel took counts one lookup (readdirplus), like lookup().
-            if not pyfuse3.readdir_reply(token, name, self._attrs(entry, inode), index + 1):
+            attrs = self.tree.attributes(entry, inode)
+            if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
                 self.inodes.forget(inode, 0)  # drops it if nothing else refers to it
                 return
             self.inodes.ref(entry.path)
 
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        self.handles.release_dir(fh)
 
     # -- files ---------------------------------------------------------------------------
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         if flags & WRITE_FLAGS:
-            return await self.op_open_write(inode, flags)
+            return await self.files.open(inode, flags)
         path = self.inodes.path(inode)
-        view = await self._riding(self.client.view, path)
-        fh = self._fh()
-        self._files[fh] = OpenFile(path, inode, view, self.opts.readahead_mib << 20,
-                                   self.cache)
-        await self._native_register(fh, inode, view)
-        mtime = view.entry.mtime_ns
-        keep = self._open_mtime.get(inode) == mtime
-        self._open_mtime[inode] = mtime
+        view = await self.calls.riding(self.client.view, path)
+        fh = self.handles.open_read(path, inode, view)
+        await self.handles.register_native(fh, inode, view)
+        keep = self.handles.keep_cache(inode, view.entry.mtime_ns)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
-
-    async def _native_register(self, fh: int, inode: int, view: FileView) -> None:
-        """Lets the native loop answer READs of ``fh`` from ``view``, unless by the time
-        that is ready the handle has a newer view or the file is being written here."""
-        native = self.native
-        if native is None or inode in self.writers:
-            return
-        async with self._native_locks.setdefault(fh, trio.Lock()):
-            if self._files.get(fh) is None:
-                return  # released meanwhile
-            await self._off_loop(native.load, fh, view)
-            f = self._files.get(fh)
-            if f is None or f.view is not view or inode in self.writers:
-                native.forget(fh, inode)  # the Python operations answer this handle
-            else:
-                native.track(fh, inode)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
-        f = self._files.get(fh)
-        w = self.writers.get(f.inode if f is not None else self._write_fhs.get(fh, -1))
+        h = self.handles.get(fh)
+        w = self.handles.writer(h.inode) if h is not None else None
         if w is not None:  # written here and not yet closed: dirty bytes included
             return memoryview(await w.read(off, size, self.client.reader))
-        if f is None:
+        if h is None or h.reader is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         assert self.nursery is not None
-        return await f.read(off, size, self._fetch, self.nursery)
+        return await h.reader.read(off, size, self._fetch, self.nursery)
 
     async def release(self, fh: int) -> None:
-        f = self._files.pop(fh, None)
-        self._native_locks.pop(fh, None)
-        if f is not None and self.native is not None:
-            self.native.forget(fh, f.inode)
-        inode = f.inode if f is not None else self._write_fhs.get(fh)
-        await self.op_release_write(fh)
-        if inode is not None:
-            await self.reap_if_closed(inode)
-
-    # -- writes (implemented in write_ops.WriteHandlers) ---------------------------------
+        h = self.handles.release(fh)
+        if h is None:
+            return
+        if h.writes:
+            await self.files.release(h.inode)
+        await self.names.reap_if_closed(h.inode)
 
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        return await self.op_create(parent_inode, name, mode, flags, ctx)
+        return await self.files.create(parent_inode, name, mode, flags, ctx)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return await self.op_write(fh, off, buf)
+        return await self.files.write(fh, off, buf)
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
-        await self.op_flush(fh)
+        await self.files.flush(fh)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.op_fsync(fh, datasync)
+        await self.files.flush(fh)
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None, ctx: Any = None
                       ) -> pyfuse3.EntryAttributes:
-        return await self.op_setattr(inode, attr, fields)
+        return await self.files.setattr(inode, attr, fields)
+
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        await self.files.set_xattr(inode, name, value)
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.files.set_xattr(inode, name, None)
+
+    # -- names ---------------------------------------------------------------------------
 
     @fuse_errors
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return await self.op_mknod(parent_inode, name, mode, rdev, ctx)
+        return await self.names.mknod(parent_inode, name, mode, rdev, ctx)
 
     @fuse_errors
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
                     ) -> pyfuse3.EntryAttributes:
-        return await self.op_mkdir(parent_inode, name, mode, ctx)
-
-    @fuse_errors
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        await self.op_unlink(parent_inode, name, ctx)
-
-    @fuse_errors
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        await self.op_rmdir(parent_inode, name, ctx)
+        return await self.names.mkdir(parent_inode, name, mode, ctx)
 
     @fuse_errors
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
                       ) -> pyfuse3.EntryAttributes:
-        return await self.op_symlink(parent_inode, name, target, ctx)
-
-    @fuse_errors
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any = None) -> None:
-        await self.op_rename(parent_inode_old, name_old, parent_inode_new, name_new, flags,
-                             ctx)
+        return await self.names.symlink(parent_inode, name, target, ctx)
 
     @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
                    ) -> pyfuse3.EntryAttributes:
-        return await self.op_link(inode, new_parent_inode, new_name, ctx)
+        return await self.names.link(inode, new_parent_inode, new_name)
 
     @fuse_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
-        await self.op_setxattr(inode, name, value, ctx)
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.names.unlink(parent_inode, name)
 
     @fuse_errors
-    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
-        await self.op_removexattr(inode, name, ctx)
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        await self.names.rmdir(parent_inode, name)
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+        await self.names.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)

@@ -231,27 +231,28 @@ class Sealed:
 class FileWriter:
     """The write state of one file (see the module docs). All methods run on the trio
     thread; blocking work goes through ``off_loop``. The entry it builds on and its
-    changes are kept by one ``EntryState``; the path it follows, its handles and whether
-    it was unlinked change only through the methods below."""
+    changes are kept by one ``EntryState``. Every field is private: the path it follows,
+    its handles, whether it is on the filer and whether it was unlinked change only
+    through the methods below."""
 
     def __init__(self, path: str, entry: Any, mount: WriteMount, created: bool = True) -> None:
         self._path = path
         # False for a file created here whose entry is not on the filer yet: the first
         # commit writes it with CreateEntry (one call for create+write+close of a small
         # file), or the first upload does, so a large file shows while it is written.
-        self.created = created
-        self.state = EntryState(entry)
-        self.size = self.state.size
-        self.mount = mount
+        self._created = created
+        self._state = EntryState(entry)
+        self._size = self._state.size
+        self._mount = mount
         self._handles = 0
-        self.pages: OrderedDict[int, Page] = OrderedDict()
-        self.sealed: list[Sealed] = []
+        self._pages: OrderedDict[int, Page] = OrderedDict()
+        self._sealed: list[Sealed] = []
         self._retry: list[Sealed] = []  # uploads that failed: their pages, sent again
         self._gen = 0
         self._unlinked = False
         self._inline_taken = False  # the base's inline bytes were moved into pages
-        self.last_error: BaseException | None = None
-        self.lock = trio.Lock()
+        self._last_error: BaseException | None = None
+        self._lock = trio.Lock()
         self._view: FileView | None = None
         self._view_key: tuple[int, int] | None = None
         # One assignment asked for at the first write, so the first upload (often the only
@@ -266,6 +267,16 @@ class FileWriter:
     def path(self) -> str:
         """The file's current path (it follows renames: ``moved_to``)."""
         return self._path
+
+    @property
+    def created(self) -> bool:
+        """False while the file was created here and the filer has no entry for it yet."""
+        return self._created
+
+    @property
+    def size(self) -> int:
+        """The file's size as written here."""
+        return self._size
 
     @property
     def unlinked(self) -> bool:
@@ -307,40 +318,40 @@ class FileWriter:
         if self._inline_taken:
             return
         self._inline_taken = True
-        content = self.state.inline_content()
+        content = self._state.inline_content()
         if content:
             self._put(0, memoryview(content))
 
     def _put(self, offset: int, data: memoryview) -> None:
-        cs = self.mount.opts.chunk_size
+        cs = self._mount.opts.chunk_size
         pos = 0
         while pos < len(data):
             at = offset + pos
             index, inner = divmod(at, cs)
             n = min(len(data) - pos, cs - inner)
-            page = self.pages.get(index)
+            page = self._pages.get(index)
             if page is None:
-                page = self.pages[index] = Page(index)
+                page = self._pages[index] = Page(index)
             else:
-                self.pages.move_to_end(index)
+                self._pages.move_to_end(index)
             page.put(inner, data[pos:pos + n])
             pos += n
-        self.size = max(self.size, offset + len(data))
+        self._size = max(self._size, offset + len(data))
 
     async def write(self, offset: int, data: bytes) -> int:
         """Buffers ``data`` at ``offset``; uploads pages that are full. Fails (EIO) only
         while more failed uploads wait to be retried than a writer may keep in memory."""
         if len(self._retry) > MAX_DIRTY_PAGES:
             raise WriteFailed(f"{self.path}: {len(self._retry)} chunks wait for a retry of "
-                              f"their upload: {self.last_error}")
+                              f"their upload: {self._last_error}")
         self._take_inline()
         self._put(offset, memoryview(data))
-        self.state.bytes_written()  # an mtime set before these bytes no longer holds
+        self._state.bytes_written()  # an mtime set before these bytes no longer holds
         self.assign_ahead()
-        cs = self.mount.opts.chunk_size
-        full = [i for i, p in self.pages.items() if p.ranges == [(0, cs)]]
-        while len(self.pages) - len(full) > MAX_DIRTY_PAGES:
-            oldest = next(i for i in self.pages if i not in full)
+        cs = self._mount.opts.chunk_size
+        full = [i for i, p in self._pages.items() if p.ranges == [(0, cs)]]
+        while len(self._pages) - len(full) > MAX_DIRTY_PAGES:
+            oldest = next(i for i in self._pages if i not in full)
             full.append(oldest)
         if full:
             await self._ensure_created()  # a file larger than a chunk shows while written
@@ -351,41 +362,41 @@ class FileWriter:
     async def _ensure_created(self) -> None:
         """Writes the entry, empty, if the filer has none yet (and follows the filer's
         version if another client made one meanwhile)."""
-        if self.created or self.unlinked:
+        if self._created or self.unlinked:
             return
-        empty = self.state.to_send(time.time_ns())
+        empty = self._state.to_send(time.time_ns())
         del empty.chunks[:]
         empty.attributes.file_size = 0
         try:
-            await self.mount.off_loop(self.mount.grpc.create, split_path(self.path)[0],
+            await self._mount.off_loop(self._mount.grpc.create, split_path(self.path)[0],
                                       empty, False, True)
         except Conflict:
             await self._reread()
             return
-        self.created = True
+        self._created = True
 
     async def _seal(self, index: int) -> None:
-        page = self.pages.pop(index, None)
+        page = self._pages.pop(index, None)
         if page is None or not page.ranges:
             return
-        await self._start_upload(Sealed(page, self.mount.next_ts(), self._gen))
+        await self._start_upload(Sealed(page, self._mount.next_ts(), self._gen))
 
     async def _start_upload(self, s: Sealed) -> None:
-        self.sealed.append(s)
-        await self.mount.upload_slots.acquire()  # back-pressure: bounded uploads in flight
-        assert self.mount.nursery is not None
-        self.mount.nursery.start_soon(self._upload, s)
+        self._sealed.append(s)
+        await self._mount.upload_slots.acquire()  # back-pressure: bounded uploads in flight
+        assert self._mount.nursery is not None
+        self._mount.nursery.start_soon(self._upload, s)
 
     def assign_ahead(self) -> None:
         """Asks for the first chunk's assignment now, in the background (once): called at
         the first write, and at create, since a new file is about to be written."""
-        if self._ahead_done is None and self.mount.nursery is not None:
+        if self._ahead_done is None and self._mount.nursery is not None:
             self._ahead_done = trio.Event()
-            self.mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
+            self._mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
 
     async def _assign_ahead(self, done: trio.Event) -> None:
         try:
-            self._ahead = await self.mount.off_loop(self.mount.uploader.assign, self.path)
+            self._ahead = await self._mount.off_loop(self._mount.uploader.assign, self.path)
             self._ahead_at = time.monotonic()
         except Exception:  # the upload asks again, and reports what fails then
             self._ahead = None
@@ -402,26 +413,26 @@ class FileWriter:
         return a
 
     async def _upload(self, s: Sealed) -> None:
-        cs = self.mount.opts.chunk_size
+        cs = self._mount.opts.chunk_size
         base = s.page.index * cs
         try:
             for start, end in s.page.ranges:
                 data = bytes(s.page.buf[start:end])
                 first = await self._take_ahead()
-                fid, etag = await self.mount.off_loop(self.mount.uploader.upload, self.path,
+                fid, etag = await self._mount.off_loop(self._mount.uploader.upload, self.path,
                                                       data, first)
                 s.chunks.append(PB["FileChunk"](file_id=fid, offset=base + start,
                                                 size=end - start, modified_ts_ns=s.ts_ns,
                                                 e_tag=etag))
         except BaseException as e:  # the page is kept and sent again (see _settle)
             s.error = e
-            self.last_error = e
+            self._last_error = e
             log.error("write of %s failed (its bytes are kept and retried): %s",
                       self.path, e)
             if not isinstance(e, Exception):
                 raise
         finally:
-            self.mount.upload_slots.release()
+            self._mount.upload_slots.release()
             s.done.set()
             self._settle()
 
@@ -429,8 +440,8 @@ class FileWriter:
         """Moves finished uploads into the entry, oldest first, so a newer page never lies
         under an older one that is still being uploaded. A failed upload's page waits to
         be sent again, with its stamp, so it still lies under anything written later."""
-        while self.sealed and self.sealed[0].done.is_set():
-            s = self.sealed.pop(0)
+        while self._sealed and self._sealed[0].done.is_set():
+            s = self._sealed.pop(0)
             if s.gen != self._gen:
                 continue  # superseded by another client's content meanwhile
             if s.error is not None:
@@ -440,10 +451,10 @@ class FileWriter:
             # Chunks past a truncation made meanwhile are clipped like the others.
             chunks = []
             for c in s.chunks:
-                if c.offset < self.size:
-                    c.size = min(c.size, self.size - c.offset)
+                if c.offset < self._size:
+                    c.size = min(c.size, self._size - c.offset)
                     chunks.append(c)
-            self.state.add_chunks(chunks)
+            self._state.add_chunks(chunks)
 
     async def drain(self) -> None:
         """Uploads every dirty page (and retries failed ones) and waits for all uploads of
@@ -451,23 +462,23 @@ class FileWriter:
         retry, self._retry = self._retry, []
         for s in retry:
             await self._start_upload(Sealed(s.page, s.ts_ns, self._gen))
-        for index in list(self.pages):
+        for index in list(self._pages):
             await self._seal(index)
         while True:
-            pending = [s for s in self.sealed if not s.done.is_set()]
+            pending = [s for s in self._sealed if not s.done.is_set()]
             if not pending:
                 break
             await pending[0].done.wait()
         self._settle()
         if self._retry:
-            raise WriteFailed(f"{self.path}: {self.last_error}") from self.last_error
-        self.last_error = None
+            raise WriteFailed(f"{self.path}: {self._last_error}") from self._last_error
+        self._last_error = None
 
     async def commit(self) -> None:
         """Makes everything written so far durable and visible: uploads, then one entry
         write based on the filer's version. Raises ``WriteFailed`` (EIO) if an upload
         failed; the bytes stay buffered, and the next commit tries again."""
-        async with self.lock:
+        async with self._lock:
             await self.drain()
             await self._save()
 
@@ -475,43 +486,43 @@ class FileWriter:
         """Writes the merged entry under the condition that the filer still has the base;
         when it has another version, re-reads it and lays this writer's changes on it."""
         for _ in range(SAVE_ATTEMPTS):
-            if self.unlinked or (self.created and not self.state.dirty):
+            if self.unlinked or (self._created and not self._state.dirty):
                 return
-            entry = self.state.to_send(time.time_ns())
+            entry = self._state.to_send(time.time_ns())
             directory = split_path(self.path)[0]
             try:
-                if self.created:
-                    await self.mount.off_loop(self.mount.grpc.update, directory, entry,
-                                              self.state.base_fids)
+                if self._created:
+                    await self._mount.off_loop(self._mount.grpc.update, directory, entry,
+                                              self._state.base_fids)
                 else:
-                    await self.mount.off_loop(self.mount.grpc.create, directory, entry,
+                    await self._mount.off_loop(self._mount.grpc.create, directory, entry,
                                               False, True)
             except Conflict:
                 await self._reread()
                 continue
             except FilerRpcError as e:
-                if e.errno != errno.ENOENT or not self.created:
+                if e.errno != errno.ENOENT or not self._created:
                     raise
                 await self._vanished()
                 continue
-            self.created = True
-            self.state.committed(entry)
-            self.mount.committed(self)
+            self._created = True
+            self._state.committed(entry)
+            self._mount.committed(self)
             return
         raise WriteFailed(f"{self.path}: changed elsewhere at each of {SAVE_ATTEMPTS} "
                           "tries to write it")
 
     async def _reread(self) -> None:
         """The filer refused the write: another version is there. Follows it."""
-        fresh = await self.mount.off_loop(self.mount.grpc.lookup, self.path)
+        fresh = await self._mount.off_loop(self._mount.grpc.lookup, self.path)
         if fresh is None:
             await self._vanished()
             return
-        self.created = True
+        self._created = True
         log.warning("%s changed elsewhere since this mount read it: this handle's changes "
                     "go on top of that version", self.path)
-        self.state.rebase(fresh)
-        self.size = max(self.state.size, self._pending_end())
+        self._state.rebase(fresh)
+        self._size = max(self._state.size, self._pending_end())
 
     async def _vanished(self) -> None:
         """The entry is not at our path: a rename this mount has not heard of yet (wait
@@ -529,11 +540,11 @@ class FileWriter:
     async def truncate(self, size: int) -> None:
         """Sets the size: drops bytes past it (chunks are clipped, as weed mount does) or
         grows the file with a hole."""
-        async with self.lock:
+        async with self._lock:
             self._take_inline()
             await self.drain()
-            self.state.truncate(size)
-            self.size = size
+            self._state.truncate(size)
+            self._size = size
 
     # -- another client's change -----------------------------------------------------------
 
@@ -542,27 +553,27 @@ class FileWriter:
         taken (changes made here stay on top); if its content differs from the base, it
         supersedes the bytes written here and not committed yet, as weed mount drops a
         handle's dirty pages then (logged)."""
-        if not self.created or self.unlinked:
+        if not self._created or self.unlinked:
             return  # not on the filer yet: the first commit's condition decides
-        if not self.state.same_content(entry):
-            dropped = sum(p.covered() for p in self.pages.values())
-            dropped += sum(s.page.covered() for s in [*self.sealed, *self._retry])
-            self.pages.clear()
+        if not self._state.same_content(entry):
+            dropped = sum(p.covered() for p in self._pages.values())
+            dropped += sum(s.page.covered() for s in [*self._sealed, *self._retry])
+            self._pages.clear()
             self._retry.clear()
             self._gen += 1  # uploads in flight now end in no entry
             self._inline_taken = False
-            dropped += self.state.supersede()
+            dropped += self._state.supersede()
             if dropped:
                 log.warning("%s: another client's newer content supersedes %d bytes written "
                             "here and not yet committed (as weed mount does)", self.path,
                             dropped)
-        self.state.rebase(entry)
-        self.size = max(self.state.size, self._pending_end())
+        self._state.rebase(entry)
+        self._size = max(self._state.size, self._pending_end())
 
     def _pending_end(self) -> int:
-        cs = self.mount.opts.chunk_size
+        cs = self._mount.opts.chunk_size
         ends = [p.index * cs + p.ranges[-1][1] for p in
-                [*self.pages.values(), *(s.page for s in [*self.sealed, *self._retry]
+                [*self._pages.values(), *(s.page for s in [*self._sealed, *self._retry]
                                          if s.gen == self._gen)] if p.ranges]
         return max(ends, default=0)
 
@@ -573,23 +584,23 @@ class FileWriter:
         next commit (flush, fsync, close), as the bytes do: ``tar`` sets times, owner and
         mode through the open file before it closes, and one entry write carries all of
         it. Without handles they are committed now."""
-        async with self.lock:
-            self.state.set_attributes(values)
+        async with self._lock:
+            self._state.set_attributes(values)
         if self._handles == 0:
             await self.commit()
 
     def xattr(self, key: str) -> bytes | None:
         """The extended attribute ``key`` of the file as written here, or None."""
-        value = self.state.view().extended.get(key)
+        value = self._state.view().extended.get(key)
         return bytes(value) if value is not None else None
 
     async def change_xattr(self, key: str, value: bytes | None) -> bool:
         """Sets or removes an extended attribute and commits; False (nothing done) when
         removing one that is not there."""
-        async with self.lock:
-            if value is None and not self.state.has_xattr(key):
+        async with self._lock:
+            if value is None and not self._state.has_xattr(key):
                 return False
-            self.state.set_xattr(key, value)
+            self._state.set_xattr(key, value)
         await self.commit()
         return True
 
@@ -597,23 +608,23 @@ class FileWriter:
 
     async def read(self, offset: int, size: int, reader: ReadPath) -> bytes:
         """Bytes as written, dirty ones included; short at the end of the file."""
-        n = max(0, min(size, self.size - offset))
+        n = max(0, min(size, self._size - offset))
         if n == 0:
             return b""
         buf = bytearray(n)
         # The pages to lay over the chunks are taken before any await: an upload that
         # finishes meanwhile leaves the sealed list, while the chunk list read below may
         # still be the one without it. A page taken here keeps its bytes either way.
-        pending = sorted([*self._retry, *self.sealed], key=lambda s: s.ts_ns)
-        layers = [s.page for s in pending if s.gen == self._gen] + list(self.pages.values())
-        view_entry = self.state.view()
-        inline = None if self._inline_taken else self.state.inline_content()
+        pending = sorted([*self._retry, *self._sealed], key=lambda s: s.ts_ns)
+        layers = [s.page for s in pending if s.gen == self._gen] + list(self._pages.values())
+        view_entry = self._state.view()
+        inline = None if self._inline_taken else self._state.inline_content()
         if inline is not None:
             buf[:] = inline[offset:offset + n].ljust(n, b"\0")
         elif view_entry.chunks:
             view = await self._base_view(reader)
-            await reader.readinto_async(view, memoryview(buf), offset, self.mount.off_loop)
-        cs = self.mount.opts.chunk_size
+            await reader.readinto_async(view, memoryview(buf), offset, self._mount.off_loop)
+        cs = self._mount.opts.chunk_size
         for page in layers:
             base = page.index * cs
             for s, e in page.ranges:
@@ -623,23 +634,28 @@ class FileWriter:
         return bytes(buf)
 
     async def _base_view(self, reader: ReadPath) -> FileView:
-        key = (self.state.version, self.size)
+        key = (self._state.version, self._size)
         if self._view is None or self._view_key != key:
-            entry = entry_from_pb(self.state.view(), self.path)
-            entry.size = self.size
+            entry = entry_from_pb(self._state.view(), self.path)
+            entry.size = self._size
             entry.content = None
-            self._view = await self.mount.off_loop(reader.view, entry)
+            self._view = await self._mount.off_loop(reader.view, entry)
             self._view_key = key
         return self._view
 
+    def merged(self) -> Any:
+        """The entry as written here (a protobuf; uncommitted times not yet set): read it,
+        do not modify it."""
+        return self._state.view()
+
     def attributes_entry(self) -> Any:
         """The read-side ``Entry`` for this file as written (size and times)."""
-        e = entry_from_pb(self.state.view(), self.path)
-        e.size = self.size
+        e = entry_from_pb(self._state.view(), self.path)
+        e.size = self._size
         e.content = None
-        if (self.pages or self.sealed or self.state.bytes_changed) \
-                and not self.state.mtime_set:
-            e.mtime_ns = max(e.mtime_ns, self.mount.last_write_ns)
+        if (self._pages or self._sealed or self._state.bytes_changed) \
+                and not self._state.mtime_set:
+            e.mtime_ns = max(e.mtime_ns, self._mount.last_write_ns)
         return e
 
 
@@ -655,9 +671,18 @@ class WriteMount:
         self.upload_slots = trio.Semaphore(max(1, opts.concurrent_writers))
         self._limiter = trio.CapacityLimiter(max(1, opts.concurrent_writers) + 8)
         self._on_commit = on_commit
-        self.nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
         self._last_ts = 0
         self.last_write_ns = 0
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Where uploads run, for the life of the mount (none start before)."""
+        self._nursery = nursery
+
+    @property
+    def nursery(self) -> trio.Nursery | None:
+        """Where uploads run (None until ``run_in``)."""
+        return self._nursery
 
     async def off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Runs a blocking call in a thread (uploads get their own thread limit)."""

@@ -1,0 +1,89 @@
+"""Other clients' changes, as the filer's metadata events announce them, applied to the
+mount (``MetaEvents``): it owns no state, and tells each owner what changed.
+
+For each event that is not our own (our requests carry the mount's signature): the tree
+follows a rename and drops the names and the cached metadata of the paths involved; a
+writer of a changed file takes the new version as its base (or, for a removed file,
+writes nowhere from now on); read handles of a changed file move to its new version;
+and the kernel is told to drop the name and the inode's attributes and pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any
+
+import pyfuse3
+import trio
+
+from ..filer_grpc import join_path, split_path
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from .handle_table import HandleTable
+    from .inodes import InodeTable
+    from .tree import Tree
+
+
+class MetaEvents:
+    """Applies the filer's metadata events (``apply``, on the trio thread)."""
+
+    def __init__(self, signature: int, client: Client, inodes: InodeTable, tree: Tree,
+                 handles: HandleTable) -> None:
+        self._signature = signature
+        self._client = client
+        self._inodes = inodes
+        self._tree = tree
+        self._handles = handles
+        self._nursery: trio.Nursery | None = None
+
+    def run_in(self, nursery: trio.Nursery) -> None:
+        """Where the work that follows an event runs (until then, none is started)."""
+        self._nursery = nursery
+
+    def apply(self, ev: Any) -> None:
+        """One ``SubscribeMetadataResponse``."""
+        n = ev.event_notification
+        if self._signature in n.signatures:
+            return  # ours: already applied
+        old = join_path(ev.directory, n.old_entry.name) if n.old_entry.name else None
+        new = (join_path(n.new_parent_path or ev.directory, n.new_entry.name)
+               if n.new_entry.name else None)
+        for path in (old, new):  # a directory moved or went: every path under it
+            if path is not None and (n.old_entry.is_directory or n.new_entry.is_directory):
+                self._client.invalidate(path)
+        if old is not None and new is not None and old != new:
+            self._tree.follow_rename(old, new)  # open files (and inodes) move with it
+        for path in [p for p in (old, new) if p is not None]:
+            self._tree.changed_elsewhere(path)
+            self._tree.forget_path(path)
+            inode = self._inodes.find(path)
+            w = self._handles.writer(inode)
+            if w is not None:
+                if path == new:
+                    w.remote_version(n.new_entry)  # its version is the base from now on
+                elif new is None:
+                    w.unlink()  # removed elsewhere: no commit brings it back
+            self._kernel_forget(path, inode)
+            if inode is not None and w is None and self._nursery is not None:
+                self._nursery.start_soon(self._handles.refresh, inode, path)
+
+    def _kernel_forget(self, path: str, inode: int | None) -> None:
+        """Tells the kernel that ``path`` changed: its name, and the inode's attributes and
+        pages. Runs in a worker thread, never from within a handler, since the kernel may
+        wait for a request that is being handled."""
+        directory, name = split_path(path)
+        parent = self._inodes.find(directory)
+
+        def work() -> None:
+            # OSError: the kernel did not know the name or inode, so nothing to drop.
+            if parent is not None:
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_entry(parent, os.fsencode(name))
+            if inode is not None:
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_inode(inode, False)
+
+        if self._nursery is not None:
+            self._nursery.start_soon(trio.to_thread.run_sync, work)

@@ -1,0 +1,186 @@
+"""The tree of names as this mount sees it: the one owner of what it knows of names beyond
+the filer's answers (``Tree``).
+
+- Entries come from the Client's held metadata (``held.HeldMetadata``, the one owner of
+  the entries the mount keeps); a file created here and not yet on the filer is answered
+  from its writer instead (``pending_entry``).
+- Directories made here whose every name this mount knows ("listed"): kept by our own
+  changes, dropped at any other client's change in them or when the metadata stream
+  breaks. A name not in one is answered ENOENT without asking the filer, which is what
+  most lookups of a create are.
+- Names that change (made, gone, renamed here or elsewhere) move inode numbers, writers
+  and listed names along (``new_name``, ``gone``, ``follow_rename``) and drop what was
+  cached of them (``forget_path``).
+- Directory times set here and not yet on the filer are laid over the filer's
+  (``dir_times.DirTimes``, composed here).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyfuse3
+
+from ..errors import NotFound
+from ..filer_grpc import FilerGrpc, split_path
+from .attrs import to_attributes
+from .dir_times import DirTimes
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..filer import Entry
+    from .calls import FilerCalls
+    from .handle_table import HandleTable
+    from .handles import BlockCache
+    from .inodes import InodeTable
+
+
+class Tree:
+    """Names, entries and attributes of the mount (see the module docs)."""
+
+    def __init__(self, client: Client, cache: BlockCache, inodes: InodeTable,
+                 handles: HandleTable, grpc: FilerGrpc, calls: FilerCalls,
+                 ttl: float) -> None:
+        self._client = client
+        self._cache = cache
+        self._inodes = inodes
+        self._handles = handles
+        self._calls = calls
+        self._ttl = ttl
+        self._listed: dict[str, set[str]] = {}  # directory -> every name in it
+        self.dir_times = DirTimes(grpc, calls.off_loop, self.forget_path)
+
+    # -- entries and attributes ----------------------------------------------------------
+
+    async def entry(self, path: str) -> Entry:
+        """The entry at ``path``: pending here, surely absent, or the filer's (held)."""
+        pending = self.pending_entry(path)  # created here, on the filer at its first commit
+        if pending is not None:
+            return pending
+        if self.known_absent(path):  # in a directory made here whose names are all known
+            raise NotFound(f"{path}: no such file or directory")
+        return await self._calls.riding(self._client.entry, path)
+
+    def pending_entry(self, path: str) -> Entry | None:
+        """The entry of a file created here that the filer does not have yet (its first
+        commit writes it), for lookups; None for every other path."""
+        w = self._handles.writer(self._inodes.find(path))
+        if w is None or w.created or w.unlinked:
+            return None
+        return w.attributes_entry()  # type: ignore[no-any-return]
+
+    def attributes(self, entry: Entry, inode: int) -> pyfuse3.EntryAttributes:
+        """The kernel's attributes of ``entry``: as written here while it has a writer,
+        with the directory times moved here."""
+        w = self._handles.writer(inode)
+        if w is not None:  # being written here: its size and times as written
+            entry = w.attributes_entry()
+        elif entry.is_dir:
+            entry = self.dir_times.apply(entry)
+        return to_attributes(entry, inode, self._ttl)
+
+    def orphan_attributes(self, inode: int) -> pyfuse3.EntryAttributes | None:
+        """The attributes of an open file unlinked here (link count 0), else None."""
+        entry = self._handles.orphan_entry(inode)
+        return to_attributes(entry, inode, self._ttl) if entry is not None else None
+
+    def forget_path(self, path: str) -> None:
+        """Drops what the mount cached about ``path`` (not the kernel's view)."""
+        self._client.invalidate(path)
+        self._cache.invalidate_path(path)
+
+    # -- directories whose names are all known -------------------------------------------
+
+    def known_absent(self, path: str) -> bool:
+        """True when ``path`` is surely not there: its directory was made here and no
+        name of that directory has changed elsewhere since."""
+        directory, name = split_path(path)
+        names = self._listed.get(directory)
+        return names is not None and name not in names
+
+    def forget_listed(self) -> None:
+        """Forgets every directory's names (the metadata stream broke: changes elsewhere
+        may have been missed)."""
+        self._listed.clear()
+
+    def _add(self, path: str) -> None:
+        directory, name = split_path(path)
+        names = self._listed.get(directory)
+        if names is not None:
+            names.add(name)
+
+    def _remove(self, path: str) -> None:
+        """``path`` went away here: out of its directory's names; names under it dropped."""
+        names = self._listed.get(split_path(path)[0])
+        if names is not None:
+            names.discard(split_path(path)[1])
+        self._drop_under(path)
+
+    def changed_elsewhere(self, path: str) -> None:
+        """Another client changed ``path``: the names of its directory, and of ``path`` and
+        everything under it (it may be a directory), are no longer all known here."""
+        self._listed.pop(split_path(path)[0], None)
+        self._drop_under(path)
+
+    def _drop_under(self, path: str) -> None:
+        prefix = path + "/"
+        for d in [d for d in self._listed if d == path or d.startswith(prefix)]:
+            del self._listed[d]
+
+    # -- names that change ---------------------------------------------------------------
+
+    def new_name(self, path: str, directory: bool = False) -> None:
+        """``path`` was made here (a new file gets a new inode number)."""
+        self.forget_path(path)
+        self._inodes.detach(path)
+        self._add(path)
+        self.dir_times.touch_parent(path)
+        if directory:
+            self._listed[path] = set()  # made just now: empty
+
+    def linked(self, path: str) -> None:
+        """``path`` was made here as another name of a file (``inodes`` bound it)."""
+        self._add(path)
+        self.dir_times.touch_parent(path)
+
+    def gone(self, path: str) -> None:
+        """``path`` was removed here: its inode loses the name, and a writer of a file
+        with no other name writes nowhere from now on."""
+        self.forget_path(path)
+        self._remove(path)
+        self.dir_times.touch_parent(path)
+        inode = self._inodes.find(path)
+        if inode is None:
+            return
+        self._inodes.detach(path)
+        others = [p for p in self._inodes.names(inode) if p != path]
+        for other in others:  # a hard link: the other names' link count moved
+            self.forget_path(other)
+        w = self._handles.writer(inode)
+        if w is not None:
+            if others and w.path == path:
+                w.moved_to(self._inodes.path(inode))  # the file lives on under another name
+            elif not others:
+                w.unlink()  # its handles write nowhere now
+
+    def follow_rename(self, old: str, new: str) -> None:
+        """``old`` (a file, or a directory and all under it) is now ``new``: inode numbers,
+        the writers of open files and the names this mount knows move with it. A writer
+        of a file that the move replaced writes nowhere from now on. Called for renames
+        made here and for those the filer announces."""
+        moving, replaced = self._inodes.find(old), self._inodes.find(new)
+        # (A directory's move is announced for it and for each entry under it: those come
+        # here after their inodes moved already, and replace nothing.)
+        if moving is not None and replaced not in (None, moving):
+            w = self._handles.writer(replaced)
+            if w is not None:
+                w.unlink()
+        self._remove(old)
+        self._add(new)
+        self._inodes.rename(old, new)
+        prefix = old + "/"
+        for w in self._handles.writers():
+            if w.path == old:
+                w.moved_to(new)
+            elif w.path.startswith(prefix):
+                w.moved_to(new + w.path[len(old):])
