@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -478,7 +479,24 @@ def test_kill_9_during_writes_leaves_only_whole_files(cluster, tmp_path):  # typ
     shutil.rmtree(tmp_path / "mnt", ignore_errors=True)
 
 
+def _fast_bytes(state: dict[str, Any]) -> int:
+    """Bytes the mount read over the fast path: its native read loop's and Python's."""
+    native = state["native_reads"] or {}
+    return int(native.get("bytes", 0)) + int(state["client"]["fast"]["bytes"])
+
+
+def _fast_failures(state: dict[str, Any]) -> int:
+    """Reads that left the fast path: the native loop's failed READs, Python's fallbacks."""
+    native = state["native_reads"] or {}
+    return int(native.get("failed", 0)) + int(state["client"]["fallbacks"])
+
+
 def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    """Writes and reads through the mount go on, right, when the sidecar dies midway.
+
+    Proven on both sides of the kill: before it, reads came over the fast path and none
+    over HTTP; the sidecar has exited; after it, reads came over HTTP after counted
+    failures, and the files written after it are in the filer with their bytes."""
     sc = cluster.add_sidecar(cluster.volume_servers)
     m = _mount(cluster.filer.grpc_address, tmp_path, "-rdma.enabled",
                f"-rdma.sidecar={sc.address}", "-rdma.timeoutMs=1000", "-chunkSizeLimitMB=1")
@@ -487,22 +505,36 @@ def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # ty
         base.mkdir()
         rng = random.Random(11)
         want: dict[str, bytes] = {}
+        written_after_kill: set[str] = set()
         for i in range(4):
             want[f"r{i}"] = rng.randbytes(2 * MIB + i)
             (base / f"r{i}").write_bytes(want[f"r{i}"])
         for step in range(24):
             if step == 6:
+                before = m.state()
+                assert _fast_bytes(before) > 0, before
+                assert before["client"]["http"]["bytes"] == 0, before
+                assert _fast_failures(before) == 0, before
                 sc.sigkill()
+                assert sc.proc.poll() is not None
             name = f"w{step % 5}"
             data = rng.randbytes(rng.choice([4096, MIB + 7, 3 * MIB]))
             (base / name).write_bytes(data)  # acknowledged at close
             want[name] = data
+            if step >= 6:
+                written_after_kill.add(name)
             Path("/proc/sys/vm/drop_caches").write_text("3")
             for k in rng.sample(sorted(want), 3):
                 assert (base / k).read_bytes() == want[k], (step, k)
+        after = m.state()
+        assert after["client"]["http"]["bytes"] > 0 and _fast_failures(after) > 0, after
+        assert after["writes"]["upload_failures"] == 0, after["writes"]
     finally:
         assert m.stop() == 0
         sc.kill()
+    with Client(cluster.filer.grpc_address, meta_ttl=0) as c:
+        for name in sorted(written_after_kill):
+            assert c.read(f"/mixed/{name}") == want[name], name
 
 
 def test_collection_and_replication_flags_reach_the_volumes(cluster, tmp_path):  # type: ignore[no-untyped-def]
