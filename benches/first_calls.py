@@ -4,7 +4,14 @@ process in the same run (taken right after each read() call, so both see the sam
 Prints per call: the median read() time, the filer GET's, and the ratio (goal: >= 3x on
 every one of the first three calls), plus ``readinto`` into a ready buffer for reference.
 
+``--breakdown`` adds, in as many more fresh processes, call 1 and call 2 taken apart into
+the steps ``read()`` makes (each timed alone, in order): the metadata (the filer's entry,
+with the metadata stream started), the plan, the volume locations (master look-ups), the
+sidecar connections (an engine ping each), the destination, and the read itself into it;
+with the master requests and the minor page faults each step made.
+
     .venv/bin/python benches/first_calls.py [--size-mib 64] [--processes 5] [--transport tcp]
+        [--breakdown]
 """
 
 from __future__ import annotations
@@ -48,12 +55,76 @@ print(json.dumps(out))
 """
 
 
+# Call 1 and call 2 of a fresh process, step by step (what ``Client.read`` does, in order).
+BREAKDOWN = r"""
+import json, resource, sys, time
+from seaweed_rdma import Client
+from seaweed_rdma._core import writable_bytes
+filer, grpc, sidecars, transport, path, size = sys.argv[1:7]
+c = Client(grpc, sidecar=json.loads(sidecars), transport=transport)
+master_gets = [0]
+fetch = c.master._fetch
+def counted(vid):
+    master_gets[0] += 1
+    return fetch(vid)
+c.master._fetch = counted
+fast = c.reader.fast
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+out = []
+for call in range(2):
+    steps = {}
+    def step(name, fn):
+        f0, m0, t = faults(), master_gets[0], time.perf_counter()
+        got = fn()
+        steps[name] = {"ms": (time.perf_counter() - t) * 1e3, "faults": faults() - f0,
+                       "master": master_gets[0] - m0}
+        return got
+    step("metadata (filer entry)", lambda: c.entry(path))
+    view = step("plan", lambda: c.view(path))
+    def locate():
+        c.master.prefetch({ch.volume_id for ch in view.chunks})
+        return {t for ch in view.chunks for t in fast.targets(ch)}
+    sidecars = step("volume locations", locate)
+    step("connections (ping)", lambda: [fast.engine.ping(t) for t in sorted(sidecars)])
+    data, dest = step("destination", lambda: writable_bytes(view.size))
+    step("read into it", lambda: c.reader.readinto(view, dest, 0))
+    dest.release()
+    del data, dest
+    out.append(steps)
+c.close()
+print(json.dumps(out))
+"""
+
+
+def breakdown(runs: list[list[dict]]) -> None:
+    """Prints the medians of each step of calls 1 and 2."""
+    print("call 1 and call 2 step by step (medians over processes; faults and master "
+          "requests as counted)")
+    print(f"{'step':<26} {'call 1 ms':>10} {'faults':>7} {'master':>7} "
+          f"{'call 2 ms':>10} {'faults':>7}")
+    total = [0.0, 0.0]
+    for name in runs[0][0]:
+        cells = []
+        for call in range(2):
+            rows = [r[call][name] for r in runs]
+            ms = statistics.median(x["ms"] for x in rows)
+            total[call] += ms
+            cells.append((ms, statistics.median(x["faults"] for x in rows),
+                          statistics.median(x["master"] for x in rows)))
+        print(f"{name:<26} {cells[0][0]:>10.1f} {cells[0][1]:>7.0f} {cells[0][2]:>7.0f} "
+              f"{cells[1][0]:>10.1f} {cells[1][1]:>7.0f}")
+    print(f"{'sum of medians':<26} {total[0]:>10.1f} {'':>7} {'':>7} {total[1]:>10.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=64)
     ap.add_argument("--chunk-mib", type=int, default=4)
     ap.add_argument("--processes", type=int, default=5)
     ap.add_argument("--transport", default="tcp")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time calls 1 and 2 step by step in fresh processes")
     a = ap.parse_args()
     size = a.size_mib << 20
     with LocalCluster(volumes=1) as cluster:
@@ -61,17 +132,28 @@ def main() -> int:
         path = "/bench/first_calls.bin"
         data = bytes(range(256)) * (size // 256)
         cluster.upload(path, data, max_mb=a.chunk_mib)
-        runs = []
+        runs: list[dict] = []
+        steps: list[list[dict]] = []
+        args = [cluster.filer.address, cluster.filer.grpc_address,
+                json.dumps(cluster.sidecar_map()), a.transport, path, str(size)]
+        # The sidecar's first reads of the new volume files are not a client's first call.
+        warm = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True,
+                              text=True, timeout=300)
+        if warm.returncode != 0:
+            print(warm.stderr[-3000:], file=sys.stderr)
+            return 1
         for _ in range(a.processes):
-            argv = [sys.executable, "-c", CHILD, cluster.filer.address,
-                    cluster.filer.grpc_address, json.dumps(cluster.sidecar_map()),
-                    a.transport, path, str(size)]
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return 1
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            time.sleep(0.2)
+            # Alternating, so both kinds of process see the same host.
+            for code, into in ((CHILD, runs), (BREAKDOWN, steps if a.breakdown else None)):
+                if into is None:
+                    continue
+                done = subprocess.run([sys.executable, "-c", code, *args],
+                                      capture_output=True, text=True, timeout=300)
+                if done.returncode != 0:
+                    print(done.stderr[-3000:], file=sys.stderr)
+                    return 1
+                into.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                time.sleep(0.2)
     mib = size / (1 << 20)
     print(f"{a.size_mib} MiB file in {a.chunk_mib} MiB chunks, {a.processes} fresh processes, "
           f"transport={a.transport}; medians")
@@ -92,6 +174,8 @@ def main() -> int:
     print(f"Client() construction: {statistics.median(r['client_s'] for r in runs) * 1e3:.1f} ms")
     print(f"worst ratio over the first three calls: {worst:.2f} (goal >= 3)")
     print(f"engine: {runs[-1]['stats']}")
+    if steps:
+        breakdown(steps)
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import httpx
 
@@ -15,8 +17,10 @@ class MasterClient:
     """Looks up volume locations on a SeaweedFS master (``/dir/lookup``).
 
     Lookups are cached for ``ttl`` seconds; ``invalidate(vid)`` drops one entry, which the
-    volume reader does when every cached location of that volume failed.
+    volume reader does when every cached location of that volume failed. ``prefetch`` looks
+    up several volumes at once.
     """
+
 
     def __init__(self, address: str, http: httpx.Client, ttl: float = 60.0,
                  retry_deadline: float = 10.0) -> None:
@@ -43,6 +47,37 @@ class MasterClient:
         with self._lock:
             self._cache[volume_id] = (now + self._ttl, urls)
         return urls
+
+    def prefetch(self, volume_ids: Iterable[int]) -> int:
+        """Learns, in one request, the locations of those of ``volume_ids`` not held, so
+        that a read spread over many volumes waits for one master round trip rather than
+        one per volume (a fresh process's first 64 MiB read, over 7 volumes, spent 20-40 ms
+        on them in turn, most of it Python's cost per request). Returns how many it learnt.
+
+        The request is the master's ``/dir/status``: every volume server with the ids of
+        the volumes it holds. Every volume listed there is held for ``ttl`` (a later read's
+        volumes are then known too). Nothing is taken from an answer in which a server's
+        list is cut short (the master shows at most 100 ids per server), since a volume
+        could then lack a replica; volumes it does not list (erasure-coded ones, a master
+        that is not the leader) are left to ``lookup``. Failures are not raised: ``lookup``
+        asks again where the volume is used, and reports them there."""
+        now = time.monotonic()
+        with self._lock:
+            missing = {v for v in volume_ids
+                       if (hit := self._cache.get(v)) is None or hit[0] <= now}
+        if len(missing) < 2:
+            return 0  # the caller's own lookup is as quick
+        try:
+            r = self._http.get(f"{self.base}/dir/status")
+            known = volume_map(r.json()) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            known = None
+        if not known:
+            return 0
+        with self._lock:
+            for vid, urls in known.items():
+                self._cache[vid] = (now + self._ttl, urls)
+        return len(missing & known.keys())
 
     def invalidate(self, volume_id: int) -> None:
         """Forgets the cached locations of one volume."""
@@ -73,3 +108,35 @@ class MasterClient:
         if not urls:
             raise NoLiveLocation(f"volume {volume_id} has no live location")
         return urls
+
+
+def _ids(text: str) -> list[int] | None:
+    """``"1-3 5 9-10"`` as ``[1, 2, 3, 5, 9, 10]``; None when cut short (``...``) or not
+    in that form."""
+    out: list[int] = []
+    for token in text.replace(",", " ").split():
+        lo, _, hi = token.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            return None
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def volume_map(status: Any) -> dict[int, list[str]] | None:
+    """Volume id -> the base URLs of the servers holding it, from a master's
+    ``/dir/status`` answer (``Topology.DataCenters[].Racks[].DataNodes[]``, each with its
+    ``Url`` and ``VolumeIds``); None when any server's list is cut short or unreadable."""
+    out: dict[int, list[str]] = {}
+    try:
+        for dc in status["Topology"].get("DataCenters") or []:
+            for rack in dc.get("Racks") or []:
+                for node in rack.get("DataNodes") or []:
+                    ids = _ids(str(node.get("VolumeIds", "")))
+                    url = node.get("Url")
+                    if ids is None or not url:
+                        return None
+                    for vid in ids:
+                        out.setdefault(vid, []).append(http_base(url))
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return out
