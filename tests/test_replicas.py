@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import httpx
 import pytest
 
 from seaweed_rdma import Client
@@ -54,7 +55,16 @@ def test_corrupt_replica_is_skipped(replicated):  # type: ignore[no-untyped-def]
         first = next(s for s in replicated.volume_servers if s.url == locations[0])
         assert _corrupt_on(first.dir, stored), "needle bytes not found in the first replica"
         c.reader.forget_decoded()
+        before = c.stats()
         assert c.read("/r/text.txt") == text
+        st = c.stats()
+        # The corrupt replica was asked first and failed; the other one answered. Its own
+        # volume server catches the flipped byte by CRC and answers 500 (so the client's
+        # CRC check has nothing left to catch here), while the other replica serves it.
+        assert st["http_replica_retries"] - before.get("http_replica_retries", 0) == 1, st
+        assert st.get("http_crc_mismatches", 0) == before.get("http_crc_mismatches", 0), st
+        assert httpx.get(f"{locations[0]}/{chunk.file_id}", timeout=30).status_code == 500
+        assert httpx.get(f"{locations[1]}/{chunk.file_id}", timeout=30).status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +121,8 @@ def test_corrupt_replica_is_caught_on_the_fast_path(replicated, replica_sidecars
         assert c.read("/r/ctext.txt") == text
         st = c.stats()
         assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] > 0, st
+        # The corrupt replica's sidecar answered first; its CRC failed; the other's served.
+        assert st.get("crc_mismatches", 0) == 1 and st["replica_retries"] >= 1, st
         # Ranged reads trust the sidecar: the flipped byte comes through.
         assert c.read("/r/cplain.bin") != data
     with Client(replicated.filer.grpc_address, sidecar=replica_sidecars, transport="tcp",
@@ -119,6 +131,8 @@ def test_corrupt_replica_is_caught_on_the_fast_path(replicated, replica_sidecars
         assert c.read("/r/cplain.bin", 5000, 777) == data[5000:5777]
         st = c.stats()
         assert st["http"]["bytes"] == 0 and st["fast"]["bytes"] >= len(data), st
+        # Each read met the flipped byte first, by CRC, and took the other replica.
+        assert st.get("crc_mismatches", 0) >= 1 and st["replica_retries"] >= 1, st
 
 
 def test_dead_replica_then_no_live_location(replicated):  # type: ignore[no-untyped-def]

@@ -91,7 +91,7 @@ class _Parts:
                             busy_poll_us=c.fast_busy_poll_us,
                             pinned_budget=c.fast_pinned_budget,
                             idle_timeout=c.fast_idle_timeout, max_conns=c.fast_max_conns)
-        self.reader = ReadPath(VolumeHttpReader(self.master, self.http, c.jwt_key),
+        self.reader = ReadPath(VolumeHttpReader(self.master, self.http, c.jwt_key, self.stats),
                                self.stats, self.executor, fast, fallback=c.fallback,
                                verify=c.verify)
         self.stream: MetaStream | None = None

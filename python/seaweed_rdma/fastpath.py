@@ -177,8 +177,6 @@ class FastPath:
         that have none."""
         todo: list[tuple[RangeRequest, list[str]]] = []
         none: list[RangeRequest] = []
-        if len(reqs) > 1:
-            self._master.prefetch({r.chunk.volume_id for r in reqs})
         for r in reqs:
             candidates = self.targets(r.chunk)
             if not candidates:
@@ -280,6 +278,9 @@ class FastPath:
             if not result.verify():
                 reason, message = "crc_mismatch", f"CRC mismatch from sidecar {target}"
                 log.warning("CRC mismatch on %s from sidecar %s", chunk.file_id, target)
+                self._stats.count("crc_mismatches")
+                if target != candidates[-1]:
+                    self._stats.count("replica_retries")
                 continue
             self._stats.record("fast", len(result.data), time.perf_counter() - t0)
             return result.data, ("gzip" if result.flags & NEEDLE_COMPRESSED else None)

@@ -15,6 +15,7 @@ from typing import TypeVar
 import httpx
 
 from .errors import (
+    ChecksumError,
     NeedleNotFound,
     NoLiveLocation,
     SeaweedRdmaError,
@@ -22,6 +23,7 @@ from .errors import (
     Unauthorized,
 )
 from .master import MasterClient
+from .stats import Stats
 
 T = TypeVar("T")
 
@@ -38,11 +40,14 @@ def mint_read_jwt(key: str, file_id: str, ttl_s: int = 60) -> str:
 class VolumeHttpReader:
     """HTTP reads of needle data, with replica fail-over."""
 
-    def __init__(self, master: MasterClient, http: httpx.Client, jwt_key: str | None = None
-                 ) -> None:
+    def __init__(self, master: MasterClient, http: httpx.Client, jwt_key: str | None = None,
+                 stats: Stats | None = None) -> None:
         self.master = master
         self._http = http
         self._jwt_key = jwt_key
+        # Counts http_crc_mismatches (a replica's bytes failed their CRC) and
+        # http_replica_retries (a failed replica was followed by another).
+        self._stats = stats if stats is not None else Stats()
 
     def _headers(self, file_id: str) -> dict[str, str]:
         if not self._jwt_key:
@@ -57,10 +62,14 @@ class VolumeHttpReader:
             for base in self.master.lookup(volume_id):
                 if base in tried:
                     continue
+                if tried:
+                    self._stats.count("http_replica_retries")
                 tried.add(base)
                 try:
                     return attempt(base)
                 except (httpx.HTTPError, SeaweedRdmaError) as e:
+                    if isinstance(e, ChecksumError):
+                        self._stats.count("http_crc_mismatches")
                     errors.append(f"{base}: {e}")
             # Every cached location failed: the volume may have moved, so ask again once.
             self.master.invalidate(volume_id)
