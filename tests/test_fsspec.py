@@ -78,3 +78,25 @@ def test_pyarrow_reads_parquet(fs, cluster):  # type: ignore[no-untyped-def]
     assert back.equals(table)
     cols = pq.read_table("/data/table.parquet", filesystem=fs, columns=["value"])
     assert cols.column("value").to_pylist() == table.column("value").to_pylist()
+
+
+def test_a_large_read_is_one_exact_request(cluster, shapes, sidecars):  # type: ignore[no-untyped-def]
+    """A read of a block or more skips fsspec's readahead: exactly the asked bytes move
+    (the cache would have fetched a block beyond them), all over the fast path."""
+    s = shapes["multi_chunk"]
+    fs = SeaweedFileSystem(filer=cluster.filer.grpc_address, sidecar=sidecars,
+                           transport="tcp", skip_instance_cache=True)
+    try:
+        with fs.open(s.path, "rb", block_size=1 << 20) as f:
+            f.seek(123)
+            assert f.read(3 << 20) == s.data[123:123 + (3 << 20)]
+            moved = fs.client.stats()["fast"]["bytes"]
+            assert moved == 3 << 20, moved
+            assert f.tell() == 123 + (3 << 20)
+            assert f.read() == s.data[123 + (3 << 20):]  # the rest, also past the cache
+            assert f.read(10) == b"" and f.tell() == len(s.data)
+            f.seek(5)
+            assert f.read(100) == s.data[5:105]  # small reads still use the cache
+        assert fs.client.stats()["http"]["bytes"] == 0
+    finally:
+        fs.client.close()

@@ -131,7 +131,7 @@ class SeaweedFileSystem(AbstractFileSystem):
                 or paths[0] != self._strip_protocol(path)):
             return self.cat_file(paths[0], **kwargs)
         out: dict[str, Any] = {}
-        for p, got in zip(paths, self.client.read_many(paths), strict=True):
+        for p, got in zip(paths, self.client.read_many(paths)):
             if isinstance(got, BaseException):
                 if on_error == "raise":
                     raise got
@@ -257,7 +257,23 @@ class SeaweedWriteFile(AbstractBufferedFile):
 
 
 class SeaweedBufferedFile(AbstractBufferedFile):
-    """fsspec's buffered file whose ranges come through ``Client``."""
+    """fsspec's buffered file whose ranges come through ``Client``.
+
+    Small reads go through fsspec's readahead cache; a read of a block or more (pyarrow's
+    coalesced column chunks, ``read()`` of a whole file) is one ``Client.read`` of exactly
+    what was asked: the cache would fetch a block more and then copy the answer out into
+    fresh memory, which in a new process costs as much as the read.
+    """
+
+    def read(self, length: int = -1) -> bytes:
+        want = self.size - self.loc if length is None or length < 0 else int(length)
+        want = min(want, self.size - self.loc)
+        if self.mode != "rb" or self.closed or want < self.blocksize:
+            return super().read(length)  # type: ignore[no-any-return]
+        fs: SeaweedFileSystem = self.fs
+        out = fs.client.read(self.path, self.loc, want)
+        self.loc += len(out)
+        return out
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         fs: SeaweedFileSystem = self.fs
