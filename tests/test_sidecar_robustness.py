@@ -120,16 +120,49 @@ def test_bad_frames_after_handshake(cluster, sidecars, target):  # type: ignore[
     _still_serves(cluster, sidecars, *target)
 
 
+def _conns(sidecar_addrs: set[str], cluster) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Each sidecar's ``connections`` stats, by protocol address."""
+    return {sc.address: dict(sc.stats()["connections"])  # type: ignore[call-overload]
+            for sc in cluster.sidecars if sc.address in sidecar_addrs}
+
+
 def test_connection_flood(cluster, sidecars, target):  # type: ignore[no-untyped-def]
-    addr = next(iter(sidecars.values()))
+    """300 idle connections on every sidecar, and reads still come over the fast path.
+
+    Proven: each sidecar took all 300 (accepted, or refused at --max-connections) before
+    the read, the read's bytes came from the flooded sidecars with nothing over HTTP, and
+    once the flood closes its connections are gone from the sidecars."""
+    addrs = set(sidecars.values())
+    before = _conns(addrs, cluster)
+    assert set(before) == addrs
+    served = sum(int(sc.stats()["bytes"]) for sc in cluster.sidecars  # type: ignore[call-overload]
+                 if sc.address in addrs)
     held = []
     try:
-        for _ in range(300):
-            held.append(_connect(addr))
+        for addr in addrs:
+            for _ in range(300):
+                held.append(_connect(addr))
+        deadline = time.monotonic() + 30
+        while True:
+            now = _conns(addrs, cluster)
+            taken = {a: (now[a]["total"] + now[a]["refused"])
+                     - (before[a]["total"] + before[a]["refused"]) for a in addrs}
+            if all(n >= 300 for n in taken.values()):
+                break
+            assert time.monotonic() < deadline, ("the flood did not reach the sidecars", taken)
+            time.sleep(0.2)
         _still_serves(cluster, sidecars, *target)
+        during = sum(int(sc.stats()["bytes"]) for sc in cluster.sidecars  # type: ignore[call-overload]
+                     if sc.address in addrs)
+        assert during - served >= len(target[1]), (served, during)
+        assert any(now[a]["open"] >= before[a]["open"] + 300 for a in addrs), (before, now)
     finally:
         for s in held:
             s.close()
+    deadline = time.monotonic() + 30
+    while any(c["open"] > before[a]["open"] for a, c in _conns(addrs, cluster).items()):
+        assert time.monotonic() < deadline, ("flood connections still open", _conns(addrs, cluster))
+        time.sleep(0.2)
     _still_serves(cluster, sidecars, *target)
 
 
