@@ -445,7 +445,7 @@ class Client:
         views = [memoryview(b).cast("B") for b in buffers]
         got = self._many(paths, [len(v) for v in views], on_error)
         out: list[int | BaseException] = []
-        for view, data in zip(views, got, strict=True):
+        for view, data in zip(views, got):
             if isinstance(data, BaseException):
                 out.append(data)
             else:
@@ -487,8 +487,7 @@ class Client:
             views.append(n if isinstance(n, ValueError)
                          else None if held is None else plan_held(held))
         missing = [i for i, v in enumerate(views) if v is None]
-        for i, v in zip(missing, parts.executor.map(plan, [paths[i] for i in missing]),
-                        strict=True):
+        for i, v in zip(missing, parts.executor.map(plan, [paths[i] for i in missing])):
             views[i] = v
         out = read_views(parts.reader, [v for v in views if v is not None], limits)
         if on_error == "raise":

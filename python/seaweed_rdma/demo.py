@@ -70,7 +70,7 @@ def _row(path: str, size: int, chunks: int, fast: tuple[bytes, float],
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)))
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
 
 
 def _mount_and_cat(cluster: LocalCluster, files: list[Sample]) -> bool:

@@ -205,7 +205,7 @@ class FastPath:
         """Records one round; returns what the next replica's sidecar should try, and adds
         to ``undelivered`` what no sidecar is left for."""
         retry: list[tuple[RangeRequest, list[str]]] = []
-        for r, candidates, why in zip(att.reqs, att.candidates, results, strict=True):
+        for r, candidates, why in zip(att.reqs, att.candidates, results):
             if why is None:
                 self._stats.record("fast", r.length, elapsed)
             elif len(candidates) > 1 and why.reason not in ("compressed", "bad_op"):

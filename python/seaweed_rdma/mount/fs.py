@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyfuse3
 import trio
@@ -57,7 +57,10 @@ from .writes import WriteMount, WriteOptions
 
 log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
-P = ParamSpec("P")
+if TYPE_CHECKING:  # typing.ParamSpec is 3.10+; P appears in annotations only
+    from typing import ParamSpec
+
+    P = ParamSpec("P")
 
 STATS_XATTR = b"user.seaweed_rdma.stats"  # JSON of the mount's state, on its root only
 STATFS_TTL_S = 10.0
