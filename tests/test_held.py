@@ -139,3 +139,26 @@ def test_the_held_set_is_bounded(cluster):  # type: ignore[no-untyped-def]
         assert m["entries"] <= 10 and m["evictions"] > 0, m
         # Evicted names no longer prove absence: the directory is not held whole.
         assert m["directories"] == 0, m
+
+
+def test_the_stream_waits_for_a_second_fetch_or_a_second(cluster):  # type: ignore[no-untyped-def]
+    """One path looked up and read (a notebook's first call) pays for no gRPC stream; the
+    second fetch starts it, and so does the timer when no second fetch comes. Either way it
+    replays from before the first fetch, so a change made in between is still seen."""
+    cluster.upload("/held/late/a.bin", b"a0")
+    cluster.upload("/held/late/b.bin", b"b0")
+    with Client(cluster.filer.grpc_address, meta_ttl=3600, meta_list_dirs=False) as c:
+        assert c.read("/held/late/a.bin") == b"a0"
+        m = c.stats()["metadata"]
+        assert m["fetches"] == 1 and not m["stream_up"], m
+        assert "events" not in m.get("stream", {}) or m["stream"]["events"] == 0
+        cluster.upload("/held/late/a.bin", b"a1")  # before the stream runs: replayed later
+        assert c.read("/held/late/b.bin") == b"b0"  # the second fetch starts it
+        _stream_up(c)
+        _until(lambda: c.read("/held/late/a.bin") == b"a1")
+    with Client(cluster.filer.grpc_address, meta_ttl=3600, meta_list_dirs=False) as c:
+        assert c.read("/held/late/b.bin") == b"b0"
+        took = _until(lambda: c.stats()["metadata"]["stream_up"])
+        assert took >= 0.5, took  # started by the timer (STREAM_START_S), not at once
+        cluster.upload("/held/late/b.bin", b"b1")
+        _until(lambda: c.read("/held/late/b.bin") == b"b1")  # (no TTL: the stream said so)

@@ -58,6 +58,11 @@ class ClientConfig:
     fast_max_conns: int = 128
 
 
+# How long after a client's first metadata fetch its stream starts, if a second fetch has
+# not started it before.
+STREAM_START_S = 1.0
+
+
 class _Parts:
     """What a client uses that belongs to the process that built it: HTTP connections,
     the engine (threads, sidecar connections, registered memory), worker threads, locks,
@@ -96,6 +101,9 @@ class _Parts:
                                verify=c.verify)
         self.stream: MetaStream | None = None
         self._stream_lock = threading.Lock()
+        self._stream_started = False
+        self._forking = False
+        self._timer: threading.Timer | None = None
         limits = HeldLimits(ttl=c.meta_ttl, max_entries=c.meta_max_entries,
                             max_bytes=c.meta_max_bytes,
                             list_dirs=c.meta_list_dirs)
@@ -104,25 +112,53 @@ class _Parts:
         self._filer_address = c.filer
 
     def _start_stream(self) -> None:
-        """Starts following the filer's metadata events, once, before the first fetch."""
-        if self.stream is not None:
+        """Follows the filer's metadata events from before the first fetch.
+
+        The stream is made at the first fetch (which fixes the time it replays from) and
+        started at the second, or ``STREAM_START_S`` after the first: the filer replays its
+        log from that time, so no change is missed, and a process that looks up one path and
+        reads it (a notebook's first ``read_parquet``) does not pay for gRPC while it does."""
+        if self._stream_started:
             return
         with self._stream_lock:
+            if self._stream_started:
+                return
             if self.stream is None:
-                stream = MetaStream(self._filer_address, "/", self.meta.on_event,
-                                    self.meta.stream_state)
-                stream.start()
-                self.stream = stream
-
-    def pause_for_fork(self) -> bool:
-        """Ends the metadata stream before a fork (gRPC must not be mid-call then)."""
-        return self.stream is not None and self.stream.pause_for_fork()
-
-    def resume_after_fork(self) -> None:
-        if self.stream is not None:
+                self.stream = MetaStream(self._filer_address, "/", self.meta.on_event,
+                                         self.meta.stream_state)
+                self._timer = threading.Timer(STREAM_START_S, self._start_stream)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            if self._forking:
+                return  # resume_after_fork starts it
+            self._stream_started = True
             self.stream.start()
 
+    def pause_for_fork(self) -> bool:
+        """Ends the metadata stream before a fork (gRPC must not be mid-call then), and
+        holds back one about to start."""
+        with self._stream_lock:
+            self._forking = True
+            started = self._stream_started
+        if self.stream is None:
+            return True
+        return not started or self.stream.pause_for_fork()
+
+    def resume_after_fork(self) -> None:
+        with self._stream_lock:
+            self._forking = False
+            started = self._stream_started
+        if self.stream is None:
+            return
+        if started:
+            self.stream.start()
+        elif self._timer is not None and not self._timer.is_alive():
+            self._start_stream()  # its time came during the fork
+
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self.stream is not None:
             self.stream.stop()
         if self.reader.fast is not None:

@@ -4,8 +4,9 @@ A path asked for once is fetched (``?metadata=true``) and held. A directory from
 second path is asked for is listed whole (paged) and held, so reading the files of a
 directory costs one listing rather than one request per file. A name not held is always
 asked for (it may have just been made elsewhere). Held entries
-stay fresh through the filer's metadata stream (``metastream``), which starts before the
-first fetch: an overwrite, delete or rename by any writer drops what is held of it as
+stay fresh through the filer's metadata stream (``metastream``), which replays from before
+the first fetch (the Client starts it at the second fetch, or a second after the first):
+an overwrite, delete or rename by any writer drops what is held of it as
 soon as its event arrives, and the next lookup fetches it again. While the stream is down
 (or cannot run), entries expire ``ttl`` seconds after they were fetched, as a plain cache
 would. The set is bounded by
@@ -115,8 +116,6 @@ class HeldMetadata:
     def get(self, path: str) -> tuple[Entry, FileView | None]:
         """The entry at ``path`` (normalized) and its planned view, if any: held, or
         fetched and held. Raises ``NotFound``."""
-        if self._start_stream is not None:
-            self._start_stream()
         parent = _parent(path)[0]
         with self._lock:
             held = self._entries.get(path)
@@ -130,6 +129,8 @@ class HeldMetadata:
             d = self._dirs.get(parent)
             seen = self._lookups[parent] = self._lookups.get(parent, 0) + 1
             listed = d is not None and d.complete and self._fresh(d.at)
+        if self._start_stream is not None:  # before the filer is asked (see Client)
+            self._start_stream()
         if path != "/" and not listed and self._limits.list_dirs \
                 and self._limits.ttl > 0 and seen >= self._limits.list_after:
             self._list(parent)
@@ -162,12 +163,12 @@ class HeldMetadata:
 
     def listdir(self, path: str) -> list[Entry]:
         """The entries of directory ``path`` (normalized), held whole."""
-        if self._start_stream is not None:
-            self._start_stream()
         for _ in range(2):
             held = self._held_listing(path)
             if held is not None:
                 return held
+            if self._start_stream is not None:
+                self._start_stream()
             listed = self._list(path)
             if listed is not None:
                 return listed
