@@ -6,7 +6,7 @@ these in its soft-RoCE guest). Each fault is real, not simulated in our code:
 - the link delays every packet, so READs time out while their RDMA writes are still on the
   way, and those late writes land after the slots' READs were given up;
 - the client may pin almost no memory (``prlimit --memlock``, without ``CAP_IPC_LOCK``);
-- more reads are in flight than the client has receive slots.
+- more reads are in flight than the client has receive slots (counted as ``slot_waits``).
 
 Every read is checked byte for byte, and each fault must leave a reason in the stats.
 """
@@ -170,14 +170,21 @@ def test_late_writes_of_timed_out_reads_never_land_in_a_reused_slot(
 
 def test_more_reads_in_flight_than_receive_slots(shapes: dict[str, Shape],
                                                  verbs_sidecars: list[Sidecar]) -> None:
-    """Eight readers on two slots: READs wait for a free slot; every byte over verbs."""
+    """Eight readers on two slots: READs wait for a free slot (the engine counts each
+    wait, so the test knows they did); every byte over verbs."""
     files = {s.path: s.data for s in shapes.values()
              if stored_on_volumes(s) and s.filer == shapes["multi_chunk"].filer}
     with verbs_client(shapes["multi_chunk"].filer, verbs_sidecars, fast_verbs_slots=2) as c, \
             verbs_only(c, verbs_sidecars, "2 slots"):
+        waits_before = c.stats()["engine"]["slot_waits"]
         with readers_running(c, files, threads=8) as errors:
-            time.sleep(4.0)
+            deadline = time.monotonic() + 60
+            while c.stats()["engine"]["slot_waits"] - waits_before < 8:
+                assert time.monotonic() < deadline, ("no READ waited for a slot", c.stats())
+                time.sleep(0.2)
+            time.sleep(2.0)
         assert not errors, errors[:5]
+        assert c.stats()["engine"]["slot_waits"] > waits_before
 
 
 MEMLOCK_SCRIPT = """

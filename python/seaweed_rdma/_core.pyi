@@ -239,8 +239,9 @@ class Engine:
     def health(self) -> list[dict[str, Any]]: ...
     def stats(self) -> dict[str, Any]:
         """Counters: batches, reads, bytes (``bytes_by_transport``), failures by reason,
-        connects, ``open_conns``, ``reaped``, ``evicted``, ``over_cap``, and the verbs
-        receive pools' ``pinned_bytes`` of ``pinned_budget`` (``pinned_leases`` so far)."""
+        connects, ``open_conns``, ``reaped``, ``evicted``, ``over_cap``, ``slot_waits`` (verbs
+        READs that waited for a free receive slot), and the verbs receive pools'
+        ``pinned_bytes`` of ``pinned_budget`` (``pinned_leases`` so far)."""
 
 def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     """A new, not yet initialised ``bytes`` of ``size`` bytes and a writable view of it, to

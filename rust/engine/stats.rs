@@ -23,6 +23,7 @@ pub(super) struct Stats {
     reaped: AtomicU64,
     evicted: AtomicU64,
     over_cap: AtomicU64,
+    slot_waits: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -90,6 +91,11 @@ impl Stats {
         self.over_cap.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A verbs READ found every receive slot of its connection held and waited for one.
+    pub(super) fn slot_wait(&self) {
+        self.slot_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters, with what the caller knows of the process now: sidecars, open
     /// connections and the pinned budget's `(registered, budget, pools registered)`.
     pub(super) fn snapshot(
@@ -121,9 +127,26 @@ impl Stats {
             reaped: self.reaped.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             over_cap: self.over_cap.load(Ordering::Relaxed),
+            slot_waits: self.slot_waits.load(Ordering::Relaxed),
             pinned_bytes: pinned.0,
             pinned_budget: pinned.1,
             pinned_leases: pinned.2,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_waits_are_counted_and_reported() {
+        let stats = Stats::default();
+        assert_eq!(stats.snapshot(0, 0, (0, 0, 0)).slot_waits, 0);
+        stats.slot_wait();
+        stats.slot_wait();
+        let snap = stats.snapshot(1, 1, (0, 0, 0));
+        assert_eq!(snap.slot_waits, 2);
+        assert_eq!(snap.reads, 0, "a wait is not a read");
     }
 }

@@ -94,7 +94,15 @@ async fn write_loop(
         let permit = sem.clone().acquire_owned().await.ok()?;
         // Verbs READs also wait for a receive slot of this connection's pool.
         let lease = match slots.filter(|_| first.slot) {
-            Some(pool) => Some(pool.acquire().await?),
+            Some(pool) => {
+                let (lease, waited) = pool.acquire().await?;
+                if waited {
+                    if let Some(link) = shared.link() {
+                        link.stats.slot_wait();
+                    }
+                }
+                Some(lease)
+            }
             None => None,
         };
         attach(shared, first, permit, lease, &mut out);

@@ -316,6 +316,9 @@ pub struct EngineStats {
     pub evicted: u64,
     /// Connections made past `max_conns` because none was idle to close.
     pub over_cap: u64,
+    /// Verbs READs that found every receive slot of their connection held and waited for
+    /// one to be freed (on the lane, once per try: a READ sent after one answer is one).
+    pub slot_waits: u64,
     /// Verbs receive pools: bytes registered (pinned) now, the budget they are carved
     /// from (0 before verbs is first used), and pools registered so far.
     pub pinned_bytes: u64,

@@ -43,7 +43,11 @@ impl LaneLink {
     /// # Errors
     /// `id` is still in use (the lane never reuses an id on a connection it keeps).
     pub(in crate::engine) fn assign(&mut self, id: u32) -> Result<Option<u32>, Failure> {
-        let Some(lease) = self.link.slots.try_acquire() else { return Ok(None) };
+        let Some(lease) = self.link.slots.try_acquire() else {
+            // The READ waits for an answer to free a slot (counted once per try).
+            self.link.stats.slot_wait();
+            return Ok(None);
+        };
         let index = lease.index();
         self.matcher
             .assign(id, lease)

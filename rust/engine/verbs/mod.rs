@@ -155,11 +155,12 @@ impl SlotPool {
         Some(SlotLease { slot: Some(slot), pool: self.clone(), _permit: permit })
     }
 
-    /// A free slot, waiting for one; `None` only if the pool is broken (cannot happen:
-    /// permits and free slots are kept equal).
-    pub(in crate::engine) async fn acquire(self: &Arc<Self>) -> Option<SlotLease> {
-        let permit = self.available.clone().acquire_owned().await.ok()?;
-        self.lease(permit)
+    /// A free slot, waiting for one, and whether it had to wait (every slot was held);
+    /// `None` only if the pool is broken (cannot happen: permits and free slots are kept
+    /// equal).
+    pub(in crate::engine) async fn acquire(self: &Arc<Self>) -> Option<(SlotLease, bool)> {
+        let (permit, waited) = permit_or_wait(&self.available).await?;
+        Some((self.lease(permit)?, waited))
     }
 
     /// A free slot if there is one now.
@@ -171,6 +172,18 @@ impl SlotPool {
     /// Bytes per slot.
     pub(in crate::engine) fn slot_size(&self) -> u32 {
         self.slot_size
+    }
+}
+
+/// A permit of `sem`: at once if one is free (`false`), else after waiting for one
+/// (`true`, what the engine counts as a slot wait). `None` once `sem` is closed.
+async fn permit_or_wait(sem: &Arc<Semaphore>) -> Option<(OwnedSemaphorePermit, bool)> {
+    match Arc::clone(sem).try_acquire_owned() {
+        Ok(permit) => Some((permit, false)),
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            Some((Arc::clone(sem).acquire_owned().await.ok()?, true))
+        }
+        Err(tokio::sync::TryAcquireError::Closed) => None,
     }
 }
 
@@ -404,4 +417,31 @@ pub(in crate::engine) struct Link {
     pub(in crate::engine) recv: Box<dyn RecvQueue>,
     pub(in crate::engine) slots: Arc<SlotPool>,
     pub(in crate::engine) stats: Arc<Stats>,
+}
+
+#[cfg(test)]
+mod slot_wait_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::permit_or_wait;
+
+    #[tokio::test]
+    async fn a_permit_taken_at_once_is_no_wait_and_one_waited_for_is() {
+        let sem = Arc::new(Semaphore::new(1));
+        let (held, waited) = permit_or_wait(&sem).await.expect("open");
+        assert!(!waited, "a free slot is taken at once");
+        let waiter = tokio::spawn({
+            let sem = Arc::clone(&sem);
+            async move { permit_or_wait(&sem).await.map(|(_, waited)| waited) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "every slot is held: it must wait");
+        drop(held);
+        assert_eq!(waiter.await.expect("joined"), Some(true), "it waited for the slot");
+        sem.close();
+        assert!(permit_or_wait(&sem).await.is_none(), "a closed pool gives none");
+    }
 }
