@@ -462,9 +462,17 @@ def test_kill_9_during_writes_leaves_only_whole_files(cluster, tmp_path):  # typ
         data = rng.randbytes(rng.choice([10, 70_000, 2 * MIB + 3]))
         (base / f"done{i}.bin").write_bytes(data)
         done[f"done{i}.bin"] = data
+    done_uploads = m.state()["writes"]["upload_bytes"]
     f = open(base / "partial.bin", "wb")  # noqa: SIM115 (the mount dies under it)
     f.write(rng.randbytes(3 * MIB))
     f.flush()
+    # The kill lands mid-file: partial.bin's writer is open and chunks of it are already
+    # on the volume servers, uncommitted (a commit now would name a torn file).
+    deadline = time.monotonic() + 30
+    while (w := m.state()["writes"])["upload_bytes"] - done_uploads < MIB:
+        assert time.monotonic() < deadline, ("no chunk of partial.bin was uploaded", w)
+        time.sleep(0.05)
+    assert w["writers"] == 1, w
     os.kill(m.proc.pid, signal.SIGKILL)
     m.proc.wait(10)
     with contextlib.suppress(OSError):
