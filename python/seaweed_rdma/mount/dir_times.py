@@ -1,5 +1,8 @@
-"""Directory times: a directory's mtime and ctime move when a name in it is added, removed
-or renamed, as POSIX asks and as ``weed mount`` does (it writes the directory's entry).
+"""Directory times: the one owner of directory time changes not yet on the filer
+(``DirTimes``, composed by the tree).
+
+A directory's mtime and ctime move when a name in it is added, removed or renamed, as
+POSIX asks and as ``weed mount`` does (it writes the directory's entry).
 
 The filer does not move them itself, so the mount writes the directory's entry after such
 a change. That write runs in the background, one at a time per directory and coalesced

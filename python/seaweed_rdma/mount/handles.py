@@ -1,4 +1,5 @@
-"""Reads through the mount: a shared cache of aligned blocks, filled in batches.
+"""Block reads through the mount: the one owner of cached file blocks (``BlockCache``),
+shared by the block reader of every open read handle (``OpenFile``), filled in batches.
 
 Every FUSE read is served from 1 MiB blocks of the file kept in one LRU cache for the whole
 mount (bounded by ``-cacheCapacityMB``, as ``weed mount``'s chunk cache is). Missing blocks

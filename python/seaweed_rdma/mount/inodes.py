@@ -1,4 +1,5 @@
-"""Inode numbers for filer paths, with the kernel's lookup counts.
+"""Inode numbers: the one owner of the numbers of filer paths and of the kernel's lookup
+counts (``InodeTable``).
 
 The kernel holds a reference on an inode for every lookup it was answered (``lookup``, and
 each entry of ``readdirplus``), and gives them back with ``forget``. Once a path's count

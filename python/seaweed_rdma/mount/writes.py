@@ -1,4 +1,5 @@
-"""Writes through the mount, the way ``weed mount`` makes them.
+"""Writes through the mount, the way ``weed mount`` makes them: the one owner of a file's
+written bytes and uploads is its ``FileWriter``.
 
 Each file being written has one ``FileWriter``, shared by all of its handles. Written
 bytes land in *pages*, one per ``-chunkSizeLimitMB`` slice of the file, each holding the
