@@ -1,4 +1,5 @@
-"""The filer's ``SubscribeMetadata`` stream, followed on a thread of its own for a Client.
+"""The filer's ``SubscribeMetadata`` stream, followed on a thread of its own: the one
+consumer of it, for a Client's held metadata and for the mount (``mount.events``).
 
 The stream starts a little before the first entry is held (so no change made after a
 fetch can be missed: the filer replays its log from ``since_ns``), and every event goes to
@@ -43,12 +44,13 @@ def usable_here() -> bool:
 class MetaStream:
     """Follows metadata events under ``prefix`` on filer ``filer`` (``host:port[.grpc]``)
     and calls ``on_event`` (on the follower thread) for each; ``on_state(up)`` when the
-    stream comes up or breaks."""
+    stream comes up or breaks. ``client_name`` names the subscriber to the filer."""
 
     def __init__(self, filer: str, prefix: str, on_event: Callable[[Any], None],
-                 on_state: Callable[[bool], None]) -> None:
+                 on_state: Callable[[bool], None], client_name: str = "") -> None:
         self._filer = filer
         self._prefix = prefix
+        self._name = client_name
         self._on_event = on_event
         self._on_state = on_state
         self.last_ts = time.time_ns() - CLOCK_SLACK_NS
@@ -102,6 +104,14 @@ class MetaStream:
             self._stopping = False
         return True
 
+    def interrupt(self) -> None:
+        """Breaks the current stream as a fault would: the follower resubscribes from the
+        last event it saw."""
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()
+
     def _mark_up(self, call: Any) -> None:
         if self._call is call and call.is_active():
             self._on_state(True)
@@ -114,7 +124,7 @@ class MetaStream:
         from .filer_grpc import FilerGrpc, iter_events
 
         pause = 0.2
-        name = f"seaweed-rdma-client-{os.getpid()}"
+        name = self._name or f"seaweed-rdma-client-{os.getpid()}"
         while True:
             with self._lock:
                 if self._stopping:

@@ -1,5 +1,12 @@
 """Other clients' changes, as the filer's metadata events announce them, applied to the
-mount (``MetaEvents``): it owns no state, and tells each owner what changed.
+mount (``MetaEvents``): it owns no state of the mount, and tells each owner what changed.
+
+The events come from ``metastream.MetaStream`` (the one consumer of the filer's
+``SubscribeMetadata`` stream, shared with the Client), which follows the stream under
+``-filer.path`` on a thread of its own and resubscribes from the last event after a
+break; each event is handed to the trio thread, where it is applied. While the stream is
+down, cached metadata still expires after ``-cacheMetaTtlSec``, and the names the tree
+knew of listed directories are forgotten (changes may have been missed).
 
 For each event that is not our own (our requests carry the mount's signature): the tree
 follows a rename and drops the names and the cached metadata of the paths involved; a
@@ -12,12 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
 from ..filer_grpc import join_path, split_path
+from ..metastream import MetaStream
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -27,20 +36,57 @@ if TYPE_CHECKING:
 
 
 class MetaEvents:
-    """Applies the filer's metadata events (``apply``, on the trio thread)."""
+    """Follows the filer's metadata events under ``prefix`` (``follow``) and applies each
+    (``apply``, on the trio thread)."""
 
-    def __init__(self, signature: int, client: Client, inodes: InodeTable, tree: Tree,
-                 handles: HandleTable) -> None:
+    def __init__(self, filer: str, prefix: str, signature: int, client: Client,
+                 inodes: InodeTable, tree: Tree, handles: HandleTable) -> None:
         self._signature = signature
         self._client = client
         self._inodes = inodes
         self._tree = tree
         self._handles = handles
         self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._up = False
+        self._stream = MetaStream(filer, prefix, self._from_stream, self._stream_state,
+                                  client_name=f"seaweed-rdma-mount-{os.getpid()}")
 
-    def run_in(self, nursery: trio.Nursery) -> None:
-        """Where the work that follows an event runs (until then, none is started)."""
+    async def follow(self, nursery: trio.Nursery) -> None:
+        """Follows the stream for the life of the mount; ``nursery`` runs the work that
+        follows an event. Stops the stream when cancelled."""
         self._nursery = nursery
+        self._token = trio.lowlevel.current_trio_token()
+        self._stream.start()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._stream.stop(wait=0)  # its thread may be waiting for this one
+
+    def stats(self) -> dict[str, Any]:
+        """Events seen, stream breaks, and whether the stream is up."""
+        s = self._stream
+        return {"meta_events": s.events, "meta_stream_breaks": s.breaks,
+                "meta_stream_up": self._up, "meta_last_ts_ns": s.last_ts}
+
+    def interrupt(self) -> None:
+        """Breaks the stream as a fault would (it resubscribes from the last event)."""
+        self._stream.interrupt()
+
+    def _to_trio(self, fn: Callable[..., None], *args: Any) -> None:
+        """Runs ``fn(*args)`` on the trio thread and waits for it (from the follower)."""
+        if self._token is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):  # the mount is ending
+            trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    def _from_stream(self, ev: Any) -> None:
+        self._to_trio(self.apply, ev)
+
+    def _stream_state(self, up: bool) -> None:
+        self._up = up
+        if not up:  # changes may be missed until it resumes
+            self._to_trio(self._tree.forget_listed)
 
     def apply(self, ev: Any) -> None:
         """One ``SubscribeMetadataResponse``."""

@@ -15,7 +15,7 @@ below, and maps errors to errnos (``fuse_errors``). The owners, each of one piec
 
 The change logic owns no state: ``file_changes.FileChanges`` (create, write, flush,
 setattr, xattrs), ``name_changes.NameChanges`` (mkdir ... rename) and, for other clients'
-changes, ``events.MetaEvents`` fed by ``subscribe.MetaSubscriber``. Metadata is held for
+changes, ``events.MetaEvents`` (fed by ``metastream.MetaStream``). Metadata is held for
 ``-cacheMetaTtlSec`` (also the kernel's entry/attr timeout) unless an event drops it
 sooner; reads go through the Client's read path (fast path first, per-extent HTTP
 fallback). Filer and engine calls run off the trio thread (``calls.FilerCalls``).
@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,7 +50,6 @@ from .inodes import InodeTable
 from .name_changes import NameChanges
 from .names import check_length
 from .native import NativeLoop
-from .subscribe import MetaSubscriber
 from .tree import Tree
 from .writes import WriteMount, WriteOptions
 
@@ -129,10 +127,8 @@ class SeaweedOperations(pyfuse3.Operations):
                                  self.wm, opts.ttl_sec)
         self.names = NameChanges(self.grpc, self.calls, client, self.inodes, self.tree,
                                  self.handles, self.wm, signature, opts.ttl_sec)
-        self.events = MetaEvents(signature, client, self.inodes, self.tree, self.handles)
-        self.subscriber = MetaSubscriber(self.grpc, self.inodes.path(pyfuse3.ROOT_INODE),
-                                         time.time_ns(), self.events.apply,
-                                         on_break=self.tree.forget_listed)
+        self.events = MetaEvents(opts.filer, self.inodes.path(pyfuse3.ROOT_INODE),
+                                 signature, client, self.inodes, self.tree, self.handles)
 
     def attach_native(self, native: NativeLoop | None) -> None:
         """The native loop, once the session is mounted (None: it does not run)."""
@@ -148,9 +144,7 @@ class SeaweedOperations(pyfuse3.Operations):
                 if self.wm is not None:
                     self.wm.run_in(nursery)
                 self.tree.dir_times.run_in(nursery)
-                self.events.run_in(nursery)
-                nursery.start_soon(self.subscriber.run)
-                await trio.sleep_forever()
+                await self.events.follow(nursery)
         finally:
             if self.wm is not None:
                 self.wm.close()
@@ -167,7 +161,7 @@ class SeaweedOperations(pyfuse3.Operations):
         writes: dict[str, Any] = {"writers": len(self.handles.writers())}
         if self.wm is not None:
             writes.update(self.wm.stats())
-        writes.update(self.subscriber.stats())
+        writes.update(self.events.stats())
         return {
             "inodes": len(self.inodes),
             **self.handles.stats(),
