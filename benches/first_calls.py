@@ -6,9 +6,10 @@ every one of the first three calls), plus ``readinto`` into a ready buffer for r
 
 ``--breakdown`` adds, in as many more fresh processes, call 1 and call 2 taken apart into
 the steps ``read()`` makes (each timed alone, in order): the metadata (the filer's entry,
-with the metadata stream started), the plan, the volume locations (master look-ups), the
-sidecar connections (an engine ping each), the destination, and the read itself into it;
-with the master requests and the minor page faults each step made.
+with the metadata stream started), the plan, the volume locations (master requests), the
+sidecar connections (an engine ping each, then a batch of 16 small ops, which opens the
+async connections), the destination, and the read itself into it; with the master
+requests and the minor page faults each step made.
 
     .venv/bin/python benches/first_calls.py [--size-mib 64] [--processes 5] [--transport tcp]
         [--breakdown]
@@ -59,15 +60,14 @@ print(json.dumps(out))
 BREAKDOWN = r"""
 import json, resource, sys, time
 from seaweed_rdma import Client
-from seaweed_rdma._core import writable_bytes
+from seaweed_rdma._core import RangeOp, parse_fid, writable_bytes
 filer, grpc, sidecars, transport, path, size = sys.argv[1:7]
 c = Client(grpc, sidecar=json.loads(sidecars), transport=transport)
 master_gets = [0]
-fetch = c.master._fetch
-def counted(vid):
-    master_gets[0] += 1
-    return fetch(vid)
-c.master._fetch = counted
+def counted(request):
+    if str(request.url).startswith(c.master.base):
+        master_gets[0] += 1
+c.master._http.event_hooks["request"].append(counted)
 fast = c.reader.fast
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -87,6 +87,13 @@ for call in range(2):
         return {t for ch in view.chunks for t in fast.targets(ch)}
     sidecars = step("volume locations", locate)
     step("connections (ping)", lambda: [fast.engine.ping(t) for t in sorted(sidecars)])
+    # A batch of more than 8 small ops takes the async path: its connections open here.
+    first = view.chunks[0]
+    vid, key, cookie = parse_fid(first.file_id)
+    small = memoryview(bytearray(16 << 12))
+    ops = [RangeOp(t, vid, key, cookie, i << 12, 1 << 12, i << 12, "")
+           for t in fast.targets(first)[:1] for i in range(16)]
+    step("async connections", lambda: fast.engine.read_into(small, ops))
     data, dest = step("destination", lambda: writable_bytes(view.size))
     step("read into it", lambda: c.reader.readinto(view, dest, 0))
     dest.release()

@@ -3,6 +3,7 @@
 //! Plain Rust modules hold the logic and are tested with `cargo test`:
 //! - [`fid`]: SeaweedFS file ids (`"3,01637037d6"`).
 //! - [`needle`]: the on-disk needle record (versions 2 and 3) and its CRC32-C.
+//! - [`pages`]: fresh destination memory faulted in ahead of the writes that fill it.
 //! - [`volume`]: a read-only view of a volume's `.idx`/`.dat` pair.
 //! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
 //! - [`proto`]: the sidecar wire protocol (`docs/protocol.md`).
@@ -19,6 +20,7 @@ pub mod fid;
 pub mod fuse;
 pub mod manifest;
 pub mod needle;
+pub mod pages;
 pub mod plan;
 pub mod proto;
 pub mod sidecar;

@@ -387,7 +387,9 @@ fn writable_bytes(py: Python<'_>, size: usize) -> PyResult<(Bound<'_, PyBytes>, 
     .cast_into::<PyBytes>()?;
     // `as_bytes` points at the object's own storage, which never moves while it lives.
     let addr = bytes.as_bytes().as_ptr() as usize;
-    advise_huge_pages(addr, size);
+    if advise_huge_pages(addr, size) {
+        prefault_behind(&bytes, addr, size);
+    }
     let view = if size == 0 {
         py.import("builtins")?
             .getattr("memoryview")?
@@ -410,11 +412,11 @@ fn writable_bytes(py: Python<'_>, size: usize) -> PyResult<(Bound<'_, PyBytes>, 
 /// Asks for transparent huge pages over a large fresh buffer: the engine's first writes
 /// into it fault pages in one by one, and with 4 KiB pages a 256 MiB read takes 65,536
 /// faults (a third of its time on a fast path); with 2 MiB pages, 128. Advisory: a kernel
-/// without THP (or with it off) just ignores it.
-fn advise_huge_pages(addr: usize, size: usize) {
+/// without THP (or with it off) just ignores it. Returns whether the buffer is that large.
+fn advise_huge_pages(addr: usize, size: usize) -> bool {
     const HUGE: usize = 2 << 20;
     if size < 4 * HUGE {
-        return;
+        return false;
     }
     let start = addr.next_multiple_of(HUGE);
     let end = (addr + size) / HUGE * HUGE;
@@ -425,6 +427,25 @@ fn advise_huge_pages(addr: usize, size: usize) {
         unsafe {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
         }
+    }
+    true
+}
+
+/// Faults a large new buffer in on a helper thread, from its end (`pages.rs`), while the
+/// read that fills it runs: the kernel's zeroing of fresh pages then overlaps the network
+/// instead of stalling the engine's receives one page at a time. The thread holds a
+/// reference to `bytes`, so the memory lives until it is done (the reference is dropped
+/// without the GIL; pyo3 releases it when a thread next holds it). If no thread can be
+/// started the read faults the pages in itself, as before.
+fn prefault_behind(bytes: &Bound<'_, PyBytes>, addr: usize, size: usize) {
+    let keep = bytes.clone().unbind();
+    let spawned =
+        std::thread::Builder::new().name("seaweed-rdma-prefault".into()).spawn(move || {
+            crate::pages::populate_from_end(addr, size);
+            drop(keep);
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("no prefault thread: {e}");
     }
 }
 
