@@ -8,9 +8,12 @@ mount's own pages), so the disk is out of the picture. Each round also measures 
 layers under the mounts on the same file: the disk alone (a plain file of the same size
 on the volume servers' disk, the same fio job; not with ``--warm``) and the engine alone
 (``Client.readinto`` of 1 MiB blocks by 4 threads, no FUSE), so what the mount costs shows
-beside what it cannot beat. Extra arguments go to our mount.
+beside what it cannot beat. The disk's own limit is measured too, each round (issue 26):
+the same file read with O_DIRECT and 32 requests of 1 MiB in flight (fio, libaio), and
+the mount's figure is printed as a share of it. Extra arguments go to our mount.
 
-    .venv/bin/python benches/mount_seq_cpu.py [--rounds 2] [--warm] [-- -rdma.nativeThreads=2]
+    .venv/bin/python benches/mount_seq_cpu.py [--rounds 2] [--size-mib 256] [--warm]
+        [-- -rdma.nativeThreads=2]
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ def machine() -> tuple[float, float]:
     return (sum(v) - v[3] - v[4]) / TICK, v[2] / TICK
 
 
+def disk_limit(path: Path, size: int) -> float:
+    """Bytes per second the disk gives ``path`` read once in order with O_DIRECT and 32
+    requests of 1 MiB in flight (fio, libaio): the most any reader of that disk can get."""
+    drop_caches()
+    args = ["fio", "--name=limit", f"--filename={path}", "--ioengine=libaio", "--direct=1",
+            "--iodepth=32", "--rw=read", "--bs=1M", f"--size={size}", "--readonly",
+            "--output-format=json"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True)
+    return float(json.loads(out.stdout)["jobs"][0]["read"]["bw_bytes"])
+
+
 def engine_alone(client: Client, path: str, size: int, readers: int = 4) -> float:
     """Bytes per second reading ``path`` in 1 MiB blocks, in order, by ``readers`` threads
     through ``Client.readinto``: the fast path with no FUSE in the way."""
@@ -77,6 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--warm", action="store_true", help="keep volume files cached")
+    ap.add_argument("--size-mib", type=int, default=256, help="the file's size")
     ap.add_argument("--out", default="bench-results/mount-seq-cpu.json")
     ap.add_argument("mount_args", nargs="*")
     a = ap.parse_args()
@@ -85,13 +100,14 @@ def main() -> int:
             tempfile.TemporaryDirectory() as tmp:
         sc = cl.add_sidecar(cl.volume_servers)
         rng = random.Random(0)
-        data = b"".join(rng.randbytes(16 * MIB) for _ in range(16))
+        size = a.size_mib * MIB
+        data = b"".join(rng.randbytes(min(16 * MIB, size - at)) for at in range(0, size, 16 * MIB))
         cl.upload("/bench/file.bin", data, max_mb=4)
         disk_file = cl.volume_servers[0].dir / "disk-alone.bin"
         if not a.warm:
             disk_file.write_bytes(data)
         del data
-        client = Client(cl.filer.url, sidecar=sc.address, master=cl.master.address)
+        client = Client(cl.filer.grpc_address, sidecar=sc.address, master=cl.master.address)
         argv = {"seaweed-rdma": [sys.executable, "-m", "seaweed_rdma.cli", "mount",
                                  f"-filer={cl.filer.grpc_address}", "-rdma.enabled",
                                  f"-rdma.sidecar={sc.address}", "-cacheMetaTtlSec=60",
@@ -106,8 +122,9 @@ def main() -> int:
                 layers: dict[str, float] = {}
                 if not a.warm:
                     # Drops the caches first, so the volume files are cold for the engine too.
-                    layers["disk alone"] = disk_alone(disk_file, 256 * MIB)
-                layers["engine alone"] = engine_alone(client, "/bench/file.bin", 256 * MIB)
+                    layers["disk limit"] = disk_limit(disk_file, size)
+                    layers["disk alone"] = disk_alone(disk_file, size)
+                layers["engine alone"] = engine_alone(client, "/bench/file.bin", size)
                 for layer, bw in layers.items():
                     rows.append({"mount": layer, "round": r + 1, "MB/s": bw / 1e6})
                     print(f"{layer:13s} round {r + 1}: {bw / 1e6:7.1f} MB/s", flush=True)
@@ -119,7 +136,7 @@ def main() -> int:
                     before = {k: sum(map(cpu_seconds, p)) for k, p in parts.items()}
                     busy0, sys0 = machine()
                     t0 = time.monotonic()
-                    got = fio(mnt / "bench" / "file.bin", "read", "1m", 1, None, 256 * MIB)
+                    got = fio(mnt / "bench" / "file.bin", "read", "1m", 1, None, size)
                     wall = time.monotonic() - t0
                     busy1, sys1 = machine()
                     row = {"mount": name, "round": r + 1, "MB/s": got["bw_bytes"] / 1e6,
@@ -132,6 +149,9 @@ def main() -> int:
                         row["native_reads"] = st["native_reads"]
                     rows.append(row)
                     cpu = ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s"].items())
+                    if "disk limit" in layers:
+                        row["of_disk_limit"] = got["bw_bytes"] / layers["disk limit"]
+                        cpu += f"; {row['of_disk_limit']:.2f} of the disk limit"
                     print(f"{name:13s} round {r + 1}: {row['MB/s']:7.1f} MB/s, machine busy "
                           f"{row['machine_busy_s']:.2f} s of {2 * wall:.2f} (sys "
                           f"{row['machine_sys_s']:.2f}); cpu s: {cpu}", flush=True)
