@@ -413,6 +413,19 @@ class Client:
         """Drops cached metadata for ``path`` (or everything)."""
         self._live().meta.drop(None if path is None else normalize_path(path))
 
+    def held(self, path: str) -> tuple[Entry, FileView | None] | None:
+        """The entry at ``path`` and its planned view (or None) if held and fresh, without
+        asking the filer: None when it is not held (``entry`` would then fetch it)."""
+        self._check_open()
+        return self._live().meta.peek(normalize_path(path))
+
+    def stream_state(self, up: bool) -> None:
+        """For a client made with ``meta_stream=False`` whose holder follows the filer's
+        events itself (the mount) and drops what they change: whether that stream is up.
+        While it is, held entries stay until dropped; while not, they expire after
+        ``meta_ttl``."""
+        self._live().meta.stream_state(up)
+
     def stat(self, path: str) -> dict[str, Any]:
         """Attributes of ``path``: type, size, mode (POSIX), times, owner, inode, chunks."""
         entry, _ = self._cached(path)

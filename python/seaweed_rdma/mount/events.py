@@ -85,6 +85,9 @@ class MetaEvents:
 
     def _stream_state(self, up: bool) -> None:
         self._up = up
+        # While the stream is up, what the Client holds stays until an event drops it
+        # (every event is applied below); while it is down, it expires by TTL.
+        self._client.stream_state(up)
         if not up:  # changes may be missed until it resumes
             self._to_trio(self._tree.forget_listed)
 

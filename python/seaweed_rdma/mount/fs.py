@@ -297,7 +297,11 @@ class SeaweedOperations(pyfuse3.Operations):
         if flags & WRITE_FLAGS:
             return await self.files.open(inode, flags)
         path = self.inodes.path(inode)
-        view = await self.calls.riding(self.client.view, path)
+        held = self.client.held(path)  # a held, planned file opens with no thread hop
+        if held is not None and held[1] is not None:
+            view = held[1]
+        else:
+            view = await self.calls.riding(self.client.view, path)
         fh = self.handles.open_read(path, inode, view)
         await self.handles.register_native(fh, inode, view)
         keep = self.handles.keep_cache(inode, view.entry.mtime_ns)

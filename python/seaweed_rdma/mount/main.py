@@ -134,8 +134,9 @@ def run_mount(opts: MountOptions) -> int:
                     fast_busy_poll_us=opts.rdma_busy_poll_us,
                     fallback=opts.rdma_fallback or not sidecar,
                     verify=opts.rdma_verify,
-                    # The mount follows the filer's events itself and drops what changed.
-                    meta_stream=False, meta_list_dirs=False)
+                    # The mount follows the filer's events itself (mount/events.py) and
+                    # drops what changed; a directory read is listed once and held.
+                    meta_stream=False, meta_list_dirs=True)
     try:
         root = client.entry(opts.filer_path)
         if not root.is_dir:

@@ -59,6 +59,9 @@ class Tree:
             return pending
         if self.known_absent(path):  # in a directory made here whose names are all known
             raise NotFound(f"{path}: no such file or directory")
+        held = self._client.held(path)  # no filer call: answered on the loop
+        if held is not None:
+            return held[0]
         return await self._calls.riding(self._client.entry, path)
 
     def pending_entry(self, path: str) -> Entry | None:
@@ -140,6 +143,7 @@ class Tree:
 
     def linked(self, path: str) -> None:
         """``path`` was made here as another name of a file (``inodes`` bound it)."""
+        self.forget_path(path)  # a held listing of its directory lacks it
         self._add(path)
         self.dir_times.touch_parent(path)
 
