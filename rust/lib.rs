@@ -4,6 +4,7 @@
 //! - [`fid`]: SeaweedFS file ids (`"3,01637037d6"`).
 //! - [`needle`]: the on-disk needle record (versions 2 and 3) and its CRC32-C.
 //! - [`pages`]: fresh destination memory faulted in ahead of the writes that fill it.
+//! - [`spin`]: whether busy-poll waits are paying, learnt per connection.
 //! - [`volume`]: a read-only view of a volume's `.idx`/`.dat` pair.
 //! - [`plan`]: chunk list -> visible intervals -> needle extents for a byte range.
 //! - [`proto`]: the sidecar wire protocol (`docs/protocol.md`).
@@ -24,6 +25,7 @@ pub mod pages;
 pub mod plan;
 pub mod proto;
 pub mod sidecar;
+pub mod spin;
 pub mod verbs;
 pub mod volume;
 

@@ -19,6 +19,7 @@ use super::types::Failure;
 use super::verbs::lane::LaneLink;
 use super::verbs::Host;
 use crate::proto::{self, HelloAck};
+use crate::spin::SpinGauge;
 
 /// Time left until `deadline`, or `TimedOut` once it has passed.
 fn left(deadline: Instant) -> io::Result<Duration> {
@@ -40,11 +41,20 @@ struct Waiter {
     deadline: Instant,
     spin_until: Option<Instant>,
     spin: Duration,
+    /// Whether this waiter spun at all, and whether it then had to sleep in `poll`.
+    spun: bool,
+    polled: bool,
 }
 
 impl Waiter {
     fn new(deadline: Instant, spin: Duration) -> Waiter {
-        Waiter { deadline, spin_until: None, spin }
+        Waiter { deadline, spin_until: None, spin, spun: false, polled: false }
+    }
+
+    /// Whether the spin paid (`Some(true)`: the socket turned ready while spinning), did
+    /// not (`Some(false)`: it slept in `poll` after all), or there was no spin (`None`).
+    fn spin_paid(&self) -> Option<bool> {
+        self.spun.then_some(!self.polled)
     }
 
     /// Returns once `stream` may be ready for `events` (or spinning says "try again").
@@ -54,9 +64,11 @@ impl Waiter {
         if now < spin_until {
             // Whatever else this CPU has to run goes first: a host with more busy threads
             // than CPUs must not lose a core to the wait.
+            self.spun = true;
             std::thread::yield_now();
             return Ok(());
         }
+        self.polled = true;
         let left = left(self.deadline)?;
         let ms = libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX);
         let mut fd = libc::pollfd { fd: stream.as_raw_fd(), events, revents: 0 };
@@ -129,6 +141,9 @@ pub(super) struct LaneConn {
     next_id: u32,
     /// How long a wait for the sidecar spins before it sleeps in `poll`; set per batch.
     pub(super) spin: Duration,
+    /// Whether this connection's spins have been paying (`spin.rs`): waits do not spin
+    /// while they mostly have not.
+    gauge: SpinGauge,
 }
 
 /// What a new lane connection offers besides tcp.
@@ -204,6 +219,7 @@ impl LaneConn {
             end: 0,
             next_id: 0,
             spin: Duration::ZERO,
+            gauge: SpinGauge::default(),
         })
     }
 
@@ -230,7 +246,7 @@ impl LaneConn {
     /// Fills `dst` from the buffer and then the socket.
     pub(super) fn read_exact(&mut self, dst: &mut [u8], deadline: Instant) -> io::Result<()> {
         let mut got = self.take_buffered(dst);
-        let mut waiter = Waiter::new(deadline, self.spin);
+        let mut waiter = Waiter::new(deadline, self.spin_now());
         while got < dst.len() {
             if dst.len() - got >= self.buf.len() {
                 got += read_some(&mut self.stream, &mut dst[got..], &mut waiter)?;
@@ -239,17 +255,36 @@ impl LaneConn {
                 got += self.take_buffered(&mut dst[got..]);
             }
         }
+        self.learn(&waiter);
         Ok(())
+    }
+
+    /// The spin for the next wait: the batch's, unless this connection's spins have mostly
+    /// not been paying lately.
+    fn spin_now(&self) -> Duration {
+        if self.spin.is_zero() || self.gauge.should_spin() {
+            self.spin
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records whether a finished wait's spin paid.
+    fn learn(&self, waiter: &Waiter) {
+        if let Some(paid) = waiter.spin_paid() {
+            self.gauge.record(paid);
+        }
     }
 
     /// Reads and drops `n` bytes.
     pub(super) fn skip(&mut self, mut n: usize, deadline: Instant) -> io::Result<()> {
-        let mut waiter = Waiter::new(deadline, self.spin);
+        let mut waiter = Waiter::new(deadline, self.spin_now());
         loop {
             let buffered = (self.end - self.pos).min(n);
             self.pos += buffered;
             n -= buffered;
             if n == 0 {
+                self.learn(&waiter);
                 return Ok(());
             }
             self.refill(&mut waiter)?;

@@ -11,12 +11,18 @@
 //! started waiting: the reader starts waiting as soon as it has dispatched a READ, before
 //! that READ is even served, and a window that began then would mostly be spent on the
 //! sidecar's own work.
+//!
+//! A connection whose windows mostly pass with nothing to read stops spinning, bar one
+//! wait in so many, until they pay again (`spin.rs`): on a host with more runnable threads
+//! than CPUs the spin only takes the CPU the client needs to send its next request.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::tcp::OwnedReadHalf;
+
+use crate::spin::SpinGauge;
 
 /// One connection's busy-poll window.
 #[derive(Debug)]
@@ -25,11 +31,18 @@ pub(crate) struct BusyPoll {
     base: Instant,
     /// When the writer last flushed answers, in nanoseconds after `base`.
     answered: AtomicU64,
+    /// Whether this connection's windows have been paying.
+    gauge: SpinGauge,
 }
 
 impl BusyPoll {
     pub(crate) fn new(spin: Duration) -> BusyPoll {
-        BusyPoll { spin, base: Instant::now(), answered: AtomicU64::new(0) }
+        BusyPoll {
+            spin,
+            base: Instant::now(),
+            answered: AtomicU64::new(0),
+            gauge: SpinGauge::default(),
+        }
     }
 
     /// The writer has just put answers on the wire.
@@ -53,16 +66,20 @@ impl BusyPoll {
         rd: &OwnedReadHalf,
         buf: &mut [u8],
     ) -> Option<io::Result<usize>> {
-        if self.spin.is_zero() {
+        if self.spin.is_zero() || !self.gauge.should_spin() {
             return None;
         }
         let started = Instant::now();
         loop {
             match rd.try_read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                read => return Some(read),
+                read => {
+                    self.gauge.record(true);
+                    return Some(read);
+                }
             }
             if Instant::now() >= self.until(started) {
+                self.gauge.record(false);
                 return None;
             }
             // Lets whatever else this CPU has to run go first (a host with more busy
@@ -119,5 +136,24 @@ mod tests {
         assert!(short.read(&rd, &mut buf).await.is_none(), "nothing was sent");
         assert!(t0.elapsed() >= Duration::from_millis(5));
         assert!(BusyPoll::new(Duration::ZERO).read(&rd, &mut buf).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_windows_pass_empty_stops_spinning() {
+        let (rd, _client) = pair().await;
+        let busy = BusyPoll::new(Duration::from_millis(2));
+        let mut buf = [0u8; 4];
+        let misses = crate::spin::FLOOR.unsigned_abs() as usize; // from a new score of 0
+        for _ in 0..misses {
+            let t0 = Instant::now();
+            assert!(busy.read(&rd, &mut buf).await.is_none());
+            assert!(t0.elapsed() >= Duration::from_millis(2), "still spinning");
+        }
+        // Now the windows are skipped: the next waits give up at once.
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(busy.read(&rd, &mut buf).await.is_none());
+        }
+        assert!(t0.elapsed() < Duration::from_millis(2), "{:?}", t0.elapsed());
     }
 }
