@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .handle_table import HandleTable
     from .inodes import InodeTable
     from .tree import Tree
-    from .writes import WriteMount
+    from .uploads import WriteMount
 
 log = logging.getLogger("seaweed_rdma.mount")
 

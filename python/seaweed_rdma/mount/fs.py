@@ -51,7 +51,7 @@ from .name_changes import NameChanges
 from .names import check_length
 from .native import NativeLoop
 from .tree import Tree
-from .writes import WriteMount, WriteOptions
+from .uploads import WriteMount, WriteOptions
 
 log = logging.getLogger("seaweed_rdma.mount")
 T = TypeVar("T")
@@ -122,7 +122,7 @@ class SeaweedOperations(pyfuse3.Operations):
                 concurrent_writers=max(1, opts.concurrent_writers),
                 collection=opts.collection, replication=opts.replication,
                 ttl_sec=opts.ttl_sec, disk_type=opts.disk_type,
-                data_center=opts.data_center), lambda w: self.tree.forget_path(w.path))
+                data_center=opts.data_center), self.tree.forget_path)
         self.files = FileChanges(self.grpc, self.calls, self.inodes, self.tree, self.handles,
                                  self.wm, opts.ttl_sec)
         self.names = NameChanges(self.grpc, self.calls, client, self.inodes, self.tree,
