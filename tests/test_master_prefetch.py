@@ -46,11 +46,11 @@ def test_prefetch_learns_every_volume_in_one_request(cluster: LocalCluster) -> N
         assert master.lookup(vids[0])
 
 
-def test_a_first_read_over_many_volumes_is_right(cluster: LocalCluster) -> None:
+def test_a_first_read_over_many_volumes_is_right(cluster: LocalCluster,
+                                                  sidecars: dict[str, str]) -> None:
     rng = random.Random(27)
     data = rng.randbytes(6 << 20)
     cluster.upload("/first-calls/many.bin", data, max_mb=1)
-    sidecar = cluster.add_sidecar(cluster.volume_servers)
-    with Client(cluster.filer.grpc_address, sidecar=sidecar.address, transport="tcp") as c:
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
         assert c.read("/first-calls/many.bin") == data
         assert c.stats()["fast"]["bytes"] == len(data)
