@@ -354,3 +354,65 @@ impl LaneConn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair: our non-blocking end and the peer's.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (peer, _) = listener.accept().expect("accept");
+        ours.set_nonblocking(true).expect("non-blocking");
+        (ours, peer)
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[test]
+    fn a_wait_tells_whether_its_spin_paid() {
+        let (mut ours, mut peer) = pair();
+        let mut byte = [0u8; 1];
+
+        // Bytes already there: no wait at all, nothing to learn.
+        peer.write_all(b"a").expect("write");
+        let mut waiter = Waiter::new(deadline(), Duration::from_secs(5));
+        while let Err(e) = ours.read(&mut byte) {
+            assert_eq!(e.kind(), ErrorKind::WouldBlock);
+            waiter.wait(&ours, libc::POLLIN).expect("wait");
+        }
+        // (On a slow host the byte may need a few spins to land: then the spin paid.)
+        assert_ne!(waiter.spin_paid(), Some(false));
+
+        // Bytes that come while it spins (the window is 5 s): the spin paid.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            peer.write_all(b"b").expect("write");
+            peer
+        });
+        let mut waiter = Waiter::new(deadline(), Duration::from_secs(5));
+        assert_eq!(read_some(&mut ours, &mut byte, &mut waiter).expect("read"), 1);
+        assert_eq!((byte[0], waiter.spin_paid()), (b'b', Some(true)));
+        let mut peer = writer.join().expect("writer");
+
+        // Bytes that come after a short window: it spun, then slept in poll.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            peer.write_all(b"c").expect("write");
+            peer
+        });
+        let mut waiter = Waiter::new(deadline(), Duration::from_micros(100));
+        assert_eq!(read_some(&mut ours, &mut byte, &mut waiter).expect("read"), 1);
+        assert_eq!((byte[0], waiter.spin_paid()), (b'c', Some(false)));
+        let _peer = writer.join().expect("writer");
+
+        // No spin asked: nothing to learn either way.
+        let waiter = Waiter::new(deadline(), Duration::ZERO);
+        assert_eq!(waiter.spin_paid(), None);
+    }
+}

@@ -237,6 +237,24 @@ fn answers_after_the_busy_poll_window_and_without_one_arrive_whole() {
     }
 }
 
+#[test]
+fn answers_keep_arriving_whole_once_spinning_stops_paying() {
+    // Every answer comes 5 ms late, past a 1 ms window: after a few such waits the
+    // connection stops spinning (`spin.rs`), bar a probe now and then; reads go on, whole,
+    // on the one connection.
+    let server = TestServer::start(needles(0..1, 4096), Mode::StallLate(Duration::from_millis(5)));
+    let busy_poll = Duration::from_millis(1);
+    let engine = Engine::new(EngineConfig { busy_poll, ..cfg(1) }).expect("engine");
+    let mut buf = vec![SENTINEL; 4096];
+    for _ in 0..12 {
+        buf.fill(SENTINEL);
+        let out = engine.read_into(&mut buf, &[op(&server.addr, 0, 0, 4096, 0)]);
+        assert_eq!(out, vec![Ok(())]);
+        assert_eq!(buf, pattern(0, 4096));
+    }
+    assert_eq!((engine.stats().lane_batches, server.accepted()), (12, 1));
+}
+
 fn ranged(dst: &mut [u8]) -> lane::LaneOp<'_> {
     let req = crate::proto::ReadRequest { length: dst.len() as u32, ..Default::default() };
     lane::LaneOp { req, target: lane::Target::Range(dst) }
