@@ -97,6 +97,7 @@ class HeldMetadata:
         # Listings under way: a thread that needs the same directory waits for that one.
         self._listing: dict[str, threading.Event] = {}
         self.counts = {"hits": 0, "fetches": 0, "listings": 0, "held_absent": 0,
+                       "not_held_links": 0,
                        "events": 0, "evictions": 0}
 
     # -- freshness ----------------------------------------------------------------------
@@ -139,7 +140,7 @@ class HeldMetadata:
                 d = self._dirs.get(parent)
                 if held is not None:
                     return held.entry, held.view
-                if d is not None and d.complete:
+                if d is not None and d.complete and _parent(path)[1] not in d.names:
                     self.counts["held_absent"] += 1
                     raise NotFound(f"{path}: no such file or directory on filer "
                                    f"{self._filer.address}")
@@ -248,6 +249,11 @@ class HeldMetadata:
 
     def _put(self, entry: Entry, at: float | None = None) -> None:
         self._drop_entry(entry.path)
+        if entry.hard_link_id:
+            # One of several names of a file: a change through another name (its bytes,
+            # its link count) sends no event for this one, so it is always asked for.
+            self.counts["not_held_links"] += 1
+            return
         path = entry.path
         while path != "/":
             parent, name = _parent(path)

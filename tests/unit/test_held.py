@@ -190,3 +190,23 @@ def test_without_the_stream_entries_expire(tree: Tree) -> None:
     for _ in range(3):
         nothing.get("/d/f0")
     assert (tree.gets, tree.lists) == (5, 0)
+
+
+def test_a_hard_linked_name_is_always_asked_for(tree: Tree) -> None:
+    """A change through another name of a file (its bytes, its link count) sends no event
+    for this name, so no name of a hard-linked file is held; a listing that saw it does not
+    make it absent either."""
+    import dataclasses
+
+    for name in ("/d/f3", "/d/f4"):
+        tree.entries[name] = dataclasses.replace(tree.entries[name], hard_link_id=b"\x01\x02")
+    h = _held(tree)
+    h.get("/d/f0")
+    h.get("/d/f1")  # the directory is listed and held, the two links with it are not
+    assert (tree.gets, tree.lists) == (1, 1)
+    for _ in range(2):
+        assert h.get("/d/f3")[0].hard_link_id == b"\x01\x02"
+    assert tree.gets == 3 and h.counts["held_absent"] == 0
+    assert h.peek("/d/f4") is None and h.peek("/d/f2") is not None
+    h.get("/d/f2")
+    assert tree.gets == 3  # the others are held as before

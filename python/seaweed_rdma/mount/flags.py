@@ -47,8 +47,8 @@ class MountOptions:
     rdma_native_reads: bool = True
     rdma_native_threads: int = 4
     read_only: bool = False
-    cache_meta_ttl_sec: float = 1.0
-    concurrent_readers: int = 32
+    cache_meta_ttl_sec: float = 60.0
+    concurrent_readers: int = 128
     allow_others: bool = True
     auto_unmount: bool = True
     debug: bool = False
@@ -158,12 +158,14 @@ def add_mount_flags(p: FlagParser) -> None:
                    help="fast-path transport: auto (verbs where both ends can, else tcp), "
                         "verbs (RDMA only: with -rdma.fallback=false a read fails rather "
                         "than use anything else) or tcp")
-    p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=1.0,
+    p.add_argument("--cacheMetaTtlSec", dest="cache_meta_ttl_sec", type=float, default=60.0,
                    metavar="SECS",
-                   help="seconds metadata is cached (also the kernel's entry/attr timeout)")
-    p.add_argument("--concurrentReaders", dest="concurrent_readers", type=int, default=32,
+                   help="the kernel's entry/attr timeout, and how long metadata is held "
+                        "while the filer's change stream is down (while it is up, changes "
+                        "elsewhere are applied as they happen); default 60, as weed mount")
+    p.add_argument("--concurrentReaders", dest="concurrent_readers", type=int, default=128,
                    metavar="N",
-                   help="reads served at once")
+                   help="filer and read calls served at once (default 128, as weed mount)")
     p.add_bool("--allowOthers", dest="allow_others", default=True,
                help="let other users use the mount (FUSE allow_other; default on, as "
                     "weed mount; permissions are checked by the kernel from each entry's "
