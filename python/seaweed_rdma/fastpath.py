@@ -177,6 +177,8 @@ class FastPath:
         that have none."""
         todo: list[tuple[RangeRequest, list[str]]] = []
         none: list[RangeRequest] = []
+        if len(reqs) > 1:
+            self._master.prefetch({r.chunk.volume_id for r in reqs})
         for r in reqs:
             candidates = self.targets(r.chunk)
             if not candidates:
