@@ -54,3 +54,26 @@ def test_a_first_read_over_many_volumes_is_right(cluster: LocalCluster,
     with Client(cluster.filer.grpc_address, sidecar=sidecars, transport="tcp") as c:
         assert c.read("/first-calls/many.bin") == data
         assert c.stats()["fast"]["bytes"] == len(data)
+
+
+def test_a_fresh_clients_first_read_asks_the_master_once(
+        cluster: LocalCluster, sidecars: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(28)
+    data = rng.randbytes(6 << 20)
+    cluster.upload("/first-calls/once.bin", data, max_mb=1)
+    asked: list[tuple[str, str]] = []
+    send = httpx.Client.send
+
+    def recording(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        asked.append((request.url.netloc.decode(), request.url.path))
+        return send(self, request, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx.Client, "send", recording)
+    with Client(cluster.filer.grpc_address, sidecar=sidecars, master=cluster.master.address,
+                transport="tcp") as c:
+        vids = {ch.volume_id for ch in c.view("/first-calls/once.bin").chunks}
+        assert len(vids) >= 2
+        assert c.read("/first-calls/once.bin") == data
+        assert c.stats()["fast"]["bytes"] == len(data)
+    to_master = [path for netloc, path in asked if netloc == cluster.master.address]
+    assert to_master == ["/dir/status"], to_master
