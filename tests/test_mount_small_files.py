@@ -54,7 +54,10 @@ def test_a_second_epoch_asks_the_filer_nothing(cluster, tmp_path):  # type: igno
         assert (again["listings"], again["fetches"]) == (meta["listings"], meta["fetches"]), \
             again
         assert again["hits"] > meta["hits"], again  # the kernel did ask; held answered
-        assert m.state()["client"]["http"]["bytes"] == 0
+        state = m.state()
+        assert state["client"]["http"]["bytes"] == 0
+        # Volume locations known: handles were loaded for native reads on the trio thread.
+        assert state["native_reads"]["loads_on_loop"] >= len(files), state["native_reads"]
         # Held is not stale: another writer's overwrite shows (no TTL: the stream says so).
         target = next(iter(files))
         cluster.upload(target, b"rewritten elsewhere")

@@ -32,6 +32,12 @@ class MasterClient:
         self._cache: dict[int, tuple[float, list[str]]] = {}
         self._lock = threading.Lock()
 
+    def known(self, volume_id: int) -> list[str] | None:
+        """The locations of ``volume_id`` if held and fresh, else None; never asks."""
+        with self._lock:
+            hit = self._cache.get(volume_id)
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
     def lookup(self, volume_id: int) -> list[str]:
         """Volume-server base URLs (``http://host:port``) that hold ``volume_id``.
 

@@ -178,7 +178,8 @@ class HandleTable:
         async with self._native_locks.setdefault(fh, trio.Lock()):
             if self._files.get(fh) is None:
                 return  # released meanwhile
-            await self._calls.off_loop(native.load, fh, view)
+            if not native.load_now(fh, view):  # a volume's location must be asked for
+                await self._calls.off_loop(native.load, fh, view)
             h = self._files.get(fh)
             if h is None or h.reader is None or h.reader.view is not view \
                     or inode in self._writers:

@@ -60,6 +60,7 @@ class NativeLoop:
         self._reads = reads
         self._client = client
         self._by_inode: dict[int, set[int]] = {}
+        self._loads = {"loads_on_loop": 0, "loads_off_loop": 0}
 
     @classmethod
     def start(cls, client: Client, opts: MountOptions) -> NativeLoop | None:
@@ -92,9 +93,22 @@ class NativeLoop:
         """Starts answering READs of ``fh`` from ``view``'s chunks. Blocking (it may ask
         the master where volumes are, and plans the chunks): run it off the trio thread,
         then ``track`` the handle there (or ``forget`` it if things changed meanwhile)."""
+        self._load(fh, view, wait=True)
+
+    def load_now(self, fh: int, view: FileView) -> bool:
+        """``load`` when every volume's location is known already, so nothing blocks (it
+        runs on the trio thread, sparing a small file's open a thread hop); False, with
+        nothing done, when one would have to be asked for."""
+        return self._load(fh, view, wait=False)
+
+    def _load(self, fh: int, view: FileView, wait: bool) -> bool:
         fast = self._client.reader.fast
         if fast is None or view.inline is not None:
-            return  # inline bytes are in the entry: pyfuse3 answers those at once
+            return True  # inline bytes are in the entry: pyfuse3 answers those at once
+        master = self._client.master
+        if not wait and any(master.known(c.volume_id) is None for c in view.chunks):
+            return False
+        self._loads["loads_off_loop" if wait else "loads_on_loop"] += 1
         routes: list[ChunkRoute] = []
         for c in view.chunks:
             targets = fast.targets(c)
@@ -103,6 +117,7 @@ class NativeLoop:
             routes.append(ChunkRoute(c.offset, c.size, c.modified_ts_ns, c.whole, sidecar,
                                      vid, key, cookie))
         self._reads.register(fh, routes, view.entry.size)
+        return True
 
     def track(self, fh: int, inode: int) -> None:
         """Notes that ``fh`` (loaded) reads ``inode``, for ``forget_inode``."""
@@ -124,8 +139,9 @@ class NativeLoop:
             self._reads.unregister(fh)
 
     def stats(self) -> dict[str, int]:
-        """The loop's counters (see ``NativeReads.stats``)."""
-        return self._reads.stats()
+        """The loop's counters (see ``NativeReads.stats``), and how many handles were
+        loaded on the trio thread (``load_now``) and off it (``load``)."""
+        return {**self._reads.stats(), **self._loads}
 
     def close(self) -> None:
         """Puts pyfuse3's descriptor back and stops the threads; after pyfuse3's loop
