@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from ._core import decode_filer_masters
 from .addresses import split_host_port
 from .errors import Unreachable
@@ -11,8 +13,13 @@ _METHOD = "/filer_pb.SeaweedFiler/GetFilerConfiguration"
 
 
 def filer_grpc_address(filer: str) -> str:
-    """``host:grpcPort`` of a filer given as ``host:port.grpcPort`` or ``host:port`` (then
-    SeaweedFS's default, HTTP port + 10000)."""
+    """``host:grpcPort`` of a filer given as ``host:port.grpcPort``, or as ``host:port`` or
+    an ``http://host:port`` URL (then SeaweedFS's default, HTTP port + 10000)."""
+    if "://" in filer:  # a URL (``http://host:port``): SeaweedFS's default gRPC port
+        parts = urlsplit(filer)
+        if not parts.hostname or parts.port is None:
+            raise ValueError(f"filer address {filer!r} needs a host and a port")
+        return f"{parts.hostname}:{parts.port + 10000}"
     host, port = split_host_port(filer)
     tail = filer.rpartition(":")[2]
     grpc_port = int(tail.split(".", 1)[1]) if "." in tail else port + 10000
