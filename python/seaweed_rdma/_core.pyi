@@ -191,7 +191,8 @@ class NativeReads:
     def ended(self) -> bool: ...
     def stats(self) -> dict[str, int]:
         """reads, bytes, unregistered, declined, failed, forwarded, split, replies, errors,
-        engine_us, reply_us, most_at_once, registered."""
+        engine_us, reply_us, most_at_once, flushes (of registered handles, answered
+        natively), registered."""
     def close(self) -> None:
         """Puts pyfuse3's descriptor back and stops the threads. Idempotent."""
 

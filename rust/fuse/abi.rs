@@ -13,6 +13,8 @@ pub mod opcode {
     pub const FORGET: u32 = 2;
     /// Answered from the engine when the handle is registered.
     pub const READ: u32 = 15;
+    /// Answered at once when the handle is registered (a registered handle writes nothing).
+    pub const FLUSH: u32 = 25;
     /// Its reply sets `max_write`, which bounds every later request.
     pub const INIT: u32 = 26;
     /// No reply; names the request it interrupts.
@@ -77,6 +79,11 @@ impl ReadIn {
         let body = msg.get(IN_HEADER..)?;
         Some(ReadIn { fh: u64_at(body, 0)?, offset: u64_at(body, 8)?, size: u32_at(body, 16)? })
     }
+}
+
+/// The handle a FLUSH request names (`struct fuse_flush_in`'s first field).
+pub fn flush_fh(msg: &[u8]) -> Option<u64> {
+    u64_at(msg, IN_HEADER)
 }
 
 /// The `unique` of the request an INTERRUPT request names.

@@ -326,3 +326,21 @@ fn a_notification_the_kernel_holds_up_does_not_hold_up_replies() {
     send(&r.python, &out_header(OUT_HEADER, 0, 70));
     assert_eq!(next(&r.kernels[1], 5000).expect("reply 70"), out_header(OUT_HEADER, 0, 70));
 }
+
+#[test]
+fn a_registered_handle_is_flushed_here_and_any_other_goes_to_python() {
+    let r = rig();
+    let flush = |unique: u64, fh: u64| {
+        let mut body = fh.to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0u8; 16]); // unused, padding, lock_owner
+        request(opcode::FLUSH, unique, &body)
+    };
+    send(&r.kernels[1], &flush(30, 7));
+    let reply = next(&r.kernels[1], 5000).expect("a reply");
+    assert_eq!(reply, out_header(OUT_HEADER, 0, 30).to_vec());
+    assert!(next(&r.python, 100).is_none(), "a registered handle's FLUSH stays here");
+    // A handle the loop does not know (a write handle, say) is the Python side's to flush.
+    passes_through(&r.kernels[0], &r.python, &flush(31, 8));
+    let st = r.native.stats();
+    assert_eq!((st.flushes, st.forwarded), (1, 1));
+}

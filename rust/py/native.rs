@@ -168,7 +168,8 @@ impl PyNativeReads {
     /// pyfuse3 instead), forwarded (all requests sent to pyfuse3), split (of those, READs sent in
     /// 64 KiB pieces), replies, errors,
     /// engine_us and reply_us (time native READs spent fetching and replying, summed),
-    /// most_at_once (native READs in the engine at once, at most), registered (handles now).
+    /// most_at_once (native READs in the engine at once, at most), flushes (FLUSHes of
+    /// registered handles answered natively), registered (handles now).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let (s, registered) = self.with(|a| (a.native().stats(), a.native().files().len()));
         let d = PyDict::new(py);
@@ -184,6 +185,7 @@ impl PyNativeReads {
         d.set_item("engine_us", s.engine_us)?;
         d.set_item("reply_us", s.reply_us)?;
         d.set_item("most_at_once", s.most_at_once)?;
+        d.set_item("flushes", s.flushes)?;
         d.set_item("registered", registered)?;
         Ok(d)
     }
