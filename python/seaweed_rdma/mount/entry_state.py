@@ -37,6 +37,10 @@ def entry_size(entry: Any) -> int:
     return max(int(entry.attributes.file_size), end)
 
 
+def _inside(chunk: Any, start: int, end: int) -> bool:
+    return bool(start <= chunk.offset and chunk.offset + chunk.size <= end)
+
+
 def _copy(entry: Any) -> Any:
     out = PB["Entry"]()
     out.CopyFrom(entry)
@@ -53,6 +57,7 @@ class EntryState:
         self._added: list[Any] = []  # chunks uploaded here since the last commit
         self._cut: int | None = None  # base chunks end here (a truncation made here)
         self._floor = 0  # a size set here (truncate, possibly growing the file)
+        self._holes: list[tuple[int, int]] = []  # punched here: base chunks inside dropped
         self._bytes_changed = False  # mtime moves at the commit
         self._attrs: dict[str, int] = {}
         self._xattrs: dict[str, bytes | None] = {}
@@ -150,6 +155,38 @@ class EntryState:
         self._bytes_changed = True
         self._changed()
 
+    def extend(self, size: int) -> None:
+        """``fallocate`` without KEEP_SIZE: the file grows to ``size`` with a hole (it
+        never shrinks)."""
+        if size > self.size:
+            self._floor = size
+            self._bytes_changed = True
+            self._changed()
+
+    def punch(self, start: int, end: int) -> None:
+        """A hole punched (or a range zeroed) in ``[start, end)``: chunks wholly inside
+        it are dropped (those of the base at the merge, so also on a new base), the size
+        stays. The caller writes zeros over what other chunks still cover there."""
+        self._floor = max(self._floor, self.size)
+        self._holes.append((start, end))
+        self._added = [c for c in self._added if not _inside(c, start, end)]
+        self._bytes_changed = True
+        self._changed()
+
+    def covered(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` that chunks of the merged entry cover (sorted,
+        disjoint)."""
+        out: list[tuple[int, int]] = []
+        for c in sorted(self.view().chunks, key=lambda c: c.offset):
+            lo, hi = max(start, c.offset), min(end, c.offset + c.size)
+            if lo >= hi:
+                continue
+            if out and lo <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        return out
+
     def set_attributes(self, values: dict[str, int]) -> None:
         """Attribute changes (``ATTRIBUTE_FIELDS`` names), kept across rebases."""
         unknown = set(values) - ATTRIBUTE_FIELDS
@@ -179,6 +216,7 @@ class EntryState:
         self._added = []
         self._cut = None
         self._floor = 0
+        self._holes = []
         self._bytes_changed = False
         self._attrs.clear()
         self._xattrs.clear()
@@ -197,6 +235,7 @@ class EntryState:
         self._added = []
         self._cut = None
         self._floor = 0
+        self._holes = []
         self._bytes_changed = False
         self._changed()
         return dropped
@@ -213,6 +252,11 @@ class EntryState:
                 if c.offset < self._cut:
                     c.size = min(c.size, self._cut - c.offset)
                     keep.append(c)
+            del e.chunks[:]
+            e.chunks.extend(keep)
+        if self._holes:
+            keep = [c for c in e.chunks
+                    if not any(_inside(c, s, end) for s, end in self._holes)]
             del e.chunks[:]
             e.chunks.extend(keep)
         if self._bytes_changed:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 
 from ..filer_grpc import Conflict, chunk_fids, entry_from_pb, posix_to_go_mode, split_path
+from .fallocate_op import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
 from .name_changes import new_entry, writable
 from .names import utf8_name, utf8_text
 from .writes import FileWriter
@@ -133,6 +134,28 @@ class FileChanges:
         if w is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         return await w.write(off, buf)
+
+    async def fallocate(self, inode: int, fh: int | None, mode: int, offset: int,
+                        length: int) -> None:
+        """``fallocate``: mode 0 (``posix_fallocate``) grows the file, KEEP_SIZE alone
+        changes nothing, PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (with or without KEEP_SIZE)
+        make the range read as zeros; the change is committed like a write. Other modes
+        answer EOPNOTSUPP."""
+        writable(self._wm)
+        zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) \
+                or zero == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE \
+                or (mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        w = self._writer_of(fh) if fh is not None else self._handles.writer(inode)
+        if w is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if zero:
+            await w.zero_range(offset, length, keep_size=bool(mode & FALLOC_FL_KEEP_SIZE))
+        elif not mode & FALLOC_FL_KEEP_SIZE:
+            await w.allocate(offset + length)
 
     async def flush(self, fh: int) -> None:
         """Commits what the file's handles wrote (``flush`` and ``fsync``)."""

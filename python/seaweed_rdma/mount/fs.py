@@ -14,7 +14,8 @@ below, and maps errors to errnos (``fuse_errors``). The owners, each of one piec
 - cached file blocks: ``handles.BlockCache``.
 
 The change logic owns no state: ``file_changes.FileChanges`` (create, write, flush,
-setattr, xattrs), ``name_changes.NameChanges`` (mkdir ... rename) and, for other clients'
+setattr, xattrs, fallocate: pyfuse3 has no such operation, ``fallocate_op`` sets one into
+libfuse), ``name_changes.NameChanges`` (mkdir ... rename) and, for other clients'
 changes, ``events.MetaEvents`` (fed by ``metastream.MetaStream``). Metadata is held for
 ``-cacheMetaTtlSec`` (also the kernel's entry/attr timeout) unless an event drops it
 sooner; reads go through the Client's read path (fast path first, per-extent HTTP
@@ -42,6 +43,7 @@ from ..filer_grpc import FilerGrpc, RetryPolicy
 from ..reader import FileView
 from .calls import FilerCalls
 from .events import MetaEvents
+from .fallocate_op import Fallocate, install
 from .file_changes import XATTR_PREFIX, FileChanges
 from .flags import MountOptions
 from .handle_table import HandleTable
@@ -103,6 +105,7 @@ class SeaweedOperations(pyfuse3.Operations):
         self.ttl = float(opts.cache_meta_ttl_sec)
         self.nursery: trio.Nursery | None = None  # the session's, for reads
         self.native: NativeLoop | None = None  # set once the session is mounted
+        self.fallocate_op: Fallocate | None = None  # set once the session is made
         self._statfs: tuple[int, int, int] = (0, 0, 0)
         self._statfs_at = -STATFS_TTL_S
         # Our own requests carry this signature, so the filer's events for them are skipped.
@@ -134,6 +137,11 @@ class SeaweedOperations(pyfuse3.Operations):
         """The native loop, once the session is mounted (None: it does not run)."""
         self.native = native
         self.handles.attach_native(native)
+
+    def attach_fallocate(self) -> None:
+        """Sets ``fallocate`` into the libfuse session ``pyfuse3.init`` made (pyfuse3 has
+        no such operation; see ``fallocate_op``)."""
+        self.fallocate_op = install(self.fallocate, lambda: self.nursery)
 
     async def background(self) -> None:
         """Runs for the life of the mount: the metadata subscription, and the nursery in
@@ -334,6 +342,12 @@ class SeaweedOperations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return await self.files.write(fh, off, buf)
+
+    @fuse_errors
+    async def fallocate(self, inode: int, fh: int | None, mode: int, offset: int,
+                        length: int) -> None:
+        """Not a pyfuse3 operation: libfuse calls it through ``fallocate_op``."""
+        await self.files.fallocate(inode, fh, mode, offset, length)
 
     @fuse_errors
     async def flush(self, fh: int) -> None:

@@ -155,6 +155,7 @@ def run_mount(opts: MountOptions) -> int:
         if opts.debug:
             fuse_options.add("debug")
         pyfuse3.init(ops, opts.dir, fuse_options)
+        ops.attach_fallocate()
         ops.attach_native(NativeLoop.start(client, opts))
         path = "fast path over " + str(sidecar) if sidecar else "HTTP only"
         if ops.native is not None:

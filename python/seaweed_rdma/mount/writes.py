@@ -421,6 +421,39 @@ class FileWriter:
             self._state.truncate(size)
             self._size = size
 
+    async def allocate(self, end: int) -> None:
+        """``fallocate`` (mode 0, ``posix_fallocate``): the file grows to ``end`` with a
+        hole if it is shorter; nothing else changes (the filer has no reservations)."""
+        if end <= self._size:
+            return
+        self._take_inline()  # an entry with inline bytes has no size of its own
+        self._state.extend(end)
+        self._state.bytes_written()
+        self._size = end
+
+    async def zero_range(self, offset: int, length: int, keep_size: bool) -> None:
+        """``fallocate`` PUNCH_HOLE or ZERO_RANGE: ``[offset, offset+length)`` reads as
+        zeros. Once everything written is in chunks, chunks wholly inside the range leave
+        the entry and zeros are written (as any write) only over what other chunks still
+        cover there. Without ``keep_size`` the file grows to the range's end."""
+        end = offset + length
+        stop = min(end, self._size)
+        if stop > offset:
+            async with self._lock:
+                self._take_inline()
+                await self.drain()  # every byte written so far is in a chunk now
+                self._state.punch(offset, stop)
+                covered = self._state.covered(offset, stop)
+            cs = self._mount.opts.chunk_size
+            for lo, hi in covered:
+                while lo < hi:
+                    n = min(hi - lo, cs - lo % cs)
+                    await self.write(lo, bytes(n))
+                    lo += n
+            self._state.bytes_written()
+        if not keep_size and end > self._size:
+            await self.allocate(end)
+
     # -- another client's change -----------------------------------------------------------
 
     def remote_version(self, entry: Any) -> None:
