@@ -249,8 +249,12 @@ def shapes(cluster: LocalCluster, enc_filer: Server, inline_filer: Server,
 
 @pytest.fixture(scope="session")
 def sidecars(cluster: LocalCluster, shapes: dict[str, Shape]) -> dict[str, str]:
-    """One sidecar per volume server of the session cluster; the ``sidecar=`` mapping."""
-    if not cluster.sidecars:
-        for vs in cluster.volume_servers:
+    """One sidecar per volume server of the session cluster; the ``sidecar=`` mapping.
+
+    Made for each volume server that has none of its own yet: a test that ran first may
+    have added a sidecar over all of them (which the mapping does not name)."""
+    have = cluster.sidecar_map()
+    for vs in cluster.volume_servers:
+        if vs.url not in have:
             cluster.add_sidecar(vs)
     return cluster.sidecar_map()
