@@ -1,15 +1,20 @@
-"""A ``seaweed-rdma mount`` run as a subprocess for tests, always unmounted at the end."""
+"""A ``seaweed-rdma mount`` run as a subprocess for tests, always unmounted at the end; our
+mount beside a ``weed mount`` of the same filer; the fast-path counters of a mount."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from seaweed_rdma.cluster import LocalCluster
 
 
 class Mount:
@@ -44,3 +49,31 @@ class Mount:
     def state(self) -> dict[str, Any]:
         """The mount's own state (inodes, cache, client stats) from its root's xattr."""
         return dict(json.loads(os.getxattr(self.mnt, "user.seaweed_rdma.stats")))
+
+
+@contextlib.contextmanager
+def beside_weed_mount(cluster: LocalCluster, where: Path, flags: list[str]
+                      ) -> Iterator[tuple[Path, Path]]:
+    """(our mount, weed mount) of the same filer root, both under ``where``."""
+    from .conftest import weed_mount  # conftest's fixtures import this module
+
+    (where / "ours").mkdir()
+    ours = Mount([f"-filer={cluster.filer.grpc_address}", *flags], where / "ours",
+                 where / "ours.log")
+    try:
+        with weed_mount(cluster.filer, where) as weed:
+            yield ours.mnt, weed
+    finally:
+        assert ours.stop() == 0, ours.log.read_text()[-3000:]
+
+
+def fast_bytes(state: dict[str, Any]) -> int:
+    """Bytes the mount read over the fast path: its native read loop's and Python's."""
+    native = state["native_reads"] or {}
+    return int(native.get("bytes", 0)) + int(state["client"]["fast"]["bytes"])
+
+
+def fast_failures(state: dict[str, Any]) -> int:
+    """Reads that left the fast path: the native loop's failed READs, Python's fallbacks."""
+    native = state["native_reads"] or {}
+    return int(native.get("failed", 0)) + int(state["client"]["fallbacks"])

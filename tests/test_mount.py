@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .conftest import FUSE_OK, Shape
-from .mounts import Mount
+from .mounts import Mount, fast_bytes, fast_failures
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
@@ -50,21 +50,9 @@ def _local(m: Mount, s: Shape) -> Path:
     return m.mnt / s.path.lstrip("/")
 
 
-def _fast_bytes(state: dict[str, Any]) -> int:
-    """Bytes the mount read over the fast path: its native read loop's and Python's."""
-    native = state["native_reads"] or {}
-    return int(native.get("bytes", 0)) + int(state["client"]["fast"]["bytes"])
-
-
-def _fast_failures(state: dict[str, Any]) -> int:
-    """Reads that left the fast path: the native loop's failed READs, Python's fallbacks."""
-    native = state["native_reads"] or {}
-    return int(native.get("failed", 0)) + int(state["client"]["fallbacks"])
-
-
 def _served(state: dict[str, Any]) -> int:
     """What the mount has answered reads with: fast path, HTTP and its block cache."""
-    return (_fast_bytes(state) + int(state["client"]["http"]["bytes"])
+    return (fast_bytes(state) + int(state["client"]["http"]["bytes"])
             + int(state["cache_hits"]))
 
 
@@ -199,16 +187,16 @@ def test_sidecar_killed_during_cat(cluster, shapes, tmp_path):  # type: ignore[n
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
             head = f.read(256 << 10)
             before = m.state()
-            assert _fast_bytes(before) >= len(head), before
+            assert fast_bytes(before) >= len(head), before
             assert before["client"]["http"]["bytes"] == 0, before
-            assert _fast_failures(before) == 0, before
+            assert fast_failures(before) == 0, before
             sc.sigkill()
             assert sc.proc.poll() is not None
             rest = f.read()
         assert head + rest == s.data
         after = m.state()
         # Everything after the head, at least, came over HTTP, each piece after a failure.
-        assert after["client"]["http"]["bytes"] >= len(rest) and _fast_failures(after) > 0, after
+        assert after["client"]["http"]["bytes"] >= len(rest) and fast_failures(after) > 0, after
         served = _served(after)
         for _ in range(3):
             # Each cat must reach the mount, not the page cache.

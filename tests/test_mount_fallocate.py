@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from .conftest import FUSE_OK, weed_mount
-from .mounts import Mount
+from .mounts import beside_weed_mount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
@@ -41,15 +41,8 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> int:
 @pytest.fixture(scope="module")
 def mounts(cluster, tmp_path_factory) -> Iterator[tuple[Path, Path]]:  # type: ignore[no-untyped-def]
     """(our mount, weed mount) of the same filer root."""
-    where = tmp_path_factory.mktemp("fallocate")
-    (where / "ours").mkdir()
-    ours = Mount([f"-filer={cluster.filer.grpc_address}", *FLAGS], where / "ours",
-                 where / "ours.log")
-    try:
-        with weed_mount(cluster.filer, where) as weed:
-            yield ours.mnt, weed
-    finally:
-        assert ours.stop() == 0, ours.log.read_text()[-3000:]
+    with beside_weed_mount(cluster, tmp_path_factory.mktemp("fallocate"), FLAGS) as pair:
+        yield pair
 
 
 def _written(path: Path, seed: int) -> bytearray:

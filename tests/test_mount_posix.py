@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import FUSE_OK, weed_mount
-from .mounts import Mount
+from .conftest import FUSE_OK
+from .mounts import beside_weed_mount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
@@ -34,15 +34,8 @@ FLAGS = ["-chunkSizeLimitMB=1", "-cacheCapacityMB=0"]  # as conftest's weed moun
 @pytest.fixture(scope="module")
 def mounts(cluster, tmp_path_factory) -> Iterator[tuple[Path, Path]]:  # type: ignore[no-untyped-def]
     """(our mount, weed mount) of the same filer root."""
-    where = tmp_path_factory.mktemp("posix")
-    (where / "ours").mkdir()
-    ours = Mount([f"-filer={cluster.filer.grpc_address}", *FLAGS], where / "ours",
-                 where / "ours.log")
-    try:
-        with weed_mount(cluster.filer, where) as weed:
-            yield ours.mnt, weed
-    finally:
-        assert ours.stop() == 0, ours.log.read_text()[-3000:]
+    with beside_weed_mount(cluster, tmp_path_factory.mktemp("posix"), FLAGS) as pair:
+        yield pair
 
 
 def _fresh(root: Path, name: str) -> Path:

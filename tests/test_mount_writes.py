@@ -15,7 +15,6 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +23,7 @@ from seaweed_rdma import Client
 from seaweed_rdma.cluster import LocalCluster
 
 from .conftest import FUSE_OK, weed_mount
-from .mounts import Mount
+from .mounts import Mount, fast_bytes, fast_failures
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
@@ -487,18 +486,6 @@ def test_kill_9_during_writes_leaves_only_whole_files(cluster, tmp_path):  # typ
     shutil.rmtree(tmp_path / "mnt", ignore_errors=True)
 
 
-def _fast_bytes(state: dict[str, Any]) -> int:
-    """Bytes the mount read over the fast path: its native read loop's and Python's."""
-    native = state["native_reads"] or {}
-    return int(native.get("bytes", 0)) + int(state["client"]["fast"]["bytes"])
-
-
-def _fast_failures(state: dict[str, Any]) -> int:
-    """Reads that left the fast path: the native loop's failed READs, Python's fallbacks."""
-    native = state["native_reads"] or {}
-    return int(native.get("failed", 0)) + int(state["client"]["fallbacks"])
-
-
 def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # type: ignore[no-untyped-def]
     """Writes and reads through the mount go on, right, when the sidecar dies midway.
 
@@ -520,9 +507,9 @@ def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # ty
         for step in range(24):
             if step == 6:
                 before = m.state()
-                assert _fast_bytes(before) > 0, before
+                assert fast_bytes(before) > 0, before
                 assert before["client"]["http"]["bytes"] == 0, before
-                assert _fast_failures(before) == 0, before
+                assert fast_failures(before) == 0, before
                 sc.sigkill()
                 assert sc.proc.poll() is not None
             name = f"w{step % 5}"
@@ -535,7 +522,7 @@ def test_sidecar_stopped_during_mixed_reads_and_writes(cluster, tmp_path):  # ty
             for k in rng.sample(sorted(want), 3):
                 assert (base / k).read_bytes() == want[k], (step, k)
         after = m.state()
-        assert after["client"]["http"]["bytes"] > 0 and _fast_failures(after) > 0, after
+        assert after["client"]["http"]["bytes"] > 0 and fast_failures(after) > 0, after
         assert after["writes"]["upload_failures"] == 0, after["writes"]
     finally:
         assert m.stop() == 0
