@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("trio", reason="the mount's parts need trio")
 
-from seaweed_rdma.mount.handles import BLOCK, BlockCache
+from seaweed_rdma.mount.blocks import BLOCK, BlockCache
 
 
 def key(i: int) -> tuple[str, int, int, int]:

@@ -7,7 +7,7 @@ import mmap
 
 import trio
 
-from seaweed_rdma.mount.handles import BLOCK, BlockCache, Run
+from seaweed_rdma.mount.blocks import BLOCK, BlockCache, Run
 
 
 def _fill(cache: BlockCache, index: int, byte: int) -> tuple[object, mmap.mmap]:

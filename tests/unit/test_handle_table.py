@@ -12,8 +12,8 @@ pyfuse3 = pytest.importorskip("pyfuse3", reason="the mount's parts need pyfuse3"
 trio = pytest.importorskip("trio")
 
 from seaweed_rdma.filer_grpc import PB  # noqa: E402
+from seaweed_rdma.mount.blocks import BlockCache  # noqa: E402
 from seaweed_rdma.mount.handle_table import HandleTable  # noqa: E402
-from seaweed_rdma.mount.handles import BlockCache  # noqa: E402
 from seaweed_rdma.mount.inodes import InodeTable  # noqa: E402
 from seaweed_rdma.mount.tree import Tree  # noqa: E402
 

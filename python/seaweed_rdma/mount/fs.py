@@ -11,7 +11,7 @@ below, and maps errors to errnos (``fuse_errors``). The owners, each of one piec
   ``held.HeldMetadata``, reached through ``Client.entry``/``invalidate``;
 - handle state (open handles, their readers and writers, files unlinked while open, native
   registrations): ``handle_table.HandleTable``;
-- cached file blocks: ``handles.BlockCache``.
+- cached file blocks: ``blocks.BlockCache``.
 
 The change logic owns no state: ``file_changes.FileChanges`` (create, write, flush,
 setattr, xattrs, fallocate: pyfuse3 has no such operation, ``fallocate_op`` sets one into
@@ -41,13 +41,13 @@ from ..errors import SeaweedRdmaError
 from ..filer import Entry
 from ..filer_grpc import FilerGrpc, RetryPolicy
 from ..reader import FileView
+from .blocks import BlockCache
 from .calls import FilerCalls
 from .events import MetaEvents
 from .fallocate_op import Fallocate, install
 from .file_changes import XATTR_PREFIX, FileChanges
 from .flags import MountOptions
 from .handle_table import HandleTable
-from .handles import BlockCache
 from .inodes import InodeTable
 from .name_changes import NameChanges
 from .names import check_length

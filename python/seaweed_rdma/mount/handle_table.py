@@ -3,7 +3,7 @@
 It holds, and nothing else changes:
 
 - handle numbers, and for each open file handle a ``Handle``: the inode it is open on
-  and, for a read handle, the block reader (``handles.OpenFile``) of the version it reads;
+  and, for a read handle, the block reader (``blocks.OpenFile``) of the version it reads;
 - the open directory handles, each with the listing it was opened with;
 - the writers (``writes.FileWriter``) of files open for writing here, one per inode and
   shared by all of its handles: every handle of such a file, read or write, reads through
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..filer_grpc import entry_from_pb
-from .handles import OpenFile
+from .blocks import OpenFile
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..filer import Entry
     from ..reader import FileView
+    from .blocks import BlockCache
     from .calls import FilerCalls
-    from .handles import BlockCache
     from .native import NativeLoop
     from .writes import FileWriter
 

@@ -29,9 +29,9 @@ from .dir_times import DirTimes
 if TYPE_CHECKING:
     from ..client import Client
     from ..filer import Entry
+    from .blocks import BlockCache
     from .calls import FilerCalls
     from .handle_table import HandleTable
-    from .handles import BlockCache
     from .inodes import InodeTable
 
 
