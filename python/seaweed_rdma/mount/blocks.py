@@ -105,12 +105,8 @@ class BlockCache:
             if self._used <= self.capacity or len(self._blocks) <= 1:
                 break
             old = self._blocks[old_key]
-            if not old.done.is_set():
-                continue
-            del self._blocks[old_key]
-            self._used -= len(old.data or b"")
-            old.evicted = True
-            self._release(old)
+            if old.done.is_set():
+                self._evict(old_key, old)
 
     def invalidate_path(self, path: str) -> int:
         """Drops the finished blocks of every version of ``path`` (the file changed, was
@@ -119,14 +115,17 @@ class BlockCache:
         dropped = 0
         for key in [k for k in self._blocks if k[0] == path]:
             b = self._blocks[key]
-            if not b.done.is_set():
-                continue
-            del self._blocks[key]
-            self._used -= len(b.data or b"")
-            b.evicted = True
-            self._release(b)
-            dropped += 1
+            if b.done.is_set():
+                self._evict(key, b)
+                dropped += 1
         return dropped
+
+    def _evict(self, key: Key, b: Block) -> None:
+        """Drops a finished block (pinned ones are released when their reader unpins)."""
+        del self._blocks[key]
+        self._used -= len(b.data or b"")
+        b.evicted = True
+        self._release(b)
 
     @staticmethod
     def pin(blocks: list[Block]) -> None:
