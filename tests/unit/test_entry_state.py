@@ -108,3 +108,37 @@ def test_inline_bytes_are_the_content_until_changed() -> None:
 def test_only_attributes_a_handle_sets_are_accepted() -> None:
     with pytest.raises(ValueError):
         EntryState(entry()).set_attributes({"file_size": 3})
+
+
+def test_to_send_adding_lays_chunks_on_top_and_changes_nothing() -> None:
+    base = PB["Entry"](name="f")
+    base.chunks.add(file_id="1,a", offset=0, size=100, modified_ts_ns=1)
+    base.attributes.file_size = 100
+    s = EntryState(base)
+    version = s.version
+    new = PB["FileChunk"](file_id="2,b", offset=100, size=50, modified_ts_ns=2)
+    out = s.to_send(9_000_000_000, adding=[new])
+    assert [c.file_id for c in out.chunks] == ["1,a", "2,b"]
+    assert out.attributes.file_size == 150 and out.attributes.mtime == 9
+    assert out.attributes.ctime == 9
+    # Nothing changed here: the merged view and the size are still the base's.
+    assert s.version == version and not s.dirty and s.size == 100
+    assert [c.file_id for c in s.view().chunks] == ["1,a"]
+    # Once added, the same entry is what to_send gives.
+    s.add_chunks([new])
+    assert s.to_send(9_000_000_000) == out
+
+
+def test_committed_keeps_chunks_added_after_the_entry_was_built() -> None:
+    """An upload that ends while the entry is being written (another handle's write) is
+    not dropped by the commit: it stays a change, for the next commit."""
+    s = EntryState(PB["Entry"](name="f"))
+    s.add_chunks([PB["FileChunk"](file_id="1,a", offset=0, size=10, modified_ts_ns=1)])
+    sent = s.to_send(1)
+    s.add_chunks([PB["FileChunk"](file_id="1,b", offset=10, size=10, modified_ts_ns=2)])
+    s.committed(sent)
+    assert s.base_fids == ["1,a"]
+    assert s.dirty and s.bytes_changed and s.size == 20
+    assert [c.file_id for c in s.to_send(2).chunks] == ["1,a", "1,b"]
+    s.committed(s.to_send(2))
+    assert not s.dirty and s.base_fids == ["1,a", "1,b"]

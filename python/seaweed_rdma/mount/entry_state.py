@@ -20,6 +20,7 @@ client's content supersedes them (``supersede``), the byte changes are dropped, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..filer_grpc import PB, chunk_fids
@@ -84,10 +85,13 @@ class EntryState:
     @property
     def size(self) -> int:
         """The size of the merged entry."""
+        return self._size_with(())
+
+    def _size_with(self, adding: Sequence[Any]) -> int:
         base = entry_size(self._base)
         if self._cut is not None:
             base = min(base, self._cut)
-        end = max((c.offset + c.size for c in self._added), default=0)
+        end = max((c.offset + c.size for c in [*self._added, *adding]), default=0)
         return max(base, end, self._floor)
 
     def inline_content(self) -> bytes | None:
@@ -119,14 +123,17 @@ class EntryState:
             self._view = self._merge()
         return self._view
 
-    def to_send(self, now_ns: int) -> Any:
-        """The entry to write now: the merged one with its times moved for the changes."""
-        e = _copy(self.view())
+    def to_send(self, now_ns: int, adding: Sequence[Any] = ()) -> Any:
+        """The entry to write now: the merged one with its times moved for the changes.
+        ``adding``: chunks being uploaded, laid on top as ``add_chunks`` will lay them
+        (nothing here changes: the caller adds them once they are stored)."""
+        e = _copy(self.view()) if not adding else self._merge(adding)
+        changed = self._bytes_changed or bool(adding)
         a = e.attributes
         sec, ns = divmod(now_ns, 1_000_000_000)
-        if self._bytes_changed:
+        if changed:
             a.mtime, a.mtime_ns = sec, ns
-        if self._bytes_changed or self._attrs or self._xattrs:
+        if changed or self._attrs or self._xattrs:
             a.ctime, a.ctime_ns = sec, ns
         for name, value in self._attrs.items():  # explicit times win over the above
             setattr(a, name, value)
@@ -210,14 +217,18 @@ class EntryState:
     # -- the base moves --------------------------------------------------------------------
 
     def committed(self, sent: Any) -> None:
-        """``sent`` is now the filer's version: it becomes the base, with no changes."""
+        """``sent`` is now the filer's version: it becomes the base, with no changes but
+        chunks added after it was built (an upload that ended while it was being written:
+        they go with the next commit)."""
+        fids = set(chunk_fids(sent))
+        later = [c for c in self._added if c.file_id not in fids]
         self._base = _copy(sent)
         self._base_fids = chunk_fids(sent)
-        self._added = []
+        self._added = later
         self._cut = None
         self._floor = 0
         self._holes = []
-        self._bytes_changed = False
+        self._bytes_changed = bool(later)
         self._attrs.clear()
         self._xattrs.clear()
         self._changed()
@@ -244,7 +255,7 @@ class EntryState:
         self._view = None
         self.version += 1
 
-    def _merge(self) -> Any:
+    def _merge(self, adding: Sequence[Any] = ()) -> Any:
         e = _copy(self._base)
         if self._cut is not None:
             keep = []
@@ -259,11 +270,12 @@ class EntryState:
                     if not any(_inside(c, s, end) for s, end in self._holes)]
             del e.chunks[:]
             e.chunks.extend(keep)
-        if self._bytes_changed:
+        if self._bytes_changed or adding:
             # Inline bytes were turned into chunks by the writer before its first change.
             e.content = b""
             e.chunks.extend(self._added)
-            e.attributes.file_size = self.size
+            e.chunks.extend(adding)
+            e.attributes.file_size = self._size_with(adding)
         for key, value in self._xattrs.items():
             if value is None:
                 e.extended.pop(key, None)

@@ -3,7 +3,10 @@
 volume servers), the upload slots (``-concurrentWriters``) and the ``modified_ts_ns`` clock.
 
 A chunk's upload tries up to ``UPLOAD_ATTEMPTS`` assignments, as ``weed mount`` retries;
-file ids are asked for ``ASSIGN_BATCH`` at a time per directory and used only while fresh.
+file ids are asked for ``ASSIGN_BATCH`` at a time per directory, used only while fresh, and
+asked for again in the background before they run out. Chunks go over kept-alive
+connections (``keepalive``). ``upload_and_save`` stores a small commit's ranges and writes
+its entry in one blocking call.
 What a failed upload means for the file's bytes is ``writes.FileWriter``'s to decide.
 """
 
@@ -13,21 +16,23 @@ import base64
 import errno
 import functools
 import hashlib
+import http.client
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import trio
 
 from ..errors import SeaweedRdmaError
 from ..filer_grpc import Assignment, FilerGrpc, FilerRpcError, FilerUnreachable, split_path
+from .keepalive import KeepAlivePool
 
 UPLOAD_ATTEMPTS = 3  # each on a new assignment, as weed mount retries
 ASSIGNMENT_FRESH_S = 10.0  # an assignment made ahead is used only this soon
-ASSIGN_BATCH = 8  # file ids asked for at once (per directory; see Uploader.assign)
+ASSIGN_BATCH = 16  # file ids asked for at once (per directory; see Uploader.assign)
+REFILL_AHEAD_S = 3.0  # ids are asked for again this long before those at hand go stale
 
 
 class WriteFailed(SeaweedRdmaError):
@@ -51,22 +56,22 @@ class WriteOptions:
 
 
 class Uploader:
-    """Assigns a file id through the filer and POSTs one needle to the volume server,
-    trying a new assignment when a volume server fails. Blocking: run it off the loop."""
+    """Assigns a file id through the filer and POSTs one needle to the volume server (on
+    kept-alive connections, ``keepalive``), trying a new assignment when a volume server
+    fails. Blocking: run it off the loop."""
 
     def __init__(self, grpc: FilerGrpc, opts: WriteOptions) -> None:
         self.grpc = grpc
         self.opts = opts
-        n = max(4, opts.concurrent_writers)
-        self.http = httpx.Client(timeout=httpx.Timeout(60.0, connect=5.0),
-                                 limits=httpx.Limits(max_connections=n,
-                                                     max_keepalive_connections=n))
+        self.http = KeepAlivePool(max(4, opts.concurrent_writers))
         self._pool: dict[str, list[tuple[Assignment, float]]] = {}
         self._pool_lock = threading.Lock()
+        self._refilling: set[str] = set()  # directories whose next batch is being asked for
         self.uploads = 0
         self.bytes = 0
         self.retries = 0
         self.failures = 0
+        self.small_commits = 0  # commits done by upload_and_save (uploads and entry)
 
     def close(self) -> None:
         """Closes the HTTP connections."""
@@ -77,6 +82,36 @@ class Uploader:
         ids come ``ASSIGN_BATCH`` at a time per directory (the filer's path rules are
         per directory), each used once and only while fresh: small files written one
         after another cost one ``AssignVolume`` per batch, not one each."""
+        a = self.pooled(path)
+        if a is not None:
+            return a
+        got = self._assign_batch(path)
+        self._pool_add(path, got[1:])
+        return got[0]
+
+    def _assign_batch(self, path: str) -> tuple[Assignment, ...]:
+        return self.grpc.assign_many(path=path, count=ASSIGN_BATCH,
+                                     collection=self.opts.collection,
+                                     replication=self.opts.replication,
+                                     ttl_sec=self.opts.ttl_sec, disk_type=self.opts.disk_type,
+                                     data_center=self.opts.data_center)
+
+    def _pool_add(self, path: str, got: tuple[Assignment, ...]) -> None:
+        if not got:
+            return
+        directory = split_path(path)[0]
+        now = time.monotonic()
+        with self._pool_lock:
+            if directory not in self._pool and len(self._pool) >= 256:
+                self._pool.pop(next(iter(self._pool)))  # bounded: the oldest directory goes
+            # Newest at the front: ids are taken from the end, the oldest first.
+            self._pool[directory] = [(a, now) for a in reversed(got)] + \
+                self._pool.get(directory, [])
+
+    def pooled(self, path: str) -> Assignment | None:
+        """A fresh file id for a chunk of ``path`` from those asked for ahead, or None
+        (then ``assign`` asks the filer). Never blocks on the network: the trio thread
+        takes ids with it, sparing a thread hop per small file."""
         directory = split_path(path)[0]
         now = time.monotonic()
         with self._pool_lock:
@@ -86,18 +121,66 @@ class Uploader:
                 if now - at < ASSIGNMENT_FRESH_S:
                     return a
             self._pool.pop(directory, None)
-        got = self.grpc.assign_many(path=path, count=ASSIGN_BATCH,
-                                    collection=self.opts.collection,
-                                    replication=self.opts.replication,
-                                    ttl_sec=self.opts.ttl_sec, disk_type=self.opts.disk_type,
-                                    data_center=self.opts.data_center)
-        if len(got) > 1:
+        return None
+
+    def needs_refill(self, path: str) -> bool:
+        """True (once, until ``refill`` ends) when the ids at hand for ``path``'s
+        directory run low: the caller asks for the next batch in the background, so a
+        burst of small files never waits for ``AssignVolume`` at a close."""
+        directory = split_path(path)[0]
+        # Ids that go stale within REFILL_AHEAD_S count as gone already.
+        since = time.monotonic() - (ASSIGNMENT_FRESH_S - REFILL_AHEAD_S)
+        with self._pool_lock:
+            usable = sum(1 for _, at in self._pool.get(directory, ()) if at > since)
+            if directory in self._refilling or usable >= ASSIGN_BATCH // 4:
+                return False
+            self._refilling.add(directory)
+            return True
+
+    def refill(self, path: str) -> None:
+        """Asks for a batch of ids for ``path``'s directory and keeps them all (after
+        ``needs_refill``; a failure is left to the upload that finds none)."""
+        try:
+            self._pool_add(path, self._assign_batch(path))
+        except Exception:  # (runs in the mount's nursery: must not end it)
+            pass
+        finally:
             with self._pool_lock:
-                if len(self._pool) >= 256:  # bounded: the oldest directory goes
-                    self._pool.pop(next(iter(self._pool)))
-                self._pool.setdefault(directory, []).extend(
-                    (a, now) for a in reversed(got[1:]))
-        return got[0]
+                self._refilling.discard(split_path(path)[0])
+
+    def upload_and_save(self, path: str, uploads: list[tuple[Assignment, bytes]],
+                        entry: Any, directory: str, expect_fids: list[str] | None,
+                        out: SmallCommit) -> None:
+        """Stores each ``(assignment, bytes)`` (as ``upload``), then, only if every one was
+        stored under its assignment's file id (the ids ``entry`` names), writes ``entry``:
+        ``CreateEntry`` under IF_NOT_EXISTS when ``expect_fids`` is None, else
+        ``UpdateEntry`` under IF_CHUNKS_EQUAL ``expect_fids``. Fills in the e_tags of
+        ``entry``'s chunks. Results go to ``out``; a failed entry write leaves
+        ``out.saved`` False (the caller's usual commit writes it, with its own handling of
+        conflicts and outages)."""
+        for a, data in uploads:
+            try:
+                out.stored.append(self.upload(path, data, a))
+            except WriteFailed as e:
+                out.error = e
+                return
+        etags = dict(out.stored)
+        if any(fid != a.file_id for (a, _), (fid, _) in zip(uploads, out.stored, strict=True)):
+            return
+        for c in entry.chunks:
+            if c.file_id in etags:
+                c.e_tag = etags[c.file_id]
+        try:
+            if expect_fids is None:
+                self.grpc.create(directory, entry, False, True)
+            else:
+                self.grpc.update(directory, entry, expect_fids)
+        except FilerUnreachable:
+            raise  # ridden through already: the commit fails now, as the usual one would
+        except FilerRpcError:
+            return
+        out.saved = True
+        self.small_commits += 1
 
     def upload(self, path: str, data: bytes, first: Assignment | None = None
                ) -> tuple[str, str]:
@@ -124,13 +207,13 @@ class Uploader:
             if a.auth:
                 headers["Authorization"] = f"BEARER {a.auth}"
             try:
-                r = self.http.post(f"http://{a.url}/{a.file_id}", headers=headers,
-                                   content=data)
-            except httpx.HTTPError as e:
+                status, text = self.http.post(a.url, f"/{a.file_id}", data, headers)
+            except (OSError, http.client.HTTPException) as e:
                 reasons.append(f"POST {a.url}/{a.file_id}: {e!r}")
                 continue
-            if r.status_code >= 300:
-                reasons.append(f"POST {a.url}/{a.file_id}: HTTP {r.status_code} {r.text[:200]}")
+            if status >= 300:
+                reasons.append(f"POST {a.url}/{a.file_id}: HTTP {status} "
+                               f"{text[:200].decode(errors='replace')}")
                 continue
             self.uploads += 1
             self.bytes += len(data)
@@ -138,6 +221,18 @@ class Uploader:
         self.failures += 1
         raise WriteFailed(f"{path}: upload of {len(data)} bytes failed on "
                           f"{len(reasons)} assignments: {'; '.join(reasons)}")
+
+
+@dataclass
+class SmallCommit:
+    """What ``Uploader.upload_and_save`` did, filled in as it goes (so a caller sees the
+    uploads that were stored even when the call ended otherwise): ``(file_id, e_tag)`` per
+    upload stored, in order; the upload error that stopped it; whether the entry was
+    written."""
+
+    stored: list[tuple[str, str]] = field(default_factory=list)
+    error: BaseException | None = None
+    saved: bool = False
 
 
 class WriteMount:
@@ -188,4 +283,5 @@ class WriteMount:
         """Upload counters."""
         u = self.uploader
         return {"uploads": u.uploads, "upload_bytes": u.bytes, "upload_retries": u.retries,
-                "upload_failures": u.failures}
+                "upload_failures": u.failures, "small_commits": u.small_commits,
+                "upload_connects": u.http.connects}

@@ -13,7 +13,9 @@ the newer bytes win, as the filer's readers resolve overlaps.
 
 Nothing reaches the filer's entry until a commit (``flush``, ``fsync``, ``release``, and
 before metadata changes): it waits for every upload of the file and then writes the
-entry with its new chunk list in one ``UpdateEntry``/``CreateEntry``. So other clients see
+entry with its new chunk list in one ``UpdateEntry``/``CreateEntry``. A small commit (a
+small file's close, a database's fsync) does its uploads and that entry write in one
+worker-thread call (``_commit_small``). So other clients see
 either the previous version or the new one, never a half-written file. The entry written
 is the filer's version this writer last saw with its own changes on top, sent under the
 filer's condition that it still has that version (``entry_state``): another client's
@@ -33,6 +35,7 @@ over them in the order they were written.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -44,13 +47,17 @@ import trio
 from ..filer_grpc import PB, Assignment, Conflict, FilerRpcError, entry_from_pb, split_path
 from ..reader import FileView, ReadPath
 from .entry_state import EntryState
-from .uploads import ASSIGNMENT_FRESH_S, WriteFailed, WriteMount
+from .uploads import ASSIGNMENT_FRESH_S, SmallCommit, WriteFailed, WriteMount
 
 log = logging.getLogger("seaweed_rdma.mount")
 
 MAX_DIRTY_PAGES = 16  # per file; beyond it the least recently written page is uploaded
 SAVE_ATTEMPTS = 5  # entry writes refused because another client changed the file meanwhile
 RENAME_WAIT_S = 2.0  # how long a commit that finds no entry waits for a rename's event
+# A commit this small (dirty ranges, bytes) and with nothing else pending is done in one
+# worker-thread call (``FileWriter._commit_small``).
+SMALL_COMMIT_PIECES = 4
+SMALL_COMMIT_BYTES = 1 << 20
 
 
 @dataclass
@@ -263,11 +270,25 @@ class FileWriter:
         self._mount.nursery.start_soon(self._upload, s)
 
     def assign_ahead(self) -> None:
-        """Asks for the first chunk's assignment now, in the background (once): called at
-        the first write, and at create, since a new file is about to be written."""
+        """Asks for the first chunk's assignment now (once): called at the first write,
+        and at create, since a new file is about to be written. One asked for ahead is
+        taken at once; otherwise a batch is asked for in the background."""
         if self._ahead_done is None and self._mount.nursery is not None:
             self._ahead_done = trio.Event()
-            self._mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
+            uploader = self._mount.uploader
+            a = uploader.pooled(self.path)
+            if a is None:
+                self._mount.nursery.start_soon(self._assign_ahead, self._ahead_done)
+                return
+            self._ahead, self._ahead_at = a, time.monotonic()
+            self._ahead_done.set()
+            self._refill_soon()
+
+    def _refill_soon(self) -> None:
+        """Asks for more file ids in the background when those at hand run low."""
+        uploader = self._mount.uploader
+        if self._mount.nursery is not None and uploader.needs_refill(self.path):
+            self._mount.nursery.start_soon(self._mount.off_loop, uploader.refill, self.path)
 
     async def _assign_ahead(self, done: trio.Event) -> None:
         try:
@@ -354,8 +375,97 @@ class FileWriter:
         write based on the filer's version. Raises ``WriteFailed`` (EIO) if an upload
         failed; the bytes stay buffered, and the next commit tries again."""
         async with self._lock:
+            if await self._commit_small():
+                return
             await self.drain()
             await self._save()
+
+    def _small_pieces(self) -> list[tuple[Sealed, int, int, Assignment]] | None:
+        """What ``_commit_small`` uploads: every dirty range, each with a file id at hand
+        (none asked for now), when nothing else is pending; None otherwise."""
+        if self._sealed or self._retry or not self._pages or self.unlinked:
+            return None
+        ranges = [(p, s, e) for p in self._pages.values() for s, e in p.ranges]
+        if not ranges or len(ranges) > SMALL_COMMIT_PIECES or \
+                sum(e - s for _, s, e in ranges) > SMALL_COMMIT_BYTES:
+            return None
+        got: list[Assignment] = []
+        if self._ahead_done is not None and self._ahead_done.is_set():
+            a, self._ahead = self._ahead, None
+            if a is not None and time.monotonic() - self._ahead_at <= ASSIGNMENT_FRESH_S:
+                got.append(a)
+        while len(got) < len(ranges):
+            a = self._mount.uploader.pooled(self.path)
+            if a is None:
+                break
+            got.append(a)
+        self._refill_soon()
+        if len(got) < len(ranges):
+            self._ahead, self._ahead_at = (got[0], time.monotonic()) if got else (None, 0.0)
+            return None  # (ids taken from the pool and not used are dropped: harmless)
+        sealed: dict[int, Sealed] = {}
+        for index in list(self._pages):
+            page = self._pages.pop(index)
+            if not page.ranges:
+                continue  # clipped away by a truncation: nothing to store
+            sealed[index] = Sealed(page, self._mount.next_ts(), self._gen)
+            self._sealed.append(sealed[index])
+        return [(sealed[p.index], s, e, a) for (p, s, e), a in zip(ranges, got, strict=True)]
+
+    async def _commit_small(self) -> bool:
+        """A commit of a few small dirty ranges with nothing else pending (a small file's
+        close, a database's fsync) in one worker-thread call: each range POSTed on a file
+        id already at hand, then the entry written, with no return to the loop between.
+        The entry is built before the call with those ids; it is sent only once every
+        upload succeeded on its id, so it never names bytes that are not stored. Anything
+        else (an upload that failed or moved to another id, an entry write refused) leaves
+        the uploads settled as ``_upload`` leaves them and returns False: the usual commit
+        follows and does the rest. True when done."""
+        pieces = self._small_pieces()
+        if pieces is None:
+            return False
+        cs = self._mount.opts.chunk_size
+        chunks = []
+        for s, start, end, a in pieces:
+            c = PB["FileChunk"](file_id=a.file_id, offset=s.page.index * cs + start,
+                                size=end - start, modified_ts_ns=s.ts_ns)
+            s.chunks.append(c)
+            chunks.append(c)
+        entry = self._state.to_send(time.time_ns(), adding=chunks)
+        expect = self._state.base_fids if self._created else None
+        directory = split_path(self.path)[0]
+        uploads = [(a, bytes(s.page.buf[start:end])) for s, start, end, a in pieces]
+        out = SmallCommit()
+        try:
+            async with self._mount.upload_slots:
+                await self._mount.off_loop(self._mount.uploader.upload_and_save, self.path,
+                                           uploads, entry, directory, expect, out)
+        finally:  # also when it raised: what was stored is settled, the rest kept
+            self._small_settle(pieces, chunks, out)
+        if not out.saved:
+            return False
+        self._created = True
+        self._state.committed(entry)
+        self._mount.committed(self.path)
+        return True
+
+    def _small_settle(self, pieces: list[tuple[Sealed, int, int, Assignment]],
+                      chunks: list[Any], out: SmallCommit) -> None:
+        """The small commit's uploads end as ``_upload`` ends them: stored chunks get their
+        ids and e_tags, a page with a piece not stored keeps its bytes for a retry."""
+        for (s, _, _, _), c, stored in itertools.zip_longest(pieces, chunks, out.stored):
+            if stored is None:
+                s.error = out.error or WriteFailed(f"{self.path}: upload not done")
+                self._last_error = s.error
+            else:
+                c.file_id, c.e_tag = stored
+        if out.error is not None:
+            log.error("write of %s failed (its bytes are kept and retried): %s",
+                      self.path, out.error)
+        for s, _, _, _ in pieces:
+            if not s.done.is_set():
+                s.done.set()
+        self._settle()
 
     async def _save(self) -> None:
         """Writes the merged entry under the condition that the filer still has the base;
