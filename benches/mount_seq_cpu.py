@@ -10,7 +10,11 @@ on the volume servers' disk, the same fio job; not with ``--warm``) and the engi
 (``Client.readinto`` of 1 MiB blocks by 4 threads, no FUSE), so what the mount costs shows
 beside what it cannot beat. The disk's own limit is measured too, each round (issue 26):
 the same file read with O_DIRECT and 32 requests of 1 MiB in flight (fio, libaio), and
-the mount's figure is printed as a share of it. Extra arguments go to our mount.
+the mount's figure is printed as a share of it. Every row also says how many reads the
+disk had in flight on average while it ran (``/proc/diskstats``: time spent reading over
+wall time), so a reader that leaves the disk's queue shallow shows. With ``--warm`` the
+mount's figure is printed as a share of the engine alone's in the same round (issue 26:
+goal 0.9). Extra arguments go to our mount.
 
     .venv/bin/python benches/mount_seq_cpu.py [--rounds 2] [--size-mib 256] [--warm]
         [-- -rdma.nativeThreads=2]
@@ -30,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench_mount import MIB, disk_alone, drop_caches, fio, start_mount, unmount
+from bench_mount import MIB, drop_caches, fio, start_mount, unmount
 from seaweed_rdma.client import Client
 from seaweed_rdma.cluster import LocalCluster, find_weed
 
@@ -52,10 +56,40 @@ def machine() -> tuple[float, float]:
     return (sum(v) - v[3] - v[4]) / TICK, v[2] / TICK
 
 
+def disk_reads(path: Path) -> tuple[float, float]:
+    """Milliseconds spent reading (summed over requests in flight) and bytes read so far by
+    the block device holding ``path`` (``/proc/diskstats``); zeros when it is not listed."""
+    dev = os.stat(path).st_dev
+    want = (os.major(dev), os.minor(dev))
+    for line in Path("/proc/diskstats").read_text().splitlines():
+        f = line.split()
+        if (int(f[0]), int(f[1])) == want:
+            return float(f[6]), int(f[5]) * 512.0
+    return 0.0, 0.0
+
+
+class DiskWatch:
+    """Reads in flight on ``path``'s disk, on average, and bytes read, over a ``with``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.queue = 0.0
+        self.bytes = 0.0
+
+    def __enter__(self) -> DiskWatch:
+        self.t0 = time.monotonic()
+        self.ms0, self.b0 = disk_reads(self.path)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ms, b = disk_reads(self.path)
+        self.queue = (ms - self.ms0) / max(1e-3, (time.monotonic() - self.t0) * 1000)
+        self.bytes = b - self.b0
+
+
 def disk_limit(path: Path, size: int) -> float:
     """Bytes per second the disk gives ``path`` read once in order with O_DIRECT and 32
     requests of 1 MiB in flight (fio, libaio): the most any reader of that disk can get."""
-    drop_caches()
     args = ["fio", "--name=limit", f"--filename={path}", "--ioengine=libaio", "--direct=1",
             "--iodepth=32", "--rw=read", "--bs=1M", f"--size={size}", "--readonly",
             "--output-format=json"]
@@ -93,6 +127,9 @@ def main() -> int:
     ap.add_argument("--warm", action="store_true", help="keep volume files cached")
     ap.add_argument("--size-mib", type=int, default=256, help="the file's size")
     ap.add_argument("--out", default="bench-results/mount-seq-cpu.json")
+    ap.add_argument("--without-read-ahead", action="store_true",
+                    help="also read through a second mount of ours with its native "
+                         "read-ahead off (-rdma.readAheadMiB=0), for before/after in one run")
     ap.add_argument("mount_args", nargs="*")
     a = ap.parse_args()
     rows: list[dict[str, Any]] = []
@@ -103,7 +140,8 @@ def main() -> int:
         size = a.size_mib * MIB
         data = b"".join(rng.randbytes(min(16 * MIB, size - at)) for at in range(0, size, 16 * MIB))
         cl.upload("/bench/file.bin", data, max_mb=4)
-        disk_file = cl.volume_servers[0].dir / "disk-alone.bin"
+        vol_dir = cl.volume_servers[0].dir
+        disk_file = vol_dir / "disk-alone.bin"
         if not a.warm:
             disk_file.write_bytes(data)
         del data
@@ -113,6 +151,8 @@ def main() -> int:
                                  f"-rdma.sidecar={sc.address}", "-cacheMetaTtlSec=60",
                                  *a.mount_args],
                 "weed mount": [find_weed(), "mount", f"-filer={cl.filer.grpc_address}"]}
+        if a.without_read_ahead:
+            argv["ours, no RA"] = [*argv["seaweed-rdma"], "-rdma.readAheadMiB=0"]
         procs: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
         logs: list[IO[bytes]] = []
         try:
@@ -120,14 +160,23 @@ def main() -> int:
                 procs[name] = start_mount(name, cmd, tmp, logs)
             for r in range(a.rounds):
                 layers: dict[str, float] = {}
+                steps = {"engine alone": lambda: engine_alone(client, "/bench/file.bin", size)}
                 if not a.warm:
                     # Drops the caches first, so the volume files are cold for the engine too.
-                    layers["disk limit"] = disk_limit(disk_file, size)
-                    layers["disk alone"] = disk_alone(disk_file, size)
-                layers["engine alone"] = engine_alone(client, "/bench/file.bin", size)
-                for layer, bw in layers.items():
-                    rows.append({"mount": layer, "round": r + 1, "MB/s": bw / 1e6})
-                    print(f"{layer:13s} round {r + 1}: {bw / 1e6:7.1f} MB/s", flush=True)
+                    steps = {"disk limit": lambda: disk_limit(disk_file, size),
+                             "disk alone": lambda: fio(disk_file, "read", "1m", 1, None,
+                                                       size)["bw_bytes"],
+                             **steps}
+                for layer, step in steps.items():
+                    if not a.warm:
+                        drop_caches()
+                    with DiskWatch(vol_dir) as dw:
+                        bw = layers[layer] = step()
+                    rows.append({"mount": layer, "round": r + 1, "MB/s": bw / 1e6,
+                                 "disk_queue": dw.queue, "disk_MB": dw.bytes / 1e6})
+                    print(f"{layer:13s} round {r + 1}: {bw / 1e6:7.1f} MB/s (disk: "
+                          f"{dw.queue:.1f} reads in flight, {dw.bytes / 1e6:.0f} MB read)",
+                          flush=True)
                 for name, (mnt, proc) in procs.items():
                     if not a.warm:
                         drop_caches()
@@ -136,22 +185,33 @@ def main() -> int:
                     before = {k: sum(map(cpu_seconds, p)) for k, p in parts.items()}
                     busy0, sys0 = machine()
                     t0 = time.monotonic()
-                    got = fio(mnt / "bench" / "file.bin", "read", "1m", 1, None, size)
+                    with DiskWatch(vol_dir) as dw:
+                        got = fio(mnt / "bench" / "file.bin", "read", "1m", 1, None, size)
                     wall = time.monotonic() - t0
                     busy1, sys1 = machine()
                     row = {"mount": name, "round": r + 1, "MB/s": got["bw_bytes"] / 1e6,
                            "fio_p50_us": got["lat_p50_us"], "wall_s": wall,
                            "machine_busy_s": busy1 - busy0, "machine_sys_s": sys1 - sys0,
+                           "disk_queue": dw.queue, "disk_MB": dw.bytes / 1e6,
                            "cpu_s": {k: sum(map(cpu_seconds, p)) - before[k]
                                      for k, p in parts.items()}}
-                    if name == "seaweed-rdma":
+                    if name != "weed mount":
                         st = json.loads(os.getxattr(mnt, "user.seaweed_rdma.stats"))
                         row["native_reads"] = st["native_reads"]
+                        row["read_ahead"] = st.get("native_read_ahead")
                     rows.append(row)
                     cpu = ", ".join(f"{k} {v:.2f}" for k, v in row["cpu_s"].items())
                     if "disk limit" in layers:
                         row["of_disk_limit"] = got["bw_bytes"] / layers["disk limit"]
                         cpu += f"; {row['of_disk_limit']:.2f} of the disk limit"
+                    else:
+                        row["of_engine_alone"] = got["bw_bytes"] / layers["engine alone"]
+                        cpu += f"; {row['of_engine_alone']:.2f} of the engine alone"
+                    cpu += f"; disk: {dw.queue:.1f} reads in flight, {dw.bytes / 1e6:.0f} MB"
+                    ra = row.get("read_ahead")
+                    if ra and ra["windows"]:
+                        cpu += (f"; read-ahead (cumulative) {ra['hits']} hits, {ra['misses']}"
+                                f" misses, most held {ra['most_held'] >> 20} MiB")
                     print(f"{name:13s} round {r + 1}: {row['MB/s']:7.1f} MB/s, machine busy "
                           f"{row['machine_busy_s']:.2f} s of {2 * wall:.2f} (sys "
                           f"{row['machine_sys_s']:.2f}); cpu s: {cpu}", flush=True)

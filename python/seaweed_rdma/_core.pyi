@@ -180,7 +180,9 @@ class NativeReads:
 
     def __new__(cls, engine: Engine, session_fd: int, threads: int = 4,
                 op_bytes: int = 1048576, max_message: int = 1114112,
-                jwt_key: str | None = None) -> NativeReads: ...
+                jwt_key: str | None = None, read_ahead: int = 16777216,
+                read_ahead_total: int = 67108864,
+                read_ahead_unit: int = 4194304) -> NativeReads: ...
     def register(self, fh: int, chunks: list[ChunkRoute], attr_size: int) -> None:
         """Answers READs of ``fh`` natively from ``chunks``."""
     def unregister(self, fh: int) -> bool:
@@ -193,6 +195,10 @@ class NativeReads:
         """reads, bytes, unregistered, declined, failed, forwarded, split, replies, errors,
         engine_us, reply_us, most_at_once, flushes (of registered handles, answered
         natively), registered."""
+    def read_ahead_stats(self) -> dict[str, int]:
+        """windows, window_bytes, hits, hit_bytes, waits, misses, failed, unused_bytes,
+        capped, held (bytes in read-ahead buffers now), most_held, spare (buffers kept
+        for reuse while anything is held)."""
     def close(self) -> None:
         """Puts pyfuse3's descriptor back and stops the threads. Idempotent."""
 

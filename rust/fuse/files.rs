@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, RwLock};
 
+use super::readahead::Stream;
 use crate::engine::RangeOp;
 use crate::error::Result;
 use crate::plan::{ChunkSpec, Plan};
@@ -49,6 +50,8 @@ pub enum Planned {
 pub struct NativeFile {
     plan: Plan,
     routes: Vec<Option<Route>>,
+    /// This handle's read-ahead (`readahead.rs`): it lives and dies with the handle.
+    pub(super) ahead: Stream,
 }
 
 impl NativeFile {
@@ -58,7 +61,7 @@ impl NativeFile {
     /// [`crate::Error::BadPlan`] when the chunks cannot be planned.
     pub fn new(chunks: Vec<(ChunkSpec, Option<Route>)>, attr_size: u64) -> Result<NativeFile> {
         let (specs, routes): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
-        Ok(NativeFile { plan: Plan::new(specs, attr_size)?, routes })
+        Ok(NativeFile { plan: Plan::new(specs, attr_size)?, routes, ahead: Stream::default() })
     }
 
     /// The ops for a READ of `size` bytes at `offset`, each at most `op_bytes` long.

@@ -18,6 +18,8 @@
 //!   libfuse; its reply comes back on the socket and is written to the device the request
 //!   came from (the kernel matches a reply to its request per device); a READ larger than
 //!   64 KiB goes in pieces whose replies are joined (`pieces.rs`);
+//! - a handle read in order has its next chunks read ahead, within a memory budget, and
+//!   its READs answered from them (`readahead.rs`);
 //! - INTERRUPTs for native READs are dropped (those finish anyway); FORGETs pass through.
 //!
 //! When the kernel ends the session (unmount), the readers see `ENODEV` and the loop's
@@ -28,6 +30,7 @@ mod abi;
 mod fd;
 mod files;
 mod pieces;
+mod readahead;
 mod session;
 mod tokens;
 
@@ -39,6 +42,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 pub use files::{NativeFile, Planned, Registry, Route};
+pub use readahead::{AheadConfig, AheadStats};
 pub use session::{LoopConfig, LoopStats, NativeLoop, FORWARD_PIECE, MAX_MESSAGE};
 pub use tokens::Tokens;
 

@@ -23,8 +23,9 @@ use super::abi::{
     set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
 };
 use super::fd;
-use super::files::{Planned, Registry};
+use super::files::{NativeFile, Planned, Registry};
 use super::pieces::{Outcome, Pieces};
+use super::readahead::{AheadConfig, AheadStats, FileSource, ReadAhead};
 use super::tokens::Tokens;
 use crate::engine::Engine;
 use crate::fid::FileId;
@@ -53,11 +54,18 @@ pub struct LoopConfig {
     /// Largest READ handed to the Python side whole; larger ones go in pieces of this
     /// size (see `pieces`).
     pub forward_piece: u32,
+    /// Read-ahead for handles read in order (see `readahead.rs`).
+    pub read_ahead: AheadConfig,
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        LoopConfig { op_bytes: 1 << 20, max_message: MAX_MESSAGE, forward_piece: FORWARD_PIECE }
+        LoopConfig {
+            op_bytes: 1 << 20,
+            max_message: MAX_MESSAGE,
+            forward_piece: FORWARD_PIECE,
+            read_ahead: AheadConfig::default(),
+        }
     }
 }
 
@@ -118,6 +126,7 @@ fn bump(c: &AtomicU64, n: u64) {
 struct SessionState {
     engine: Arc<Engine>,
     files: Registry,
+    ahead: ReadAhead,
     cfg: LoopConfig,
     /// `unique` of each request the Python side owes a reply -> its device and opcode.
     routes: Mutex<HashMap<u64, (RawFd, u32)>>,
@@ -170,6 +179,7 @@ impl NativeLoop {
         let shared = Arc::new(SessionState {
             engine,
             files: Registry::default(),
+            ahead: ReadAhead::new(cfg.read_ahead),
             cfg,
             routes: Mutex::new(HashMap::new()),
             pieces: Mutex::new(Pieces::default()),
@@ -219,6 +229,11 @@ impl NativeLoop {
     /// Whether the kernel has ended the session.
     pub fn has_ended(&self) -> bool {
         self.shared.has_ended.load(Ordering::SeqCst)
+    }
+
+    /// Read-ahead counters since the loop started, and the bytes it holds now.
+    pub fn read_ahead_stats(&self) -> AheadStats {
+        self.shared.ahead.stats()
     }
 
     /// Counters since the loop started.
@@ -375,6 +390,9 @@ impl SessionState {
                 return false;
             }
         };
+        if self.read_ahead(dev, h, &file, r.offset, len) {
+            return true;
+        }
         if let Some(tokens) = &self.tokens {
             for op in &mut ops {
                 op.jwt =
@@ -414,6 +432,49 @@ impl SessionState {
             }
             // The reader was interrupted (ENOENT) or the session is gone (ENODEV): nobody
             // waits for these bytes any more.
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Err(e) => {
+                tracing::warn!("replying to a READ: {e}");
+                bump(&c.errors, 1);
+            }
+        }
+        true
+    }
+
+    /// Notes the READ in the handle's read-ahead (which may start windows) and answers it
+    /// from the windows that hold its bytes; false when none do, or one failed.
+    fn read_ahead(
+        &self,
+        dev: RawFd,
+        h: InHeader,
+        file: &NativeFile,
+        offset: u64,
+        len: usize,
+    ) -> bool {
+        let c = &self.counters;
+        let src = FileSource {
+            engine: &self.engine,
+            file,
+            tokens: self.tokens.as_ref(),
+            op_bytes: self.cfg.op_bytes,
+        };
+        let Some(hit) = self.ahead.read(&file.ahead, &src, offset, len) else { return false };
+        let started = Instant::now();
+        let Some(slices) = hit.slices() else { return false };
+        let fetched = Instant::now();
+        bump(&c.engine_us, (fetched - started).as_micros() as u64);
+        let header = out_header(OUT_HEADER + len, 0, h.unique);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(slices.len() + 1);
+        parts.push(&header);
+        parts.extend(slices);
+        let written = fd::writev(dev, &parts);
+        bump(&c.reply_us, fetched.elapsed().as_micros() as u64);
+        match written {
+            Ok(_) => {
+                hit.served(len);
+                bump(&c.reads, 1);
+                bump(&c.bytes, len as u64);
+            }
             Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
             Err(e) => {
                 tracing::warn!("replying to a READ: {e}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::abi::{opcode, out_header, request, OUT_HEADER};
 use super::fd;
 use super::files::{NativeFile, Route};
+use super::readahead::AheadConfig;
 use super::session::{LoopConfig, NativeLoop};
 use crate::engine::test_server::{Mode, TestServer};
 use crate::engine::tests::{engine, needles, pattern, COOKIE};
@@ -74,7 +75,9 @@ fn rig() -> Rig {
         devices.push(d);
     }
     let (python, ours) = pair();
-    let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL, forward_piece: PIECE };
+    // Read-ahead in windows smaller than the file, so READs in order meet it.
+    let read_ahead = AheadConfig { per_handle: 8192, total: 12288, unit: 4096 };
+    let cfg = LoopConfig { op_bytes: 3000, max_message: SMALL, forward_piece: PIECE, read_ahead };
     // Notifications go to device 0's kernel end, as they may to any device of a session.
     let notify = fd::dup(devices[0].as_raw_fd()).expect("dup");
     let native =
@@ -123,6 +126,39 @@ fn registered_reads_are_answered_from_the_engine_on_their_own_device() {
     assert!(next(&r.python, 100).is_none(), "nothing went to the Python side");
     let st = r.native.stats();
     assert_eq!((st.reads, st.bytes, st.forwarded), (4, 16384 + 6000 + 384, 0));
+}
+
+#[test]
+fn reads_in_order_are_answered_from_read_ahead_and_its_memory_goes_with_the_handle() {
+    let r = rig();
+    let want = expected_file();
+    let k = &r.kernels[0];
+    for (i, offset) in (0..16384u64).step_by(1024).enumerate() {
+        send(k, &read_req(100 + i as u64, 7, offset, 1024));
+        let reply = next(k, 5000).expect("a reply");
+        assert_eq!(&reply[..OUT_HEADER], &out_header(OUT_HEADER + 1024, 0, 100 + i as u64));
+        let at = offset as usize;
+        assert!(reply[OUT_HEADER..] == want[at..at + 1024], "bytes at {offset}");
+    }
+    // Counted just after each reply is written.
+    let t = Instant::now();
+    while r.native.stats().reads < 16 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ra = r.native.read_ahead_stats();
+    assert!(ra.hits >= 8, "READs answered from read-ahead: {ra:?}");
+    assert_eq!(ra.hit_bytes, ra.hits * 1024);
+    assert!(ra.most_held <= 8192, "within the handle's cap: {ra:?}");
+    assert_eq!(ra.failed, 0);
+    let st = r.native.stats();
+    assert_eq!((st.reads, st.bytes, st.forwarded), (16, 16384, 0));
+    // Releasing the handle frees its windows (one still in flight once its batch ends).
+    assert!(r.native.files().remove(7));
+    let t = Instant::now();
+    while r.native.read_ahead_stats().held != 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "read-ahead memory kept after release");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::to_py_err;
-use crate::fuse::{attach, Attached, LoopConfig, NativeFile, Route, MAX_MESSAGE};
+use crate::fuse::{attach, AheadConfig, Attached, LoopConfig, NativeFile, Route, MAX_MESSAGE};
 
 // The signature below spells the default out, for Python's introspection.
 const _: () = assert!(MAX_MESSAGE == 1_114_112);
@@ -107,9 +107,13 @@ impl PyNativeReads {
     /// `session_fd`, before pyfuse3's loop has read from it. `max_message` bounds every
     /// message between the kernel and libfuse (INIT's `max_write` and `max_pages` are
     /// lowered to fit). With `jwt_key` (the cluster's `[jwt.signing.read] key`), each read
-    /// carries a token minted from it. Raises `OSError` when it cannot (nothing changed).
+    /// carries a token minted from it. A handle read in order has up to `read_ahead` bytes
+    /// read ahead of it (0: none), in windows of `read_ahead_unit` bytes, and all handles
+    /// together hold at most `read_ahead_total` bytes. Raises `OSError` when it cannot
+    /// (nothing changed).
     #[new]
-    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=1114112, jwt_key=None))]
+    #[pyo3(signature = (engine, session_fd, threads=4, op_bytes=1048576, max_message=1114112, jwt_key=None, read_ahead=16777216, read_ahead_total=67108864, read_ahead_unit=4194304))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         engine: &Bound<'_, PyEngine>,
@@ -118,6 +122,9 @@ impl PyNativeReads {
         op_bytes: u32,
         max_message: usize,
         jwt_key: Option<String>,
+        read_ahead: usize,
+        read_ahead_total: usize,
+        read_ahead_unit: usize,
     ) -> PyResult<Self> {
         if max_message < MIN_MESSAGE {
             return Err(PyValueError::new_err(format!(
@@ -125,7 +132,14 @@ impl PyNativeReads {
             )));
         }
         let engine = engine.get().inner.clone();
-        let cfg = LoopConfig { op_bytes: op_bytes.max(1), max_message, ..LoopConfig::default() };
+        let read_ahead =
+            AheadConfig { per_handle: read_ahead, total: read_ahead_total, unit: read_ahead_unit };
+        let cfg = LoopConfig {
+            op_bytes: op_bytes.max(1),
+            max_message,
+            read_ahead,
+            ..LoopConfig::default()
+        };
         let attached = py
             .detach(|| attach(engine, session_fd, threads, cfg, jwt_key.filter(|k| !k.is_empty())))
             .map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string())))?;
@@ -187,6 +201,30 @@ impl PyNativeReads {
         d.set_item("most_at_once", s.most_at_once)?;
         d.set_item("flushes", s.flushes)?;
         d.set_item("registered", registered)?;
+        Ok(d)
+    }
+
+    /// Read-ahead counters: windows, window_bytes (started), hits, hit_bytes (READs answered
+    /// from windows), waits (of those, READs that waited for their window), misses (READs
+    /// of a handle read in order that no window held), failed (windows that did not
+    /// deliver), unused_bytes (windows dropped unread), capped (windows not started for
+    /// want of budget), held (bytes in window buffers now), most_held, spare (bytes of
+    /// buffers kept for reuse while anything is held).
+    fn read_ahead_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.with(|a| a.native().read_ahead_stats());
+        let d = PyDict::new(py);
+        d.set_item("windows", s.windows)?;
+        d.set_item("window_bytes", s.window_bytes)?;
+        d.set_item("hits", s.hits)?;
+        d.set_item("hit_bytes", s.hit_bytes)?;
+        d.set_item("waits", s.waits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("failed", s.failed)?;
+        d.set_item("unused_bytes", s.unused_bytes)?;
+        d.set_item("capped", s.capped)?;
+        d.set_item("held", s.held)?;
+        d.set_item("most_held", s.most_held)?;
+        d.set_item("spare", s.spare)?;
         Ok(d)
     }
 

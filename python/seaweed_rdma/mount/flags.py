@@ -46,6 +46,8 @@ class MountOptions:
     rdma_busy_poll_us: int = 50
     rdma_native_reads: bool = True
     rdma_native_threads: int = 4
+    rdma_read_ahead_mib: int = 16
+    rdma_read_ahead_total_mib: int = 64
     read_only: bool = False
     cache_meta_ttl_sec: float = 60.0
     concurrent_readers: int = 128
@@ -122,6 +124,15 @@ def add_mount_flags(p: FlagParser) -> None:
                    metavar="N",
                    help="threads reading FUSE requests for native reads (default "
                         "%(default)s)")
+    p.add_argument("--rdma.readAheadMiB", dest="rdma_read_ahead_mib", type=int, default=16,
+                   metavar="MIB",
+                   help="native reads: read up to this far ahead of a handle read in order, "
+                        "so the disk under the sidecar has many reads in flight (0: off; "
+                        "default %(default)s)")
+    p.add_argument("--rdma.readAheadTotalMiB", dest="rdma_read_ahead_total_mib", type=int,
+                   default=64, metavar="MIB",
+                   help="native reads: memory all handles' read-ahead may hold together "
+                        "(default %(default)s)")
     p.add_bool("--rdma.verify", dest="rdma_verify", default=False,
                help="read every chunk whole and check it against its CRC and the filer's "
                     "MD5 e_tag, so wrong bytes from a sidecar or replica are caught "
@@ -210,6 +221,9 @@ def options_from(ns: argparse.Namespace) -> MountOptions:
         raise SystemExit(f"seaweed-rdma mount: -umask={opts.umask!r} is not octal") from None
     if opts.rdma_busy_poll_us < 0:
         raise SystemExit(f"seaweed-rdma mount: -rdma.busyPollUs={opts.rdma_busy_poll_us} "
+                         "must be 0 or more")
+    if opts.rdma_read_ahead_mib < 0 or opts.rdma_read_ahead_total_mib < 0:
+        raise SystemExit("seaweed-rdma mount: -rdma.readAheadMiB and -rdma.readAheadTotalMiB "
                          "must be 0 or more")
     if opts.rdma_native_threads < 1:
         raise SystemExit(f"seaweed-rdma mount: -rdma.nativeThreads={opts.rdma_native_threads} "

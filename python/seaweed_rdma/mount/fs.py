@@ -180,6 +180,8 @@ class SeaweedOperations(pyfuse3.Operations):
             "client": self.client.stats(),
             "writes": writes,
             "native_reads": self.native.stats() if self.native is not None else None,
+            "native_read_ahead": (self.native.read_ahead_stats() if self.native is not None
+                                  else None),
         }
 
     # -- lookup and attributes ----------------------------------------------------------

@@ -77,7 +77,9 @@ class NativeLoop:
         try:
             reads = NativeReads(fast.engine, fd, threads=opts.rdma_native_threads,
                                 op_bytes=fast.op_bytes, max_message=MAX_MESSAGE,
-                                jwt_key=opts.jwt_key)
+                                jwt_key=opts.jwt_key,
+                                read_ahead=opts.rdma_read_ahead_mib << 20,
+                                read_ahead_total=opts.rdma_read_ahead_total_mib << 20)
         except OSError as e:
             log.warning("native reads off: %s", e)
             return None
@@ -142,6 +144,11 @@ class NativeLoop:
         """The loop's counters (see ``NativeReads.stats``), and how many handles were
         loaded on the trio thread (``load_now``) and off it (``load``)."""
         return {**self._reads.stats(), **self._loads}
+
+    def read_ahead_stats(self) -> dict[str, int]:
+        """The loop's read-ahead counters and the bytes it holds now (see
+        ``NativeReads.read_ahead_stats``)."""
+        return self._reads.read_ahead_stats()
 
     def close(self) -> None:
         """Puts pyfuse3's descriptor back and stops the threads; after pyfuse3's loop
