@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,8 @@ def test_fsync_after_each_small_append_is_durable_at_once(cluster, tmp_path):  #
             finally:
                 os.close(fd)
         after = _writes(m)
+        # The reads back were answered from the bytes the writer keeps, with no GET.
+        assert after["clean_reads"] > before["clean_reads"]
         # Not all 40: the first may wait for its file id (none at hand for this
         # directory), and the filer drops a chunk that a rewrite covers wholly, so the
         # commit after such a rewrite is refused once and made the usual way on the
@@ -162,3 +165,29 @@ def test_small_file_close_with_volume_server_down_is_eio_and_writes_no_entry(tmp
             assert _writes(m)["small_commits"] == small
         finally:
             m.stop()
+
+
+def test_kept_bytes_give_way_to_another_clients_version(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    """A writer answers reads from the bytes it stored; once another client (weed mount)
+    rewrites the file, reads through the still-open handle show that version."""
+    m = _mount(cluster.filer.grpc_address, tmp_path)
+    try:
+        mine, theirs = b"m" * 5000, b"T" * 7000
+        fd = os.open(m.mnt / "shared.bin", os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+        try:
+            os.pwrite(fd, mine, 0)
+            os.fsync(fd)
+            kept = _writes(m)["clean_reads"]
+            assert os.pread(fd, 10000, 0) == mine
+            assert _writes(m)["clean_reads"] > kept
+            with weed_mount(cluster.filer, tmp_path) as wm:
+                (wm / "shared.bin").write_bytes(theirs)
+            deadline = time.monotonic() + 10
+            while os.pread(fd, 10000, 0) != theirs:
+                assert time.monotonic() < deadline, os.pread(fd, 10000, 0)[:20]
+                time.sleep(0.1)
+        finally:
+            os.close(fd)
+        assert (m.mnt / "shared.bin").read_bytes() == theirs
+    finally:
+        assert m.stop() == 0, m.log.read_text()[-3000:]

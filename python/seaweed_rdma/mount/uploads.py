@@ -250,6 +250,7 @@ class WriteMount:
         self._nursery: trio.Nursery | None = None
         self._last_ts = 0
         self.last_write_ns = 0
+        self.clean_reads = 0  # reads a writer answered from the bytes it keeps, no GET
 
     def run_in(self, nursery: trio.Nursery) -> None:
         """Where uploads run, for the life of the mount (none start before)."""
@@ -284,4 +285,4 @@ class WriteMount:
         u = self.uploader
         return {"uploads": u.uploads, "upload_bytes": u.bytes, "upload_retries": u.retries,
                 "upload_failures": u.failures, "small_commits": u.small_commits,
-                "upload_connects": u.http.connects}
+                "upload_connects": u.http.connects, "clean_reads": self.clean_reads}

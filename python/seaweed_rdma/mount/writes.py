@@ -58,6 +58,8 @@ RENAME_WAIT_S = 2.0  # how long a commit that finds no entry waits for a rename'
 # worker-thread call (``FileWriter._commit_small``).
 SMALL_COMMIT_PIECES = 4
 SMALL_COMMIT_BYTES = 1 << 20
+# Bytes of its own committed chunks a writer keeps to answer reads with (``_clean``).
+CLEAN_KEEP_BYTES = 4 << 20
 
 
 @dataclass
@@ -94,6 +96,17 @@ def _merge(ranges: list[tuple[int, int]], s: int, e: int) -> list[tuple[int, int
     out.append((s, e))
     out.sort()
     return out
+
+
+def _covers(spans: list[tuple[int, int]], lo: int, hi: int) -> bool:
+    """Whether the ``[start, end)`` spans together cover all of ``[lo, hi)``."""
+    for s, e in sorted(spans):
+        if s > lo:
+            return False
+        lo = max(lo, e)
+        if lo >= hi:
+            return True
+    return lo >= hi
 
 
 @dataclass
@@ -142,6 +155,13 @@ class FileWriter:
         self._ahead: Assignment | None = None
         self._ahead_at = 0.0
         self._ahead_done: trio.Event | None = None
+        # The bytes of the last chunks this writer stored, as (file offset, bytes), oldest
+        # first, at most CLEAN_KEEP_BYTES: a read they cover (a database reading back its
+        # WAL at a checkpoint) needs no volume server. Only chunks still the newest bytes
+        # at their offsets are kept: dropped when another version or a truncation or hole
+        # could lie over them.
+        self._clean: list[tuple[int, bytes]] = []
+        self._clean_bytes = 0
 
     # -- identity and handles --------------------------------------------------------------
 
@@ -351,6 +371,23 @@ class FileWriter:
                     c.size = min(c.size, self._size - c.offset)
                     chunks.append(c)
             self._state.add_chunks(chunks)
+            self._keep_clean(s.page, chunks)
+
+    def _keep_clean(self, page: Page, chunks: list[Any]) -> None:
+        base = page.index * self._mount.opts.chunk_size
+        for c in chunks:
+            data = bytes(page.buf[c.offset - base:c.offset - base + c.size])
+            if len(data) != c.size:  # (not this page's bytes): an older piece kept could
+                self._drop_clean()   # lie over this chunk's, so none are kept
+                return
+            self._clean.append((c.offset, data))
+            self._clean_bytes += len(data)
+        while self._clean_bytes > CLEAN_KEEP_BYTES:
+            self._clean_bytes -= len(self._clean.pop(0)[1])
+
+    def _drop_clean(self) -> None:
+        self._clean.clear()
+        self._clean_bytes = 0
 
     async def drain(self) -> None:
         """Uploads every dirty page (and retries failed ones) and waits for all uploads of
@@ -506,6 +543,8 @@ class FileWriter:
         self._created = True
         log.warning("%s changed elsewhere since this mount read it: this handle's changes "
                     "go on top of that version", self.path)
+        if not self._state.same_content(fresh):
+            self._drop_clean()
         self._state.rebase(fresh)
         self._size = max(self._state.size, self._pending_end())
 
@@ -528,6 +567,7 @@ class FileWriter:
         async with self._lock:
             self._take_inline()
             await self.drain()
+            self._drop_clean()
             self._state.truncate(size)
             self._size = size
 
@@ -552,6 +592,7 @@ class FileWriter:
             async with self._lock:
                 self._take_inline()
                 await self.drain()  # every byte written so far is in a chunk now
+                self._drop_clean()
                 self._state.punch(offset, stop)
                 covered = self._state.covered(offset, stop)
             cs = self._mount.opts.chunk_size
@@ -578,6 +619,7 @@ class FileWriter:
             dropped += sum(s.page.covered() for s in [*self._sealed, *self._retry])
             self._pages.clear()
             self._retry.clear()
+            self._drop_clean()
             self._gen += 1  # uploads in flight now end in no entry
             self._inline_taken = False
             dropped += self._state.supersede()
@@ -635,14 +677,25 @@ class FileWriter:
         # still be the one without it. A page taken here keeps its bytes either way.
         pending = sorted([*self._retry, *self._sealed], key=lambda s: s.ts_ns)
         layers = [s.page for s in pending if s.gen == self._gen] + list(self._pages.values())
+        clean = list(self._clean)
         view_entry = self._state.view()
         inline = None if self._inline_taken else self._state.inline_content()
+        cs = self._mount.opts.chunk_size
         if inline is not None:
             buf[:] = inline[offset:offset + n].ljust(n, b"\0")
         elif view_entry.chunks:
-            view = await self._base_view(reader)
-            await reader.readinto_async(view, memoryview(buf), offset, self._mount.off_loop)
-        cs = self._mount.opts.chunk_size
+            if _covers([(at, at + len(data)) for at, data in clean]
+                       + [(p.index * cs + s, p.index * cs + e)
+                          for p in layers for s, e in p.ranges], offset, offset + n):
+                self._mount.clean_reads += 1
+            else:
+                view = await self._base_view(reader)
+                await reader.readinto_async(view, memoryview(buf), offset,
+                                            self._mount.off_loop)
+        for at, data in clean:  # the newest bytes there, unless a page below lies over them
+            lo, hi = max(at, offset), min(at + len(data), offset + n)
+            if lo < hi:
+                buf[lo - offset:hi - offset] = data[lo - at:hi - at]
         for page in layers:
             base = page.index * cs
             for s, e in page.ranges:
