@@ -187,6 +187,14 @@ class NativeReads:
         """Answers READs of ``fh`` natively from ``chunks``."""
     def unregister(self, fh: int) -> bool:
         """Stops answering ``fh`` natively; whether it was registered."""
+    def offer(self, inode: int, chunks: list[ChunkRoute], attr_size: int,
+              keep_cache: bool) -> None:
+        """Answers read-only OPENs of ``inode`` (and their RELEASEs) natively."""
+    def withdraw(self, inode: int) -> list[int]:
+        """Stops opening ``inode`` natively; the natively opened handles of it, now
+        pyfuse3's."""
+    def adopt(self, fh: int) -> int | None:
+        """Hands natively opened ``fh`` over to pyfuse3: its inode, or None."""
     def ended_fileno(self) -> int:
         """An eventfd readable once the kernel ended the session (unmounted)."""
     @property
@@ -194,7 +202,8 @@ class NativeReads:
     def stats(self) -> dict[str, int]:
         """reads, bytes, unregistered, declined, failed, forwarded, split, replies, errors,
         engine_us, reply_us, most_at_once, flushes (of registered handles, answered
-        natively), registered."""
+        natively), opens, releases (answered natively), registered, offered,
+        native_open."""
     def read_ahead_stats(self) -> dict[str, int]:
         """windows, window_bytes, hits, hit_bytes, waits, misses, failed, unused_bytes,
         capped, held (bytes in read-ahead buffers now), most_held, spare (buffers kept

@@ -11,8 +11,12 @@ pub const OUT_HEADER: usize = 16;
 pub mod opcode {
     /// No reply.
     pub const FORGET: u32 = 2;
+    /// Answered here for an inode the Python side offered (`opens.rs`).
+    pub const OPEN: u32 = 14;
     /// Answered from the engine when the handle is registered.
     pub const READ: u32 = 15;
+    /// Answered here for a handle the loop opened.
+    pub const RELEASE: u32 = 18;
     /// Answered at once when the handle is registered (a registered handle writes nothing).
     pub const FLUSH: u32 = 25;
     /// Its reply sets `max_write`, which bounds every later request.
@@ -40,6 +44,8 @@ pub struct InHeader {
     pub opcode: u32,
     /// The id its reply must carry.
     pub unique: u64,
+    /// The inode it is about.
+    pub nodeid: u64,
 }
 
 impl InHeader {
@@ -50,7 +56,11 @@ impl InHeader {
         if msg.len() < IN_HEADER || len != msg.len() {
             return None;
         }
-        Some(InHeader { opcode: u32_at(msg, 4)?, unique: u64_at(msg, 8)? })
+        Some(InHeader {
+            opcode: u32_at(msg, 4)?,
+            unique: u64_at(msg, 8)?,
+            nodeid: u64_at(msg, 16)?,
+        })
     }
 
     /// Whether the kernel expects a reply to this request.
@@ -84,6 +94,29 @@ impl ReadIn {
 /// The handle a FLUSH request names (`struct fuse_flush_in`'s first field).
 pub fn flush_fh(msg: &[u8]) -> Option<u64> {
     u64_at(msg, IN_HEADER)
+}
+
+/// The handle a RELEASE request names (`struct fuse_release_in`'s first field).
+pub fn release_fh(msg: &[u8]) -> Option<u64> {
+    u64_at(msg, IN_HEADER)
+}
+
+/// The open flags of an OPEN request (`struct fuse_open_in`'s first field).
+pub fn open_flags(msg: &[u8]) -> Option<u32> {
+    u32_at(msg, IN_HEADER)
+}
+
+/// `FOPEN_KEEP_CACHE` in `fuse_open_out.open_flags`: the kernel keeps the file's pages.
+pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+
+/// A successful OPEN reply: the header and `struct fuse_open_out` (fh, open_flags,
+/// padding).
+pub fn open_reply(unique: u64, fh: u64, open_flags: u32) -> [u8; OUT_HEADER + 16] {
+    let mut r = [0u8; OUT_HEADER + 16];
+    r[..OUT_HEADER].copy_from_slice(&out_header(OUT_HEADER + 16, 0, unique));
+    r[OUT_HEADER..OUT_HEADER + 8].copy_from_slice(&fh.to_ne_bytes());
+    r[OUT_HEADER + 8..OUT_HEADER + 12].copy_from_slice(&open_flags.to_ne_bytes());
+    r
 }
 
 /// The `unique` of the request an INTERRUPT request names.
@@ -162,6 +195,14 @@ pub(super) fn request(opcode: u32, unique: u64, body: &[u8]) -> Vec<u8> {
     m
 }
 
+/// A request about inode `nodeid`.
+#[cfg(test)]
+pub(super) fn request_on(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = request(opcode, unique, body);
+    m[16..24].copy_from_slice(&nodeid.to_ne_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +216,7 @@ mod tests {
         body.extend_from_slice(&[0u8; 20]);
         let msg = request(opcode::READ, 99, &body);
         let h = InHeader::parse(&msg).expect("parses");
-        assert_eq!(h, InHeader { opcode: opcode::READ, unique: 99 });
+        assert_eq!(h, InHeader { opcode: opcode::READ, unique: 99, nodeid: 0 });
         assert!(h.wants_reply());
         let r = ReadIn::parse(&msg).expect("read_in");
         assert_eq!(r, ReadIn { fh: 7, offset: 5 << 30, size: 131072 });

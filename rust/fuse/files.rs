@@ -64,6 +64,15 @@ impl NativeFile {
         Ok(NativeFile { plan: Plan::new(specs, attr_size)?, routes, ahead: Stream::default() })
     }
 
+    /// The same file for another handle: its plan and routes, and a read-ahead of its own.
+    pub fn fresh(&self) -> NativeFile {
+        NativeFile {
+            plan: self.plan.clone(),
+            routes: self.routes.clone(),
+            ahead: Stream::default(),
+        }
+    }
+
     /// The ops for a READ of `size` bytes at `offset`, each at most `op_bytes` long.
     pub fn plan_read(&self, offset: u64, size: u32, op_bytes: u32) -> Planned {
         let len = self.plan.read_len(offset, u64::from(size)) as usize;

@@ -20,6 +20,9 @@
 //!   64 KiB goes in pieces whose replies are joined (`pieces.rs`);
 //! - a handle read in order has its next chunks read ahead, within a memory budget, and
 //!   its READs answered from them (`readahead.rs`);
+//! - a read-only OPEN of an inode the Python side offered, and the RELEASE of a handle
+//!   opened so, are answered on the reader's thread too (`opens.rs`): a small file read
+//!   through the mount then costs the Python side no request but its LOOKUP;
 //! - INTERRUPTs for native READs are dropped (those finish anyway); FORGETs pass through.
 //!
 //! When the kernel ends the session (unmount), the readers see `ENODEV` and the loop's
@@ -29,6 +32,7 @@
 mod abi;
 mod fd;
 mod files;
+mod opens;
 mod pieces;
 mod readahead;
 mod session;
@@ -42,6 +46,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 pub use files::{NativeFile, Planned, Registry, Route};
+pub use opens::{Opened, Opens, NATIVE_FH};
 pub use readahead::{AheadConfig, AheadStats};
 pub use session::{LoopConfig, LoopStats, NativeLoop, FORWARD_PIECE, MAX_MESSAGE};
 pub use tokens::Tokens;

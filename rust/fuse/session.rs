@@ -19,11 +19,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::abi::{
-    flush_fh, init_max_pages, init_max_write, interrupt_target, opcode, out_header, reply_unique,
-    set_init_max_pages, set_init_max_write, InHeader, ReadIn, OUT_HEADER,
+    flush_fh, init_max_pages, init_max_write, interrupt_target, opcode, open_flags, open_reply,
+    out_header, release_fh, reply_unique, set_init_max_pages, set_init_max_write, InHeader, ReadIn,
+    FOPEN_KEEP_CACHE, OUT_HEADER,
 };
 use super::fd;
 use super::files::{NativeFile, Planned, Registry};
+use super::opens::Opens;
 use super::pieces::{Outcome, Pieces};
 use super::readahead::{AheadConfig, AheadStats, FileSource, ReadAhead};
 use super::tokens::Tokens;
@@ -98,6 +100,10 @@ pub struct LoopStats {
     pub most_at_once: u64,
     /// FLUSHes of registered handles, answered here (they have nothing to commit).
     pub flushes: u64,
+    /// OPENs of offered inodes answered here.
+    pub opens: u64,
+    /// RELEASEs of handles opened here answered here.
+    pub releases: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +122,8 @@ struct Counters {
     at_once: AtomicU64,
     most_at_once: AtomicU64,
     flushes: AtomicU64,
+    opens: AtomicU64,
+    releases: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -127,6 +135,7 @@ struct SessionState {
     engine: Arc<Engine>,
     files: Registry,
     ahead: ReadAhead,
+    opens: Opens,
     cfg: LoopConfig,
     /// `unique` of each request the Python side owes a reply -> its device and opcode.
     routes: Mutex<HashMap<u64, (RawFd, u32)>>,
@@ -180,6 +189,7 @@ impl NativeLoop {
             engine,
             files: Registry::default(),
             ahead: ReadAhead::new(cfg.read_ahead),
+            opens: Opens::default(),
             cfg,
             routes: Mutex::new(HashMap::new()),
             pieces: Mutex::new(Pieces::default()),
@@ -221,6 +231,11 @@ impl NativeLoop {
         &self.shared.files
     }
 
+    /// The inodes OPENs are answered for, and the handles opened here.
+    pub fn opens(&self) -> &Opens {
+        &self.shared.opens
+    }
+
     /// An eventfd that turns readable once the kernel has ended the session (unmounted).
     pub fn ended_fd(&self) -> RawFd {
         self.shared.ended.as_raw_fd()
@@ -254,6 +269,8 @@ impl NativeLoop {
             reply_us: get(&c.reply_us),
             most_at_once: get(&c.most_at_once),
             flushes: get(&c.flushes),
+            opens: get(&c.opens),
+            releases: get(&c.releases),
         }
     }
 
@@ -339,6 +356,8 @@ impl SessionState {
             let handled = match h.opcode {
                 opcode::READ => self.read(dev, h, req, &mut data),
                 opcode::FLUSH => self.flush(dev, h, req),
+                opcode::OPEN => self.open(dev, h, req),
+                opcode::RELEASE => self.release(dev, h, req),
                 // An interrupted native READ finishes anyway; only a request the Python
                 // side still owes a reply for is worth interrupting.
                 opcode::INTERRUPT => !interrupt_target(req).is_some_and(|t| self.owed(t)),
@@ -368,6 +387,51 @@ impl SessionState {
             Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
             Err(e) => {
                 tracing::warn!("replying to a FLUSH: {e}");
+                bump(&self.counters.errors, 1);
+            }
+        }
+        true
+    }
+
+    /// Answers a read-only OPEN of an offered inode (see `opens.rs`); false when the
+    /// Python side must. Flags that could write, truncate or create are the Python
+    /// side's, as are flags this loop does not know to be harmless to a reader.
+    fn open(&self, dev: RawFd, h: InHeader, req: &[u8]) -> bool {
+        let Some(flags) = open_flags(req) else { return false };
+        let flags = flags as i32;
+        let writes = libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT;
+        if flags & writes != 0 {
+            return false;
+        }
+        let Some(opened) = self.opens.open(h.nodeid, &self.files) else { return false };
+        let keep = if opened.keep_cache { FOPEN_KEEP_CACHE } else { 0 };
+        match fd::writev(dev, &[&open_reply(h.unique, opened.fh, keep)]) {
+            Ok(_) => bump(&self.counters.opens, 1),
+            // The opener was interrupted (ENOENT) or the session is gone: the kernel
+            // sends no RELEASE for a handle it never got, so end it here.
+            Err(e) => {
+                self.opens.release(opened.fh, &self.files);
+                if !matches!(errno(&e), libc::ENOENT | libc::ENODEV) {
+                    tracing::warn!("replying to an OPEN: {e}");
+                    bump(&self.counters.errors, 1);
+                }
+            }
+        }
+        true
+    }
+
+    /// Answers the RELEASE of a handle this loop opened and still owns; false when the
+    /// Python side must (its own handles, and those it adopted).
+    fn release(&self, dev: RawFd, h: InHeader, req: &[u8]) -> bool {
+        let Some(fh) = release_fh(req) else { return false };
+        if !self.opens.release(fh, &self.files) {
+            return false;
+        }
+        match fd::writev(dev, &[&out_header(OUT_HEADER, 0, h.unique)]) {
+            Ok(_) => bump(&self.counters.releases, 1),
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Err(e) => {
+                tracing::warn!("replying to a RELEASE: {e}");
                 bump(&self.counters.errors, 1);
             }
         }

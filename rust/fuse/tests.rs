@@ -6,7 +6,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::abi::{opcode, out_header, request, OUT_HEADER};
+use super::abi::{
+    opcode, open_reply, out_header, request, request_on, FOPEN_KEEP_CACHE, OUT_HEADER,
+};
 use super::fd;
 use super::files::{NativeFile, Route};
 use super::readahead::AheadConfig;
@@ -379,4 +381,69 @@ fn a_registered_handle_is_flushed_here_and_any_other_goes_to_python() {
     passes_through(&r.kernels[0], &r.python, &flush(31, 8));
     let st = r.native.stats();
     assert_eq!((st.flushes, st.forwarded), (1, 1));
+}
+
+fn open_req(unique: u64, inode: u64, flags: i32) -> Vec<u8> {
+    let mut body = (flags as u32).to_ne_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 4]); // open_flags
+    request_on(opcode::OPEN, unique, inode, &body)
+}
+
+fn release_req(unique: u64, inode: u64, fh: u64) -> Vec<u8> {
+    let mut body = fh.to_ne_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 16]); // flags, release_flags, lock_owner
+    request_on(opcode::RELEASE, unique, inode, &body)
+}
+
+/// The handle an OPEN reply carries, after checking its header and flags.
+fn opened(reply: &[u8], unique: u64, keep: bool) -> u64 {
+    let fh = u64::from_ne_bytes(reply[OUT_HEADER..OUT_HEADER + 8].try_into().expect("fh"));
+    let flags = if keep { FOPEN_KEEP_CACHE } else { 0 };
+    assert_eq!(reply, open_reply(unique, fh, flags).to_vec());
+    fh
+}
+
+#[test]
+fn an_offered_inode_opens_reads_and_closes_here_until_withdrawn() {
+    let r = rig();
+    let chunk = |offset, size| ChunkSpec { offset, size, modified_ts_ns: 1, whole: false };
+    let route = |key| {
+        Some(Route {
+            sidecar: r._server.addr.clone(),
+            volume: 1,
+            key,
+            cookie: COOKIE,
+            jwt: String::new(),
+        })
+    };
+    let file =
+        NativeFile::new(vec![(chunk(0, 5000), route(1)), (chunk(8192, 5000), route(2))], 16384)
+            .expect("plans");
+    r.native.opens().offer(20, file, false);
+    let (k, py) = (&r.kernels[0], &r.python);
+    // Anything that could write, and any inode not offered, is the Python side's.
+    for (unique, inode, flags) in
+        [(40, 20, libc::O_RDWR), (42, 20, libc::O_RDONLY | libc::O_TRUNC), (44, 21, 0)]
+    {
+        passes_through(k, py, &open_req(unique, inode, flags));
+    }
+    send(k, &open_req(46, 20, libc::O_RDONLY | libc::O_CLOEXEC));
+    let a = opened(&next(k, 5000).expect("opened"), 46, false);
+    send(k, &open_req(48, 20, libc::O_RDONLY));
+    let b = opened(&next(k, 5000).expect("opened"), 48, true);
+    assert!(a != b && a & super::NATIVE_FH != 0);
+    // A handle opened here reads here, every byte.
+    send(k, &read_req(50, a, 0, 16384));
+    let reply = next(k, 5000).expect("read");
+    assert_eq!(&reply[OUT_HEADER..], &expected_file()[..]);
+    send(k, &release_req(52, 20, a));
+    assert_eq!(next(k, 5000).expect("released"), out_header(OUT_HEADER, 0, 52).to_vec());
+    assert!(next(py, 100).is_none(), "none of that reached Python");
+    // Withdrawn: b is the Python side's now; its RELEASE and new OPENs go there.
+    assert_eq!(r.native.opens().withdraw(20), vec![b]);
+    passes_through(k, py, &open_req(54, 20, 0));
+    passes_through(k, py, &release_req(56, 20, b));
+    passes_through(k, py, &read_req(58, a, 0, 100)); // a is gone: not registered
+    let st = r.native.stats();
+    assert_eq!((st.opens, st.releases, st.reads), (2, 1, 1));
 }

@@ -162,6 +162,36 @@ impl PyNativeReads {
         Ok(())
     }
 
+    /// Answers read-only OPENs of `inode` natively from now on (and the RELEASEs of the
+    /// handles so opened), reading `chunks` of a file of `attr_size` bytes; the first such
+    /// OPEN keeps the kernel's pages when `keep_cache`, later ones always do.
+    fn offer(
+        &self,
+        py: Python<'_>,
+        inode: u64,
+        chunks: Vec<PyRef<'_, PyChunkRoute>>,
+        attr_size: u64,
+        keep_cache: bool,
+    ) -> PyResult<()> {
+        let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
+        let file = py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)?;
+        self.with(|a| a.native().opens().offer(inode, file, keep_cache));
+        Ok(())
+    }
+
+    /// Stops opening `inode` natively, and hands over every handle of it opened natively
+    /// and still open (returned): their RELEASEs come to pyfuse3 from now on, their READs
+    /// stay native while registered (`unregister` them like any handle).
+    fn withdraw(&self, inode: u64) -> Vec<u64> {
+        self.with(|a| a.native().opens().withdraw(inode))
+    }
+
+    /// Hands over handle `fh` opened natively: its inode, or None when it is not the
+    /// loop's (never opened natively, released, or handed over already).
+    fn adopt(&self, fh: u64) -> Option<u64> {
+        self.with(|a| a.native().opens().adopt(fh))
+    }
+
     /// Stops answering `fh` natively; whether it was registered.
     fn unregister(&self, fh: u64) -> bool {
         self.with(|a| a.native().files().remove(fh))
@@ -183,9 +213,14 @@ impl PyNativeReads {
     /// 64 KiB pieces), replies, errors,
     /// engine_us and reply_us (time native READs spent fetching and replying, summed),
     /// most_at_once (native READs in the engine at once, at most), flushes (FLUSHes of
-    /// registered handles answered natively), registered (handles now).
+    /// registered handles answered natively), opens and releases (of offered inodes and
+    /// their handles, answered natively), registered (handles now), offered (inodes now),
+    /// native_open (handles opened natively and not yet released or handed over).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, registered) = self.with(|a| (a.native().stats(), a.native().files().len()));
+        let (s, registered, offered, native_open) = self.with(|a| {
+            let n = a.native();
+            (n.stats(), n.files().len(), n.opens().offered(), n.opens().open_handles())
+        });
         let d = PyDict::new(py);
         d.set_item("reads", s.reads)?;
         d.set_item("bytes", s.bytes)?;
@@ -200,7 +235,11 @@ impl PyNativeReads {
         d.set_item("reply_us", s.reply_us)?;
         d.set_item("most_at_once", s.most_at_once)?;
         d.set_item("flushes", s.flushes)?;
+        d.set_item("opens", s.opens)?;
+        d.set_item("releases", s.releases)?;
         d.set_item("registered", registered)?;
+        d.set_item("offered", offered)?;
+        d.set_item("native_open", native_open)?;
         Ok(d)
     }
 

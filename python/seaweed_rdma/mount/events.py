@@ -88,6 +88,7 @@ class MetaEvents:
         # While the stream is up, what the Client holds stays until an event drops it
         # (every event is applied below); while it is down, it expires by TTL.
         self._client.stream_state(up)
+        self._to_trio(self._handles.stream_state, up)
         if not up:  # changes may be missed until it resumes
             self._to_trio(self._tree.forget_listed)
 
@@ -102,6 +103,8 @@ class MetaEvents:
         for path in (old, new):  # a directory moved or went: every path under it
             if path is not None and (n.old_entry.is_directory or n.new_entry.is_directory):
                 self._client.invalidate(path)
+                if old != new:  # (an update of its own attributes changes nothing under it)
+                    self._handles.withdraw_native_under(path)
         if old is not None and new is not None and old != new:
             self._tree.follow_rename(old, new)  # open files (and inodes) move with it
         for path in [p for p in (old, new) if p is not None]:

@@ -183,6 +183,7 @@ class FileChanges:
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields) -> pyfuse3.EntryAttributes:
         wm = writable(self._wm)
+        self._handles.withdraw_native(inode)  # its native handles are ours before it changes
         path = self._inodes.path(inode)
         values = attribute_values(attr, fields)
         w = self._handles.writer(inode)

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import stat
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -202,8 +203,25 @@ class SeaweedOperations(pyfuse3.Operations):
             return self.tree.attributes(entry, self.inodes.ref(parent))
         path = self.inodes.child(parent_inode, text)
         entry = await self.tree.entry(path)
-        self._bind(entry, path)
+        inode = self._bind(entry, path)
+        self._offer(path, inode)
         return self.tree.attributes(entry, self.inodes.ref(path))
+
+    def _offer(self, path: str, inode: int) -> None:
+        """Lets the native loop answer the OPENs of ``path``'s file when its entry is held
+        (planned now if it is not yet: without manifest chunks that is no filer call), so
+        that even the first OPEN of a small file costs the Python operations nothing."""
+        if self.native is None:
+            return
+        held = self.client.held(path)
+        if held is None or not stat.S_ISREG(held[0].mode):
+            return
+        entry, view = held
+        if view is None:
+            if any(c.is_chunk_manifest for c in entry.chunks):
+                return  # resolving it reads the manifest: the first open does that
+            view = self.client.view(path)  # held: planned here, no filer call
+        self.handles.offer_native(path, inode, entry, view)
 
     def _bind(self, entry: Entry, path: str) -> int:
         """The inode of ``path`` (one for all names of a hard-linked file)."""
@@ -315,11 +333,12 @@ class SeaweedOperations(pyfuse3.Operations):
         fh = self.handles.open_read(path, inode, view)
         await self.handles.register_native(fh, inode, view)
         keep = self.handles.keep_cache(inode, view.entry.mtime_ns)
+        self._offer(path, inode)  # the next OPEN can be the native loop's
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> memoryview:  # type: ignore[override]
-        h = self.handles.get(fh)
+        h = self.handles.adopt_native(fh)  # (a handle the native loop opened: ours now)
         w = self.handles.writer(h.inode) if h is not None else None
         if w is not None:  # written here and not yet closed: dirty bytes included
             return memoryview(await w.read(off, size, self.client.reader))

@@ -11,11 +11,16 @@ It holds, and nothing else changes:
 - files unlinked here while open ("orphans"): readable and writable through their handles
   until the last one closes, when ``take_orphan`` hands them over to be deleted;
 - which read handles the native loop answers (one registration at a time per handle), and
-  the mtime each inode was last opened at (the kernel keeps its pages when it is the same).
+  the mtime each inode was last opened at (the kernel keeps its pages when it is the same);
+- which inodes the native loop may open itself (``offer_native``), and taking its handles
+  over (``withdraw_native``, ``adopt_native``) before anything here changes such a file:
+  from then on they are handles of this table like any other (orphans, refreshes,
+  writers' dirty bytes and releases all see them).
 """
 
 from __future__ import annotations
 
+import stat
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -91,6 +96,9 @@ class HandleTable:
         self._native_locks: dict[int, trio.Lock] = {}
         self._open_mtime: dict[int, int] = {}
         self._native: NativeLoop | None = None
+        # Offers only while the metadata stream is up: then every change elsewhere reaches
+        # ``withdraw_native`` (through ``Tree.forget_path``); held entries expire otherwise.
+        self._stream_up = False
 
     def attach_native(self, native: NativeLoop | None) -> None:
         """The native loop (once the session is mounted), or None when it does not run."""
@@ -167,7 +175,70 @@ class HandleTable:
 
     def inode_forgotten(self, inode: int) -> None:
         """The kernel forgot ``inode``: a later inode of that number is another file."""
+        self.withdraw_native(inode)
         self._open_mtime.pop(inode, None)
+
+    # -- inodes the native loop opens ----------------------------------------------------
+
+    def stream_state(self, up: bool) -> None:
+        """The metadata stream came up or broke: while it is down, changes elsewhere may
+        be missed, so no inode is opened natively."""
+        self._stream_up = up
+        if not up and self._native is not None:
+            for inode in self._native.offered_inodes():
+                self.withdraw_native(inode)
+
+    def offer_native(self, path: str, inode: int, entry: Entry, view: FileView) -> None:
+        """Lets the native loop answer read-only OPENs of ``inode`` (``entry`` and
+        ``view`` held, fresh) when nothing here writes it, it has one name (a change
+        through another name would not reach it) and the stream is up."""
+        native = self._native
+        if native is None or not self._stream_up or inode in self._writers \
+                or inode in self._orphans or not stat.S_ISREG(entry.mode) or entry.nlink > 1 \
+                or entry.hard_link_id:
+            return
+        offered = native.offered(inode)
+        if offered is view:
+            return
+        if offered is not None:  # another version: its open handles read the old one
+            self.withdraw_native(inode)
+        keep = self._open_mtime.get(inode) == entry.mtime_ns
+        if native.offer(inode, path, view, keep):
+            self._open_mtime[inode] = entry.mtime_ns
+
+    def withdraw_native(self, inode: int | None) -> None:
+        """Stops the native loop opening ``inode``, and takes over the handles it opened
+        of it that are still open (they read the version they were opened on). Called
+        before anything here acts on a change to the file."""
+        if self._native is None or inode is None:
+            return
+        for fh, path, view in self._native.withdraw(inode):
+            self._take(fh, inode, path, view)
+
+    def withdraw_native_under(self, path: str) -> None:
+        """``withdraw_native`` for every inode offered at ``path`` or under it."""
+        if self._native is not None:
+            for inode in self._native.offered_under(path):
+                self.withdraw_native(inode)
+
+    def adopt_native(self, fh: int) -> Handle | None:
+        """The handle ``fh`` if it is open: one of this table's, or one the native loop
+        opened, taken over now (a request for it reached the Python operations)."""
+        h = self._files.get(fh)
+        if h is not None or self._native is None:
+            return h
+        got = self._native.adopt(fh)
+        if got is None:
+            return None
+        inode, path, view = got
+        return self._take(fh, inode, path, view)
+
+    def _take(self, fh: int, inode: int, path: str, view: FileView) -> Handle:
+        h = Handle(fh, inode, self._reader(path, inode, view))
+        self._files[fh] = h
+        if self._native is not None:  # still registered for READs: forgotten at release
+            self._native.track(fh, inode)
+        return h
 
     async def register_native(self, fh: int, inode: int, view: FileView) -> None:
         """Lets the native loop answer READs of ``fh`` from ``view``, unless by the time
@@ -220,6 +291,7 @@ class HandleTable:
     def add_writer(self, inode: int, writer: FileWriter) -> None:
         """``inode`` is written here from now on: its reads go through ``writer``."""
         assert inode not in self._writers
+        self.withdraw_native(inode)
         self._writers[inode] = writer
         if self._native is not None:  # reads of this file must now see its dirty bytes
             self._native.forget_inode(inode)

@@ -141,6 +141,7 @@ class NameChanges:
         bytes and the 0x01 marker) and the link count; the filer keeps their shared
         content. The new name gets its own inode number here."""
         writable(self._wm)
+        self._handles.withdraw_native(inode)  # two names from now on: never native again
         old = self._inodes.path(inode)
         text = utf8_name(new_name, "link")
         new = self._inodes.child(new_parent_inode, text)
@@ -183,6 +184,7 @@ class NameChanges:
         writable(self._wm)
         path = self._inodes.child(parent_inode, existing_name(name))
         inode = self._inodes.find(path)
+        self._handles.withdraw_native(inode)  # its native handles count as open below
         if inode is not None and self._handles.is_open(inode) \
                 and len(self._inodes.names(inode)) == 1:
             # Open here: POSIX keeps the file readable and writable through its handles
@@ -240,6 +242,9 @@ class NameChanges:
         writable(self._wm)
         old = self._inodes.child(parent_inode_old, existing_name(name_old))
         new = self._inodes.child(parent_inode_new, utf8_name(name_new, "rename"))
+        for path in (old, new):  # handles the native loop opened are this side's now
+            self._handles.withdraw_native(self._inodes.find(path))
+            self._handles.withdraw_native_under(path)
         if flags & RENAME_EXCHANGE:
             await self._exchange(old, new)
             return

@@ -2,11 +2,19 @@
 pyfuse3's trio thread (see ``seaweed_rdma._core.NativeReads`` and docs/operations.md,
 "Native reads").
 
-The loop is spliced into pyfuse3's session right after ``pyfuse3.init`` and answers only
-READs of handles registered here at ``open``; everything else, and every READ it cannot
-deliver in full, reaches the Python operations as before, which read over HTTP what the
-fast path cannot. A handle is registered only when its bytes cannot differ from what the
-file's chunks hold: not while the file is written through this mount.
+The loop is spliced into pyfuse3's session right after ``pyfuse3.init`` and answers
+READs (and FLUSHes) of handles registered here at ``open``; everything else, and every READ
+it cannot deliver in full, reaches the Python operations as before, which read over HTTP
+what the fast path cannot. A handle is registered only when its bytes cannot differ from
+what the file's chunks hold: not while the file is written through this mount.
+
+It also answers read-only OPENs of inodes *offered* here (``offer``: a held, planned file
+whose volumes are known, looked up while the metadata stream is up), and the RELEASEs of
+the handles it opened so (numbers with ``NATIVE_FH`` set, which this side never hands
+out). Before the mount acts on any change to such a file, it ``withdraw``s the offer and
+takes over the loop's open handles of it (``handle_table.HandleTable.withdraw_native``);
+a request that reaches the Python operations with a handle still the loop's (a READ the
+loop could not serve) ``adopt``s that one.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ log = logging.getLogger("seaweed_rdma.mount")
 # Bound on every message between the kernel and libfuse through the loop (a WRITE, a READ
 # that pyfuse3 answers): 1 MiB and headers, so requests stay as large as without the loop.
 MAX_MESSAGE = (1 << 20) + (64 << 10)
+
+# Set in every handle number the loop opens itself; this side counts up from 1.
+NATIVE_FH = 1 << 63
 
 
 def session_fd() -> int | None:
@@ -61,6 +72,8 @@ class NativeLoop:
         self._client = client
         self._by_inode: dict[int, set[int]] = {}
         self._loads = {"loads_on_loop": 0, "loads_off_loop": 0}
+        # Offered inodes -> the path and view offered (the version their handles read).
+        self._offers: dict[int, tuple[str, FileView]] = {}
 
     @classmethod
     def start(cls, client: Client, opts: MountOptions) -> NativeLoop | None:
@@ -111,6 +124,64 @@ class NativeLoop:
         if not wait and any(master.known(c.volume_id) is None for c in view.chunks):
             return False
         self._loads["loads_off_loop" if wait else "loads_on_loop"] += 1
+        self._reads.register(fh, self._routes(view), view.entry.size)
+        return True
+
+    def offer(self, inode: int, path: str, view: FileView, keep_cache: bool) -> bool:
+        """Lets the loop answer read-only OPENs of ``inode`` (at ``path``) from ``view``;
+        the first keeps the kernel's pages when ``keep_cache``. False, with nothing done,
+        when its bytes are inline (pyfuse3 answers those) or a volume's location is not
+        known yet (it would have to be asked for, on the trio thread). Runs on the trio
+        thread; the caller has checked that nothing here writes the file."""
+        if self._client.reader.fast is None or view.inline is not None:
+            return False
+        master = self._client.master
+        if any(master.known(c.volume_id) is None for c in view.chunks):
+            return False
+        self._reads.offer(inode, self._routes(view), view.entry.size, keep_cache)
+        self._offers[inode] = (path, view)
+        return True
+
+    def offered(self, inode: int) -> FileView | None:
+        """The view ``inode`` is offered with, or None."""
+        got = self._offers.get(inode)
+        return got[1] if got is not None else None
+
+    def withdraw(self, inode: int) -> list[tuple[int, str, FileView]]:
+        """Stops the loop opening ``inode``; its handles the loop opened and are still open
+        are this side's from now on: ``(fh, path, view)`` each, reading that view (their
+        READs stay native until ``forget``)."""
+        got = self._offers.pop(inode, None)
+        if got is None:
+            return []
+        return [(fh, *got) for fh in self._reads.withdraw(inode)]
+
+    def offered_under(self, path: str) -> list[int]:
+        """Offered inodes at ``path`` or under it (``path`` may be a directory)."""
+        prefix = path.rstrip("/") + "/"
+        return [i for i, (p, _) in self._offers.items() if p == path or p.startswith(prefix)]
+
+    def offered_inodes(self) -> list[int]:
+        """Every offered inode."""
+        return list(self._offers)
+
+    def adopt(self, fh: int) -> tuple[int, str, FileView] | None:
+        """Takes over handle ``fh`` the loop opened: ``(inode, path, view)``, or None when
+        it is not the loop's (released, or taken over already)."""
+        if not fh & NATIVE_FH:
+            return None
+        inode = self._reads.adopt(fh)
+        if inode is None:
+            return None
+        got = self._offers.get(inode)
+        # An inode's handles are all taken over when its offer is withdrawn, so one the
+        # loop still had belongs to an offered inode.
+        assert got is not None, f"native handle {fh:#x} of inode {inode} not offered"
+        return (inode, *got)
+
+    def _routes(self, view: FileView) -> list[ChunkRoute]:
+        fast = self._client.reader.fast
+        assert fast is not None
         routes: list[ChunkRoute] = []
         for c in view.chunks:
             targets = fast.targets(c)
@@ -118,8 +189,7 @@ class NativeLoop:
             vid, key, cookie = parse_fid(c.file_id)
             routes.append(ChunkRoute(c.offset, c.size, c.modified_ts_ns, c.whole, sidecar,
                                      vid, key, cookie))
-        self._reads.register(fh, routes, view.entry.size)
-        return True
+        return routes
 
     def track(self, fh: int, inode: int) -> None:
         """Notes that ``fh`` (loaded) reads ``inode``, for ``forget_inode``."""

@@ -88,7 +88,10 @@ class Tree:
         return to_attributes(entry, inode, self._ttl) if entry is not None else None
 
     def forget_path(self, path: str) -> None:
-        """Drops what the mount cached about ``path`` (not the kernel's view)."""
+        """Drops what the mount cached about ``path`` (not the kernel's view), and stops
+        the native loop opening the file there (a directory's move or removal withdraws
+        what is under it: ``HandleTable.withdraw_native_under``)."""
+        self._handles.withdraw_native(self._inodes.find(path))
         self._client.invalidate(path)
         self._cache.invalidate_path(path)
 
