@@ -217,11 +217,15 @@ class SeaweedOperations(pyfuse3.Operations):
         if held is None or not stat.S_ISREG(held[0].mode):
             return
         entry, view = held
-        if view is None:
-            if any(c.is_chunk_manifest for c in entry.chunks):
-                return  # resolving it reads the manifest: the first open does that
-            view = self.client.view(path)  # held: planned here, no filer call
-        self.handles.offer_native(path, inode, entry, view)
+        try:
+            if view is None:
+                if any(c.is_chunk_manifest for c in entry.chunks):
+                    return  # resolving it reads the manifest: the first open does that
+                view = self.client.view(path)  # held: planned here, no filer call
+            self.handles.offer_native(path, inode, entry, view)
+        except (SeaweedRdmaError, OSError, ValueError) as e:
+            # A lookup never fails for this: the open plans it again, and says why.
+            log.info("not opened natively: %s: %s", path, e)
 
     def _bind(self, entry: Entry, path: str) -> int:
         """The inode of ``path`` (one for all names of a hard-linked file)."""
