@@ -211,8 +211,8 @@ class SeaweedOperations(pyfuse3.Operations):
         """Lets the native loop answer the OPENs of ``path``'s file when its entry is held
         (planned now if it is not yet: without manifest chunks that is no filer call), so
         that even the first OPEN of a small file costs the Python operations nothing."""
-        if self.native is None:
-            return
+        if not self.handles.offers_native:
+            return  # (stream down: a held entry may expire, and planning it would fetch)
         held = self.client.held(path)
         if held is None or not stat.S_ISREG(held[0].mode):
             return

@@ -188,6 +188,11 @@ class HandleTable:
             for inode in self._native.offered_inodes():
                 self.withdraw_native(inode)
 
+    @property
+    def offers_native(self) -> bool:
+        """Whether files may be offered to the native loop now (it runs, the stream is up)."""
+        return self._native is not None and self._stream_up
+
     def offer_native(self, path: str, inode: int, entry: Entry, view: FileView) -> None:
         """Lets the native loop answer read-only OPENs of ``inode`` (``entry`` and
         ``view`` held, fresh) when nothing here writes it, it has one name (a change
