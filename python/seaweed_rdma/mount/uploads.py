@@ -16,7 +16,6 @@ import base64
 import errno
 import functools
 import hashlib
-import http.client
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import urllib3
 
 from ..errors import SeaweedRdmaError
 from ..filer_grpc import Assignment, FilerGrpc, FilerRpcError, FilerUnreachable, split_path
@@ -165,7 +165,8 @@ class Uploader:
                 out.error = e
                 return
         etags = dict(out.stored)
-        if any(fid != a.file_id for (a, _), (fid, _) in zip(uploads, out.stored, strict=True)):
+        if len(out.stored) != len(uploads) or any(
+                fid != a.file_id for (a, _), (fid, _) in zip(uploads, out.stored)):
             return
         for c in entry.chunks:
             if c.file_id in etags:
@@ -208,7 +209,7 @@ class Uploader:
                 headers["Authorization"] = f"BEARER {a.auth}"
             try:
                 status, text = self.http.post(a.url, f"/{a.file_id}", data, headers)
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, urllib3.exceptions.HTTPError) as e:
                 reasons.append(f"POST {a.url}/{a.file_id}: {e!r}")
                 continue
             if status >= 300:

@@ -447,7 +447,7 @@ class FileWriter:
                 continue  # clipped away by a truncation: nothing to store
             sealed[index] = Sealed(page, self._mount.next_ts(), self._gen)
             self._sealed.append(sealed[index])
-        return [(sealed[p.index], s, e, a) for (p, s, e), a in zip(ranges, got, strict=True)]
+        return [(sealed[p.index], s, e, a) for (p, s, e), a in zip(ranges, got)]
 
     async def _commit_small(self) -> bool:
         """A commit of a few small dirty ranges with nothing else pending (a small file's
