@@ -14,18 +14,10 @@ import httpx
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import Mount
+from .mounts import fast_mount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
-
-
-def _mount(cluster, tmp_path: Path, sidecar, *extra: str) -> Mount:  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "mnt"
-    mnt.mkdir(exist_ok=True)
-    return Mount([f"-filer={cluster.filer.grpc_address}", "-cacheMetaTtlSec=1",
-                  "-rdma.enabled", f"-rdma.sidecar={sidecar.address}", *extra],
-                 mnt, tmp_path / "mount.log")
 
 
 def _sidecar_bytes(sc) -> int:  # type: ignore[no-untyped-def]
@@ -51,7 +43,7 @@ def _direct_reads(path: Path, size: int, block: int = 4096) -> bytes:
 def test_native_reads_carry_the_bytes_and_decline_what_needs_python(
         cluster, shapes, tmp_path):  # type: ignore[no-untyped-def]
     sc = cluster.add_sidecar(cluster.volume_servers)
-    m = _mount(cluster, tmp_path, sc)
+    m = fast_mount(cluster, tmp_path, sc)
     multi = shapes["multi_chunk"]
     try:
         before = _sidecar_bytes(sc)
@@ -84,7 +76,7 @@ def test_native_reads_carry_the_bytes_and_decline_what_needs_python(
 
 def test_reads_the_sidecar_cannot_serve_reach_http(cluster, shapes, tmp_path):  # type: ignore[no-untyped-def]
     sc = cluster.add_sidecar(cluster.volume_servers)
-    m = _mount(cluster, tmp_path, sc)
+    m = fast_mount(cluster, tmp_path, sc)
     multi = shapes["multi_chunk"]
     path = m.mnt / multi.path.lstrip("/")
     try:
@@ -105,7 +97,7 @@ def test_a_file_written_here_is_read_with_its_written_bytes(cluster, tmp_path): 
     sc = cluster.add_sidecar(cluster.volume_servers)
     data = os.urandom(3 << 20)
     cluster.upload("/native/w.bin", data, max_mb=1)
-    m = _mount(cluster, tmp_path, sc)
+    m = fast_mount(cluster, tmp_path, sc)
     path = m.mnt / "native" / "w.bin"
     try:
         reader = os.open(path, os.O_RDONLY)
@@ -132,7 +124,7 @@ def test_a_file_written_here_is_read_with_its_written_bytes(cluster, tmp_path): 
 
 def test_an_unmount_from_outside_ends_the_mount(cluster, shapes, tmp_path):  # type: ignore[no-untyped-def]
     sc = cluster.add_sidecar(cluster.volume_servers)
-    m = _mount(cluster, tmp_path, sc)
+    m = fast_mount(cluster, tmp_path, sc)
     multi = shapes["multi_chunk"]
     try:
         assert (m.mnt / multi.path.lstrip("/")).read_bytes() == multi.data
@@ -153,7 +145,7 @@ def test_a_handle_open_while_the_file_changes_elsewhere_reads_the_new_version(
     sc = cluster.add_sidecar(cluster.volume_servers)
     first = os.urandom(300_000)
     cluster.upload("/native/grows.bin", first, max_mb=1)
-    m = _mount(cluster, tmp_path, sc)
+    m = fast_mount(cluster, tmp_path, sc)
     try:
         fd = os.open(m.mnt / "native" / "grows.bin", os.O_RDONLY)
         try:

@@ -10,26 +10,17 @@ import mmap
 import os
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import Mount
+from .mounts import Mount, fast_mount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
 
 MIB = 1 << 20
-
-
-def _mount(cluster, tmp_path: Path, sidecar, *extra: str) -> Mount:  # type: ignore[no-untyped-def]
-    mnt = tmp_path / "mnt"
-    mnt.mkdir(exist_ok=True)
-    return Mount([f"-filer={cluster.filer.grpc_address}", "-cacheMetaTtlSec=1",
-                  "-rdma.enabled", f"-rdma.sidecar={sidecar.address}", *extra],
-                 mnt, tmp_path / "mount.log")
 
 
 def _read_direct(fd: int, offset: int, size: int) -> bytes:
@@ -66,7 +57,7 @@ def test_an_in_order_reader_is_served_from_read_ahead_within_its_caps(
     sc = cluster.add_sidecar(cluster.volume_servers)
     data = random.Random(26).randbytes(26 * MIB + 12345)
     cluster.upload("/ra/seq.bin", data, max_mb=4)
-    m = _mount(cluster, tmp_path, sc, "-rdma.readAheadMiB=8", "-rdma.readAheadTotalMiB=12")
+    m = fast_mount(cluster, tmp_path, sc, "-rdma.readAheadMiB=8", "-rdma.readAheadTotalMiB=12")
     path = m.mnt / "ra" / "seq.bin"
     try:
         # Random 4 KiB reads start no read-ahead.
@@ -113,7 +104,7 @@ def test_a_handle_whose_file_changes_never_reads_old_windows(cluster, tmp_path):
     old = rng.randbytes(16 * MIB)
     new = rng.randbytes(16 * MIB)
     cluster.upload("/ra/changes.bin", old, max_mb=4)
-    m = _mount(cluster, tmp_path, sc, "-rdma.readAheadMiB=12")
+    m = fast_mount(cluster, tmp_path, sc, "-rdma.readAheadMiB=12")
     path = m.mnt / "ra" / "changes.bin"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
