@@ -162,3 +162,23 @@ def test_the_stream_waits_for_a_second_fetch_or_a_second(cluster):  # type: igno
         assert took >= 0.5, took  # started by the timer (STREAM_START_S), not at once
         cluster.upload("/held/late/b.bin", b"b1")
         _until(lambda: c.read("/held/late/b.bin") == b"b1")  # (no TTL: the stream said so)
+
+
+def test_a_listed_directory_has_its_volumes_located_at_once(cluster):  # type: ignore[no-untyped-def]
+    files = _files(cluster, "/held/located", 30)
+    time.sleep(2.5)  # as above: no replayed upload events to send it to be listed again
+    with Client(cluster.filer.grpc_address) as c:
+        first = list(files)[:2]
+        for p in first:  # the second lookup lists the directory
+            assert c.read(p) == files[p]
+        assert c.stats()["metadata"]["listings"] == 1
+        held = {p: c.held(p) for p in files}
+        assert all(h is not None for h in held.values()), held
+        read = {ch.volume_id for p in first for ch in held[p][0].chunks}  # type: ignore[index]
+        others = {ch.volume_id for h in held.values() for ch in h[0].chunks} - read  # type: ignore[index]
+        assert len(others) >= 2, f"the uploads landed on too few volumes: {others}"
+        # Volumes no read has touched are known: one master request at the listing.
+        master = c._live().master
+        assert all(master.known(v) for v in others), others
+        for p, b in files.items():
+            assert c.read(p) == b

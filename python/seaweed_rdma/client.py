@@ -108,8 +108,16 @@ class _Parts:
                             max_bytes=c.meta_max_bytes,
                             list_dirs=c.meta_list_dirs)
         follow = c.meta_stream and c.meta_ttl > 0 and metastream.usable_here()
-        self.meta = HeldMetadata(self.filer, limits, self._start_stream if follow else None)
+        self.meta = HeldMetadata(self.filer, limits, self._start_stream if follow else None,
+                                 on_listed=self._locate_volumes)
         self._filer_address = c.filer
+
+    def _locate_volumes(self, entries: list[Entry]) -> None:
+        """Learns where the volumes of a listed directory's files are, in one master
+        request, so that neither the first read of each volume nor a mount's first open of
+        a file there (offered to the native loop only when its volumes are known) waits
+        for a lookup of its own."""
+        self.master.prefetch({c.volume_id for e in entries for c in e.chunks})
 
     def _start_stream(self) -> None:
         """Follows the filer's metadata events from before the first fetch.

@@ -80,10 +80,14 @@ class HeldMetadata:
     """Entries by path, directories listed whole, kept fresh by metadata events."""
 
     def __init__(self, filer: FilerClient, limits: HeldLimits,
-                 start_stream: Callable[[], None] | None = None) -> None:
+                 start_stream: Callable[[], None] | None = None,
+                 on_listed: Callable[[list[Entry]], object] | None = None) -> None:
         self._filer = filer
         self._limits = limits
         self._start_stream = start_stream
+        # Told each directory listed whole (outside the lock), e.g. to learn where its
+        # files' volumes are before the first of them is read.
+        self._on_listed = on_listed
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Held] = OrderedDict()
         self._bytes = 0
@@ -245,6 +249,8 @@ class HeldMetadata:
             self._dirs[directory] = _Dir({e.name for e in entries}, now, True)
             for e in entries:
                 self._put(e, now)
+        if self._on_listed is not None:
+            self._on_listed(entries)
         return entries
 
     def _put(self, entry: Entry, at: float | None = None) -> None:
