@@ -89,6 +89,9 @@ def main() -> int:
     ap.add_argument("--dirs", default=",".join(DEFAULT_DIRS))
     ap.add_argument("--timeout-s", type=float, default=300.0, help="per .t file")
     ap.add_argument("--flags", default="", help="extra flags for both mounts")
+    ap.add_argument("--fast", action="store_true",
+                    help="our mount with the fast path (a sidecar beside the volume server), "
+                         "so the native read loop answers what it can")
     ap.add_argument("--in", dest="inside", type=Path,
                     help="only run the suite inside this directory (a mount made by hand)")
     args = ap.parse_args()
@@ -113,10 +116,12 @@ def main() -> int:
         cluster.upload("/conformance/ours/.keep", b"")
         procs = []
         retried: list[str] = []
+        ours_cmd = [sys.executable, "-m", "seaweed_rdma.cli", "mount"]
+        if args.fast:
+            sidecar = cluster.add_sidecar(cluster.volume_servers[0])
+            ours_cmd += ["-rdma.enabled", f"-rdma.sidecar={sidecar.address}"]
         try:
-            for name, cmd in (
-                    ("weed", [find_weed(), "mount"]),
-                    ("ours", [sys.executable, "-m", "seaweed_rdma.cli", "mount"])):
+            for name, cmd in (("weed", [find_weed(), "mount"]), ("ours", ours_cmd)):
                 mnt, log = work / name, work / f"{name}.log"
                 with open(log, "wb") as f:
                     p = subprocess.Popen([*cmd, f"-filer={filer}", f"-dir={mnt}",

@@ -118,6 +118,18 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
         got = httpx.get(f"{cluster.filer.url}{written}", timeout=30)
         assert got.content == want
 
+        # A log rotation here (a -> a.1, then b -> a) while both are offered: each name
+        # then opens its own file's bytes, natively or not.
+        a, b = next(names), next(names)
+        assert path[a].read_bytes() == files[a] and path[b].read_bytes() == files[b]
+        rotated = path[a].with_name(path[a].name + ".1")
+        os.rename(path[a], rotated)
+        os.rename(path[b], path[a])
+        for _ in range(3):  # looked up (and offered) again, then opened
+            assert rotated.read_bytes() == files[a]
+            assert path[a].read_bytes() == files[b]
+            assert not path[b].exists()
+
         # Every other file still reads right, and nothing was left open.
         for p in names:
             assert path[p].read_bytes() == files[p], p

@@ -133,3 +133,15 @@ def test_a_request_with_a_loop_handle_takes_that_one_over() -> None:
     # A directory above it moved or went.
     t.withdraw_native_under("/d")
     assert reads.offers == {}
+
+
+def test_an_offer_withdrawn_before_any_native_open_leaves_the_next_open_dropping_pages() -> None:
+    t, reads = rig()
+    e = entry(mtime_ns=3)
+    t.offer_native("/d/f", 5, e, view(e))
+    assert reads.offers == {5: False}
+    # Withdrawn (a chmod, an event, the stream blinking) before the kernel opened it: the
+    # pages it holds may be an older version's, so the next open must not keep them.
+    t.withdraw_native(5)
+    assert not t.keep_cache(5, 3)
+    assert t.keep_cache(5, 3), "opened at that version now: the next open may keep them"

@@ -105,6 +105,9 @@ class MetaEvents:
                 self._client.invalidate(path)
                 if old != new:  # (an update of its own attributes changes nothing under it)
                     self._handles.withdraw_native_under(path)
+        for path in (old, new):  # before the names move: a replaced target is unbound
+            if path is not None:
+                self._handles.withdraw_native(self._inodes.find(path))
         if old is not None and new is not None and old != new:
             self._tree.follow_rename(old, new)  # open files (and inodes) move with it
         for path in [p for p in (old, new) if p is not None]:

@@ -213,6 +213,8 @@ class SeaweedOperations(pyfuse3.Operations):
         that even the first OPEN of a small file costs the Python operations nothing."""
         if not self.handles.offers_native:
             return  # (stream down: a held entry may expire, and planning it would fetch)
+        if self.inodes.find(path) != inode:
+            return  # renamed while the caller waited: the entry at path is another file's
         held = self.client.held(path)
         if held is None or not stat.S_ISREG(held[0].mode):
             return
@@ -337,7 +339,9 @@ class SeaweedOperations(pyfuse3.Operations):
         fh = self.handles.open_read(path, inode, view)
         await self.handles.register_native(fh, inode, view)
         keep = self.handles.keep_cache(inode, view.entry.mtime_ns)
-        self._offer(path, inode)  # the next OPEN can be the native loop's
+        now = self.client.held(path)
+        if now is not None and now[1] is view:  # still the version this handle opened
+            self._offer(path, inode)  # the next OPEN can be the native loop's
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     @fuse_errors

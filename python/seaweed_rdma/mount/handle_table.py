@@ -217,6 +217,10 @@ class HandleTable:
         before anything here acts on a change to the file."""
         if self._native is None or inode is None:
             return
+        if self._native.offered(inode) is not None:
+            # The offer noted its version as opened; if no native open came, the next
+            # open must still drop the kernel's pages, which may be an older version's.
+            self._open_mtime.pop(inode, None)
         for fh, path, view in self._native.withdraw(inode):
             self._take(fh, inode, path, view)
 

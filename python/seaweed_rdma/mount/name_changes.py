@@ -263,6 +263,8 @@ class NameChanges:
         async with dir_times.holding(old, new):  # no time write brings ``old`` back
             await self._calls.off_loop(self._grpc.rename, old, new)
             dir_times.moved(old, new)
+        for path in (old, new):  # offered again while this waited: under the old names
+            self._handles.withdraw_native(self._inodes.find(path))
         self._tree.forget_path(new)
         self._tree.follow_rename(old, new)
         dir_times.touch_parent(old)
@@ -294,4 +296,5 @@ class NameChanges:
             self._client.invalidate(dst)
             self._tree.forget_path(src)
         for path in (a, b):
+            self._handles.withdraw_native(self._inodes.find(path))  # offered meanwhile
             self._tree.dir_times.touch_parent(path)
