@@ -3,7 +3,7 @@
 # the shared script, then runs ci/conformance.py, which mounts both on one throwaway
 # cluster and fails on any subtest that fails on our mount and passes on weed mount.
 #
-#   ci/conformance.sh [--dirs chmod,link,...]
+#   ci/conformance.sh [--fast] [--dirs chmod,link,...]   (--fast: ours with a sidecar)
 #
 # SEAWEED_RDMA_CONFORMANCE=0 skips it; it skips, saying why, where /dev/fuse or the
 # shared pjdfstest tree is missing.

@@ -68,14 +68,20 @@ def view(e: Any) -> Any:
     return SimpleNamespace(entry=e, inline=None, chunks=[chunk], size=10)
 
 
-def rig() -> tuple[HandleTable, Reads]:
+def rig_with_loop() -> tuple[HandleTable, Reads, NativeLoop]:
     fast = SimpleNamespace(targets=lambda c: ["s:1"])
     client = SimpleNamespace(reader=SimpleNamespace(fast=fast),
                              master=SimpleNamespace(known=lambda vid: ["v:1"]))
     reads = Reads()
     t = HandleTable(client, None, BlockCache(0), 1 << 20)  # type: ignore[arg-type]
-    t.attach_native(NativeLoop(reads, client))  # type: ignore[arg-type]
+    native = NativeLoop(reads, client)  # type: ignore[arg-type]
+    t.attach_native(native)
     t.stream_state(True)
+    return t, reads, native
+
+
+def rig() -> tuple[HandleTable, Reads]:
+    t, reads, _ = rig_with_loop()
     return t, reads
 
 
@@ -145,3 +151,17 @@ def test_an_offer_withdrawn_before_any_native_open_leaves_the_next_open_dropping
     t.withdraw_native(5)
     assert not t.keep_cache(5, 3)
     assert t.keep_cache(5, 3), "opened at that version now: the next open may keep them"
+
+
+def test_offers_under_a_path_are_found_by_directory() -> None:
+    t, reads, native = rig_with_loop()
+    for inode, path in ((5, "/d/f"), (6, "/d/e/g"), (7, "/dx/h"), (8, "/x")):
+        e = entry()
+        t.offer_native(path, inode, e, view(e))
+    assert sorted(native.offered_under("/d")) == [5, 6]
+    assert native.offered_under("/d/f") == [5] and native.offered_under("/d/e") == [6]
+    assert sorted(native.offered_under("/")) == [5, 6, 7, 8]
+    t.withdraw_native(6)
+    assert native.offered_under("/d") == [5]
+    t.withdraw_native_under("/dx")
+    assert sorted(reads.offers) == [5, 8]

@@ -74,6 +74,9 @@ class NativeLoop:
         self._loads = {"loads_on_loop": 0, "loads_off_loop": 0}
         # Offered inodes -> the path and view offered (the version their handles read).
         self._offers: dict[int, tuple[str, FileView]] = {}
+        # Offered inodes by their directory: a rename looks under two paths, and must not
+        # walk every offer (one per looked-up file) on the trio thread to do it.
+        self._by_dir: dict[str, set[int]] = {}
 
     @classmethod
     def start(cls, client: Client, opts: MountOptions) -> NativeLoop | None:
@@ -139,8 +142,20 @@ class NativeLoop:
         if any(master.known(c.volume_id) is None for c in view.chunks):
             return False
         self._reads.offer(inode, self._routes(view), view.entry.size, keep_cache)
+        self._unindex(inode)
         self._offers[inode] = (path, view)
+        self._by_dir.setdefault(_directory(path), set()).add(inode)
         return True
+
+    def _unindex(self, inode: int) -> None:
+        got = self._offers.get(inode)
+        if got is not None:
+            d = _directory(got[0])
+            inodes = self._by_dir.get(d)
+            if inodes is not None:
+                inodes.discard(inode)
+                if not inodes:
+                    del self._by_dir[d]
 
     def offered(self, inode: int) -> FileView | None:
         """The view ``inode`` is offered with, or None."""
@@ -151,6 +166,7 @@ class NativeLoop:
         """Stops the loop opening ``inode``; its handles the loop opened and are still open
         are this side's from now on: ``(fh, path, view)`` each, reading that view (their
         READs stay native until ``forget``)."""
+        self._unindex(inode)
         got = self._offers.pop(inode, None)
         if got is None:
             return []
@@ -158,8 +174,13 @@ class NativeLoop:
 
     def offered_under(self, path: str) -> list[int]:
         """Offered inodes at ``path`` or under it (``path`` may be a directory)."""
-        prefix = path.rstrip("/") + "/"
-        return [i for i, (p, _) in self._offers.items() if p == path or p.startswith(prefix)]
+        top = path.rstrip("/")
+        prefix = top + "/"
+        found = [i for i in self._by_dir.get(_directory(path), ()) if self._offers[i][0] == path]
+        for d, inodes in self._by_dir.items():  # directories, not files: far fewer
+            if d == top or d.startswith(prefix):
+                found.extend(inodes)
+        return found
 
     def offered_inodes(self) -> list[int]:
         """Every offered inode."""
@@ -224,3 +245,8 @@ class NativeLoop:
         """Puts pyfuse3's descriptor back and stops the threads; after pyfuse3's loop
         returned, before ``pyfuse3.close()``."""
         self._reads.close()
+
+
+def _directory(path: str) -> str:
+    """The directory holding ``path`` ("/" for a name at the root)."""
+    return path.rsplit("/", 1)[0] or "/"
