@@ -255,6 +255,12 @@ class HeldMetadata:
 
     def _put(self, entry: Entry, at: float | None = None) -> None:
         self._drop_entry(entry.path)
+        directory, name = _parent(entry.path)
+        d = self._dirs.get(directory)
+        if d is not None:
+            # It exists: a held listing names it, though its create event may come later
+            # and then find it already shown (fetched before the event arrived).
+            d.names.add(name)
         if entry.hard_link_id:
             # One of several names of a file: a change through another name (its bytes,
             # its link count) sends no event for this one, so it is always asked for.

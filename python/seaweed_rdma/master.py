@@ -39,7 +39,7 @@ class MasterClient:
         return hit[1] if hit and hit[0] > time.monotonic() else None
 
     def lookup(self, volume_id: int) -> list[str]:
-        """Volume-server base URLs (``http://host:port``) that hold ``volume_id``.
+        """Volume-server base URLs (``http://host:port``) that hold ``volume_id``, sorted.
 
         Raises ``NoLiveLocation`` when the master knows no live location, ``Unreachable``
         (naming the master) when it cannot be reached.
@@ -82,7 +82,7 @@ class MasterClient:
             return 0
         with self._lock:
             for vid, urls in known.items():
-                self._cache[vid] = (now + self._ttl, urls)
+                self._cache[vid] = (now + self._ttl, sorted(urls))
         return len(missing & known.keys())
 
     def invalidate(self, volume_id: int) -> None:
@@ -113,7 +113,10 @@ class MasterClient:
         urls = [http_base(loc["url"]) for loc in body.get("locations") or []]
         if not urls:
             raise NoLiveLocation(f"volume {volume_id} has no live location")
-        return urls
+        # The same order whichever request learnt them (``prefetch`` lists by server):
+        # every reader then tries a volume's replicas in one order, as each would with
+        # ``/dir/lookup`` alone.
+        return sorted(urls)
 
 
 def _ids(text: str) -> list[int] | None:

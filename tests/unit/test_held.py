@@ -210,3 +210,13 @@ def test_a_hard_linked_name_is_always_asked_for(tree: Tree) -> None:
     assert h.peek("/d/f4") is None and h.peek("/d/f2") is not None
     h.get("/d/f2")
     assert tree.gets == 3  # the others are held as before
+
+
+def test_a_name_fetched_before_its_create_event_is_listed(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    made = tree.entries["/d/new"] = _entry("/d/new", "1,77aa")
+    assert h.get("/d/new")[0].path == "/d/new"  # fetched: its event has not come yet
+    h.on_event(_event("/d", None, made))  # the event then finds it shown already
+    assert [e.name for e in h.listdir("/d")] == ["f0", "f1", "f2", "f3", "f4", "new"]
+    assert tree.lists == 1
