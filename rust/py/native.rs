@@ -155,9 +155,7 @@ impl PyNativeReads {
         chunks: Vec<PyRef<'_, PyChunkRoute>>,
         attr_size: u64,
     ) -> PyResult<()> {
-        // Converted to owned values under the GIL, planned without it.
-        let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
-        let file = py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)?;
+        let file = plan(py, &chunks, attr_size)?;
         self.with(|a| a.native().files().insert(fh, file));
         Ok(())
     }
@@ -173,8 +171,7 @@ impl PyNativeReads {
         attr_size: u64,
         keep_cache: bool,
     ) -> PyResult<()> {
-        let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
-        let file = py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)?;
+        let file = plan(py, &chunks, attr_size)?;
         self.with(|a| a.native().opens().offer(inode, file, keep_cache));
         Ok(())
     }
@@ -277,4 +274,15 @@ impl PyNativeReads {
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChunkRoute>()?;
     m.add_class::<PyNativeReads>()
+}
+
+/// The file `chunks` (`ChunkRoute`s) of `attr_size` bytes make: converted to owned values
+/// under the GIL, planned without it.
+fn plan(
+    py: Python<'_>,
+    chunks: &[PyRef<'_, PyChunkRoute>],
+    attr_size: u64,
+) -> PyResult<NativeFile> {
+    let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
+    py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)
 }
