@@ -188,8 +188,15 @@ class NativeReads:
     def unregister(self, fh: int) -> bool:
         """Stops answering ``fh`` natively; whether it was registered."""
     def offer(self, inode: int, chunks: list[ChunkRoute], attr_size: int,
-              keep_cache: bool) -> None:
-        """Answers read-only OPENs of ``inode`` (and their RELEASEs) natively."""
+              keep_cache: bool,
+              lookup: tuple[int, bytes, list[int], float, float] | None = None) -> None:
+        """Answers read-only OPENs of ``inode`` (and their RELEASEs) natively; with
+        ``lookup`` = ``(parent, name, attrs, entry_timeout, attr_timeout)``, LOOKUPs of
+        ``name`` in ``parent`` too (``attrs``: size, blocks, atime_ns, mtime_ns,
+        ctime_ns, mode, nlink, uid, gid, rdev, blksize)."""
+    def take_lookups(self, inode: int) -> int:
+        """The kernel references to ``inode`` natively answered LOOKUPs gave it since the
+        last call."""
     def withdraw(self, inode: int) -> list[int]:
         """Stops opening ``inode`` natively; the natively opened handles of it, now
         pyfuse3's."""
@@ -202,8 +209,8 @@ class NativeReads:
     def stats(self) -> dict[str, int]:
         """reads, bytes, unregistered, declined, failed, forwarded, split, replies, errors,
         engine_us, reply_us, most_at_once, flushes (of registered handles, answered
-        natively), opens, releases (answered natively), registered, offered,
-        native_open."""
+        natively), opens, releases, lookups (answered natively), ioctls (refused
+        natively: pyfuse3 has none), registered, offered, named, native_open."""
     def read_ahead_stats(self) -> dict[str, int]:
         """windows, window_bytes, hits, hit_bytes, waits, misses, failed, unused_bytes,
         capped, held (bytes in read-ahead buffers now), most_held, spare (buffers kept

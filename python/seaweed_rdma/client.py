@@ -427,6 +427,12 @@ class Client:
         self._check_open()
         return self._live().meta.peek(normalize_path(path))
 
+    def held_listing(self, path: str) -> list[Entry] | None:
+        """The entries of directory ``path`` if held whole and fresh (see ``held``), else
+        None; never asks the filer."""
+        self._check_open()
+        return self._live().meta.held_listing(normalize_path(path))
+
     def stream_state(self, up: bool) -> None:
         """For a client made with ``meta_stream=False`` whose holder follows the filer's
         events itself (the mount) and drops what they change: whether that stream is up.

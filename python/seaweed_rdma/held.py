@@ -179,6 +179,11 @@ class HeldMetadata:
                 return listed
         return list(self._filer.iter_dir(path))  # listed by another thread, and changed
 
+    def held_listing(self, path: str) -> list[Entry] | None:
+        """The entries of directory ``path`` if it is held whole and fresh; never asks
+        the filer."""
+        return self._held_listing(path)
+
     def _held_listing(self, path: str) -> list[Entry] | None:
         with self._lock:
             d = self._dirs.get(path)

@@ -9,6 +9,8 @@ pub const OUT_HEADER: usize = 16;
 
 /// Opcodes the loop treats apart from the rest.
 pub mod opcode {
+    /// Answered here for a name the Python side offered (`opens.rs`).
+    pub const LOOKUP: u32 = 1;
     /// No reply.
     pub const FORGET: u32 = 2;
     /// Answered here for an inode the Python side offered (`opens.rs`).
@@ -21,6 +23,8 @@ pub mod opcode {
     pub const FLUSH: u32 = 25;
     /// Its reply sets `max_write`, which bounds every later request.
     pub const INIT: u32 = 26;
+    /// Answered here: pyfuse3 has none, libfuse refuses it.
+    pub const IOCTL: u32 = 39;
     /// No reply; names the request it interrupts.
     pub const INTERRUPT: u32 = 36;
     /// No reply (answers a retrieve notification).
@@ -104,6 +108,88 @@ pub fn release_fh(msg: &[u8]) -> Option<u64> {
 /// The open flags of an OPEN request (`struct fuse_open_in`'s first field).
 pub fn open_flags(msg: &[u8]) -> Option<u32> {
     u32_at(msg, IN_HEADER)
+}
+
+/// The name a LOOKUP request asks for (NUL-terminated after the header), without its NUL.
+pub fn lookup_name(msg: &[u8]) -> Option<&[u8]> {
+    let body = msg.get(IN_HEADER..)?;
+    let end = body.iter().position(|&b| b == 0)?;
+    Some(&body[..end])
+}
+
+/// An inode's attributes as `struct fuse_attr` carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attr {
+    /// Size in bytes.
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    /// Access, modification and change times, in nanoseconds since the epoch.
+    pub atime_ns: u64,
+    /// (See `atime_ns`.)
+    pub mtime_ns: u64,
+    /// (See `atime_ns`.)
+    pub ctime_ns: u64,
+    /// Type and permission bits.
+    pub mode: u32,
+    /// Link count.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number (devices only).
+    pub rdev: u32,
+    /// Preferred I/O size.
+    pub blksize: u32,
+}
+
+/// `struct fuse_entry_out` (since protocol 7.9): nodeid, generation, entry_valid,
+/// attr_valid (u64 each), their nanoseconds (u32 each), then `struct fuse_attr`.
+pub const ENTRY_OUT: usize = 40 + 88;
+
+/// The body of a LOOKUP reply naming `inode` with `attr`, which the kernel may keep for
+/// `entry_valid` (the name) and `attr_valid` (the attributes).
+pub fn entry_out(
+    inode: u64,
+    attr: &Attr,
+    entry_valid: std::time::Duration,
+    attr_valid: std::time::Duration,
+) -> [u8; ENTRY_OUT] {
+    fn put(b: &mut [u8], at: &mut usize, v: &[u8]) {
+        b[*at..*at + v.len()].copy_from_slice(v);
+        *at += v.len();
+    }
+    const NS: u64 = 1_000_000_000;
+    let mut b = [0u8; ENTRY_OUT];
+    let at = &mut 0;
+    put(&mut b, at, &inode.to_ne_bytes());
+    put(&mut b, at, &0u64.to_ne_bytes()); // generation: numbers are never reused live
+    put(&mut b, at, &entry_valid.as_secs().to_ne_bytes());
+    put(&mut b, at, &attr_valid.as_secs().to_ne_bytes());
+    put(&mut b, at, &entry_valid.subsec_nanos().to_ne_bytes());
+    put(&mut b, at, &attr_valid.subsec_nanos().to_ne_bytes());
+    put(&mut b, at, &inode.to_ne_bytes());
+    put(&mut b, at, &attr.size.to_ne_bytes());
+    put(&mut b, at, &attr.blocks.to_ne_bytes());
+    for t in [attr.atime_ns, attr.mtime_ns, attr.ctime_ns] {
+        put(&mut b, at, &(t / NS).to_ne_bytes());
+    }
+    for t in [attr.atime_ns, attr.mtime_ns, attr.ctime_ns] {
+        put(&mut b, at, &((t % NS) as u32).to_ne_bytes());
+    }
+    for v in [attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev, attr.blksize, 0] {
+        put(&mut b, at, &v.to_ne_bytes());
+    }
+    b
+}
+
+/// The protocol minor of a successful INIT reply (`fuse_init_out`'s second field).
+pub fn init_minor(reply: &[u8]) -> Option<u32> {
+    if u32_at(reply, 4)? != 0 {
+        return None;
+    }
+    u32_at(reply, OUT_HEADER + 4)
 }
 
 /// `FOPEN_KEEP_CACHE` in `fuse_open_out.open_flags`: the kernel keeps the file's pages.
@@ -253,6 +339,42 @@ mod tests {
         assert_eq!(init_max_write(&failed), None);
         assert_eq!(init_max_pages(&failed), None);
         assert_eq!(init_max_write(&reply[..30]), None, "too short");
+    }
+
+    #[test]
+    fn lookup_names_and_entry_replies_are_laid_out_as_the_kernel_reads_them() {
+        let msg = request(opcode::LOOKUP, 2, b"f00001.bin\0");
+        assert_eq!(lookup_name(&msg), Some(&b"f00001.bin"[..]));
+        assert_eq!(lookup_name(&request(opcode::LOOKUP, 2, b"no-nul")), None);
+        let attr = Attr {
+            size: 65536,
+            blocks: 128,
+            atime_ns: 5_000_000_001,
+            mtime_ns: 7_000_000_002,
+            ctime_ns: 9_000_000_003,
+            mode: 0o100644,
+            nlink: 1,
+            uid: 1000,
+            gid: 100,
+            rdev: 0,
+            blksize: 1 << 20,
+        };
+        let valid = std::time::Duration::from_millis(60_500);
+        let b = entry_out(42, &attr, valid, valid);
+        let u64s = |at: usize| u64_at(&b, at).expect("in range");
+        let u32s = |at: usize| u32_at(&b, at).expect("in range");
+        assert_eq!((u64s(0), u64s(8), u64s(16), u64s(24)), (42, 0, 60, 60));
+        assert_eq!((u32s(32), u32s(36)), (500_000_000, 500_000_000));
+        assert_eq!((u64s(40), u64s(48), u64s(56)), (42, 65536, 128), "ino, size, blocks");
+        assert_eq!((u64s(64), u64s(72), u64s(80)), (5, 7, 9), "seconds");
+        assert_eq!((u32s(88), u32s(92), u32s(96)), (1, 2, 3), "nanoseconds");
+        assert_eq!((u32s(100), u32s(104), u32s(108), u32s(112)), (0o100644, 1, 1000, 100));
+        assert_eq!((u32s(116), u32s(120), u32s(124)), (0, 1 << 20, 0), "rdev, blksize, flags");
+        let mut init = out_header(OUT_HEADER + 64, 0, 1).to_vec();
+        init.resize(OUT_HEADER + 64, 0);
+        init[OUT_HEADER + 4..OUT_HEADER + 8].copy_from_slice(&31u32.to_ne_bytes());
+        assert_eq!(init_minor(&init), Some(31));
+        assert_eq!(init_minor(&out_header(OUT_HEADER, -libc::EPROTO, 1)), None);
     }
 
     #[test]

@@ -22,7 +22,10 @@
 //!   its READs answered from them (`readahead.rs`);
 //! - a read-only OPEN of an inode the Python side offered, and the RELEASE of a handle
 //!   opened so, are answered on the reader's thread too (`opens.rs`): a small file read
-//!   through the mount then costs the Python side no request but its LOOKUP;
+//!   through the mount then costs the Python side no request but its LOOKUP; an offer
+//!   that carries the file's name and attributes has its LOOKUPs answered there too;
+//! - IOCTLs are refused with ENOSYS, as libfuse refuses them for pyfuse3 (which has no
+//!   such operation): Python's `open()` asks `isatty()` of every file;
 //! - INTERRUPTs for native READs are dropped (those finish anyway); FORGETs pass through.
 //!
 //! When the kernel ends the session (unmount), the readers see `ENODEV` and the loop's
@@ -45,8 +48,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+pub use abi::Attr;
 pub use files::{NativeFile, Planned, Registry, Route};
-pub use opens::{Opened, Opens, NATIVE_FH};
+pub use opens::{Named, Opened, Opens, NATIVE_FH};
 pub use readahead::{AheadConfig, AheadStats};
 pub use session::{LoopConfig, LoopStats, NativeLoop, FORWARD_PIECE, MAX_MESSAGE};
 pub use tokens::Tokens;

@@ -13,15 +13,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::abi::{
-    flush_fh, init_max_pages, init_max_write, interrupt_target, opcode, open_flags, open_reply,
-    out_header, release_fh, reply_unique, set_init_max_pages, set_init_max_write, InHeader, ReadIn,
-    FOPEN_KEEP_CACHE, OUT_HEADER,
+    flush_fh, init_max_pages, init_max_write, init_minor, interrupt_target, lookup_name, opcode,
+    open_flags, open_reply, out_header, release_fh, reply_unique, set_init_max_pages,
+    set_init_max_write, InHeader, ReadIn, ENTRY_OUT, FOPEN_KEEP_CACHE, OUT_HEADER,
 };
 use super::fd;
 use super::files::{NativeFile, Planned, Registry};
@@ -104,6 +104,10 @@ pub struct LoopStats {
     pub opens: u64,
     /// RELEASEs of handles opened here answered here.
     pub releases: u64,
+    /// LOOKUPs of offered names answered here.
+    pub lookups: u64,
+    /// IOCTLs answered here (all of them: see `no_ioctl`).
+    pub ioctls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +128,8 @@ struct Counters {
     flushes: AtomicU64,
     opens: AtomicU64,
     releases: AtomicU64,
+    lookups: AtomicU64,
+    ioctls: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -150,6 +156,8 @@ struct SessionState {
     stop: OwnedFd,
     ended: OwnedFd,
     has_ended: AtomicBool,
+    /// The protocol minor the session runs (from libfuse's INIT reply); 0 until then.
+    minor: AtomicU32,
     counters: Counters,
 }
 
@@ -199,6 +207,7 @@ impl NativeLoop {
             stop: fd::eventfd()?,
             ended: fd::eventfd()?,
             has_ended: AtomicBool::new(false),
+            minor: AtomicU32::new(0),
             counters: Counters::default(),
         });
         let mut native = NativeLoop { shared: shared.clone(), threads: Vec::new(), devices };
@@ -271,6 +280,8 @@ impl NativeLoop {
             flushes: get(&c.flushes),
             opens: get(&c.opens),
             releases: get(&c.releases),
+            lookups: get(&c.lookups),
+            ioctls: get(&c.ioctls),
         }
     }
 
@@ -358,6 +369,8 @@ impl SessionState {
                 opcode::FLUSH => self.flush(dev, h, req),
                 opcode::OPEN => self.open(dev, h, req),
                 opcode::RELEASE => self.release(dev, h, req),
+                opcode::LOOKUP => self.lookup(dev, h, req),
+                opcode::IOCTL => self.no_ioctl(dev, h),
                 // An interrupted native READ finishes anyway; only a request the Python
                 // side still owes a reply for is worth interrupting.
                 opcode::INTERRUPT => !interrupt_target(req).is_some_and(|t| self.owed(t)),
@@ -403,18 +416,59 @@ impl SessionState {
         if flags & writes != 0 {
             return false;
         }
-        let Some(opened) = self.opens.open(h.nodeid, &self.files) else { return false };
-        let keep = if opened.keep_cache { FOPEN_KEEP_CACHE } else { 0 };
-        match fd::writev(dev, &[&open_reply(h.unique, opened.fh, keep)]) {
-            Ok(_) => bump(&self.counters.opens, 1),
+        let reply = |opened: super::Opened| {
+            let keep = if opened.keep_cache { FOPEN_KEEP_CACHE } else { 0 };
+            fd::writev(dev, &[&open_reply(h.unique, opened.fh, keep)]).map(|_| ())
+        };
+        match self.opens.open(h.nodeid, &self.files, reply) {
+            None => return false,
+            Some(Ok(_)) => bump(&self.counters.opens, 1),
             // The opener was interrupted (ENOENT) or the session is gone: the kernel
-            // sends no RELEASE for a handle it never got, so end it here.
+            // sends no RELEASE for a handle it never got, and `open` ended it.
+            Some(Err(e)) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Some(Err(e)) => {
+                tracing::warn!("replying to an OPEN: {e}");
+                bump(&self.counters.errors, 1);
+            }
+        }
+        true
+    }
+
+    /// Answers an IOCTL as libfuse does for pyfuse3, which has no such operation: ENOSYS
+    /// (the kernel tells the caller ENOTTY). Python's `open()` asks `isatty()` of every
+    /// file it opens, so without this each open would cost a trip through the Python
+    /// side for that answer.
+    fn no_ioctl(&self, dev: RawFd, h: InHeader) -> bool {
+        match fd::writev(dev, &[&out_header(OUT_HEADER, -libc::ENOSYS, h.unique)]) {
+            Ok(_) => bump(&self.counters.ioctls, 1),
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
             Err(e) => {
-                self.opens.release(opened.fh, &self.files);
-                if !matches!(errno(&e), libc::ENOENT | libc::ENODEV) {
-                    tracing::warn!("replying to an OPEN: {e}");
-                    bump(&self.counters.errors, 1);
-                }
+                tracing::warn!("replying to an IOCTL: {e}");
+                bump(&self.counters.errors, 1);
+            }
+        }
+        true
+    }
+
+    /// Answers a LOOKUP of a name an offer carries (see `opens.rs`); false when the
+    /// Python side must.
+    fn lookup(&self, dev: RawFd, h: InHeader, req: &[u8]) -> bool {
+        // `fuse_entry_out` has had its present size since protocol 7.9.
+        if self.minor.load(Ordering::Relaxed) < 9 {
+            return false;
+        }
+        let Some(name) = lookup_name(req) else { return false };
+        let header = out_header(OUT_HEADER + ENTRY_OUT, 0, h.unique);
+        let reply = |body: &[u8; ENTRY_OUT]| fd::writev(dev, &[&header, body]).map(|_| ());
+        match self.opens.lookup(h.nodeid, name, reply) {
+            None => return false,
+            Some(Ok(_)) => bump(&self.counters.lookups, 1),
+            // The looker was interrupted (ENOENT) or the session is gone: the kernel took
+            // no reference, and none was counted.
+            Some(Err(e)) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
+            Some(Err(e)) => {
+                tracing::warn!("replying to a LOOKUP: {e}");
+                bump(&self.counters.errors, 1);
             }
         }
         true
@@ -721,6 +775,9 @@ impl SessionState {
     /// device reads shorter than a WRITE of `max_write` bytes, and a READ of `max_pages`
     /// pages answered by libfuse must fit one message.
     fn fit_init(&self, reply: &mut [u8]) {
+        if let Some(minor) = init_minor(reply) {
+            self.minor.store(minor, Ordering::Relaxed);
+        }
         let room = self.cfg.max_message.saturating_sub(INIT_WRITE_OVERHEAD);
         if let Some(max_write) = init_max_write(reply) {
             if max_write as usize > room {

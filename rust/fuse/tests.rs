@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::abi::{
-    opcode, open_reply, out_header, request, request_on, FOPEN_KEEP_CACHE, OUT_HEADER,
+    opcode, open_reply, out_header, request, request_on, Attr, ENTRY_OUT, FOPEN_KEEP_CACHE,
+    OUT_HEADER,
 };
 use super::fd;
 use super::files::{NativeFile, Route};
+use super::opens::Named;
 use super::readahead::AheadConfig;
 use super::session::{LoopConfig, NativeLoop};
 use crate::engine::test_server::{Mode, TestServer};
@@ -419,7 +421,7 @@ fn an_offered_inode_opens_reads_and_closes_here_until_withdrawn() {
     let file =
         NativeFile::new(vec![(chunk(0, 5000), route(1)), (chunk(8192, 5000), route(2))], 16384)
             .expect("plans");
-    r.native.opens().offer(20, file, false);
+    r.native.opens().offer(20, file, false, None);
     let (k, py) = (&r.kernels[0], &r.python);
     // Anything that could write, and any inode not offered, is the Python side's.
     for (unique, inode, flags) in
@@ -446,4 +448,58 @@ fn an_offered_inode_opens_reads_and_closes_here_until_withdrawn() {
     passes_through(k, py, &read_req(58, a, 0, 100)); // a is gone: not registered
     let st = r.native.stats();
     assert_eq!((st.opens, st.releases, st.reads), (2, 1, 1));
+}
+
+/// Runs INIT through the loop with libfuse answering protocol 7.`minor`.
+fn init(r: &Rig, minor: u32) {
+    passes_through(&r.kernels[0], &r.python, &request(opcode::INIT, 80, &[0u8; 64]));
+    let mut reply = out_header(OUT_HEADER + 64, 0, 80).to_vec();
+    reply.resize(OUT_HEADER + 64, 0);
+    reply[OUT_HEADER..OUT_HEADER + 4].copy_from_slice(&7u32.to_ne_bytes());
+    reply[OUT_HEADER + 4..OUT_HEADER + 8].copy_from_slice(&minor.to_ne_bytes());
+    send(&r.python, &reply);
+    assert!(next(&r.kernels[0], 5000).is_some(), "INIT reply");
+}
+
+#[test]
+fn a_named_offer_answers_lookups_here_until_withdrawn() {
+    let r = rig();
+    let file = |size| {
+        let spec = ChunkSpec { offset: 0, size, modified_ts_ns: 1, whole: false };
+        NativeFile::new(vec![(spec, None)], size).expect("plans")
+    };
+    let attr = Attr { size: 5000, mode: 0o100644, nlink: 1, ..Attr::default() };
+    let named = Named {
+        parent: 3,
+        name: (*b"f.bin").into(),
+        attr,
+        entry_valid: Duration::from_secs(60),
+        attr_valid: Duration::from_secs(60),
+    };
+    r.native.opens().offer(20, file(5000), true, Some(named));
+    let (k, py) = (&r.kernels[1], &r.python);
+    let lookup = |unique, parent, name: &[u8]| request_on(opcode::LOOKUP, unique, parent, name);
+    // Before INIT said which protocol runs, every LOOKUP is the Python side's.
+    passes_through(k, py, &lookup(90, 3, b"f.bin\0"));
+    init(&r, 31);
+    send(k, &lookup(92, 3, b"f.bin\0"));
+    let reply = next(k, 5000).expect("answered here");
+    assert_eq!(reply.len(), OUT_HEADER + ENTRY_OUT);
+    assert_eq!(reply[..OUT_HEADER], out_header(OUT_HEADER + ENTRY_OUT, 0, 92));
+    let at = |i: usize| u64::from_ne_bytes(reply[i..i + 8].try_into().expect("8"));
+    assert_eq!((at(OUT_HEADER), at(OUT_HEADER + 48)), (20, 5000), "inode, size");
+    // Other names, other directories and names without their NUL go on to Python.
+    passes_through(k, py, &lookup(94, 3, b"g.bin\0"));
+    passes_through(k, py, &lookup(96, 4, b"f.bin\0"));
+    passes_through(k, py, &lookup(98, 3, b"f.bin"));
+    assert_eq!(r.native.opens().take_lookups(20), 1, "the kernel holds one reference");
+    r.native.opens().withdraw(20);
+    passes_through(k, py, &lookup(100, 3, b"f.bin\0"));
+    assert_eq!(r.native.opens().take_lookups(20), 0);
+    assert_eq!(r.native.stats().lookups, 1);
+    // IOCTLs are refused here as libfuse refuses them for pyfuse3.
+    send(k, &request_on(opcode::IOCTL, 102, 20, &[0u8; 32]));
+    assert_eq!(next(k, 5000).expect("refused"), out_header(OUT_HEADER, -libc::ENOSYS, 102));
+    assert!(next(py, 100).is_none(), "nothing reached Python");
+    assert_eq!(r.native.stats().ioctls, 1);
 }

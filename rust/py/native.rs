@@ -8,7 +8,9 @@ use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
 use super::to_py_err;
-use crate::fuse::{attach, AheadConfig, Attached, LoopConfig, NativeFile, Route, MAX_MESSAGE};
+use crate::fuse::{
+    attach, AheadConfig, Attached, Attr, LoopConfig, Named, NativeFile, Route, MAX_MESSAGE,
+};
 
 // The signature below spells the default out, for Python's introspection.
 const _: () = assert!(MAX_MESSAGE == 1_114_112);
@@ -162,7 +164,13 @@ impl PyNativeReads {
 
     /// Answers read-only OPENs of `inode` natively from now on (and the RELEASEs of the
     /// handles so opened), reading `chunks` of a file of `attr_size` bytes; the first such
-    /// OPEN keeps the kernel's pages when `keep_cache`, later ones always do.
+    /// OPEN keeps the kernel's pages when `keep_cache`, later ones always do. With
+    /// `lookup` = `(parent, name, attrs, entry_timeout, attr_timeout)`, LOOKUPs of `name`
+    /// in directory inode `parent` are answered natively too, giving the kernel `attrs`
+    /// (size, blocks, atime_ns, mtime_ns, ctime_ns, mode, nlink, uid, gid, rdev,
+    /// blksize) for the timeouts (seconds); take the references those give the kernel
+    /// with `take_lookups`.
+    #[pyo3(signature = (inode, chunks, attr_size, keep_cache, lookup=None))]
     fn offer(
         &self,
         py: Python<'_>,
@@ -170,10 +178,18 @@ impl PyNativeReads {
         chunks: Vec<PyRef<'_, PyChunkRoute>>,
         attr_size: u64,
         keep_cache: bool,
+        lookup: Option<LookupArgs>,
     ) -> PyResult<()> {
+        let named = lookup.map(named).transpose()?;
         let file = plan(py, &chunks, attr_size)?;
-        self.with(|a| a.native().opens().offer(inode, file, keep_cache));
+        self.with(|a| a.native().opens().offer(inode, file, keep_cache, named));
         Ok(())
+    }
+
+    /// The kernel references to `inode` that LOOKUPs answered natively gave it since the
+    /// last call: count them as the mount's own before acting on a FORGET of `inode`.
+    fn take_lookups(&self, inode: u64) -> u64 {
+        self.with(|a| a.native().opens().take_lookups(inode))
     }
 
     /// Stops opening `inode` natively, and hands over every handle of it opened natively
@@ -211,12 +227,14 @@ impl PyNativeReads {
     /// engine_us and reply_us (time native READs spent fetching and replying, summed),
     /// most_at_once (native READs in the engine at once, at most), flushes (FLUSHes of
     /// registered handles answered natively), opens and releases (of offered inodes and
-    /// their handles, answered natively), registered (handles now), offered (inodes now),
-    /// native_open (handles opened natively and not yet released or handed over).
+    /// their handles, answered natively), lookups (of offered names, answered natively),
+    /// ioctls (refused natively, as libfuse would: pyfuse3 has no such operation),
+    /// registered (handles now), offered (inodes now), named (names looked up natively
+    /// now), native_open (handles opened natively and not yet released or handed over).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (s, registered, offered, native_open) = self.with(|a| {
-            let n = a.native();
-            (n.stats(), n.files().len(), n.opens().offered(), n.opens().open_handles())
+        let (s, registered, offered, named, native_open) = self.with(|a| {
+            let (n, o) = (a.native(), a.native().opens());
+            (n.stats(), n.files().len(), o.offered(), o.named(), o.open_handles())
         });
         let d = PyDict::new(py);
         d.set_item("reads", s.reads)?;
@@ -234,8 +252,11 @@ impl PyNativeReads {
         d.set_item("flushes", s.flushes)?;
         d.set_item("opens", s.opens)?;
         d.set_item("releases", s.releases)?;
+        d.set_item("lookups", s.lookups)?;
+        d.set_item("ioctls", s.ioctls)?;
         d.set_item("registered", registered)?;
         d.set_item("offered", offered)?;
+        d.set_item("named", named)?;
         d.set_item("native_open", native_open)?;
         Ok(d)
     }
@@ -274,6 +295,43 @@ impl PyNativeReads {
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyChunkRoute>()?;
     m.add_class::<PyNativeReads>()
+}
+
+/// `offer`'s `lookup`: parent inode, name, attributes, entry and attribute timeouts.
+type LookupArgs = (u64, Vec<u8>, [u64; 11], f64, f64);
+
+/// A LOOKUP answer from `offer`'s `lookup` argument.
+fn named((parent, name, a, entry_timeout, attr_timeout): LookupArgs) -> PyResult<Named> {
+    let small = |v: u64, what: &str| {
+        u32::try_from(v).map_err(|_| PyValueError::new_err(format!("{what} {v} is too large")))
+    };
+    let valid = |s: f64| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|e| PyValueError::new_err(format!("timeout {s}: {e}")))
+    };
+    if name.is_empty() || name.contains(&0) || name.contains(&b'/') {
+        return Err(PyValueError::new_err(format!("{name:?} is not a name")));
+    }
+    let attr = Attr {
+        size: a[0],
+        blocks: a[1],
+        atime_ns: a[2],
+        mtime_ns: a[3],
+        ctime_ns: a[4],
+        mode: small(a[5], "mode")?,
+        nlink: small(a[6], "nlink")?,
+        uid: small(a[7], "uid")?,
+        gid: small(a[8], "gid")?,
+        rdev: small(a[9], "rdev")?,
+        blksize: small(a[10], "blksize")?,
+    };
+    Ok(Named {
+        parent,
+        name: name.into(),
+        attr,
+        entry_valid: valid(entry_timeout)?,
+        attr_valid: valid(attr_timeout)?,
+    })
 }
 
 /// The file `chunks` (`ChunkRoute`s) of `attr_size` bytes make: converted to owned values

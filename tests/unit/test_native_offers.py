@@ -24,10 +24,17 @@ class Reads:
         self.offers: dict[int, bool] = {}
         self.handles: dict[int, int] = {}
         self.registered: set[int] = set()
+        self.names: dict[int, Any] = {}
+        self.lookups: dict[int, int] = {}
         self.next = 0
 
-    def offer(self, inode: int, chunks: list[Any], size: int, keep: bool) -> None:
+    def offer(self, inode: int, chunks: list[Any], size: int, keep: bool,
+              lookup: Any = None) -> None:
         self.offers[inode] = keep
+        self.names[inode] = lookup
+
+    def take_lookups(self, inode: int) -> int:
+        return self.lookups.pop(inode, 0)
 
     def open(self, inode: int) -> int | None:  # what an OPEN from the kernel does
         if inode not in self.offers:
@@ -40,6 +47,7 @@ class Reads:
 
     def withdraw(self, inode: int) -> list[int]:
         self.offers.pop(inode, None)
+        self.names.pop(inode, None)
         mine = [fh for fh, i in self.handles.items() if i == inode]
         for fh in mine:
             del self.handles[fh]

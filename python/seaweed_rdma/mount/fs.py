@@ -40,7 +40,7 @@ import trio
 from ..client import Client
 from ..errors import SeaweedRdmaError
 from ..filer import Entry
-from ..filer_grpc import FilerGrpc, RetryPolicy
+from ..filer_grpc import FilerGrpc, RetryPolicy, split_path
 from ..reader import FileView
 from .blocks import BlockCache
 from .calls import FilerCalls
@@ -52,7 +52,8 @@ from .handle_table import HandleTable
 from .inodes import InodeTable
 from .name_changes import NameChanges
 from .names import check_length
-from .native import NativeLoop
+from .native import NativeLoop, lookup_entry
+from .offers_ahead import OffersAhead
 from .tree import Tree
 from .uploads import WriteMount, WriteOptions
 
@@ -133,11 +134,13 @@ class SeaweedOperations(pyfuse3.Operations):
                                  self.handles, self.wm, signature, opts.ttl_sec)
         self.events = MetaEvents(opts.filer, self.inodes.path(pyfuse3.ROOT_INODE),
                                  signature, client, self.inodes, self.tree, self.handles)
+        self.ahead = OffersAhead(client, self.inodes, self.handles, self._offer)
 
     def attach_native(self, native: NativeLoop | None) -> None:
         """The native loop, once the session is mounted (None: it does not run)."""
         self.native = native
         self.handles.attach_native(native)
+        self.ahead.attach_native(native)
 
     def attach_fallocate(self) -> None:
         """Sets ``fallocate`` into the libfuse session ``pyfuse3.init`` made (pyfuse3 has
@@ -173,6 +176,7 @@ class SeaweedOperations(pyfuse3.Operations):
         writes.update(self.events.stats())
         return {
             "inodes": len(self.inodes),
+            **self.ahead.counts,
             **self.handles.stats(),
             "cache_blocks": len(self.cache),
             "cache_bytes": self.cache.used,
@@ -204,30 +208,37 @@ class SeaweedOperations(pyfuse3.Operations):
         path = self.inodes.child(parent_inode, text)
         entry = await self.tree.entry(path)
         inode = self._bind(entry, path)
-        self._offer(path, inode)
+        if self._offer(path, inode):  # its directory's other files too, ahead of lookups
+            self.ahead.start(self.inodes.path(parent_inode), self.nursery)
         return self.tree.attributes(entry, self.inodes.ref(path))
 
-    def _offer(self, path: str, inode: int) -> None:
-        """Lets the native loop answer the OPENs of ``path``'s file when its entry is held
-        (planned now if it is not yet: without manifest chunks that is no filer call), so
-        that even the first OPEN of a small file costs the Python operations nothing."""
+    def _offer(self, path: str, inode: int) -> bool:
+        """Lets the native loop answer the LOOKUPs and OPENs of ``path``'s file when its
+        entry is held (planned now if it is not yet: without manifest chunks that is no
+        filer call), so that even the first OPEN of a small file costs the Python
+        operations nothing. Whether it is offered now."""
         if not self.handles.offers_native:
-            return  # (stream down: a held entry may expire, and planning it would fetch)
+            return False  # (stream down: a held entry may expire, and planning would fetch)
         if self.inodes.find(path) != inode:
-            return  # renamed while the caller waited: the entry at path is another file's
+            return False  # renamed while the caller waited: the entry is another file's
         held = self.client.held(path)
         if held is None or not stat.S_ISREG(held[0].mode):
-            return
+            return False
         entry, view = held
         try:
             if view is None:
                 if any(c.is_chunk_manifest for c in entry.chunks):
-                    return  # resolving it reads the manifest: the first open does that
+                    return False  # resolving it reads the manifest: the first open does
                 view = self.client.view(path)  # held: planned here, no filer call
-            self.handles.offer_native(path, inode, entry, view)
+            directory, name = split_path(path)
+            parent = self.inodes.find(directory)
+            lookup = (lookup_entry(parent, name, self.tree.attributes(entry, inode))
+                      if parent is not None else None)
+            return self.handles.offer_native(path, inode, entry, view, lookup)
         except (SeaweedRdmaError, OSError, ValueError) as e:
             # A lookup never fails for this: the open plans it again, and says why.
             log.info("not opened natively: %s: %s", path, e)
+            return False
 
     def _bind(self, entry: Entry, path: str) -> int:
         """The inode of ``path`` (one for all names of a hard-linked file)."""
@@ -237,8 +248,17 @@ class SeaweedOperations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, nlookup in inode_list:
-            if self.inodes.forget(inode, nlookup):
-                self.handles.inode_forgotten(inode)
+            self._forget(inode, nlookup)
+
+    def _forget(self, inode: int, nlookup: int) -> None:
+        """Gives back ``nlookup`` kernel references to ``inode``, counting first those the
+        native loop's LOOKUPs gave (its offer withdrawn before, so that it hands out no
+        number this side may drop)."""
+        if self.native is not None:
+            self.handles.withdraw_native(inode)
+            self.inodes.add_refs(inode, self.native.take_lookups(inode))
+        if self.inodes.forget(inode, nlookup):
+            self.handles.inode_forgotten(inode)
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -317,7 +337,7 @@ class SeaweedOperations(pyfuse3.Operations):
             # An entry the kernel took counts one lookup (readdirplus), like lookup().
             attrs = self.tree.attributes(entry, inode)
             if not pyfuse3.readdir_reply(token, name, attrs, index + 1):
-                self.inodes.forget(inode, 0)  # drops it if nothing else refers to it
+                self._forget(inode, 0)  # drops it if nothing else refers to it
                 return
             self.inodes.ref(entry.path)
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..reader import FileView
     from .blocks import BlockCache
     from .calls import FilerCalls
-    from .native import NativeLoop
+    from .native import LookupEntry, NativeLoop
     from .writes import FileWriter
 
 Listing = list[tuple[bytes, "Entry"]]
@@ -193,23 +193,30 @@ class HandleTable:
         """Whether files may be offered to the native loop now (it runs, the stream is up)."""
         return self._native is not None and self._stream_up
 
-    def offer_native(self, path: str, inode: int, entry: Entry, view: FileView) -> None:
+    def offer_native(self, path: str, inode: int, entry: Entry, view: FileView,
+                     lookup: LookupEntry | None = None) -> bool:
         """Lets the native loop answer read-only OPENs of ``inode`` (``entry`` and
-        ``view`` held, fresh) when nothing here writes it, it has one name (a change
-        through another name would not reach it) and the stream is up."""
+        ``view`` held, fresh), and with ``lookup`` the LOOKUPs of its name, when nothing
+        here writes it, it has one name (a change through another name would not reach
+        it) and the stream is up. Whether it is offered (so) now."""
         native = self._native
         if native is None or not self._stream_up or inode in self._writers \
                 or inode in self._orphans or not stat.S_ISREG(entry.mode) or entry.nlink > 1 \
                 or entry.hard_link_id:
-            return
+            return False
         offered = native.offered(inode)
-        if offered is view:
-            return
-        if offered is not None:  # another version: its open handles read the old one
-            self.withdraw_native(inode)
-        keep = self._open_mtime.get(inode) == entry.mtime_ns
-        if native.offer(inode, path, view, keep):
+        same = offered is view
+        if same and (lookup is None or native.named(inode)):
+            return True
+        if offered is not None and not same:
+            self.withdraw_native(inode)  # another version: its open handles read the old one
+        # Offered again to add its name: whether a native open kept pages is not known
+        # here, so the next open drops them (an older version's may be among them).
+        keep = not same and self._open_mtime.get(inode) == entry.mtime_ns
+        if native.offer(inode, path, view, keep, lookup):
             self._open_mtime[inode] = entry.mtime_ns
+            return True
+        return False
 
     def withdraw_native(self, inode: int | None) -> None:
         """Stops the native loop opening ``inode``, and takes over the handles it opened

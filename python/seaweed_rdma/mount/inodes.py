@@ -5,7 +5,9 @@ The kernel holds a reference on an inode for every lookup it was answered (``loo
 each entry of ``readdirplus``), and gives them back with ``forget``. Once a path's count
 falls to zero the kernel no longer knows its number, so the table drops it and memory stays
 bounded by what the kernel caches, not by every name ever looked up. A path looked up again
-later gets a new number, which is what the kernel expects of a forgotten inode.
+later gets a new number, which is what the kernel expects of a forgotten inode. The
+native loop answers LOOKUPs of the names offered to it and counts those references itself;
+they are added here (``add_refs``) before any count is given back.
 
 A hard-linked file has one inode for all of its names (so the kernel keeps one set of
 attributes and one page cache for it): ``link`` binds a second path to an inode, and a
@@ -53,6 +55,16 @@ class InodeTable:
         if ino != pyfuse3.ROOT_INODE:
             self._lookups[ino] = self._lookups.get(ino, 0) + 1
         return ino
+
+    def add_refs(self, inode: int, n: int) -> None:
+        """Counts ``n`` kernel references to ``inode`` that were handed out elsewhere (the
+        native loop answers LOOKUPs of offered names: see ``native.NativeLoop``)."""
+        if n > 0 and inode != pyfuse3.ROOT_INODE and inode in self._by_inode:
+            self._lookups[inode] = self._lookups.get(inode, 0) + n
+
+    def referenced(self, inode: int) -> bool:
+        """Whether this table counts a kernel reference to ``inode`` (the root always)."""
+        return inode == pyfuse3.ROOT_INODE or self._lookups.get(inode, 0) > 0
 
     def forget(self, inode: int, nlookup: int) -> bool:
         """Gives back ``nlookup`` kernel references; True when the inode was dropped."""

@@ -11,7 +11,10 @@ what the file's chunks hold: not while the file is written through this mount.
 It also answers read-only OPENs of inodes *offered* here (``offer``: a held, planned file
 whose volumes are known, looked up while the metadata stream is up), and the RELEASEs of
 the handles it opened so (numbers with ``NATIVE_FH`` set, which this side never hands
-out). Before the mount acts on any change to such a file, it ``withdraw``s the offer and
+out). An offer may carry the file's name and attributes (``lookup_entry``): the loop then
+answers LOOKUPs of that name too, and counts the references they give the kernel until
+``take_lookups`` hands them to the inode table. Before the mount acts on any change to
+such a file, it ``withdraw``s the offer and
 takes over the loop's open handles of it (``handle_table.HandleTable.withdraw_native``);
 a request that reaches the Python operations with a handle still the loop's (a READ the
 loop could not serve) ``adopt``s that one.
@@ -26,6 +29,8 @@ from typing import TYPE_CHECKING
 from .._core import ChunkRoute, NativeReads, parse_fid
 
 if TYPE_CHECKING:
+    import pyfuse3
+
     from ..client import Client
     from ..reader import FileView
     from .flags import MountOptions
@@ -38,6 +43,18 @@ MAX_MESSAGE = (1 << 20) + (64 << 10)
 
 # Set in every handle number the loop opens itself; this side counts up from 1.
 NATIVE_FH = 1 << 63
+
+# (parent inode, name, attributes, entry timeout, attribute timeout): see ``lookup_entry``.
+LookupEntry = tuple[int, bytes, list[int], float, float]
+
+
+def lookup_entry(parent: int, name: str, a: pyfuse3.EntryAttributes) -> LookupEntry:
+    """What the loop answers a LOOKUP of ``name`` in directory ``parent`` with: the same
+    attributes and timeouts the Python operations would give."""
+    fields = [a.st_size, a.st_blocks, max(0, a.st_atime_ns), max(0, a.st_mtime_ns),
+              max(0, a.st_ctime_ns), a.st_mode, a.st_nlink, a.st_uid, a.st_gid, a.st_rdev,
+              a.st_blksize]
+    return (parent, name.encode("utf-8"), fields, a.entry_timeout, a.attr_timeout)
 
 
 def session_fd() -> int | None:
@@ -77,6 +94,7 @@ class NativeLoop:
         # Offered inodes by their directory: a rename looks under two paths, and must not
         # walk every offer (one per looked-up file) on the trio thread to do it.
         self._by_dir: dict[str, set[int]] = {}
+        self._named: set[int] = set()  # offered with their name (LOOKUPs answered there)
 
     @classmethod
     def start(cls, client: Client, opts: MountOptions) -> NativeLoop | None:
@@ -130,22 +148,37 @@ class NativeLoop:
         self._reads.register(fh, self._routes(view), view.entry.size)
         return True
 
-    def offer(self, inode: int, path: str, view: FileView, keep_cache: bool) -> bool:
+    def offer(self, inode: int, path: str, view: FileView, keep_cache: bool,
+              lookup: LookupEntry | None = None) -> bool:
         """Lets the loop answer read-only OPENs of ``inode`` (at ``path``) from ``view``;
-        the first keeps the kernel's pages when ``keep_cache``. False, with nothing done,
-        when its bytes are inline (pyfuse3 answers those) or a volume's location is not
-        known yet (it would have to be asked for, on the trio thread). Runs on the trio
-        thread; the caller has checked that nothing here writes the file."""
+        the first keeps the kernel's pages when ``keep_cache``; with ``lookup``, LOOKUPs of
+        its name too. False, with nothing done, when its bytes are inline (pyfuse3 answers
+        those) or a volume's location is not known yet (it would have to be asked for, on
+        the trio thread). Runs on the trio thread; the caller has checked that nothing
+        here writes the file."""
         if self._client.reader.fast is None or view.inline is not None:
             return False
         master = self._client.master
         if any(master.known(c.volume_id) is None for c in view.chunks):
             return False
-        self._reads.offer(inode, self._routes(view), view.entry.size, keep_cache)
+        self._reads.offer(inode, self._routes(view), view.entry.size, keep_cache, lookup)
         self._unindex(inode)
         self._offers[inode] = (path, view)
         self._by_dir.setdefault(_directory(path), set()).add(inode)
+        if lookup is not None:
+            self._named.add(inode)
+        else:
+            self._named.discard(inode)
         return True
+
+    def named(self, inode: int) -> bool:
+        """Whether LOOKUPs of ``inode``'s name are answered by the loop."""
+        return inode in self._named
+
+    def take_lookups(self, inode: int) -> int:
+        """The kernel references to ``inode`` that LOOKUPs the loop answered gave it since
+        the last call (the inode table counts them from now on)."""
+        return self._reads.take_lookups(inode)
 
     def _unindex(self, inode: int) -> None:
         got = self._offers.get(inode)
@@ -167,6 +200,7 @@ class NativeLoop:
         are this side's from now on: ``(fh, path, view)`` each, reading that view (their
         READs stay native until ``forget``)."""
         self._unindex(inode)
+        self._named.discard(inode)
         got = self._offers.pop(inode, None)
         if got is None:
             return []
