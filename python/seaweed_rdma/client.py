@@ -22,6 +22,7 @@ from .held import HeldLimits, HeldMetadata
 from .many import read_views
 from .master import MasterClient
 from .metastream import MetaStream
+from .plainhttp import PlainHttpTransport
 from .reader import FileView, ReadPath
 from .stats import Stats
 from .volume_http import VolumeHttpReader
@@ -74,9 +75,10 @@ class _Parts:
                             max_keepalive_connections=max(32, c.max_workers))
         self.http = httpx.Client(
             timeout=httpx.Timeout(c.timeout, connect=min(c.timeout, 5.0)),
-            # Plain http:// needs no certificates; loading them costs 20-100 ms of every
-            # new client's (and forked worker's) first call, so only https:// loads them.
-            transport=httpx.HTTPTransport(verify=False, limits=pool),
+            # Plain http:// goes over http.client: httpx's own transport imports httpcore,
+            # and with it trio where installed, ~100 ms of a process's first call
+            # (plainhttp). Only https:// loads certificates and httpcore, when first used.
+            transport=PlainHttpTransport(keep=max(32, c.max_workers)),
             mounts={"https://": LazyTLS(limits=pool)},
             follow_redirects=False,
         )
