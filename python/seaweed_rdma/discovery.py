@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from . import h2c
 from ._core import decode_filer_masters
 from .addresses import split_host_port
-from .errors import Unreachable
+from .errors import SeaweedRdmaError, Unreachable
 
 _METHOD = "/filer_pb.SeaweedFiler/GetFilerConfiguration"
 
@@ -28,9 +29,29 @@ def filer_grpc_address(filer: str) -> str:
 
 def discover_master(filer: str, timeout: float = 10.0) -> str:
     """The first master address the filer reports. Raises ``Unreachable`` naming the filer."""
-    import grpc  # only needed when the master is not given
-
     target = filer_grpc_address(filer)
+    masters = _masters_h2c(target, timeout)
+    if masters is None:
+        masters = _masters_grpc(filer, target, timeout)
+    if not masters:
+        raise Unreachable(f"filer {filer} reports no master")
+    return masters[0]
+
+
+def _masters_h2c(target: str, timeout: float) -> list[str] | None:
+    """The masters, asked without importing grpc (see ``h2c``); None: ask with grpc."""
+    reply = h2c.unary(target, _METHOD, b"", min(timeout, 5.0))
+    if reply is None:
+        return None
+    try:
+        return decode_filer_masters(reply)
+    except (ValueError, SeaweedRdmaError):
+        return None
+
+
+def _masters_grpc(filer: str, target: str, timeout: float) -> list[str]:
+    import grpc  # only when the plain call did not answer
+
     try:
         with grpc.insecure_channel(target) as channel:
             call = channel.unary_unary(_METHOD, request_serializer=None,
@@ -41,7 +62,4 @@ def discover_master(filer: str, timeout: float = 10.0) -> str:
             f"filer {filer}: gRPC at {target} did not answer GetFilerConfiguration "
             f"({e.code().name}); pass master= explicitly or give the filer as host:port.grpcPort"
         ) from e
-    masters = decode_filer_masters(reply)
-    if not masters:
-        raise Unreachable(f"filer {filer} reports no master")
-    return masters[0]
+    return decode_filer_masters(reply)
