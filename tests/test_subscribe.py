@@ -64,3 +64,35 @@ def test_events_then_resubscribe_after_a_break(cluster):  # type: ignore[no-unty
     b_ts, b_breaks = seen["b.txt"]
     assert b_breaks == 1 and b_ts > marks["since"] >= seen["a.txt"][0], (seen, marks)
     assert seen["-a.txt"][1] == 1, seen  # live, on the same new stream
+
+
+def test_a_stream_counts_as_up_once_its_channel_connects(cluster):  # type: ignore[no-untyped-def]
+    from seaweed_rdma.filer_grpc import FilerGrpc
+
+    g = FilerGrpc(cluster.filer.grpc_address)
+    try:
+        assert g.connected(10.0)
+    finally:
+        g.close()
+    dead = FilerGrpc("127.0.0.1:1.1")  # nothing listens on port 1
+    try:
+        assert not dead.connected(0.3)
+    finally:
+        dead.close()
+    # A stream with no events yet is up (its state reported) while the call is open: no
+    # event is needed to say so, and one that comes later is seen.
+    states: list[bool] = []
+    got = threading.Event()
+    stream = MetaStream(cluster.filer.grpc_address, "/upcheck", lambda ev: got.set(),
+                        states.append)
+    stream.start()
+    try:
+        t0 = time.monotonic()
+        while not states:
+            assert time.monotonic() - t0 < 10, "never reported up"
+            time.sleep(0.01)
+        assert states[0] is True
+        httpx.post(f"{cluster.filer.url}/upcheck/x.txt", files={"f": b"x"}, timeout=30)
+        assert got.wait(10), "the event after up never came"
+    finally:
+        stream.stop()

@@ -52,6 +52,7 @@ class ClientConfig:
     fast_busy_poll_us: int = 50
     meta_stream: bool = True
     meta_list_dirs: bool = True
+    meta_list_after: int = 2
     meta_max_entries: int = 200_000
     meta_max_bytes: int = 128 << 20
     fast_pinned_budget: int = 64 << 20
@@ -108,7 +109,7 @@ class _Parts:
         self._timer: threading.Timer | None = None
         limits = HeldLimits(ttl=c.meta_ttl, max_entries=c.meta_max_entries,
                             max_bytes=c.meta_max_bytes,
-                            list_dirs=c.meta_list_dirs)
+                            list_dirs=c.meta_list_dirs, list_after=max(1, c.meta_list_after))
         follow = c.meta_stream and c.meta_ttl > 0 and metastream.usable_here()
         self.meta = HeldMetadata(self.filer, limits, self._start_stream if follow else None,
                                  on_listed=self._locate_volumes)
@@ -209,12 +210,12 @@ class Client:
     ``filer`` is ``host:port`` (or ``host:port.grpcPort``). ``master`` is found through the
     filer when not given. ``sidecar`` and ``transport`` choose the fast path (``None``: HTTP
     only). ``jwt_key`` is the cluster's read-JWT signing key, if reads need a token.
-    Metadata is held (see ``held``): a path read once, and a directory two of whose paths
-    were read (listed whole, ``meta_list_dirs``), are not asked of the filer again while
-    the filer's metadata stream (``meta_stream``) says nothing changed; an overwrite,
-    delete or rename by any writer shows as soon as its event arrives. Without the stream
-    (or while it is down) entries are reused for ``meta_ttl`` seconds; ``meta_ttl=0``
-    holds nothing (every lookup asks the filer). At most
+    Metadata is held (see ``held``): a path read once, and a directory ``meta_list_after``
+    (2) of whose paths were read (listed whole, ``meta_list_dirs``), are not asked of the
+    filer again while the filer's metadata stream (``meta_stream``) says nothing changed;
+    an overwrite, delete or rename by any writer shows as soon as its event arrives.
+    Without the stream (or while it is down) entries are reused for ``meta_ttl`` seconds;
+    ``meta_ttl=0`` holds nothing (every lookup asks the filer). At most
     ``meta_max_entries`` entries and about ``meta_max_bytes`` bytes are held.
     ``fast_timeout`` bounds each fast-path batch; what misses it is read over HTTP, unless
     ``fallback=False``, which makes such reads fail instead. ``fast_max_inflight`` caps the
@@ -267,6 +268,7 @@ class Client:
         fast_busy_poll_us: int = 50,
         meta_stream: bool = True,
         meta_list_dirs: bool = True,
+        meta_list_after: int = 2,
         meta_max_entries: int = 200_000,
         meta_max_bytes: int = 128 << 20,
         fast_pinned_budget: int = 64 << 20,
@@ -284,7 +286,8 @@ class Client:
             fallback=fallback, verify=verify, fast_connect_timeout=fast_connect_timeout,
             fast_verbs_slot_size=fast_verbs_slot_size, fast_verbs_slots=fast_verbs_slots,
             fast_busy_poll_us=fast_busy_poll_us, meta_stream=meta_stream,
-            meta_list_dirs=meta_list_dirs, meta_max_entries=meta_max_entries,
+            meta_list_dirs=meta_list_dirs, meta_list_after=meta_list_after,
+            meta_max_entries=meta_max_entries,
             meta_max_bytes=meta_max_bytes, fast_pinned_budget=fast_pinned_budget,
             fast_idle_timeout=fast_idle_timeout, fast_max_conns=fast_max_conns)
         if config.master is None:

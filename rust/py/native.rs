@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::engine::PyEngine;
+use super::plan::PLAN_WITHOUT_GIL;
 use super::to_py_err;
 use crate::fuse::{
     attach, AheadConfig, Attached, Attr, LoopConfig, Named, NativeFile, Route, MAX_MESSAGE,
@@ -335,12 +336,20 @@ fn named((parent, name, a, entry_timeout, attr_timeout): LookupArgs) -> PyResult
 }
 
 /// The file `chunks` (`ChunkRoute`s) of `attr_size` bytes make: converted to owned values
-/// under the GIL, planned without it.
+/// under the GIL, and planned without it when it has many chunks. Planning does no I/O and
+/// a small file's takes microseconds, less than taking the GIL back can cost while another
+/// thread runs Python (up to the switch interval, 5 ms): a directory's files offered in a
+/// row paid that per file.
 fn plan(
     py: Python<'_>,
     chunks: &[PyRef<'_, PyChunkRoute>],
     attr_size: u64,
 ) -> PyResult<NativeFile> {
     let parts = chunks.iter().map(|c| c.to_parts()).collect::<crate::Result<Vec<_>>>();
-    py.detach(move || NativeFile::new(parts?, attr_size)).map_err(to_py_err)
+    let planned = if chunks.len() > PLAN_WITHOUT_GIL {
+        py.detach(move || NativeFile::new(parts?, attr_size))
+    } else {
+        parts.and_then(|p| NativeFile::new(p, attr_size))
+    };
+    planned.map_err(to_py_err)
 }

@@ -11,6 +11,9 @@ use crate::plan::{ChunkSpec, Plan};
 /// rather than as an integer conversion error.
 type ChunkTuple = (i64, u64, i64, bool);
 
+/// Plans of more chunks than this are made without the GIL.
+pub(super) const PLAN_WITHOUT_GIL: usize = 64;
+
 /// A file's chunk list with overlaps resolved: which chunk holds which bytes.
 #[pyclass(frozen, name = "Plan", module = "seaweed_rdma._core")]
 struct PyPlan {
@@ -23,16 +26,18 @@ impl PyPlan {
     #[new]
     fn new(py: Python<'_>, chunks: Vec<ChunkTuple>, attr_size: u64) -> PyResult<Self> {
         // The arguments are owned Rust values by now, so the sort and sweep (which take
-        // milliseconds for large files) can run without the GIL.
-        let inner = py
-            .detach(move || -> Result<Plan> {
-                let specs = chunks
-                    .into_iter()
-                    .map(|(offset, size, ts, whole)| ChunkSpec::from_filer(offset, size, ts, whole))
-                    .collect::<Result<Vec<_>>>()?;
-                Plan::new(specs, attr_size)
-            })
-            .map_err(to_py_err)?;
+        // milliseconds for large files) can run without the GIL. A small file's take
+        // microseconds, less than taking the GIL back can cost while another thread runs
+        // Python (up to the 5 ms switch interval): those keep it.
+        let many = chunks.len() > PLAN_WITHOUT_GIL;
+        let plan = move || -> Result<Plan> {
+            let specs = chunks
+                .into_iter()
+                .map(|(offset, size, ts, whole)| ChunkSpec::from_filer(offset, size, ts, whole))
+                .collect::<Result<Vec<_>>>()?;
+            Plan::new(specs, attr_size)
+        };
+        let inner = if many { py.detach(plan) } else { plan() }.map_err(to_py_err)?;
         Ok(Self { inner })
     }
 

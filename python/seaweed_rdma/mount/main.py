@@ -135,8 +135,9 @@ def run_mount(opts: MountOptions) -> int:
                     fallback=opts.rdma_fallback or not sidecar,
                     verify=opts.rdma_verify,
                     # The mount follows the filer's events itself (mount/events.py) and
-                    # drops what changed; a directory read is listed once and held.
-                    meta_stream=False, meta_list_dirs=True)
+                    # drops what changed; a directory is listed at its first lookup and
+                    # held, as weed mount does (its first lookup in a directory lists it).
+                    meta_stream=False, meta_list_dirs=True, meta_list_after=1)
     try:
         root = client.entry(opts.filer_path)
         if not root.is_dir:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -35,7 +36,10 @@ log = logging.getLogger("seaweed_rdma.mount")
 
 BUDGET = 65_536  # names offered ahead, all directories together
 AGAIN_S = 2.0  # a directory is offered ahead at most this often
-BATCH = 64  # offers between two yields to the trio loop
+# The loop is yielded to after this long offering (other requests wait meanwhile), not
+# after a count: readers go through a directory in order too, and each yield lets every
+# waiting lookup through Python, so short batches let readers keep pace with the offers.
+SLICE_S = 0.005
 
 
 class OffersAhead:
@@ -53,7 +57,8 @@ class OffersAhead:
         self._dirs: OrderedDict[str, tuple[float, list[int]]] = OrderedDict()
         self._running: set[str] = set()
         self._count = 0
-        self.counts = {"ahead_dirs": 0, "ahead_offered": 0, "ahead_dropped": 0}
+        self.counts = {"ahead_dirs": 0, "ahead_offered": 0, "ahead_dropped": 0,
+                       "ahead_us": 0}
 
     def attach_native(self, native: NativeLoop | None) -> None:
         """The native loop, once the session is mounted."""
@@ -79,9 +84,11 @@ class OffersAhead:
         try:
             numbered = list(self._dirs.pop(directory, (now, []))[1])
             self._count -= len(numbered)
-            for i, e in enumerate(listing):
-                if i % BATCH == BATCH - 1:
+            started = time.perf_counter()
+            for e in listing:
+                if time.perf_counter() - started > SLICE_S:
                     await trio.sleep(0)  # requests waiting on the loop go first
+                    started = time.perf_counter()
                 if not stat.S_ISREG(e.mode) or e.hard_link_id or e.nlink > 1 \
                         or e.content is not None:
                     continue  # (inline bytes are answered by pyfuse3 at once)
@@ -93,6 +100,7 @@ class OffersAhead:
                     self.counts["ahead_offered"] += 1
                 elif known is None:
                     self._inodes.forget(inode, 0)  # not offered: the number goes back
+            self.counts["ahead_us"] += int((trio.current_time() - now) * 1e6)
             self._dirs[directory] = (now, numbered)
             self._count += len(numbered)
             self.counts["ahead_dirs"] += 1
