@@ -191,3 +191,41 @@ def test_kept_bytes_give_way_to_another_clients_version(cluster, tmp_path):  # t
         assert (m.mnt / "shared.bin").read_bytes() == theirs
     finally:
         assert m.stop() == 0, m.log.read_text()[-3000:]
+
+
+def test_attributes_set_through_an_open_file_go_with_its_close(cluster, tmp_path):  # type: ignore[no-untyped-def]
+    """As tar does: bytes, then times, owner and mode through the open file, then close.
+    The attributes are the writer's until the close, which writes the entry once with
+    all of them (no filer call before); stat answers them meanwhile."""
+    m = _mount(cluster.filer.grpc_address, tmp_path)
+    try:
+        d = m.mnt / "tar-like"
+        d.mkdir()
+        data = random.Random(7).randbytes(9000)
+        mtime_ns = 1_500_000_000_123_456_000
+        owner = (1234, 5678) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        before = _writes(m)
+        fd = os.open(d / "f", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            os.fchown(fd, *owner)
+            os.fchmod(fd, 0o640)
+            st = os.fstat(fd)
+            assert (st.st_size, st.st_mtime_ns, st.st_uid, st.st_gid) == \
+                (len(data), mtime_ns, *owner)
+            assert st.st_mode & 0o7777 == 0o640
+            assert os.stat(d / "f").st_mode & 0o7777 == 0o640
+            with Client(cluster.filer.grpc_address) as c, pytest.raises(FileNotFoundError):
+                c.stat("/tar-like/f")  # nothing reached the filer yet
+        finally:
+            os.close(fd)
+        assert _writes(m)["small_commits"] - before["small_commits"] == 1
+        with weed_mount(cluster.filer, tmp_path) as wm:
+            st = os.stat(wm / "tar-like" / "f")
+            assert (st.st_size, st.st_mtime_ns // 1000, st.st_uid, st.st_gid) == \
+                (len(data), mtime_ns // 1000, *owner)
+            assert st.st_mode & 0o7777 == 0o640
+            assert (wm / "tar-like" / "f").read_bytes() == data
+    finally:
+        assert m.stop() == 0, m.log.read_text()[-3000:]

@@ -235,20 +235,21 @@ def join_path(directory: str, name: str) -> str:
     return (directory.rstrip("/") + "/" + name) if directory != "/" else "/" + name
 
 
-def entry_from_pb(pb: Any, path: str) -> Entry:
+def entry_from_pb(pb: Any, path: str, chunks: bool = True) -> Entry:
     """A read-side ``Entry`` for a protobuf entry at ``path`` (what the mount's readers and
-    attribute code take)."""
+    attribute code take). ``chunks=False`` leaves its chunk list empty (attributes only:
+    the caller sets the size)."""
     a = pb.attributes
     mtime = a.mtime * 1_000_000_000 + a.mtime_ns
     ctime = a.ctime * 1_000_000_000 + a.ctime_ns if a.ctime else mtime
     mode = a.file_mode | (GO_DIR if pb.is_directory else 0)
-    chunks = [Chunk(file_id=c.file_id or _fid_text(c.fid), offset=c.offset, size=c.size,
+    listed = [Chunk(file_id=c.file_id or _fid_text(c.fid), offset=c.offset, size=c.size,
                     modified_ts_ns=c.modified_ts_ns, e_tag=c.e_tag,
                     cipher_key=bytes(c.cipher_key), is_compressed=c.is_compressed,
-                    is_chunk_manifest=c.is_chunk_manifest) for c in pb.chunks]
+                    is_chunk_manifest=c.is_chunk_manifest) for c in pb.chunks] if chunks else []
     return Entry(path=path, mode=go_mode_to_posix(mode), size=a.file_size, mtime_ns=mtime,
                  ctime_ns=ctime, crtime_ns=a.crtime * 1_000_000_000 + a.crtime_ns,
-                 uid=a.uid, gid=a.gid, mime=a.mime, inode=a.inode, chunks=chunks,
+                 uid=a.uid, gid=a.gid, mime=a.mime, inode=a.inode, chunks=listed,
                  content=bytes(pb.content) if pb.content else None,
                  symlink_target=a.symlink_target, md5=a.md5.hex() if a.md5 else "",
                  extended={k: bytes(v) for k, v in pb.extended.items()},

@@ -81,7 +81,15 @@ class MetaEvents:
             trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
     def _from_stream(self, ev: Any) -> None:
+        # Our own changes are skipped here, on the follower: each hop to the trio thread
+        # wakes the loop, and every file written here brings at least one such event.
+        if self.ours(ev):
+            return
         self._to_trio(self.apply, ev)
+
+    def ours(self, ev: Any) -> bool:
+        """Whether ``ev`` announces a change this mount made (applied already)."""
+        return self._signature in ev.event_notification.signatures
 
     def _stream_state(self, up: bool) -> None:
         self._up = up
@@ -94,9 +102,9 @@ class MetaEvents:
 
     def apply(self, ev: Any) -> None:
         """One ``SubscribeMetadataResponse``."""
+        if self.ours(ev):
+            return
         n = ev.event_notification
-        if self._signature in n.signatures:
-            return  # ours: already applied
         old = join_path(ev.directory, n.old_entry.name) if n.old_entry.name else None
         new = (join_path(n.new_parent_path or ev.directory, n.new_entry.name)
                if n.new_entry.name else None)

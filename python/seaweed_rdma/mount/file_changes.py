@@ -101,7 +101,7 @@ class FileChanges:
         w.open_handle()
         fh = self._handles.open_write(inode)
         return (pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False),
-                self._tree.attributes(entry_from_pb(pb, path), inode))
+                self._tree.written_attributes(w, inode))
 
     async def open(self, inode: int, flags: int) -> pyfuse3.FileInfo:
         """``open`` with a write flag: the file's writer, shared by its write handles."""
@@ -197,6 +197,14 @@ class FileChanges:
             # chmod, chown, utimens: the entry's attributes and ctime, nothing else (no
             # writer, the bytes and the mtime stay as they are).
             return await self._set_metadata(inode, path, values)
+        if w is not None and w.handles and not fields.update_size:
+            # Of a file open for writing here (tar sets owner, times and mode before its
+            # close): kept by the writer for its next commit. No filer call, and nothing
+            # cached changes: the filer's version is still the one held.
+            self._merge_mode(w, values)
+            await w.change_attributes(values)
+            return (self._orphan_attributes(inode) if orphan
+                    else self._tree.written_attributes(w, inode))
         temporary = w is None
         if w is None:
             pb = await self._calls.lookup_pb(path)
@@ -207,19 +215,24 @@ class FileChanges:
             await w.truncate(attr.st_size)
         if temporary or fields.update_size:
             await w.commit()
-        if "file_mode" in values:
-            mode = w.merged().attributes.file_mode
-            values["file_mode"] = (mode & ~_PERM_BITS) | values["file_mode"]
+        self._merge_mode(w, values)
         if values:  # only what changed is laid on the filer's version (see entry_state)
             await w.change_attributes(values)
         self._tree.forget_path(path)
         if orphan:
             return self._orphan_attributes(inode)
-        entry = w.attributes_entry()
-        if temporary:
-            entry = entry_from_pb(w.merged(), path)
-            entry.size = w.size
+        if not temporary:
+            return self._tree.written_attributes(w, inode)
+        entry = entry_from_pb(w.merged(), path)
+        entry.size = w.size
         return self._tree.attributes(entry, inode)
+
+    @staticmethod
+    def _merge_mode(w: FileWriter, values: dict[str, int]) -> None:
+        """A chmod keeps the file type bits of the entry as written."""
+        if "file_mode" in values:
+            mode = w.merged().attributes.file_mode
+            values["file_mode"] = (mode & ~_PERM_BITS) | values["file_mode"]
 
     def _orphan_attributes(self, inode: int) -> pyfuse3.EntryAttributes:
         attrs = self._tree.orphan_attributes(inode)

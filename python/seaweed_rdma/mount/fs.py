@@ -262,11 +262,7 @@ class SeaweedOperations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        orphan = self.tree.orphan_attributes(inode)  # unlinked while open
-        if orphan is not None:
-            return orphan
-        entry = await self.tree.entry(self.inodes.path(inode))
-        return self.tree.attributes(entry, inode)
+        return await self.tree.inode_attributes(inode)
 
     @fuse_errors
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:

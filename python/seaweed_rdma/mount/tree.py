@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .calls import FilerCalls
     from .handle_table import HandleTable
     from .inodes import InodeTable
+    from .writes import FileWriter
 
 
 class Tree:
@@ -77,10 +78,25 @@ class Tree:
         with the directory times moved here."""
         w = self._handles.writer(inode)
         if w is not None:  # being written here: its size and times as written
-            entry = w.attributes_entry()
-        elif entry.is_dir:
+            return self.written_attributes(w, inode)
+        if entry.is_dir:
             entry = self.dir_times.apply(entry)
         return to_attributes(entry, inode, self._ttl)
+
+    def written_attributes(self, w: FileWriter, inode: int) -> pyfuse3.EntryAttributes:
+        """The kernel's attributes of a file being written here, from its writer."""
+        return to_attributes(w.attributes_entry(), inode, self._ttl)
+
+    async def inode_attributes(self, inode: int) -> pyfuse3.EntryAttributes:
+        """``getattr``: an open file unlinked here, a file being written here (from its
+        writer: no filer call, and its entry converted once), or the entry's."""
+        orphan = self.orphan_attributes(inode)
+        if orphan is not None:
+            return orphan
+        w = self._handles.writer(inode)
+        if w is not None and not w.unlinked:
+            return self.written_attributes(w, inode)
+        return self.attributes(await self.entry(self._inodes.path(inode)), inode)
 
     def orphan_attributes(self, inode: int) -> pyfuse3.EntryAttributes | None:
         """The attributes of an open file unlinked here (link count 0), else None."""

@@ -644,6 +644,9 @@ class FileWriter:
         next commit (flush, fsync, close), as the bytes do: ``tar`` sets times, owner and
         mode through the open file before it closes, and one entry write carries all of
         it. Without handles they are committed now."""
+        if self._handles and not self._lock.locked():
+            self._state.set_attributes(values)  # (no commit runs: no wait for the lock)
+            return
         async with self._lock:
             self._state.set_attributes(values)
         if self._handles == 0:
@@ -720,8 +723,9 @@ class FileWriter:
         return self._state.view()
 
     def attributes_entry(self) -> Any:
-        """The read-side ``Entry`` for this file as written (size and times)."""
-        e = entry_from_pb(self._state.view(), self.path)
+        """The read-side ``Entry`` for this file as written (size and times; no chunk
+        list: ``size`` is the size as written, which every chunk ends within)."""
+        e = entry_from_pb(self._state.view(), self.path, chunks=False)
         e.size = self._size
         e.content = None
         if (self._pages or self._sealed or self._state.bytes_changed) \
