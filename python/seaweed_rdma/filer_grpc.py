@@ -582,9 +582,10 @@ class FilerGrpc:
     # -- metadata events ---------------------------------------------------------------------
 
     def subscribe(self, client_name: str, path_prefix: str, since_ns: int,
-                  client_id: int = 0) -> Any:
+                  client_id: int = 0, signature: int = 0) -> Any:
         """``SubscribeMetadata``: an iterator of events under ``path_prefix`` from
-        ``since_ns``; it is also a gRPC call object, so ``cancel()`` ends it."""
+        ``since_ns``; it is also a gRPC call object, so ``cancel()`` ends it. The filer
+        sends no event of a change whose request carried ``signature`` (0: none)."""
         stream = self._channel.unary_stream(
             _SERVICE + "SubscribeMetadata", request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=PB["SubscribeMetadataResponse"].FromString)
@@ -592,7 +593,8 @@ class FilerGrpc:
         # in a trial here (only the backlog), so both are always sent.
         return stream(PB["SubscribeMetadataRequest"](
             client_name=client_name, path_prefix=path_prefix, since_ns=since_ns,
-            client_id=client_id or random.randint(1, 2**31 - 1), client_epoch=1))
+            client_id=client_id or random.randint(1, 2**31 - 1), client_epoch=1,
+            signature=signature))
 
 
 def iter_events(reply: Any) -> Iterator[Any]:

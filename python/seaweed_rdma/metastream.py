@@ -45,11 +45,14 @@ def usable_here() -> bool:
 class MetaStream:
     """Follows metadata events under ``prefix`` on filer ``filer`` (``host:port[.grpc]``)
     and calls ``on_event`` (on the follower thread) for each; ``on_state(up)`` when the
-    stream comes up or breaks. ``client_name`` names the subscriber to the filer."""
+    stream comes up or breaks. ``client_name`` names the subscriber to the filer; the
+    filer leaves out the events of changes whose requests carried ``signature``."""
 
     def __init__(self, filer: str, prefix: str, on_event: Callable[[Any], None],
-                 on_state: Callable[[bool], None], client_name: str = "") -> None:
+                 on_state: Callable[[bool], None], client_name: str = "",
+                 signature: int = 0) -> None:
         self._filer = filer
+        self._signature = signature
         self._prefix = prefix
         self._name = client_name
         self._on_event = on_event
@@ -143,7 +146,8 @@ class MetaStream:
                     return
                 if self._grpc is None:
                     self._grpc = FilerGrpc(self._filer)
-                call = self._call = self._grpc.subscribe(name, self._prefix, self.last_ts)
+                call = self._call = self._grpc.subscribe(name, self._prefix, self.last_ts,
+                                                             signature=self._signature)
             seen = self.events
             reason = "the filer ended the stream"
             # The filer sends nothing (not even headers) until an event: a stream still

@@ -49,8 +49,11 @@ class MetaEvents:
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._up = False
+        # The filer sends no events of our own changes (their requests carry
+        # ``signature``): they would only be decoded here to be dropped.
         self._stream = MetaStream(filer, prefix, self._from_stream, self._stream_state,
-                                  client_name=f"seaweed-rdma-mount-{os.getpid()}")
+                                  client_name=f"seaweed-rdma-mount-{os.getpid()}",
+                                  signature=signature)
 
     async def follow(self, nursery: trio.Nursery) -> None:
         """Follows the stream for the life of the mount; ``nursery`` runs the work that
@@ -81,8 +84,8 @@ class MetaEvents:
             trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
     def _from_stream(self, ev: Any) -> None:
-        # Our own changes are skipped here, on the follower: each hop to the trio thread
-        # wakes the loop, and every file written here brings at least one such event.
+        # Our own changes (if a filer sends them) are skipped here, on the follower: each
+        # hop to the trio thread wakes the loop.
         if self.ours(ev):
             return
         self._to_trio(self.apply, ev)
