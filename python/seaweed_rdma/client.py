@@ -76,7 +76,7 @@ class _Parts:
                             max_keepalive_connections=max(32, c.max_workers))
         self.http = httpx.Client(
             timeout=httpx.Timeout(c.timeout, connect=min(c.timeout, 5.0)),
-            # Plain http:// goes over http.client: httpx's own transport imports httpcore,
+            # Plain http:// goes over urllib3: httpx's own transport imports httpcore,
             # and with it trio where installed, ~100 ms of a process's first call
             # (plainhttp). Only https:// loads certificates and httpcore, when first used.
             transport=PlainHttpTransport(keep=max(32, c.max_workers)),

@@ -22,7 +22,7 @@ class Extra:
 MOUNT_APT = "libfuse3-dev fuse3 pkg-config gcc"
 
 EXTRAS: dict[str, Extra] = {
-    "mount": Extra("the FUSE mount", ("pyfuse3", "trio", "urllib3"),
+    "mount": Extra("the FUSE mount", ("pyfuse3", "trio"),
                    f"pip install 'seaweed-rdma[mount]' (pyfuse3 is compiled against libfuse3: "
                    f"on Debian/Ubuntu first apt-get install {MOUNT_APT})"),
     "fsspec": Extra("the fsspec filesystem", ("fsspec",), "pip install 'seaweed-rdma[fsspec]'"),

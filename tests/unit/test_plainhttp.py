@@ -1,6 +1,7 @@
-"""``PlainHttpTransport`` against a real HTTP/1.1 server (the standard library's): keep-alive
-reuse, a connection the server closed, bodies left unread, chunked uploads, errors as
-httpx's exceptions, and that it never imports httpcore."""
+"""``PlainHttpTransport`` (urllib3 under httpx's API) against a real HTTP/1.1 server (the
+standard library's): keep-alive reuse, a connection the server closed, bodies left unread,
+chunked uploads, urllib3's errors as httpx's exceptions, and that it never imports
+httpcore."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"late")
         elif self.path.startswith("/close"):
             self._send(200, b"bye", close=True)
+        elif self.path.startswith("/short"):  # promises more than it sends, then hangs up
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"only ten b")
+            self.close_connection = True
         elif self.path.startswith("/missing"):
             self._send(404, b"no")
         else:
@@ -137,6 +144,8 @@ def test_errors_are_httpx_errors(server: str, http: httpx.Client) -> None:
     with pytest.raises(httpx.ReadTimeout):
         http.get(server + "/slow")
     assert http.get(server + "/e").text == "/e"  # the timed-out connection was dropped
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.get(server + "/short")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused

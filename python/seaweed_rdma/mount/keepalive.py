@@ -10,9 +10,9 @@ threads; thread-safe (urllib3 hands each connection to one thread at a time).
 
 from __future__ import annotations
 
-import threading
-
 import urllib3
+
+from ..httppool import HostPools
 
 CONNECT_TIMEOUT_S = 5.0
 IO_TIMEOUT_S = 60.0
@@ -24,43 +24,18 @@ _RETRY = urllib3.Retry(total=1, connect=1, read=1, other=0, status=0, redirect=0
 _TIMEOUT = urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=IO_TIMEOUT_S)
 
 
-class KeepAlivePool:
+class KeepAlivePool(HostPools):
     """A urllib3 connection pool per ``host:port``, at most ``per_host`` connections kept
     idle for each."""
 
     def __init__(self, per_host: int) -> None:
-        self._per_host = max(1, per_host)
-        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def connects(self) -> int:
-        """Connections opened so far (all hosts)."""
-        with self._lock:
-            return sum(p.num_connections for p in self._pools.values())
-
-    def _pool(self, hostport: str) -> urllib3.HTTPConnectionPool:
-        with self._lock:
-            pool = self._pools.get(hostport)
-            if pool is None:
-                host, _, port = hostport.rpartition(":")
-                pool = urllib3.HTTPConnectionPool(
-                    host or hostport, int(port) if host else None, maxsize=self._per_host,
-                    block=False, retries=_RETRY, timeout=_TIMEOUT)
-                self._pools[hostport] = pool
-            return pool
+        super().__init__(per_host, _RETRY, _TIMEOUT)
 
     def post(self, hostport: str, path: str, body: bytes, headers: dict[str, str]
              ) -> tuple[int, bytes]:
         """POSTs ``body`` to ``http://hostport/path``; returns (status, response body).
         Raises ``urllib3.exceptions.HTTPError`` (or ``OSError``) when no answer came."""
-        r = self._pool(hostport).urlopen("POST", path, body=body, headers=headers,
-                                         preload_content=True)
+        host, _, port = hostport.rpartition(":")
+        pool = self.pool(host, int(port)) if host else self.pool(hostport, None)
+        r = pool.urlopen("POST", path, body=body, headers=headers, preload_content=True)
         return r.status, r.data
-
-    def close(self) -> None:
-        """Closes every idle connection (those in use close when their POST ends)."""
-        with self._lock:
-            pools, self._pools = self._pools, {}
-        for p in pools.values():
-            p.close()
