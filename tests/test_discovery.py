@@ -1,6 +1,6 @@
-"""Finding the master through a real filer: the plain HTTP/2 call (``h2c``) gives what the
-filer's gRPC gives, anything else falls back to grpc, and a fresh process's Client reads
-without importing grpc."""
+"""Finding the master through a real filer: the plain HTTP/2 call (``h2c``, on the ``h2``
+library) gives what the filer's gRPC gives, anything else falls back to grpc, and a fresh
+process's Client reads without importing grpc."""
 
 from __future__ import annotations
 
