@@ -1,5 +1,6 @@
 """A ``seaweed-rdma mount`` run as a subprocess for tests, always unmounted at the end; our
-mount beside a ``weed mount`` of the same filer; the fast-path counters of a mount."""
+mount beside a ``weed mount`` of the same filer; a mount's state and fast-path counters;
+waiting for a condition."""
 
 from __future__ import annotations
 
@@ -87,3 +88,16 @@ def fast_failures(state: dict[str, Any]) -> int:
     """Reads that left the fast path: the native loop's failed READs, Python's fallbacks."""
     native = state["native_reads"] or {}
     return int(native.get("failed", 0)) + int(state["client"]["fallbacks"])
+
+
+def mount_state(mnt: Path) -> dict[str, Any]:
+    """The mount's state (its root's ``user.seaweed_rdma.stats`` xattr)."""
+    return dict(json.loads(os.getxattr(mnt, "user.seaweed_rdma.stats")))
+
+
+def until(fn: Any, limit: float = 15.0) -> None:
+    """Waits until ``fn()`` is true, failing the test after ``limit`` seconds."""
+    t0 = time.monotonic()
+    while not fn():
+        assert time.monotonic() - t0 < limit, "never happened"
+        time.sleep(0.02)

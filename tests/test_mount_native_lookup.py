@@ -8,32 +8,21 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import termios
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import beside_weed_mount
+from .mounts import beside_weed_mount, mount_state, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
 
 
-def _until(fn, limit: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
-    while not fn():
-        assert time.monotonic() - t0 < limit, "never happened"
-        time.sleep(0.02)
-
-
-def _state(mnt: Path) -> dict[str, Any]:
-    return dict(json.loads(os.getxattr(mnt, "user.seaweed_rdma.stats")))
 
 
 def test_lookups_of_held_files_are_native_and_changes_still_show(cluster, tmp_path):  # type: ignore[no-untyped-def]
@@ -44,18 +33,18 @@ def test_lookups_of_held_files_are_native_and_changes_still_show(cluster, tmp_pa
     time.sleep(2.5)  # past the stream's replay of the uploads (see test_mount_small_files)
     flags = ["-rdma.enabled", f"-rdma.sidecar={sc.address}"]
     with beside_weed_mount(cluster, tmp_path, flags) as (mnt, weed):
-        _until(lambda: _state(mnt)["writes"]["meta_stream_up"])
+        until(lambda: mount_state(mnt)["writes"]["meta_stream_up"])
         path = {p: mnt / p.lstrip("/") for p in files}
         names = sorted(files)
         # The first files go through Python (the directory is listed at the second);
         # then the rest of the directory is offered ahead.
         for p in names[:3]:
             assert path[p].read_bytes() == files[p]
-        _until(lambda: _state(mnt)["ahead_offered"] >= len(files) - 3)
-        before = _state(mnt)["native_reads"]
+        until(lambda: mount_state(mnt)["ahead_offered"] >= len(files) - 3)
+        before = mount_state(mnt)["native_reads"]
         for p in names[3:]:
             assert path[p].read_bytes() == files[p], p
-        after = _state(mnt)["native_reads"]
+        after = mount_state(mnt)["native_reads"]
         looked_up = after["lookups"] - before["lookups"]
         assert looked_up == len(files) - 3, (before, after)
         assert after["opens"] - before["opens"] == len(files) - 3, (before, after)
@@ -85,28 +74,28 @@ def test_lookups_of_held_files_are_native_and_changes_still_show(cluster, tmp_pa
         # file offered ahead and never looked up here, a rename here.
         target, gone, renamed = names[20], names[21], names[22]
         cluster.upload(target, b"rewritten elsewhere")
-        _until(lambda: path[target].read_bytes() == b"rewritten elsewhere")
+        until(lambda: path[target].read_bytes() == b"rewritten elsewhere")
         assert os.stat(path[target]).st_size == len(b"rewritten elsewhere")
         httpx.delete(f"{cluster.filer.url}{gone}", timeout=30).raise_for_status()
-        _until(lambda: not path[gone].exists())
+        until(lambda: not path[gone].exists())
         new = d / "renamed.bin"
         os.rename(path[renamed], new)
         assert not path[renamed].exists() and new.read_bytes() == files[renamed]
         fresh = "/mnlook/d/later.bin"
         cluster.upload(fresh, b"x" * 5000)
-        _until(lambda: _state(mnt)["ahead_offered"] > 0 and (mnt / fresh[1:]).exists())
+        until(lambda: mount_state(mnt)["ahead_offered"] > 0 and (mnt / fresh[1:]).exists())
         (weed / fresh.lstrip("/")).write_bytes(b"from weed mount")
-        _until(lambda: (mnt / fresh[1:]).read_bytes() == b"from weed mount")
+        until(lambda: (mnt / fresh[1:]).read_bytes() == b"from weed mount")
         assert os.stat(mnt / fresh[1:]).st_size == len(b"from weed mount")
 
         # The kernel forgets every inode it can: the loop's references come back with the
         # FORGETs, numbers nobody holds are dropped, and every file still reads right.
-        inodes = _state(mnt)["inodes"]
+        inodes = mount_state(mnt)["inodes"]
         Path("/proc/sys/vm/drop_caches").write_text("2\n")
-        _until(lambda: _state(mnt)["inodes"] < inodes - len(files) // 2)
+        until(lambda: mount_state(mnt)["inodes"] < inodes - len(files) // 2)
         left = [p for p in names if p not in (target, gone, renamed)]
         for p in left:
             assert path[p].read_bytes() == files[p], p
         assert new.read_bytes() == files[renamed]
-        st = _state(mnt)["native_reads"]
+        st = mount_state(mnt)["native_reads"]
         assert st["failed"] == 0 and st["errors"] == 0, st

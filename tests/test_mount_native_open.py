@@ -7,28 +7,17 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Any
 
 import httpx
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import beside_weed_mount
+from .mounts import beside_weed_mount, mount_state, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
 
 
-def _until(fn, limit: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
-    while not fn():
-        assert time.monotonic() - t0 < limit, "never happened"
-        time.sleep(0.02)
-
-
-def _state(mnt: Any) -> dict[str, Any]:
-    import json
-    return dict(json.loads(os.getxattr(mnt, "user.seaweed_rdma.stats")))
 
 
 def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # type: ignore[no-untyped-def]
@@ -39,11 +28,11 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
     time.sleep(2.5)  # past the stream's replay of the uploads (see test_mount_small_files)
     flags = ["-rdma.enabled", f"-rdma.sidecar={sc.address}"]
     with beside_weed_mount(cluster, tmp_path, flags) as (mnt, weed):
-        _until(lambda: _state(mnt)["writes"]["meta_stream_up"])
+        until(lambda: mount_state(mnt)["writes"]["meta_stream_up"])
         path = {p: mnt / p.lstrip("/") for p in files}
         for p, b in files.items():  # cold: every file looked up once, then opened
             assert path[p].read_bytes() == b, p
-        st = _state(mnt)["native_reads"]
+        st = mount_state(mnt)["native_reads"]
         # Held and planned at its lookup: even the first open of a file is the loop's,
         # unless its volume's location is not known yet (pyfuse3's open asks for it: the
         # first file of each of the few volumes).
@@ -51,8 +40,8 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
         assert st["opens"] + st["loads_off_loop"] >= len(files), str(st)
         for p, b in files.items():  # warm
             assert path[p].read_bytes() == b, p
-        _until(lambda: _state(mnt)["native_reads"]["native_open"] == 0)
-        st = _state(mnt)["native_reads"]
+        until(lambda: mount_state(mnt)["native_reads"]["native_open"] == 0)
+        st = mount_state(mnt)["native_reads"]
         assert st["opens"] >= len(files) + len(files) // 2, str(st)
         assert st["releases"] == st["opens"], str(st)
         assert st["failed"] == 0 and st["bytes"] >= sum(map(len, files.values())), st
@@ -61,38 +50,38 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
         # Another writer's overwrite (through the filer) and delete show.
         target = next(names)
         cluster.upload(target, b"rewritten elsewhere")
-        _until(lambda: path[target].read_bytes() == b"rewritten elsewhere")
+        until(lambda: path[target].read_bytes() == b"rewritten elsewhere")
         gone = next(names)
         httpx.delete(f"{cluster.filer.url}{gone}", timeout=30).raise_for_status()
-        _until(lambda: not path[gone].exists())
+        until(lambda: not path[gone].exists())
         # ...and through weed mount, while a native handle is open (which moves to the new
         # version, as every read handle here does).
         other = next(names)
         with open(path[other], "rb") as old:
             assert old.read(1) == files[other][:1]
             (weed / other.lstrip("/")).write_bytes(b"from weed mount")
-            _until(lambda: path[other].read_bytes() == b"from weed mount")
+            until(lambda: path[other].read_bytes() == b"from weed mount")
 
         # Unlinked while open natively: still read whole, gone from the directory at once,
         # and its close reaches the Python side (which then deletes its bytes).
         victim = next(names)
-        opens = _state(mnt)["native_reads"]["opens"]
+        opens = mount_state(mnt)["native_reads"]["opens"]
         f = open(path[victim], "rb")  # noqa: SIM115
         assert f.read(10) == files[victim][:10]
-        assert _state(mnt)["native_reads"]["opens"] == opens + 1
-        assert _state(mnt)["open_files"] == 0  # the loop's handle, not pyfuse3's
+        assert mount_state(mnt)["native_reads"]["opens"] == opens + 1
+        assert mount_state(mnt)["open_files"] == 0  # the loop's handle, not pyfuse3's
         os.unlink(path[victim])
         assert not path[victim].exists()
         assert f.read() == files[victim][10:]
-        assert _state(mnt)["open_files"] == 1  # the loop's handle is the Python side's now
+        assert mount_state(mnt)["open_files"] == 1  # the loop's handle is the Python side's now
         f.close()
-        _until(lambda: _state(mnt)["open_files"] == 0)
+        until(lambda: mount_state(mnt)["open_files"] == 0)
 
         # flock and POSIX locks on natively opened files.
         locked = next(names)
-        opens = _state(mnt)["native_reads"]["opens"]
+        opens = mount_state(mnt)["native_reads"]["opens"]
         with open(path[locked], "rb") as a, open(path[locked], "rb") as b2:
-            assert _state(mnt)["native_reads"]["opens"] == opens + 2
+            assert mount_state(mnt)["native_reads"]["opens"] == opens + 2
             fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
             with pytest.raises(BlockingIOError):
                 fcntl.flock(b2, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -105,9 +94,9 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
         # written (through the writer), and the filer gets it at close.
         written = next(names)
         assert path[written].read_bytes() == files[written]  # (offered again if it was not)
-        before = _state(mnt)["native_reads"]["opens"]
+        before = mount_state(mnt)["native_reads"]["opens"]
         with open(path[written], "rb") as r:
-            assert _state(mnt)["native_reads"]["opens"] == before + 1
+            assert mount_state(mnt)["native_reads"]["opens"] == before + 1
             with open(path[written], "r+b") as w:
                 w.write(b"XYZ")
                 w.flush()
@@ -133,5 +122,5 @@ def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # 
         # Every other file still reads right, and nothing was left open.
         for p in names:
             assert path[p].read_bytes() == files[p], p
-        _until(lambda: _state(mnt)["native_reads"]["native_open"] == 0)
-        assert _state(mnt)["open_files"] == 0
+        until(lambda: mount_state(mnt)["native_reads"]["native_open"] == 0)
+        assert mount_state(mnt)["open_files"] == 0
