@@ -142,8 +142,13 @@ def main() -> int:
     ap.add_argument("--out", default="bench-results/small-files.json")
     a = ap.parse_args()
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "sizes": {}}
-    # One volume server and its sidecar: the mount's -rdma.sidecar names one address.
-    with LocalCluster(volumes=1) as cl, tempfile.TemporaryDirectory() as tmp:
+    sizes = [int(s) for s in a.sizes.split(",")]
+    total = sum(s * (a.big_files if s >= 1 << 20 else a.files) for s in sizes)
+    # One volume server and its sidecar: the mount's -rdma.sidecar names one address. Its
+    # 30 volume slots must hold every file (10,000 x 1 MiB does not fit 64 MiB volumes).
+    limit_mb = max(64, -(-total // (20 << 20)))
+    with LocalCluster(volumes=1, volume_size_limit_mb=limit_mb) as cl, \
+            tempfile.TemporaryDirectory() as tmp:
         cl.start()
         cl.add_sidecar(cl.volume_servers[0])
         mounts = {} if a.no_mounts else {
@@ -152,7 +157,7 @@ def main() -> int:
                      f"-rdma.sidecar={cl.sidecars[0].address}", "-cacheMetaTtlSec=60"],
             "weed_mount": [find_weed(), "mount", f"-filer={cl.filer.grpc_address}"],
         }
-        for size in (int(s) for s in a.sizes.split(",")):
+        for size in sizes:
             count = a.big_files if size >= 1 << 20 else a.files
             res = bench_size(cl, size, count, mounts, Path(tmp))
             results["sizes"][str(size)] = {"files": count, **res}
