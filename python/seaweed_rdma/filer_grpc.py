@@ -423,15 +423,6 @@ class FilerGrpc:
         """Closes the channel."""
         self._channel.close()
 
-    def connected(self, timeout: float) -> bool:
-        """Waits up to ``timeout`` seconds for the channel to be connected (connecting it
-        if it is not); whether it is."""
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
-        except (grpc.FutureTimeoutError, grpc.FutureCancelledError):
-            return False  # (cancelled: the channel was closed)
-        return True
-
     def _call(self, method: str, request: Any, reply: str) -> Any:
         with self._lock:
             fn = self._calls.get(method)

@@ -28,9 +28,14 @@ log = logging.getLogger("seaweed_rdma.metastream")
 # Events stamped up to this long before our clock's "now" are asked for again: the filer's
 # clock and ours may differ a little, and an event seen twice is harmless.
 CLOCK_SLACK_NS = 2_000_000_000
-# How long a new stream must stay open before held entries trust it, unless its channel
-# connects sooner: then it counts as up once connected (see `_confirm`).
-UP_AFTER_S = 0.3
+# How long a new stream must stay open before it counts as up (held entries trusted, the
+# mount's files offered to its native loop): long enough for a refused connection to fail
+# first. It need not be longer: the filer replays its log from `since_ns` whenever it
+# takes the subscription, so no event is missed, and a call that fails later marks the
+# stream down as any break does. (It was 0.3 s: a fresh mount's first lookups then found
+# the stream not up and offered nothing.) Not grpc's connectivity API: its polling thread
+# outlives the wait, and a fork() meanwhile crashed the child (test_data's fork workers).
+UP_AFTER_S = 0.05
 
 
 # The process that first followed a stream; a forked child sees its parent's id here.
@@ -120,17 +125,6 @@ class MetaStream:
         if self._call is call and call.is_active():
             self._on_state(True)
 
-    def _confirm(self, call: Any, grpc_client: Any, done: threading.Event) -> None:
-        """Marks ``call`` up once its channel is connected, or after ``UP_AFTER_S`` if it
-        is still open then. Connected is enough: the filer replays its log from
-        ``since_ns``, so whenever it takes the subscription no event since is missed,
-        and a call that fails later marks the stream down as any break does. A fresh
-        mount or Client thus holds entries (and the mount offers them to its native loop)
-        from its first lookups, not 0.3 s later."""
-        grpc_client.connected(UP_AFTER_S)  # (returns at the latest after UP_AFTER_S)
-        if not done.is_set():
-            self._mark_up(call)
-
     def stats(self) -> dict[str, Any]:
         """Events seen and stream breaks."""
         return {"events": self.events, "breaks": self.breaks, "last_ts_ns": self.last_ts}
@@ -153,9 +147,9 @@ class MetaStream:
             # The filer sends nothing (not even headers) until an event: a stream still
             # open after UP_AFTER_S counts as up. Events from before then are not lost:
             # the filer replays its log from `since_ns`.
-            ended = threading.Event()
-            threading.Thread(target=self._confirm, args=(call, self._grpc, ended),
-                             name="seaweed-rdma-stream-up", daemon=True).start()
+            timer = threading.Timer(UP_AFTER_S, self._mark_up, args=(call,))
+            timer.daemon = True
+            timer.start()
             try:
                 for reply in call:
                     self._on_state(True)
@@ -171,7 +165,7 @@ class MetaStream:
                 reason = (f"{code().name}: {e.details()}" if callable(code)  # type: ignore[attr-defined]
                           else repr(e))
             finally:
-                ended.set()
+                timer.cancel()
                 self._on_state(False)
             with self._lock:
                 self._call = None
