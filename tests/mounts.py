@@ -78,6 +78,21 @@ def beside_weed_mount(cluster: LocalCluster, where: Path, flags: list[str]
         assert ours.stop() == 0, ours.log.read_text()[-3000:]
 
 
+@contextlib.contextmanager
+def held_files_beside_weed_mount(cluster: LocalCluster, where: Path, files: dict[str, bytes]
+                                 ) -> Iterator[tuple[Path, Path]]:
+    """``files`` uploaded, a sidecar for the volume servers, and our mount (fast path, so
+    the native loop runs) beside a ``weed mount``, once our mount's metadata stream is up."""
+    for p, b in files.items():
+        cluster.upload(p, b)
+    sc = cluster.add_sidecar(cluster.volume_servers)
+    time.sleep(2.5)  # past the stream's replay of the uploads (see test_mount_small_files)
+    flags = ["-rdma.enabled", f"-rdma.sidecar={sc.address}"]
+    with beside_weed_mount(cluster, where, flags) as (mnt, weed):
+        until(lambda: mount_state(mnt)["writes"]["meta_stream_up"])
+        yield mnt, weed
+
+
 def fast_bytes(state: dict[str, Any]) -> int:
     """Bytes the mount read over the fast path: its native read loop's and Python's."""
     native = state["native_reads"] or {}

@@ -10,34 +10,25 @@ import errno
 import fcntl
 import os
 import termios
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import beside_weed_mount, mount_state, until
+from .mounts import held_files_beside_weed_mount, mount_state, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
 
 
-
-
 def test_lookups_of_held_files_are_native_and_changes_still_show(cluster, tmp_path):  # type: ignore[no-untyped-def]
     files = {f"/mnlook/d/f{i:03d}.bin": os.urandom(2000 + 97 * i) for i in range(60)}
-    for p, b in files.items():
-        cluster.upload(p, b)
-    sc = cluster.add_sidecar(cluster.volume_servers)
-    time.sleep(2.5)  # past the stream's replay of the uploads (see test_mount_small_files)
-    flags = ["-rdma.enabled", f"-rdma.sidecar={sc.address}"]
-    with beside_weed_mount(cluster, tmp_path, flags) as (mnt, weed):
-        until(lambda: mount_state(mnt)["writes"]["meta_stream_up"])
+    with held_files_beside_weed_mount(cluster, tmp_path, files) as (mnt, weed):
         path = {p: mnt / p.lstrip("/") for p in files}
         names = sorted(files)
-        # The first files go through Python (the directory is listed at the second);
-        # then the rest of the directory is offered ahead.
+        # The first files go through Python (the directory is listed at the first, and
+        # its files are offered ahead in the background); then the loop answers the rest.
         for p in names[:3]:
             assert path[p].read_bytes() == files[p]
         until(lambda: mount_state(mnt)["ahead_offered"] >= len(files) - 3)

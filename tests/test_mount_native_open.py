@@ -6,29 +6,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 
 import httpx
 import pytest
 
 from .conftest import FUSE_OK
-from .mounts import beside_weed_mount, mount_state, until
+from .mounts import held_files_beside_weed_mount, mount_state, until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.fuse,
               pytest.mark.skipif(not FUSE_OK, reason="needs /dev/fuse and fusermount3")]
 
 
-
-
 def test_held_files_open_natively_and_changes_still_show(cluster, tmp_path):  # type: ignore[no-untyped-def]
     files = {f"/mnopen/d/f{i:03d}.bin": os.urandom(3000 + 131 * i) for i in range(40)}
-    for p, b in files.items():
-        cluster.upload(p, b)
-    sc = cluster.add_sidecar(cluster.volume_servers)
-    time.sleep(2.5)  # past the stream's replay of the uploads (see test_mount_small_files)
-    flags = ["-rdma.enabled", f"-rdma.sidecar={sc.address}"]
-    with beside_weed_mount(cluster, tmp_path, flags) as (mnt, weed):
-        until(lambda: mount_state(mnt)["writes"]["meta_stream_up"])
+    with held_files_beside_weed_mount(cluster, tmp_path, files) as (mnt, weed):
         path = {p: mnt / p.lstrip("/") for p in files}
         for p, b in files.items():  # cold: every file looked up once, then opened
             assert path[p].read_bytes() == b, p
