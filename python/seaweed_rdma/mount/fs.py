@@ -134,7 +134,8 @@ class SeaweedOperations(pyfuse3.Operations):
                                  self.handles, self.wm, signature, opts.ttl_sec)
         self.events = MetaEvents(opts.filer, self.inodes.path(pyfuse3.ROOT_INODE),
                                  signature, client, self.inodes, self.tree, self.handles)
-        self.ahead = OffersAhead(client, self.inodes, self.handles, self._offer)
+        self.ahead = OffersAhead(client, self.inodes, self.handles, self._offer,
+                                 self._forget)
 
     def attach_native(self, native: NativeLoop | None) -> None:
         """The native loop, once the session is mounted (None: it does not run)."""
@@ -250,15 +251,17 @@ class SeaweedOperations(pyfuse3.Operations):
         for inode, nlookup in inode_list:
             self._forget(inode, nlookup)
 
-    def _forget(self, inode: int, nlookup: int) -> None:
+    def _forget(self, inode: int, nlookup: int) -> bool:
         """Gives back ``nlookup`` kernel references to ``inode``, counting first those the
         native loop's LOOKUPs gave (its offer withdrawn before, so that it hands out no
-        number this side may drop)."""
+        number this side may drop); True when the number was dropped."""
         if self.native is not None:
             self.handles.withdraw_native(inode)
             self.inodes.add_refs(inode, self.native.take_lookups(inode))
         if self.inodes.forget(inode, nlookup):
             self.handles.inode_forgotten(inode)
+            return True
+        return False
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:

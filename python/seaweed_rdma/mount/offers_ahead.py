@@ -46,11 +46,13 @@ class OffersAhead:
     """Directories whose files were offered ahead, and the inodes numbered for them."""
 
     def __init__(self, client: Client, inodes: InodeTable, handles: HandleTable,
-                 offer: Callable[[str, int], bool], budget: int = BUDGET) -> None:
+                 offer: Callable[[str, int], bool], forget: Callable[[int, int], bool],
+                 budget: int = BUDGET) -> None:
         self._client = client
         self._inodes = inodes
         self._handles = handles
         self._offer = offer
+        self._forget = forget  # (the driver's: counts the loop's references first)
         self._budget = budget
         self._native: NativeLoop | None = None
         # directory -> (when last offered, inodes numbered for it), least recent first
@@ -122,13 +124,7 @@ class OffersAhead:
     def give_back(self, inode: int) -> None:
         """Drops ``inode`` (numbered for an offer ahead) unless the kernel learnt it: its
         offer is withdrawn first, so no LOOKUP hands it out afterwards."""
-        native = self._native
-        if native is None or self._inodes.referenced(inode):
+        if self._native is None or self._inodes.referenced(inode):
             return
-        self._handles.withdraw_native(inode)
-        n = native.take_lookups(inode)
-        if n:
-            self._inodes.add_refs(inode, n)  # looked up natively: the kernel holds it
-        elif self._inodes.forget(inode, 0):
-            self._handles.inode_forgotten(inode)
+        if self._forget(inode, 0):  # (kept if the loop's LOOKUPs gave it to the kernel)
             self.counts["ahead_dropped"] += 1
