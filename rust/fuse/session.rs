@@ -382,6 +382,21 @@ impl SessionState {
         }
     }
 
+    /// Whether a reply the loop wrote reached the kernel. A requester that was
+    /// interrupted (ENOENT) or a session that is gone (ENODEV) waits for nothing any more;
+    /// any other failure is logged and counted in `errors`.
+    fn replied<T>(&self, sent: io::Result<T>, what: &str) -> bool {
+        match sent {
+            Ok(_) => true,
+            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => false,
+            Err(e) => {
+                tracing::warn!("replying to {what}: {e}");
+                bump(&self.counters.errors, 1);
+                false
+            }
+        }
+    }
+
     fn owed(&self, unique: u64) -> bool {
         self.routes().contains_key(&unique)
     }
@@ -395,13 +410,8 @@ impl SessionState {
         if self.files.get(fh).is_none() {
             return false;
         }
-        match fd::writev(dev, &[&out_header(OUT_HEADER, 0, h.unique)]) {
-            Ok(_) => bump(&self.counters.flushes, 1),
-            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Err(e) => {
-                tracing::warn!("replying to a FLUSH: {e}");
-                bump(&self.counters.errors, 1);
-            }
+        if self.replied(fd::writev(dev, &[&out_header(OUT_HEADER, 0, h.unique)]), "a FLUSH") {
+            bump(&self.counters.flushes, 1);
         }
         true
     }
@@ -420,16 +430,11 @@ impl SessionState {
             let keep = if opened.keep_cache { FOPEN_KEEP_CACHE } else { 0 };
             fd::writev(dev, &[&open_reply(h.unique, opened.fh, keep)]).map(|_| ())
         };
-        match self.opens.open(h.nodeid, &self.files, reply) {
-            None => return false,
-            Some(Ok(_)) => bump(&self.counters.opens, 1),
-            // The opener was interrupted (ENOENT) or the session is gone: the kernel
-            // sends no RELEASE for a handle it never got, and `open` ended it.
-            Some(Err(e)) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Some(Err(e)) => {
-                tracing::warn!("replying to an OPEN: {e}");
-                bump(&self.counters.errors, 1);
-            }
+        // A reply that fails (the opener interrupted, the session gone) ends the handle in
+        // `open`: the kernel sends no RELEASE for a handle it never got.
+        let Some(sent) = self.opens.open(h.nodeid, &self.files, reply) else { return false };
+        if self.replied(sent, "an OPEN") {
+            bump(&self.counters.opens, 1);
         }
         true
     }
@@ -439,13 +444,9 @@ impl SessionState {
     /// file it opens, so without this each open would cost a trip through the Python
     /// side for that answer.
     fn no_ioctl(&self, dev: RawFd, h: InHeader) -> bool {
-        match fd::writev(dev, &[&out_header(OUT_HEADER, -libc::ENOSYS, h.unique)]) {
-            Ok(_) => bump(&self.counters.ioctls, 1),
-            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Err(e) => {
-                tracing::warn!("replying to an IOCTL: {e}");
-                bump(&self.counters.errors, 1);
-            }
+        let refused = fd::writev(dev, &[&out_header(OUT_HEADER, -libc::ENOSYS, h.unique)]);
+        if self.replied(refused, "an IOCTL") {
+            bump(&self.counters.ioctls, 1);
         }
         true
     }
@@ -460,16 +461,11 @@ impl SessionState {
         let Some(name) = lookup_name(req) else { return false };
         let header = out_header(OUT_HEADER + ENTRY_OUT, 0, h.unique);
         let reply = |body: &[u8; ENTRY_OUT]| fd::writev(dev, &[&header, body]).map(|_| ());
-        match self.opens.lookup(h.nodeid, name, reply) {
-            None => return false,
-            Some(Ok(_)) => bump(&self.counters.lookups, 1),
-            // The looker was interrupted (ENOENT) or the session is gone: the kernel took
-            // no reference, and none was counted.
-            Some(Err(e)) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Some(Err(e)) => {
-                tracing::warn!("replying to a LOOKUP: {e}");
-                bump(&self.counters.errors, 1);
-            }
+        // A reply that fails (the looker interrupted, the session gone) gives the kernel no
+        // reference, and `lookup` counts none.
+        let Some(sent) = self.opens.lookup(h.nodeid, name, reply) else { return false };
+        if self.replied(sent, "a LOOKUP") {
+            bump(&self.counters.lookups, 1);
         }
         true
     }
@@ -481,13 +477,8 @@ impl SessionState {
         if !self.opens.release(fh, &self.files) {
             return false;
         }
-        match fd::writev(dev, &[&out_header(OUT_HEADER, 0, h.unique)]) {
-            Ok(_) => bump(&self.counters.releases, 1),
-            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Err(e) => {
-                tracing::warn!("replying to a RELEASE: {e}");
-                bump(&self.counters.errors, 1);
-            }
+        if self.replied(fd::writev(dev, &[&out_header(OUT_HEADER, 0, h.unique)]), "a RELEASE") {
+            bump(&self.counters.releases, 1);
         }
         true
     }
@@ -543,18 +534,9 @@ impl SessionState {
         let header = out_header(OUT_HEADER + len, 0, h.unique);
         let written = fd::writev(dev, &[&header, buf]);
         bump(&c.reply_us, fetched.elapsed().as_micros() as u64);
-        match written {
-            Ok(_) => {
-                bump(&c.reads, 1);
-                bump(&c.bytes, len as u64);
-            }
-            // The reader was interrupted (ENOENT) or the session is gone (ENODEV): nobody
-            // waits for these bytes any more.
-            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Err(e) => {
-                tracing::warn!("replying to a READ: {e}");
-                bump(&c.errors, 1);
-            }
+        if self.replied(written, "a READ") {
+            bump(&c.reads, 1);
+            bump(&c.bytes, len as u64);
         }
         true
     }
@@ -587,17 +569,10 @@ impl SessionState {
         parts.extend(slices);
         let written = fd::writev(dev, &parts);
         bump(&c.reply_us, fetched.elapsed().as_micros() as u64);
-        match written {
-            Ok(_) => {
-                hit.served(len);
-                bump(&c.reads, 1);
-                bump(&c.bytes, len as u64);
-            }
-            Err(e) if matches!(errno(&e), libc::ENOENT | libc::ENODEV) => {}
-            Err(e) => {
-                tracing::warn!("replying to a READ: {e}");
-                bump(&c.errors, 1);
-            }
+        if self.replied(written, "a READ") {
+            hit.served(len);
+            bump(&c.reads, 1);
+            bump(&c.bytes, len as u64);
         }
         true
     }
