@@ -150,6 +150,53 @@ def test_no_stale_write_back_over_another_clients_rewrite(ours, theirs, cluster,
     _seen_by(ours.mnt, rel, OTHER)
 
 
+T_NS = 1_600_000_000_123_456_789
+
+
+@pytest.mark.parametrize("their_change", ["chmod", "rewrite"])
+def test_times_set_after_close_keep_another_clients_change(ours, theirs, cluster, tmp_path,
+                                                           their_change):  # type: ignore[no-untyped-def]
+    """tar sets a file's times right after closing it: that setattr is laid on the entry the
+    close stored, with no lookup first, unless another client changed the file since: its
+    change (a mode, new bytes) stays, with our times on top, as weed mount keeps it."""
+    d = _fresh_dir(ours, theirs, f"after-close-{their_change}")
+    data = random.Random(3).randbytes(3000)
+
+    def stored() -> int:
+        return int(ours.state()["writes"]["setattr_stored"])
+
+    plain = ours.mnt / d / "plain"
+    before = stored()
+    plain.write_bytes(data)
+    os.utime(plain, ns=(T_NS, T_NS))
+    os.chmod(plain, 0o640)
+    assert stored() == before + 2  # both laid on what the close stored
+
+    rel = f"{d}/f"
+    (ours.mnt / rel).write_bytes(data)
+    events = ours.state()["writes"]["meta_events"]
+    if their_change == "chmod":
+        os.chmod(theirs / rel, 0o600)
+        want = data
+        _until(lambda: stat.S_IMODE(os.stat(ours.mnt / rel).st_mode) == 0o600, 10,
+               "our mount sees weed mount's chmod")
+    else:
+        (theirs / rel).write_bytes(OTHER)
+        want = OTHER
+        _seen_by(ours.mnt, rel, OTHER)
+    _until(lambda: ours.state()["writes"]["meta_events"] > events, 10, "its event here")
+    before = stored()
+    os.utime(ours.mnt / rel, ns=(T_NS, T_NS))
+    assert stored() == before  # the other client's change dropped what the close stored
+    assert_kept(cluster, tmp_path, {"/" + rel: want, f"/{d}/plain": data})
+    with weed_mount(cluster.filer, tmp_path / "times") as fresh:
+        st = os.stat(fresh / rel)
+        assert st.st_mtime_ns == T_NS
+        assert stat.S_IMODE(st.st_mode) == (0o600 if their_change == "chmod" else 0o644)
+        st = os.stat(fresh / d / "plain")
+        assert (st.st_mtime_ns, stat.S_IMODE(st.st_mode)) == (T_NS, 0o640)
+
+
 def test_write_after_another_clients_rewrite_lands_on_it(ours, theirs, cluster, tmp_path):  # type: ignore[no-untyped-def]
     """Bytes written after the other client's change are laid over it (last close wins for
     the bytes it wrote); the rest of the other client's version stays."""

@@ -85,12 +85,14 @@ def test_small_files_commit_in_one_call_and_read_back_everywhere(cluster, tmp_pa
         want = {name: _expected(pieces) for name, pieces in files.items()}
         for name, data in want.items():
             assert (d / name).read_bytes() == data, name
-        # Every non-empty file but the one with six ranges was committed in one call (the
-        # first may not be: its file id was still being asked for at its close); the
-        # uploads went over a few kept-alive connections, not one each.
+        # Every non-empty file but the one with six ranges was committed in one call, but
+        # for at most one whose file id was still being asked for at its close (the first
+        # file, or under load the first after the six-range file, which took its ids one
+        # by one); the uploads went over a few kept-alive connections, not one each.
         assert in_one_call["many-ranges"] == 0 and in_one_call["empty"] == 0
-        assert [name for name, n in in_one_call.items() if n != 1] in (
-            ["many-ranges", "empty"], ["tiny", "many-ranges", "empty"]), in_one_call
+        missed = [name for name, n in in_one_call.items()
+                  if n != 1 and name not in ("many-ranges", "empty")]
+        assert len(missed) <= 1 and all(in_one_call[n] == 0 for n in missed), in_one_call
         assert after["upload_failures"] == before["upload_failures"]
         uploads = after["uploads"] - before["uploads"]
         assert uploads >= len(files) + 2

@@ -176,6 +176,7 @@ class FileChanges:
         finally:
             if self._handles.drop_writer(inode, w):
                 self._tree.forget_path(w.path)
+                self._tree.keep_stored(inode, w.path, w.stored_entry())
                 await self._handles.refresh(inode, w.path)
 
     # -- attributes ----------------------------------------------------------------------
@@ -252,8 +253,11 @@ class FileChanges:
 
     async def _set_metadata_now(self, inode: int, path: str, values: dict[str, int]
                                 ) -> pyfuse3.EntryAttributes:
-        for _ in range(5):
-            pb = await self._calls.lookup_pb(path)
+        for attempt in range(5):
+            # Right after a close here the stored entry is at hand (a refusal re-reads).
+            pb = self._tree.stored_entry(inode, path) if attempt == 0 else None
+            if pb is None:
+                pb = await self._calls.lookup_pb(path)
             a = pb.attributes
             for name, value in values.items():
                 if name == "file_mode":
@@ -269,6 +273,7 @@ class FileChanges:
             except Conflict:
                 continue
             self._tree.forget_path(path)
+            self._tree.keep_stored(inode, path, pb)
             return self._tree.attributes(entry_from_pb(pb, path), inode)
         raise pyfuse3.FUSEError(errno.EAGAIN)
 

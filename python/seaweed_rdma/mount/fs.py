@@ -175,6 +175,7 @@ class SeaweedOperations(pyfuse3.Operations):
         if self.wm is not None:
             writes.update(self.wm.stats())
         writes.update(self.events.stats())
+        writes["setattr_stored"] = self.tree.stored_used
         return {
             "inodes": len(self.inodes),
             **self.ahead.counts,

@@ -13,18 +13,27 @@ the filer's answers (``Tree``).
   cached of them (``forget_path``).
 - Directory times set here and not yet on the filer are laid over the filer's
   (``dir_times.DirTimes``, composed here).
+- The entry a file's last commit here stored, for a few seconds and while nothing changed
+  it (``keep_stored``): tar sets each file's times after closing it, and that setattr then
+  needs no lookup before its update (the filer's chunk condition still guards it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 
 from ..errors import NotFound
-from ..filer_grpc import FilerGrpc, split_path
+from ..filer_grpc import PB, FilerGrpc, split_path
 from .attrs import to_attributes
 from .dir_times import DirTimes
+
+# How long, and for how many files, a stored entry is kept (``Tree.keep_stored``): long
+# enough for the setattr that follows a close, short enough that nothing else relies on it.
+STORED_FOR_S = 5.0
+STORED_KEPT = 1024
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -49,6 +58,9 @@ class Tree:
         self._calls = calls
         self._ttl = ttl
         self._listed: dict[str, set[str]] = {}  # directory -> every name in it
+        # inode -> (its path then, when, the entry as stored): see ``keep_stored``.
+        self._stored: dict[int, tuple[str, float, Any]] = {}
+        self.stored_used = 0  # setattrs laid on a stored entry (no lookup first)
         self.dir_times = DirTimes(grpc, calls.off_loop, self.forget_path)
 
     # -- entries and attributes ----------------------------------------------------------
@@ -107,9 +119,34 @@ class Tree:
         """Drops what the mount cached about ``path`` (not the kernel's view), and stops
         the native loop opening the file there (a directory's move or removal withdraws
         what is under it: ``HandleTable.withdraw_native_under``)."""
-        self._handles.withdraw_native(self._inodes.find(path))
+        inode = self._inodes.find(path)
+        self._handles.withdraw_native(inode)
+        if inode is not None:
+            self._stored.pop(inode, None)
         self._client.invalidate(path)
         self._cache.invalidate_path(path)
+
+    def keep_stored(self, inode: int, path: str, entry: Any | None) -> None:
+        """``entry`` (a protobuf) is what the filer now holds at ``path``, stored by this
+        mount just now: kept for ``stored_entry`` until anything changes ``path`` here or
+        elsewhere (``forget_path``), the metadata stream breaks, or it is older than
+        ``STORED_FOR_S``. Hard-linked entries are not kept (another name changes them)."""
+        self._stored.pop(inode, None)
+        if entry is None or entry.is_directory or entry.hard_link_id:
+            return
+        self._stored[inode] = (path, time.monotonic(), entry)
+        while len(self._stored) > STORED_KEPT:
+            del self._stored[next(iter(self._stored))]
+
+    def stored_entry(self, inode: int, path: str) -> Any | None:
+        """A copy of the entry ``keep_stored`` kept for ``inode`` at ``path``, or None."""
+        kept = self._stored.get(inode)
+        if kept is None or kept[0] != path or time.monotonic() - kept[1] > STORED_FOR_S:
+            return None
+        self.stored_used += 1
+        out = PB["Entry"]()
+        out.CopyFrom(kept[2])
+        return out
 
     # -- directories whose names are all known -------------------------------------------
 
@@ -122,8 +159,9 @@ class Tree:
 
     def forget_listed(self) -> None:
         """Forgets every directory's names (the metadata stream broke: changes elsewhere
-        may have been missed)."""
+        may have been missed), and every stored entry."""
         self._listed.clear()
+        self._stored.clear()
 
     def _add(self, path: str) -> None:
         directory, name = split_path(path)

@@ -207,6 +207,14 @@ class FileWriter:
         """The file was removed: its handles write nowhere now."""
         self._unlinked = True
 
+    def stored_entry(self) -> Any | None:
+        """The entry as this writer's last commit stored it (a protobuf; do not modify),
+        while nothing was written or changed here since; None otherwise."""
+        if not self._created or self._unlinked or self._pages or self._sealed \
+                or self._retry or self._state.dirty:
+            return None
+        return self._state.view()
+
     def keep_open_unlinked(self) -> None:
         """The file was unlinked here while open: its handles keep reading and writing
         it (uploads go on; commits write no entry), until its last close."""
