@@ -156,7 +156,7 @@ T_NS = 1_600_000_000_123_456_789
 @pytest.mark.parametrize("their_change", ["chmod", "rewrite"])
 def test_times_set_after_close_keep_another_clients_change(ours, theirs, cluster, tmp_path,
                                                            their_change):  # type: ignore[no-untyped-def]
-    """tar sets a file's times right after closing it: that setattr is laid on the entry the
+    """rsync sets a file's times right after closing it: that setattr is laid on the entry the
     close stored, with no lookup first, unless another client changed the file since: its
     change (a mode, new bytes) stays, with our times on top, as weed mount keeps it."""
     d = _fresh_dir(ours, theirs, f"after-close-{their_change}")

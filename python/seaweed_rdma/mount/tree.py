@@ -14,8 +14,9 @@ the filer's answers (``Tree``).
 - Directory times set here and not yet on the filer are laid over the filer's
   (``dir_times.DirTimes``, composed here).
 - The entry a file's last commit here stored, for a few seconds and while nothing changed
-  it (``keep_stored``): tar sets each file's times after closing it, and that setattr then
-  needs no lookup before its update (the filer's chunk condition still guards it).
+  it (``keep_stored``): rsync and install set a file's times and mode by its path after
+  closing it, and such a setattr then needs no lookup before its update (the filer's
+  chunk condition still guards it).
 """
 
 from __future__ import annotations
