@@ -130,9 +130,16 @@ class Uploader:
         directory = split_path(path)[0]
         # Ids that go stale within REFILL_AHEAD_S count as gone already.
         since = time.monotonic() - (ASSIGNMENT_FRESH_S - REFILL_AHEAD_S)
+        enough = ASSIGN_BATCH // 4
         with self._pool_lock:
-            usable = sum(1 for _, at in self._pool.get(directory, ()) if at > since)
-            if directory in self._refilling or usable >= ASSIGN_BATCH // 4:
+            if directory in self._refilling:
+                return False
+            usable = 0
+            for _, at in self._pool.get(directory, ()):  # newest first: stop at a stale one
+                if at <= since or usable >= enough:
+                    break
+                usable += 1
+            if usable >= enough:
                 return False
             self._refilling.add(directory)
             return True
