@@ -264,7 +264,8 @@ class Engine:
         """Counters: batches, reads, bytes (``bytes_by_transport``), failures by reason,
         connects, ``open_conns``, ``reaped``, ``evicted``, ``over_cap``, ``slot_waits`` (verbs
         READs that waited for a free receive slot), and the verbs receive pools'
-        ``pinned_bytes`` of ``pinned_budget`` (``pinned_leases`` so far)."""
+        ``pinned_bytes`` of ``pinned_budget`` (``pinned_leases`` so far, and
+        ``pinned_evicted``: idle verbs connections closed to give a new one their slice)."""
 
 def writable_bytes(size: int) -> tuple[bytes, memoryview]:
     """A new, not yet initialised ``bytes`` of ``size`` bytes and a writable view of it, to

@@ -41,7 +41,7 @@ pub(super) struct Job {
 
 /// Everything a batch needs from the engine.
 pub(super) struct BatchCtx<'a> {
-    pub(super) generation: &'a Generation,
+    pub(super) generation: &'a Arc<Generation>,
     pub(super) cfg: &'a EngineConfig,
     pub(super) stats: &'a Arc<Stats>,
     /// How long the batch's lane waits spin before they sleep.
@@ -214,7 +214,8 @@ impl Io<'_, '_> {
                             let cfg = *self.ctx.cfg;
                             let verbs = self.ctx.generation.verbs(&cfg);
                             let stats = self.ctx.stats.clone();
-                            let job = pool.clone().conn(seat, cfg, stats, limit, verbs);
+                            let room = Arc::downgrade(self.ctx.generation);
+                            let job = pool.clone().conn(seat, cfg, stats, limit, verbs, room);
                             Seat::Connecting(tokio::spawn(job))
                         }
                     })

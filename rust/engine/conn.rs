@@ -111,6 +111,11 @@ impl Conn {
         }
     }
 
+    /// Whether the connection is over verbs, and so holds a slice of the pinned budget.
+    pub(super) fn is_verbs(&self) -> bool {
+        self.shared.link().is_some()
+    }
+
     /// False once the connection broke; the pool then replaces it.
     pub(super) fn is_open(&self) -> bool {
         self.shared.table().is_open()

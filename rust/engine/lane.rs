@@ -159,12 +159,17 @@ fn want_inflight(cfg: &EngineConfig) -> u32 {
 }
 
 /// A new lane connection, within the connect timeout (and the batch's deadline). It offers
-/// verbs exactly when a new async connection would ([`SidecarPool::conn`]), and falls back the
-/// same way under [`Transport::Auto`].
+/// verbs exactly when a new async connection would ([`SidecarPool::conn`]), makes room in a
+/// full pinned budget the same way, and falls back the same way under [`Transport::Auto`].
 fn connect(ctx: &BatchCtx<'_>, pool: &SidecarPool, deadline: Instant) -> Result<LaneConn, Failure> {
     let limit = deadline.min(Instant::now() + ctx.cfg.connect_timeout);
     ctx.generation.make_room(ctx.cfg.max_conns, 1, 1, ctx.stats);
-    let host = pool.offer_verbs(ctx.generation.verbs(ctx.cfg)?, ctx.cfg.transport)?;
+    let host = ctx.generation.verbs(ctx.cfg)?;
+    if let Some(short) = pool.short_of_room(host.as_ref()) {
+        // The caller's thread, not a runtime worker: it may wait for the slices it frees.
+        ctx.generation.reclaim_pinned(&short, ctx.stats, limit);
+    }
+    let host = pool.offer_verbs(host, ctx.cfg.transport)?;
     let addrs = resolve(ctx, &pool.addr, limit)?;
     let want = want_inflight(ctx.cfg);
     let tcp_ok = ctx.cfg.transport != Transport::Verbs;

@@ -93,6 +93,7 @@ mod pending;
 mod polled;
 mod pool;
 mod reads;
+mod reclaim;
 mod runtime;
 mod stats;
 mod tasks;

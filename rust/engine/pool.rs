@@ -1,14 +1,16 @@
 //! One sidecar: its connections (one per seat), its idle lane connections, and its health (up, or
 //! down until a back-off ends). Each connection remembers when it was last used, so the reaper
-//! can close those idle past `idle_timeout` and a new connection past `max_conns` can close the
-//! least recently used idle one (`runtime.rs`).
+//! can close those idle past `idle_timeout`, and a new connection past `max_conns` or short of
+//! pinned budget can close the least recently used idle one (`reclaim.rs`, `runtime.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::conn::Conn;
 use super::lane_conn::LaneConn;
+use super::reclaim::{self, Holder, Need};
+use super::runtime::{Generation, Lease};
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, SidecarHealth, Transport};
 use super::verbs::Host;
@@ -149,31 +151,38 @@ impl SidecarPool {
         seats + lane.busy + lane.idle.len()
     }
 
-    /// This sidecar's least recently used idle connection (owing no answer, no batch on it):
-    /// when it was last used, and which.
-    pub(super) fn oldest_idle(&self) -> Option<(u64, Idle)> {
+    /// This sidecar's least recently used idle connection (owing no answer, no batch on it)
+    /// whose close serves `need`: when it was last used, and which.
+    pub(super) fn oldest_idle(&self, need: Need) -> Option<(u64, Idle)> {
         let seats = self.seats.iter().enumerate().filter_map(|(i, seat)| {
             let held = seat.try_lock().ok()?;
-            let idle = held.as_ref().is_some_and(|c| c.is_idle());
-            idle.then(|| (self.seat_used[i].load(Ordering::Relaxed), Idle::Seat(i)))
+            let conn = held.as_ref()?;
+            let used = self.seat_used[i].load(Ordering::Relaxed);
+            Some(Holder { key: Idle::Seat(i), used, idle: closable(conn), leased: conn.is_verbs() })
         });
-        let lane = self.lane().idle.first().map(|(_, used)| (*used, Idle::Lane));
-        seats.chain(lane).min_by_key(|(used, _)| *used)
+        let lane = self.lane();
+        let lane = lane_victim(&lane.idle, need).map(|(_, h)| h.at(Idle::Lane));
+        reclaim::victim(seats.chain(lane), need).map(|h| (h.used, h.key))
     }
 
-    /// Takes `which` out of the pool if it is still idle (the caller drops it, closing it).
-    pub(super) fn take_idle(&self, which: Idle) -> Option<Closed> {
+    /// Takes `which` out of the pool if it is still idle and its close still serves `need`
+    /// (the caller drops it, closing it). For the lane, the least recently used idle lane
+    /// connection that serves `need` now.
+    pub(super) fn take_idle(&self, which: Idle, need: Need) -> Option<Closed> {
         match which {
             Idle::Seat(i) => {
                 let mut held = self.seats.get(i)?.try_lock().ok()?;
-                if !held.as_ref().is_some_and(|c| c.is_idle()) {
-                    return None;
-                }
+                let conn = held.as_ref()?;
+                let used = self.seat_used[i].load(Ordering::Relaxed);
+                let holder =
+                    Holder { key: (), used, idle: closable(conn), leased: conn.is_verbs() };
+                reclaim::victim([holder], need)?;
                 held.take().map(|c| Closed::Conn { _conn: c })
             }
             Idle::Lane => {
                 let mut lane = self.lane();
-                (!lane.idle.is_empty()).then(|| Closed::Lane { _conn: lane.idle.remove(0).0 })
+                let (at, _) = lane_victim(&lane.idle, need)?;
+                Some(Closed::Lane { _conn: lane.idle.remove(at).0 })
             }
         }
     }
@@ -199,7 +208,9 @@ impl SidecarPool {
 
     /// The open connection in `seat`, connecting (and shaking hands) if there is none.
     /// Bounded by `limit`. Records the outcome in the pool's health. `verbs` is what
-    /// [`Generation::verbs`](super::runtime::Generation::verbs) said for this engine.
+    /// [`Generation::verbs`](super::runtime::Generation::verbs) said for this engine; a full
+    /// pinned budget is first made room in from idle connections of `generation`
+    /// ([`Generation::reclaim_pinned`](super::runtime::Generation::reclaim_pinned)).
     pub(super) async fn conn(
         self: Arc<Self>,
         seat: usize,
@@ -207,13 +218,28 @@ impl SidecarPool {
         stats: Arc<Stats>,
         limit: Duration,
         verbs: Result<Option<Arc<Host>>, Failure>,
+        generation: Weak<Generation>,
     ) -> Result<Arc<Conn>, Failure> {
         let attempt = async {
             let mut held = self.seats[seat].lock().await;
             if let Some(conn) = held.as_ref().filter(|c| c.is_open()) {
                 return Ok(conn.clone());
             }
-            let verbs = self.offer_verbs(verbs?, cfg.transport)?;
+            let verbs = verbs?;
+            if let Some(host) = self.short_of_room(verbs.as_ref()) {
+                // It waits for the slices it frees: on a blocking thread, so the workers
+                // stay free to drop the closed connections' tasks that hold them.
+                let (stats, until) = (stats.clone(), Instant::now() + limit);
+                let reclaim = tokio::task::spawn_blocking(move || {
+                    // A lease: this may be the generation's last holder (see `Lease`).
+                    let held = generation.upgrade().map(Lease::new);
+                    let held = held.as_ref().and_then(Lease::get);
+                    held.is_some_and(|g| g.reclaim_pinned(&host, &stats, until))
+                });
+                // Whatever it freed shows in the budget `offer_verbs` looks at next.
+                let _ = reclaim.await;
+            }
+            let verbs = self.offer_verbs(verbs, cfg.transport)?;
             let tcp_ok = cfg.transport != Transport::Verbs;
             let conn =
                 match Conn::connect(&self.addr, cfg.max_inflight, verbs.as_ref(), tcp_ok, &stats)
@@ -243,10 +269,22 @@ impl SidecarPool {
         result
     }
 
+    /// The verbs host whose pinned budget a new connection to this sidecar would need room
+    /// in and finds full: `None` when there is room, or the connection would not offer
+    /// verbs anyway (tcp only, or verbs to this sidecar failed under [`Transport::Auto`]).
+    /// The caller then makes room from idle connections
+    /// ([`Generation::reclaim_pinned`](super::runtime::Generation::reclaim_pinned)) before
+    /// [`offer_verbs`](Self::offer_verbs).
+    pub(super) fn short_of_room(&self, verbs: Option<&Arc<Host>>) -> Option<Arc<Host>> {
+        let host = verbs.filter(|_| !self.tcp_only.load(Ordering::Relaxed))?;
+        (!host.has_room()).then(|| host.clone())
+    }
+
     /// The verbs state a new connection (async or lane) offers: none once verbs to this
-    /// sidecar failed under [`Transport::Auto`]. A full pinned budget gives this one
-    /// connection tcp under `Auto` (later ones try verbs again), and fails it under
-    /// [`Transport::Verbs`], which never reads over tcp.
+    /// sidecar failed under [`Transport::Auto`]. A budget still full after making room from
+    /// idle connections (every leased connection is busy) gives this one connection tcp
+    /// under `Auto` (later ones try verbs again), and fails it under [`Transport::Verbs`],
+    /// which never reads over tcp.
     ///
     /// # Errors
     /// [`Failure::Verbs`]: the budget is all leased and the engine may use verbs only.
@@ -409,6 +447,26 @@ impl SidecarPool {
             server_id: h.server_id,
         }
     }
+}
+
+/// Whether the seat's connection may be closed for another: idle, and held by the seat alone.
+/// A batch that took it (open, or just connected) and has not sent on it yet holds a clone;
+/// taking it from the seat then would neither stop it nor give its slice back until that
+/// batch ends.
+fn closable(conn: &Arc<Conn>) -> bool {
+    conn.is_idle() && Arc::strong_count(conn) == 1
+}
+
+/// The least recently used of a pool's idle lane connections whose close serves `need`,
+/// and where it is in the list.
+fn lane_victim(idle: &[(LaneConn, u64)], need: Need) -> Option<(usize, Holder<usize>)> {
+    let holders = idle.iter().enumerate().map(|(at, (wire, used))| Holder {
+        key: at,
+        used: *used,
+        idle: true,
+        leased: wire.verbs.is_some(),
+    });
+    reclaim::victim(holders, need).map(|h| (h.key, h))
 }
 
 /// A sidecar's lane connections.

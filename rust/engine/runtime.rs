@@ -11,11 +11,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
 use super::pool::{now_ms, Closed, SidecarPool};
+use super::reclaim::{self, Need};
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, Transport};
 use super::verbs::Host;
@@ -129,12 +130,7 @@ impl Generation {
         let mut closed = Vec::new();
         let mut open = self.open_conns().saturating_sub(counted);
         while open + adding > max_conns {
-            let pools = self.pools();
-            let oldest = pools
-                .iter()
-                .filter_map(|p| p.oldest_idle().map(|(used, which)| (used, which, p)))
-                .min_by_key(|(used, ..)| *used);
-            let Some(conn) = oldest.and_then(|(_, which, pool)| pool.take_idle(which)) else {
+            let Some(conn) = self.take_lru(Need::Conn) else {
                 stats.over_cap();
                 break;
             };
@@ -143,6 +139,44 @@ impl Generation {
             open -= 1;
         }
         close_off_thread(&self.rt, closed);
+    }
+
+    /// Room in a full pinned budget for a new verbs connection, taken back from idle ones
+    /// (`reclaim.rs`): closes the least recently used idle connection that holds a slice, of
+    /// any sidecar, waits until its slice is back, and repeats while such connections remain
+    /// and `until` has not passed. Whether there is room now.
+    ///
+    /// Blocks: call it off the runtime's workers, which must stay free to drop a closed
+    /// async connection's tasks (its registration, and so its slice, goes with them).
+    pub(super) fn reclaim_pinned(&self, host: &Host, stats: &Stats, until: Instant) -> bool {
+        let evict = || match self.take_lru(Need::Pinned) {
+            Some(closed) => {
+                stats.pinned_evicted();
+                // Here, not off-thread: the caller waits for this very slice next.
+                drop(closed);
+                true
+            }
+            None => false,
+        };
+        reclaim::make_room(|| host.has_room(), evict, || host.wait_for_room(until)).0
+    }
+
+    /// Takes out the least recently used idle connection, every sidecar together, whose
+    /// close serves `need`; `None` when there is none.
+    fn take_lru(&self, need: Need) -> Option<Closed> {
+        // A connection found idle may be picked up by a batch before it is taken: look again
+        // (a few times: each miss is a batch that just started, not a loop to wait out).
+        for _ in 0..4 {
+            let pools = self.pools();
+            let (_, which, pool) = pools
+                .iter()
+                .filter_map(|p| p.oldest_idle(need).map(|(used, which)| (used, which, p)))
+                .min_by_key(|(used, ..)| *used)?;
+            if let Some(closed) = pool.take_idle(which, need) {
+                return Some(closed);
+            }
+        }
+        None
     }
 
     /// Every pool, sorted by address.

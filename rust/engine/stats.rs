@@ -22,6 +22,7 @@ pub(super) struct Stats {
     aborted: AtomicU64,
     reaped: AtomicU64,
     evicted: AtomicU64,
+    pinned_evicted: AtomicU64,
     over_cap: AtomicU64,
     slot_waits: AtomicU64,
     failures: Mutex<BTreeMap<&'static str, u64>>,
@@ -86,6 +87,12 @@ impl Stats {
         self.evicted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An idle verbs connection closed to give its slice of a full pinned budget to a new
+    /// one.
+    pub(super) fn pinned_evicted(&self) {
+        self.pinned_evicted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A connection made past `max_conns`, none being idle.
     pub(super) fn over_cap(&self) {
         self.over_cap.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +133,7 @@ impl Stats {
             open_conns,
             reaped: self.reaped.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            pinned_evicted: self.pinned_evicted.load(Ordering::Relaxed),
             over_cap: self.over_cap.load(Ordering::Relaxed),
             slot_waits: self.slot_waits.load(Ordering::Relaxed),
             pinned_bytes: pinned.0,

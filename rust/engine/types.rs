@@ -314,6 +314,9 @@ pub struct EngineStats {
     pub reaped: u64,
     /// Idle connections closed to stay within `max_conns`.
     pub evicted: u64,
+    /// Idle verbs connections closed to give their slice of a full pinned budget to a new
+    /// verbs connection (which would otherwise have been tcp, or failed under `verbs`).
+    pub pinned_evicted: u64,
     /// Connections made past `max_conns` because none was idle to close.
     pub over_cap: u64,
     /// Verbs READs that found every receive slot of their connection held and waited for

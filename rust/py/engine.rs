@@ -321,6 +321,7 @@ impl PyEngine {
         d.set_item("open_conns", s.open_conns)?;
         d.set_item("reaped", s.reaped)?;
         d.set_item("evicted", s.evicted)?;
+        d.set_item("pinned_evicted", s.pinned_evicted)?;
         d.set_item("over_cap", s.over_cap)?;
         d.set_item("slot_waits", s.slot_waits)?;
         d.set_item("pinned_bytes", s.pinned_bytes)?;

@@ -13,7 +13,8 @@
 //! connection never takes the rest), and nothing it holds can be taken by another.
 
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use super::error::{VerbsError, VerbsResult};
 
@@ -124,6 +125,8 @@ struct ArenaInner {
     memory: Memory,
     unit: u32,
     carve: Mutex<Carve>,
+    /// Signalled whenever a slice comes back, for [`Arena::wait_for_room`].
+    returned: Condvar,
 }
 
 /// The process's pinned budget: `units` slots of `unit` bytes in one allocation.
@@ -181,7 +184,12 @@ impl Arena {
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(VerbsError::Alloc(len))?;
         let memory = Memory { ptr, len };
         Ok(Arena {
-            inner: Arc::new(ArenaInner { memory, unit, carve: Mutex::new(Carve::new(units)) }),
+            inner: Arc::new(ArenaInner {
+                memory,
+                unit,
+                carve: Mutex::new(Carve::new(units)),
+                returned: Condvar::new(),
+            }),
         })
     }
 
@@ -210,6 +218,29 @@ impl Arena {
     pub fn lease(&self, want: u32) -> Option<ArenaLease> {
         let (start, slots) = self.carve().take(want)?;
         Some(ArenaLease { arena: self.clone(), start, slots })
+    }
+
+    /// Blocks until at least one slot is free, or `until` passes; whether one is. A slice
+    /// comes back when its holder's registration is gone, which for a connection closed on
+    /// another thread happens a little after the close: a caller that closed one to make
+    /// room waits here for its slice rather than finding the arena still full.
+    pub fn wait_for_room(&self, until: Instant) -> bool {
+        let mut carve = self.carve();
+        loop {
+            if carve.free_units() > 0 {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            carve = self
+                .inner
+                .returned
+                .wait_timeout(carve, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -261,6 +292,7 @@ impl ArenaLease {
 impl Drop for ArenaLease {
     fn drop(&mut self) {
         self.arena.carve().give_back(self.start, self.slots);
+        self.arena.inner.returned.notify_all();
     }
 }
 
@@ -351,6 +383,25 @@ mod tests {
         // SAFETY: the lease's slice is `len` bytes of the arena's mapping, held by it alone.
         let slice = unsafe { std::slice::from_raw_parts(lease.ptr().as_ptr(), lease.len()) };
         assert!(slice.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn a_waiter_for_room_wakes_when_a_slice_comes_back_and_gives_up_at_its_deadline() {
+        use std::time::Duration;
+        let arena = Arena::new(4096, 2 * 4096).unwrap_or_else(|e| panic!("{e}"));
+        let a = arena.lease(8).unwrap_or_else(|| panic!("empty"));
+        let b = arena.lease(8).unwrap_or_else(|| panic!("empty"));
+        assert!(arena.lease(1).is_none(), "full");
+        assert!(!arena.wait_for_room(Instant::now() + Duration::from_millis(20)), "none back");
+        let waiter = std::thread::spawn({
+            let arena = arena.clone();
+            move || arena.wait_for_room(Instant::now() + Duration::from_secs(60))
+        });
+        // Given back on another thread, as a connection closed off-thread gives its slice.
+        std::thread::spawn(move || drop(a)).join().unwrap_or_else(|_| panic!("dropper"));
+        assert!(waiter.join().unwrap_or_else(|_| panic!("waiter")), "woken by the return");
+        assert!(arena.wait_for_room(Instant::now()), "room now, no wait");
+        drop(b);
     }
 
     #[test]

@@ -506,3 +506,99 @@ fn connections_lease_disjoint_slices_of_one_budget_and_a_held_one_takes_no_other
     drop(stuck);
     assert_eq!(host.pinned().0, u64::from(SLOT));
 }
+
+#[test]
+#[ignore = "requires an RDMA device (soft-RoCE rxe or hardware) and the weed binary; optionally set SEAWEED_RDMA_DEVICE"]
+fn a_full_budget_takes_slices_back_from_idle_connections_of_other_sidecars() {
+    const SLOT: u32 = 256 * 1024;
+    // A budget of N slots: with so few free, every connection gets one, so N connections
+    // fill it.
+    const N: usize = 4;
+    let (cluster, needles, first) = verbs_setup(53, &[4000, 70_000, 200_000]);
+    let device = sidecar_device();
+    let mut args = vec!["--transport", "verbs", "--max-read", "1048576", "--staging-mib", "8"];
+    args.extend(["--http", "127.0.0.1:0"]);
+    if !device.is_empty() {
+        args.extend(["--rdma-device", device.as_str()]);
+    }
+    let mut sidecars = vec![first];
+    while sidecars.len() < 2 * N {
+        sidecars.push(RealSidecar::start(cluster.volume_dir(), &args));
+    }
+    // `verbs`, not `auto`: a connection that found no room would fail, not slip to tcp.
+    let cfg = EngineConfig {
+        timeout: Duration::from_secs(20),
+        transport: Transport::Verbs,
+        verbs_slot_size: SLOT,
+        verbs_slots: 4,
+        conns_per_sidecar: 1,
+        pinned_budget: N as u64 * u64::from(SLOT),
+        connect_timeout: DEVICE_CONNECT,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(cfg).expect("engine");
+    let small = |addr: &str| {
+        let (fid, data) = &needles[1];
+        let mut buf = vec![0u8; data.len()];
+        let out = engine.read_into(&mut buf, &[range(addr, *fid, 0, data.len() as u32, 0)]);
+        assert!(out.iter().all(Result::is_ok), "{addr}: {out:?}");
+        assert_eq!(&buf, data);
+    };
+    let check = |what: &str| {
+        let stats = engine.stats();
+        eprintln!(
+            "{what}: pinned {} of {} bytes, {} pools, {} open, pinned_evicted {}, evicted {}",
+            stats.pinned_bytes,
+            stats.pinned_budget,
+            stats.pinned_leases,
+            stats.open_conns,
+            stats.pinned_evicted,
+            stats.evicted
+        );
+        assert_eq!(stats.pinned_budget, N as u64 * u64::from(SLOT), "{stats:?}");
+        assert!(stats.pinned_bytes <= stats.pinned_budget, "{what}: {stats:?}");
+        assert_eq!(stats.bytes_by_transport["tcp"], 0, "{what}: {stats:?}");
+        assert_eq!(stats.evicted, 0, "{what}: max_conns is far: {stats:?}");
+        stats
+    };
+    // N sidecars, one lane connection each: the budget is full; then they go idle.
+    for sidecar in &sidecars[..N] {
+        small(&sidecar.addr());
+    }
+    let stats = check("first N");
+    assert_eq!((stats.pinned_bytes, stats.pinned_evicted), (stats.pinned_budget, 0), "{stats:?}");
+    // N others: each new connection closes the least recently used idle one for its slice.
+    for sidecar in &sidecars[N..] {
+        small(&sidecar.addr());
+    }
+    let stats = check("next N");
+    assert_eq!(stats.pinned_evicted, N as u64, "one slice taken back per new sidecar: {stats:?}");
+    assert_eq!(stats.pinned_leases, 2 * N as u64, "{stats:?}");
+    assert_eq!(stats.open_conns, N, "{stats:?}");
+    // The async path makes room the same way: more ops than the lane takes, for the first
+    // sidecar again (its lane connection was closed above).
+    let addr = sidecars[0].addr();
+    let mut ops = Vec::new();
+    let mut at = 0usize;
+    for (fid, data) in needles.iter().cycle().take(crate::engine::lane::LANE_MAX_OPS + 1) {
+        ops.push(range(&addr, *fid, 0, data.len() as u32, at));
+        at += data.len();
+    }
+    let mut buf = vec![0u8; at];
+    let out = engine.read_into(&mut buf, &ops);
+    assert!(out.iter().all(Result::is_ok), "async: {out:?}");
+    for (op, (_, data)) in ops.iter().zip(needles.iter().cycle()) {
+        assert_eq!(&buf[op.buf_offset..op.buf_offset + op.len as usize], &data[..]);
+    }
+    let stats = check("async");
+    assert_eq!(stats.pinned_evicted, N as u64 + 1, "{stats:?}");
+    assert_eq!(stats.bytes_by_transport["verbs"], stats.bytes, "{stats:?}");
+    // And the sidecars pushed every byte over verbs too.
+    let mut pushed = 0;
+    for sidecar in &sidecars {
+        let json = sidecar.stats();
+        assert_eq!(json["transports"]["tcp"]["bytes"], 0, "{json}");
+        pushed += json["transports"]["verbs"]["bytes"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(pushed, stats.bytes, "{stats:?}");
+}

@@ -17,7 +17,8 @@
 //! never overlap, so however many sidecars the process reads from it pins at most the
 //! budget. A slice holds up to the READs the connection asks to have in flight (at most
 //! `verbs_slots`), and never more than an eighth of what is free; a connection that finds the
-//! arena full is made over tcp (under `auto`) until a slice is given back.
+//! arena full first closes idle connections that hold slices, least recently used first
+//! (`super::reclaim`), and is made over tcp (under `auto`) only when none is idle.
 //!
 //! The device sits behind [`RecvQueue`], so the matching and re-posting logic is tested
 //! with a fake queue; real devices are exercised by the ignored `device_tests`.
@@ -275,6 +276,12 @@ impl Host {
     /// Whether the arena has a slot free for another connection.
     pub(in crate::engine) fn has_room(&self) -> bool {
         self.arena.leased_bytes() < self.arena.bytes()
+    }
+
+    /// Waits until the arena has a slot free, or `until` passes; whether it has
+    /// ([`Arena::wait_for_room`]).
+    pub(in crate::engine) fn wait_for_room(&self, until: std::time::Instant) -> bool {
+        self.arena.wait_for_room(until)
     }
 
     /// What the pinned budget holds now: (bytes registered, the arena's size, pools
