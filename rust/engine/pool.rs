@@ -13,7 +13,7 @@ use super::reclaim::{self, Holder, Need};
 use super::runtime::{Generation, Lease};
 use super::stats::Stats;
 use super::types::{EngineConfig, Failure, SidecarHealth, Transport};
-use super::verbs::Host;
+use super::verbs::{self, Host};
 use crate::proto::Status;
 
 /// Consecutive light failures (BUSY, INTERNAL, a dropped connection) that count as one
@@ -304,8 +304,15 @@ impl SidecarPool {
     }
 
     /// Verbs to this sidecar failed on this side under [`Transport::Auto`] (a memlock limit
-    /// too low for another pool, no route between the GIDs, ...): tcp from now on.
+    /// too low for another pool, no route between the GIDs, ...): tcp from now on. Except
+    /// a budget that filled up between the check and the registration (another connection
+    /// took the last slice): that says nothing of this sidecar, so only the connection at
+    /// hand goes over tcp, as when the budget was full to begin with.
     pub(super) fn verbs_failed(&self, why: &str) {
+        if verbs::is_budget_full(why) {
+            tracing::debug!("engine: no slice left for a connection to {}: tcp", self.addr);
+            return;
+        }
         tracing::warn!("engine: verbs to {} failed, using tcp: {why}", self.addr);
         self.tcp_only.store(true, Ordering::Relaxed);
     }

@@ -265,12 +265,10 @@ impl Host {
         Ok(Host { ctx, port, pd, arena, max_slots: max_slots.max(1), registered, leases })
     }
 
-    /// Why a connection gets no receive pool: the budget is all leased.
+    /// Why a connection gets no receive pool: the budget is all leased
+    /// ([`is_budget_full`] recognises it).
     pub(in crate::engine) fn budget_full(&self) -> String {
-        format!(
-            "the pinned budget ({} MiB, pinned_budget) is leased to other connections",
-            self.arena.bytes() >> 20
-        )
+        format!("the pinned budget ({} MiB, pinned_budget){BUDGET_FULL}", self.arena.bytes() >> 20)
     }
 
     /// Whether the arena has a slot free for another connection.
@@ -399,6 +397,15 @@ impl Prepared {
     }
 }
 
+/// How [`Host::budget_full`] ends.
+const BUDGET_FULL: &str = " is leased to other connections";
+
+/// Whether a [`Failure::Verbs`] reason is [`Host::budget_full`]'s: no slice was left, which
+/// says nothing about the device or the sidecar.
+pub(in crate::engine) fn is_budget_full(why: &str) -> bool {
+    why.starts_with("the pinned budget (") && why.ends_with(BUDGET_FULL)
+}
+
 /// Refuses, before it is sent, a ranged verbs READ longer than a receive slot: the caller
 /// reads it another way.
 ///
@@ -424,6 +431,18 @@ pub(in crate::engine) struct Link {
     pub(in crate::engine) recv: Box<dyn RecvQueue>,
     pub(in crate::engine) slots: Arc<SlotPool>,
     pub(in crate::engine) stats: Arc<Stats>,
+}
+
+#[cfg(test)]
+mod budget_full_tests {
+    use super::{is_budget_full, BUDGET_FULL};
+
+    #[test]
+    fn a_full_budget_is_told_apart_from_other_verbs_failures() {
+        assert!(is_budget_full(&format!("the pinned budget (64 MiB, pinned_budget){BUDGET_FULL}")));
+        assert!(!is_budget_full("the memlock limit (8 MiB) is too low: raise ulimit -l"));
+        assert!(!is_budget_full("register the receive pool: Cannot allocate memory"));
+    }
 }
 
 #[cfg(test)]
