@@ -8,15 +8,19 @@ ours / weed mount (higher is better for every row):
 - create_64k_1 / create_64k_16: open(O_CREAT)+write 64 KiB+close, by 1 and 16 threads
   (files/s)
 - tar_extract: ``tar -x`` of ``--tar-files`` small files (files/s)
+- rsync: ``rsync -a`` of the same files from a local folder (files/s): each goes to a
+  temporary name, gets its times and mode by path after its close, and is renamed
 - sqlite_wal: inserts into a WAL-mode database, one transaction per 20 rows (rows/s)
 - metadata: create-empty, stat, rename, unlink cycles of ``--meta-files`` names (ops/s)
 
     python benches/bench_mount_writes.py [--rounds 3] [--seq-mib 256]
+        [--out bench-results/mount-writes.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -72,6 +76,12 @@ def tar_extract(d: Path, ball: Path, files: int) -> float:
     return files / (time.perf_counter() - t)
 
 
+def rsync_copy(d: Path, src: Path, files: int) -> float:
+    t = time.perf_counter()
+    subprocess.run(["rsync", "-a", f"{src}/", f"{d}/"], check=True)
+    return files / (time.perf_counter() - t)
+
+
 def sqlite_wal(d: Path, rows: int) -> float:
     db = sqlite3.connect(d / "t.db")
     db.execute("pragma journal_mode=wal")
@@ -118,6 +128,7 @@ def main() -> int:
     ap.add_argument("--tar-files", type=int, default=2000)
     ap.add_argument("--sqlite-rows", type=int, default=2000)
     ap.add_argument("--meta-files", type=int, default=300)
+    ap.add_argument("--out", default="bench-results/mount-writes.json")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-writes-"))
     ball = make_tar(work, args.tar_files)
@@ -126,6 +137,7 @@ def main() -> int:
         "create_64k_1 files/s": lambda d: create_files(d, 1, args.files),
         "create_64k_16 files/s": lambda d: create_files(d, 16, max(1, args.files // 16)),
         "tar_extract files/s": lambda d: tar_extract(d, ball, args.tar_files),
+        "rsync files/s": lambda d: rsync_copy(d, work / "src", args.tar_files),
         "sqlite_wal rows/s": lambda d: sqlite_wal(d, args.sqlite_rows),
         "metadata ops/s": lambda d: metadata(d, args.meta_files),
     }
@@ -166,9 +178,16 @@ def main() -> int:
                     p.kill()
     print(f"{'test':24s} {'weed mount':>12s} {'ours':>12s} {'ratio':>7s}  (medians of "
           f"{args.rounds})")
+    summary = {}
     for test, by in results.items():
         w, o = statistics.median(by["weed"]), statistics.median(by["ours"])
         print(f"{test:24s} {w:12.1f} {o:12.1f} {o / w:6.2f}x")
+        summary[test] = {"weed": by["weed"], "ours": by["ours"], "ratio": o / w}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "load": os.getloadavg(),
+                               "results": summary}, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

@@ -165,12 +165,18 @@ def test_times_set_after_close_keep_another_clients_change(ours, theirs, cluster
     def stored() -> int:
         return int(ours.state()["writes"]["setattr_stored"])
 
+    def fetches() -> int:
+        return int(ours.state()["client"]["metadata"]["fetches"])
+
     plain = ours.mnt / d / "plain"
-    before = stored()
+    before, fetched = stored(), fetches()
     plain.write_bytes(data)
     os.utime(plain, ns=(T_NS, T_NS))
     os.chmod(plain, 0o640)
     assert stored() == before + 2  # both laid on what the close stored
+    assert plain.read_bytes() == data
+    assert stat.S_IMODE(os.stat(plain).st_mode) == 0o640
+    assert fetches() == fetched  # what this mount stored is held: no filer lookup
 
     rel = f"{d}/f"
     (ours.mnt / rel).write_bytes(data)

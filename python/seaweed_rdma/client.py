@@ -422,9 +422,17 @@ class Client:
         """Caches an entry learnt elsewhere (a directory listing) for ``meta_ttl``."""
         self._live().meta.remember(entry)
 
-    def invalidate(self, path: str | None = None) -> None:
-        """Drops cached metadata for ``path`` (or everything)."""
-        self._live().meta.drop(None if path is None else normalize_path(path))
+    def invalidate(self, path: str | None = None, subtree: bool = True) -> None:
+        """Drops cached metadata for ``path`` (or everything); with ``subtree=False``
+        only the entry itself (its own attributes changed; what is under it did not)."""
+        self._live().meta.drop(None if path is None else normalize_path(path), subtree)
+
+    def held_generation(self, path: str) -> int:
+        """Moves whenever what is held of ``path`` is dropped (an event, ``invalidate``):
+        a caller compares it before and after a change it makes to know whether anything
+        else was announced meanwhile."""
+        self._check_open()
+        return self._live().meta.generation(normalize_path(path))
 
     def held(self, path: str) -> tuple[Entry, FileView | None] | None:
         """The entry at ``path`` and its planned view (or None) if held and fresh, without

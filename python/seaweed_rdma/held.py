@@ -62,6 +62,9 @@ class _Dir:
     names: set[str] = field(default_factory=set)
     at: float = 0.0
     complete: bool = False
+    # Names changed by this client since the listing (``drop``): whether they exist is not
+    # known, so they are asked for one by one; the other names still prove absence.
+    unsure: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class HeldMetadata:
         self._lookups: dict[str, int] = {}
         # Bumped by every event under a directory: a fetch that raced one is not held.
         self._gen: dict[str, int] = {}
+        # Bumped whenever a path itself (or a directory above it) is dropped.
+        self._own: dict[str, int] = {}
         self._stream_up = False
         # Listings under way: a thread that needs the same directory waits for that one.
         self._listing: dict[str, threading.Event] = {}
@@ -149,7 +154,17 @@ class HeldMetadata:
                     raise NotFound(f"{path}: no such file or directory on filer "
                                    f"{self._filer.address}")
         gen = self._gen.get(parent, 0)
-        entry = self._filer.get_entry(path)
+        try:
+            entry = self._filer.get_entry(path)
+        except NotFound:
+            with self._lock:
+                self.counts["fetches"] += 1
+                d = self._dirs.get(parent)
+                if d is not None and self._gen.get(parent, 0) == gen:
+                    name = _parent(path)[1]
+                    d.names.discard(name)  # known absent now
+                    d.unsure.discard(name)
+            raise
         with self._lock:
             self.counts["fetches"] += 1
             if self._gen.get(parent, 0) == gen:
@@ -187,7 +202,7 @@ class HeldMetadata:
     def _held_listing(self, path: str) -> list[Entry] | None:
         with self._lock:
             d = self._dirs.get(path)
-            if d is None or not d.complete or not self._fresh(d.at):
+            if d is None or not d.complete or d.unsure or not self._fresh(d.at):
                 return None
             out = [self._entries[_child(path, n)].entry for n in sorted(d.names)
                    if _child(path, n) in self._entries]
@@ -266,6 +281,7 @@ class HeldMetadata:
             # It exists: a held listing names it, though its create event may come later
             # and then find it already shown (fetched before the event arrived).
             d.names.add(name)
+            d.unsure.discard(name)
         if entry.hard_link_id:
             # One of several names of a file: a change through another name (its bytes,
             # its link count) sends no event for this one, so it is always asked for.
@@ -311,8 +327,17 @@ class HeldMetadata:
                 return
             self._put(entry)
 
-    def drop(self, path: str | None) -> None:
-        """Forgets ``path`` and everything under it (``None``: everything)."""
+    def generation(self, path: str) -> int:
+        """A number that moves whenever ``path`` itself (or a directory above it) is
+        dropped, by an event or a change here: equal before and after a call, nothing was
+        announced of it meanwhile."""
+        with self._lock:
+            return self._own.get(path, 0)
+
+    def drop(self, path: str | None, subtree: bool = True) -> None:
+        """Forgets ``path`` and (with ``subtree``) everything under it (``None``:
+        everything). Its directory stays held whole for its other names: the next lookup
+        of this one asks the filer for it alone, not for the directory again."""
         with self._lock:
             if path is None:
                 self._entries.clear()
@@ -320,10 +345,11 @@ class HeldMetadata:
                 self._children.clear()
                 self._bytes = 0
                 return
-            self._forget(path)
-            d = self._dirs.get(_parent(path)[0])
+            self._forget(path, subtree)
+            directory, name = _parent(path)
+            d = self._dirs.get(directory)
             if d is not None:
-                d.complete = False  # what became of the name is not known
+                d.unsure.add(name)  # what became of the name is not known
 
     def _drop_entry(self, path: str) -> _Held | None:
         held = self._entries.pop(path, None)
@@ -342,6 +368,7 @@ class HeldMetadata:
         parent = _parent(path)[0]
         self._gen[parent] = self._gen.get(parent, 0) + 1
         self._gen[path] = self._gen.get(path, 0) + 1
+        self._own[path] = self._own.get(path, 0) + 1
         self._drop_entry(path)
         if not subtree:
             return
@@ -352,6 +379,7 @@ class HeldMetadata:
             self._dirs.pop(d, None)
             for name in self._children.pop(d, ()):
                 child = _child(d, name)
+                self._own[child] = self._own.get(child, 0) + 1
                 self._drop_entry(child)
                 todo.append(child)
 
@@ -393,7 +421,8 @@ class HeldMetadata:
         if entry is None:
             directory, name = _parent(path)
             d = self._dirs.get(directory)
-            return held is None and d is not None and d.complete and name not in d.names
+            return held is None and d is not None and d.complete and name not in d.names \
+                and name not in d.unsure
         if held is None:
             # A directory held only as a listing: that it exists is all that is held.
             return entry.is_dir and path in self._dirs

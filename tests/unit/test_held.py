@@ -220,3 +220,45 @@ def test_a_name_fetched_before_its_create_event_is_listed(tree: Tree) -> None:
     h.on_event(_event("/d", None, made))  # the event then finds it shown already
     assert [e.name for e in h.listdir("/d")] == ["f0", "f1", "f2", "f3", "f4", "new"]
     assert tree.lists == 1
+
+
+def test_a_drop_here_asks_for_that_name_alone(tree: Tree) -> None:
+    """A change made by this client (``drop``) leaves the directory held whole for its
+    other names: the dropped name is fetched alone, never the directory again."""
+    h = _held(tree)
+    h.listdir("/d")
+    tree.entries["/d/f2"] = _entry("/d/f2", "1,77cc", mtime_s=300)
+    h.drop("/d/f2")
+    h.drop("/d/gone")  # unlinked here: whether it exists is not known
+    assert h.held_listing("/d") is None  # a listing would be stale: listed again
+    assert h.get("/d/f2")[0].chunks[0].file_id == "1,77cc"
+    with pytest.raises(NotFound):
+        h.get("/d/gone")
+    assert (tree.gets, tree.lists) == (2, 1)
+    for i in (0, 1, 3, 4):
+        h.get(f"/d/f{i}")
+    assert (tree.gets, tree.lists) == (2, 1)
+    assert [e.path for e in h.listdir("/d")] == [f"/d/f{i}" for i in range(5)]
+    assert tree.lists == 1  # every name known again: the held listing answers
+
+
+def test_an_entry_drop_leaves_what_is_under_it(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    h.drop("/d", subtree=False)  # its own attributes changed here (its times)
+    h.get("/d/f0")
+    assert h.held_listing("/d") is not None
+    assert (tree.gets, tree.lists) == (0, 1)
+
+
+def test_generation_moves_when_a_path_or_a_directory_above_it_is_dropped(tree: Tree) -> None:
+    h = _held(tree)
+    h.listdir("/d")
+    g = h.generation("/d/f1")
+    h.drop("/d/f0")  # a sibling: not f1
+    assert h.generation("/d/f1") == g
+    h.on_event(_event("/d", tree.entries["/d/f1"], _entry("/d/f1", "1,88dd", mtime_s=400)))
+    assert h.generation("/d/f1") != g
+    g = h.generation("/d/f3")
+    h.on_event(_event("/", _entry("/d", is_dir=True), _entry("/x", is_dir=True)))
+    assert h.generation("/d/f3") != g

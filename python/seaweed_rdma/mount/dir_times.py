@@ -38,10 +38,14 @@ class DirTimes:
     """Pending directory time changes, by directory path; the only owner of them."""
 
     def __init__(self, grpc: FilerGrpc, off_loop: OffLoop,
-                 on_written: Callable[[str], None]) -> None:
+                 on_written: Callable[[str, Any], None],
+                 generation: Callable[[str], int]) -> None:
         self._grpc = grpc
         self._off_loop = off_loop
-        self._on_written = on_written  # drops what the mount cached of the directory
+        # Told the entry written (None: not known to be the filer's): drops or replaces
+        # what the mount held of the directory.
+        self._on_written = on_written
+        self._generation = generation  # moves when an event (or a change) drops a path
         self._pending: dict[str, int] = {}  # directory -> ns its times move to
         self._written: dict[str, tuple[int, float]] = {}  # directory -> (ns, written at)
         self._writing: set[str] = set()
@@ -127,6 +131,7 @@ class DirTimes:
             await trio.sleep(GATHER_S)  # a burst of creates: one write for all of them
             while True:
                 ns: int | None = None
+                written = None
                 try:
                     async with self.guard(directory):
                         # Read under the guard: times set explicitly meanwhile (utimens,
@@ -134,7 +139,10 @@ class DirTimes:
                         ns = self._pending.get(directory)
                         if ns is None:
                             return
-                        await self._off_loop(self._write_now, directory, ns)
+                        generation = self._generation(directory)
+                        written = await self._off_loop(self._write_now, directory, ns)
+                        if self._generation(directory) != generation:
+                            written = None  # another client's change was announced
                 except (FilerRpcError, OSError) as e:  # gone meanwhile, or the filer is
                     log.info("times of %s not written: %s", directory, e)
                 finally:
@@ -142,7 +150,7 @@ class DirTimes:
                 if ns is not None and self._pending.get(directory) == ns:
                     del self._pending[directory]
                     self._written[directory] = (ns, time.monotonic())
-                    self._on_written(directory)
+                    self._on_written(directory, written)
                     self._expire()
         finally:
             self._writing.discard(directory)
@@ -152,15 +160,17 @@ class DirTimes:
         for d in [d for d, (_, at) in self._written.items() if now - at > KEEP_S]:
             del self._written[d]
 
-    def _write_now(self, directory: str, ns: int) -> None:
-        """Blocking: moves the directory entry's mtime and ctime to ``ns`` (never back)."""
+    def _write_now(self, directory: str, ns: int) -> Any:
+        """Blocking: moves the directory entry's mtime and ctime to ``ns`` (never back).
+        Returns the entry as written (a protobuf), or None when nothing was written."""
         pb = self._grpc.lookup(directory) if directory != "/" else None
         if pb is None or not pb.is_directory:
-            return
+            return None
         a = pb.attributes
         if a.mtime * 1_000_000_000 + a.mtime_ns >= ns:
-            return
+            return None
         a.mtime, a.mtime_ns = divmod(ns, 1_000_000_000)
         a.ctime, a.ctime_ns = a.mtime, a.mtime_ns
         self._grpc.update(split_path(directory)[0], pb)
         self.writes += 1
+        return pb

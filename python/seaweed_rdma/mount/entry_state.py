@@ -64,6 +64,9 @@ class EntryState:
         self._xattrs: dict[str, bytes | None] = {}
         self._view: Any | None = None
         self.version = 0  # moves whenever the merged chunks or size may have changed
+        # True while the base is what this writer's last commit sent (not a version read
+        # or announced): then it is surely the filer's, event or no event.
+        self.base_is_ours = False
 
     # -- what it holds -----------------------------------------------------------------
 
@@ -216,10 +219,11 @@ class EntryState:
 
     # -- the base moves --------------------------------------------------------------------
 
-    def committed(self, sent: Any) -> None:
+    def committed(self, sent: Any, ours: bool = True) -> None:
         """``sent`` is now the filer's version: it becomes the base, with no changes but
         chunks added after it was built (an upload that ended while it was being written:
-        they go with the next commit)."""
+        they go with the next commit). ``ours``: no other client's version was announced
+        while it was being written (else the filer may hold a newer one already)."""
         fids = set(chunk_fids(sent))
         later = [c for c in self._added if c.file_id not in fids]
         self._base = _copy(sent)
@@ -231,10 +235,12 @@ class EntryState:
         self._bytes_changed = bool(later)
         self._attrs.clear()
         self._xattrs.clear()
+        self.base_is_ours = ours
         self._changed()
 
     def rebase(self, fresh: Any) -> None:
         """The filer has ``fresh`` now: the changes made here go on top of it."""
+        self.base_is_ours = False
         self._base = _copy(fresh)
         self._base_fids = chunk_fids(fresh)
         self._changed()

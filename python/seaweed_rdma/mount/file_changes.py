@@ -267,13 +267,15 @@ class FileChanges:
                 a.ctime, a.ctime_ns = divmod(time.time_ns(), 1_000_000_000)
             if pb.is_directory and ("mtime" in values or "ctime" in values):
                 self._tree.dir_times.drop(path)  # times set explicitly win over ours
+            generation = self._tree.generation(path)
             try:
                 await self._calls.off_loop(self._grpc.update, split_path(path)[0], pb,
                                            chunk_fids(pb))
             except Conflict:
                 continue
+            unseen = self._tree.generation(path) != generation  # an event meanwhile
             self._tree.forget_path(path)
-            self._tree.keep_stored(inode, path, pb)
+            self._tree.keep_stored(inode, path, pb, hold=not unseen)
             return self._tree.attributes(entry_from_pb(pb, path), inode)
         raise pyfuse3.FUSEError(errno.EAGAIN)
 

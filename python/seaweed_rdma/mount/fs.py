@@ -127,7 +127,7 @@ class SeaweedOperations(pyfuse3.Operations):
                 concurrent_writers=max(1, opts.concurrent_writers),
                 collection=opts.collection, replication=opts.replication,
                 ttl_sec=opts.ttl_sec, disk_type=opts.disk_type,
-                data_center=opts.data_center), self.tree.forget_path)
+                data_center=opts.data_center), self.tree.committed_here)
         self.files = FileChanges(self.grpc, self.calls, self.inodes, self.tree, self.handles,
                                  self.wm, opts.ttl_sec)
         self.names = NameChanges(self.grpc, self.calls, client, self.inodes, self.tree,

@@ -105,8 +105,12 @@ class NameChanges:
 
     async def _make(self, parent_inode: int, pb: Any) -> pyfuse3.EntryAttributes:
         path = self._inodes.child(parent_inode, pb.name)
+        generation = self._tree.generation(path)
         await self._calls.off_loop(self._grpc.create, split_path(path)[0], pb, True)
+        announced = self._tree.generation(path) != generation  # changed elsewhere since
         self._tree.new_name(path, directory=pb.is_directory)
+        if not announced:
+            self._tree.hold(path, pb)  # a stat or a path walk through it asks no filer
         return self._tree.attributes(entry_from_pb(pb, path), self._inodes.ref(path))
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 
 from ..errors import NotFound
-from ..filer_grpc import PB, FilerGrpc, split_path
+from ..filer_grpc import PB, FilerGrpc, entry_from_pb, split_path
 from .attrs import to_attributes
 from .dir_times import DirTimes
 
@@ -62,7 +62,8 @@ class Tree:
         # inode -> (its path then, when, the entry as stored): see ``keep_stored``.
         self._stored: dict[int, tuple[str, float, Any]] = {}
         self.stored_used = 0  # setattrs laid on a stored entry (no lookup first)
-        self.dir_times = DirTimes(grpc, calls.off_loop, self.forget_path)
+        self.dir_times = DirTimes(grpc, calls.off_loop, self._dir_times_written,
+                                  self.generation)
 
     # -- entries and attributes ----------------------------------------------------------
 
@@ -127,15 +128,52 @@ class Tree:
         self._client.invalidate(path)
         self._cache.invalidate_path(path)
 
-    def keep_stored(self, inode: int, path: str, entry: Any | None) -> None:
+    def committed_here(self, path: str, stored: Any) -> None:
+        """A writer here wrote its entry at ``path``: what was cached of it is dropped,
+        and ``stored`` (the entry it wrote, when surely the filer's now; else None) is
+        held in its place, so a lookup between the close and the release (the kernel
+        sends RELEASE after close returns) asks the filer nothing."""
+        self.forget_path(path)
+        if stored is not None and not stored.is_directory:
+            self.hold(path, stored)
+
+    def hold(self, path: str, pb: Any) -> None:
+        """``pb`` is surely what the filer holds at ``path`` now (this mount wrote it and
+        no other client's change was announced since): the Client holds it as the
+        filer's entry (no event of this mount's own changes comes; any later change
+        elsewhere drops it). Hard-linked entries are not held (see ``HeldMetadata``)."""
+        if not pb.hard_link_id:
+            self._client.remember(entry_from_pb(pb, path))
+
+    def _dir_times_written(self, directory: str, written: Any) -> None:
+        """Times written to ``directory``'s own entry: only that entry is dropped, not
+        what is held under it (else every write of its times, one per burst of creates,
+        would cost a listing of it at the next lookup); ``written`` (the entry as
+        written, when surely the filer's) is held in its place."""
+        self._client.invalidate(directory, subtree=False)
+        if written is not None:
+            self.hold(directory, written)
+
+    def generation(self, path: str) -> int:
+        """See ``Client.held_generation``: compared around a change made here."""
+        return self._client.held_generation(path)
+
+    def keep_stored(self, inode: int, path: str, entry: Any | None,
+                    hold: bool = True) -> None:
         """``entry`` (a protobuf) is what the filer now holds at ``path``, stored by this
         mount just now: kept for ``stored_entry`` until anything changes ``path`` here or
         elsewhere (``forget_path``), the metadata stream breaks, or it is older than
-        ``STORED_FOR_S``. Hard-linked entries are not kept (another name changes them)."""
+        ``STORED_FOR_S``; and, with ``hold`` (nothing was announced of ``path`` while it
+        was stored, so no newer version can be on the filer unseen: a later event drops
+        it), held by the Client as the filer's entry (no event of this mount's own change
+        comes), so a stat or an open right after asks the filer nothing. Hard-linked
+        entries are not kept (another name changes them)."""
         self._stored.pop(inode, None)
         if entry is None or entry.is_directory or entry.hard_link_id:
             return
         self._stored[inode] = (path, time.monotonic(), entry)
+        if hold:
+            self.hold(path, entry)
         while len(self._stored) > STORED_KEPT:
             del self._stored[next(iter(self._stored))]
 

@@ -248,7 +248,7 @@ class WriteMount:
     upload slots (``-concurrentWriters``) and the clock for ``modified_ts_ns``."""
 
     def __init__(self, grpc: FilerGrpc, opts: WriteOptions,
-                 on_commit: Callable[[str], None]) -> None:
+                 on_commit: Callable[[str, Any], None]) -> None:
         self.grpc = grpc
         self.opts = opts
         self.uploader = Uploader(grpc, opts)
@@ -280,9 +280,10 @@ class WriteMount:
         self.last_write_ns = self._last_ts
         return self._last_ts
 
-    def committed(self, path: str) -> None:
-        """A writer wrote its entry at ``path``: what was cached of it is dropped."""
-        self._on_commit(path)
+    def committed(self, path: str, stored: Any = None) -> None:
+        """A writer wrote its entry at ``path``: what was cached of it is dropped; ``stored``
+        (a protobuf, or None) is the entry it stored, when surely the filer's now."""
+        self._on_commit(path, stored)
 
     def close(self) -> None:
         """Closes the uploader's connections."""

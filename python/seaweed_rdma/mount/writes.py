@@ -162,6 +162,9 @@ class FileWriter:
         # could lie over them.
         self._clean: list[tuple[int, bytes]] = []
         self._clean_bytes = 0
+        # Other clients' versions announced so far: one announced while a commit ran may
+        # be newer than what that commit stored (see ``stored_entry``).
+        self._announced = 0
 
     # -- identity and handles --------------------------------------------------------------
 
@@ -209,9 +212,10 @@ class FileWriter:
 
     def stored_entry(self) -> Any | None:
         """The entry as this writer's last commit stored it (a protobuf; do not modify),
-        while nothing was written or changed here since; None otherwise."""
+        while nothing was written or changed here since and no other version was read or
+        announced after it; None otherwise."""
         if not self._created or self._unlinked or self._pages or self._sealed \
-                or self._retry or self._state.dirty:
+                or self._retry or self._state.dirty or not self._state.base_is_ours:
             return None
         return self._state.view()
 
@@ -481,6 +485,7 @@ class FileWriter:
         directory = split_path(self.path)[0]
         uploads = [(a, bytes(s.page.buf[start:end])) for s, start, end, a in pieces]
         out = SmallCommit()
+        announced = self._announced
         try:
             async with self._mount.upload_slots:
                 await self._mount.off_loop(self._mount.uploader.upload_and_save, self.path,
@@ -490,8 +495,8 @@ class FileWriter:
         if not out.saved:
             return False
         self._created = True
-        self._state.committed(entry)
-        self._mount.committed(self.path)
+        self._state.committed(entry, ours=announced == self._announced)
+        self._mount.committed(self.path, self.stored_entry())
         return True
 
     def _small_settle(self, pieces: list[tuple[Sealed, int, int, Assignment]],
@@ -520,6 +525,7 @@ class FileWriter:
                 return
             entry = self._state.to_send(time.time_ns())
             directory = split_path(self.path)[0]
+            announced = self._announced
             try:
                 if self._created:
                     await self._mount.off_loop(self._mount.grpc.update, directory, entry,
@@ -536,8 +542,8 @@ class FileWriter:
                 await self._vanished()
                 continue
             self._created = True
-            self._state.committed(entry)
-            self._mount.committed(self.path)
+            self._state.committed(entry, ours=announced == self._announced)
+            self._mount.committed(self.path, self.stored_entry())
             return
         raise WriteFailed(f"{self.path}: changed elsewhere at each of {SAVE_ATTEMPTS} "
                           "tries to write it")
@@ -620,6 +626,7 @@ class FileWriter:
         taken (changes made here stay on top); if its content differs from the base, it
         supersedes the bytes written here and not committed yet, as weed mount drops a
         handle's dirty pages then (logged)."""
+        self._announced += 1
         if not self._created or self.unlinked:
             return  # not on the filer yet: the first commit's condition decides
         if not self._state.same_content(entry):
