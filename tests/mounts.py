@@ -43,7 +43,11 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if os.path.ismount(self.mnt):
+        # A mount killed above leaves its mount point dead (ENOTCONN), which ismount()
+        # does not report: unmount whatever the kernel still lists there.
+        with open("/proc/self/mounts") as mounts:
+            listed = any(line.split()[1] == str(self.mnt) for line in mounts)
+        if listed or os.path.ismount(self.mnt):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
         return self.proc.returncode
 
