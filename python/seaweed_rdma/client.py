@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -426,6 +427,12 @@ class Client:
         """Drops cached metadata for ``path`` (or everything); with ``subtree=False``
         only the entry itself (its own attributes changed; what is under it did not)."""
         self._live().meta.drop(None if path is None else normalize_path(path), subtree)
+
+    def fetch_entries_with(self, fetch: Callable[[str], Entry]) -> None:
+        """Fetches single filer entries with ``fetch(path)`` (raising ``NotFound``) instead
+        of the filer's HTTP API, for this process's parts (a forked child goes back to
+        HTTP). The mount passes its gRPC lookup."""
+        self._live().meta.fetch_with(fetch)
 
     def held_generation(self, path: str) -> int:
         """Moves whenever what is held of ``path`` is dropped (an event, ``invalidate``):

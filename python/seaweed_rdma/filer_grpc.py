@@ -33,7 +33,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from .discovery import filer_grpc_address
-from .errors import SeaweedRdmaError
+from .errors import NotFound, SeaweedRdmaError
 from .filer import Chunk, Entry, go_mode_to_posix
 
 log = logging.getLogger("seaweed_rdma.filer")
@@ -471,6 +471,13 @@ class FilerGrpc:
                 return None
             raise
         return r.entry
+
+    def entry(self, path: str) -> Entry:
+        """The read-side ``Entry`` at ``path``; raises ``NotFound`` when there is none."""
+        pb = self.lookup(path)
+        if pb is None:
+            raise NotFound(f"{path}: no such file or directory on filer {self.target}")
+        return entry_from_pb(pb, path)
 
     def list(self, directory: str, limit: int = 1024, start: str = "") -> list[Any]:
         """Up to ``limit`` entries of ``directory`` after ``start``."""
