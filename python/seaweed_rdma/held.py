@@ -62,8 +62,9 @@ class _Dir:
     names: set[str] = field(default_factory=set)
     at: float = 0.0
     complete: bool = False
-    # Names changed by this client since the listing (``drop``): whether they exist is not
-    # known, so they are asked for one by one; the other names still prove absence.
+    # Names dropped since the listing (``drop``: a change here, or one the mount's own
+    # event follower announced): whether they exist is not known, so they are asked for
+    # one by one; the other names still prove absence.
     unsure: set[str] = field(default_factory=set)
 
 
@@ -341,7 +342,13 @@ class HeldMetadata:
         dropped, by an event or a change here: equal before and after a call, nothing was
         announced of it meanwhile."""
         with self._lock:
-            return self._own.get(path, 0)
+            # A directory above dropped (moved or removed elsewhere) counts too, whether
+            # or not anything under it was held.
+            total = self._own.get(path, 0)
+            while path != "/":
+                path = _parent(path)[0]
+                total += self._own.get(path, 0)
+            return total
 
     def drop(self, path: str | None, subtree: bool = True) -> None:
         """Forgets ``path`` and (with ``subtree``) everything under it (``None``:

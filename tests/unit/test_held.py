@@ -262,3 +262,10 @@ def test_generation_moves_when_a_path_or_a_directory_above_it_is_dropped(tree: T
     g = h.generation("/d/f3")
     h.on_event(_event("/", _entry("/d", is_dir=True), _entry("/x", is_dir=True)))
     assert h.generation("/d/f3") != g
+
+
+def test_generation_moves_for_a_path_never_held_when_its_directory_goes(tree: Tree) -> None:
+    h = _held(tree)
+    g = h.generation("/d/new")
+    h.drop("/d")  # moved or removed: a name made under it meanwhile must not be held
+    assert h.generation("/d/new") != g

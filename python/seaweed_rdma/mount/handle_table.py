@@ -189,6 +189,11 @@ class HandleTable:
                 self.withdraw_native(inode)
 
     @property
+    def stream_up(self) -> bool:
+        """Whether the metadata stream is up (other clients' changes reach this mount)."""
+        return self._stream_up
+
+    @property
     def offers_native(self) -> bool:
         """Whether files may be offered to the native loop now (it runs, the stream is up)."""
         return self._native is not None and self._stream_up

@@ -171,6 +171,8 @@ class Tree:
         self._stored.pop(inode, None)
         if entry is None or entry.is_directory or entry.hard_link_id:
             return
+        if not self._handles.stream_up:
+            return  # no event would drop it: another client's change could be undone
         self._stored[inode] = (path, time.monotonic(), entry)
         if hold:
             self.hold(path, entry)
@@ -180,7 +182,8 @@ class Tree:
     def stored_entry(self, inode: int, path: str) -> Any | None:
         """A copy of the entry ``keep_stored`` kept for ``inode`` at ``path``, or None."""
         kept = self._stored.get(inode)
-        if kept is None or kept[0] != path or time.monotonic() - kept[1] > STORED_FOR_S:
+        if kept is None or kept[0] != path or time.monotonic() - kept[1] > STORED_FOR_S \
+                or not self._handles.stream_up:
             return None
         self.stored_used += 1
         out = PB["Entry"]()
